@@ -1,0 +1,57 @@
+//! The hostnic custom resources, `NicPool` and `HostNic`, as Rust types.
+//!
+//! The CRD YAML under `crds/` is generated from these types (`cargo run -p hostnic-crds
+//! --bin crdgen -- crds`) and a test fails when the committed files are stale, so the doc
+//! comments here are what `kubectl explain` prints.
+
+pub mod hostnic;
+pub mod nicpool;
+
+mod render;
+
+pub use hostnic::{HostNic, HostNicPhase, HostNicSpec, HostNicStatus, NicRole, PodRef};
+pub use nicpool::{NicPool, NicPoolSpec, NicPoolStatus, NodePoolStatus, ReclaimPolicy, Route};
+pub use render::{CrdFile, crd_files};
+
+/// API group of every hostnic resource.
+pub const GROUP: &str = "hostnic.qingcloud.com";
+
+/// Finalizer the operator puts on HostNics so a cloud NIC is never orphaned by a delete.
+pub const NIC_FINALIZER: &str = "hostnic.qingcloud.com/nic";
+
+/// Finalizer the operator puts on NicPools so their reclaim policy is applied before they go.
+pub const POOL_FINALIZER: &str = "hostnic.qingcloud.com/pool";
+
+/// Label on a HostNic naming its node; the agent watches with this selector.
+pub const NODE_LABEL: &str = "hostnic.qingcloud.com/node";
+
+/// Label on a HostNic naming its NicPool.
+pub const POOL_LABEL: &str = "hostnic.qingcloud.com/pool";
+
+/// Label on a HostNic naming its vxnet.
+pub const VXNET_LABEL: &str = "hostnic.qingcloud.com/vxnet";
+
+/// Label on a HostNic telling a pod NIC from a gateway NIC.
+pub const ROLE_LABEL: &str = "hostnic.qingcloud.com/role";
+
+/// Pod annotation choosing the NicPool a pod's NIC comes from.
+pub const POD_POOL_ANNOTATION: &str = "hostnic.qingcloud.com/pool";
+
+/// NicPool annotation (value `"true"`) marking the pool used by pods that name none.
+pub const DEFAULT_POOL_ANNOTATION: &str = "hostnic.qingcloud.com/is-default-pool";
+
+/// Most secondary NICs a QingCloud VM can hold (64 NICs including the primary).
+pub const MAX_NICS_PER_INSTANCE: u32 = 63;
+
+/// Pattern of a QingCloud vxnet id.
+pub const VXNET_ID_PATTERN: &str = "^vxnet-[a-z0-9]+$";
+
+/// Pattern of a NIC id: QingCloud uses the lowercase MAC address.
+pub const MAC_PATTERN: &str = "^([0-9a-f]{2}:){5}[0-9a-f]{2}$";
+
+/// Pattern of an IPv4 address.
+pub const IPV4_PATTERN: &str =
+    r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$";
+
+/// Pattern of an IPv4 CIDR.
+pub const IPV4_CIDR_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";

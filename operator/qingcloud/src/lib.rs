@@ -1,0 +1,1 @@
+//! QingCloud IaaS API client: signing, typed NIC calls, retries and rate limiting.

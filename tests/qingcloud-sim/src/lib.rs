@@ -1,0 +1,1 @@
+//! A strict QingCloud API simulator with hot-plug into network namespaces.
