@@ -1,9 +1,242 @@
 //! Wire types of the node-agent's unix socket, shared with the `hostnic` CNI plugin.
 //!
-//! Kept free of kube and tokio so the plugin stays lean.
+//! The protocol is HTTP/1.1 over the agent's unix socket with JSON bodies, so it can be
+//! driven by hand with `curl --unix-socket`. Requests are versioned by path:
+//!
+//! | method | path          | body              | success body       |
+//! |--------|---------------|-------------------|--------------------|
+//! | POST   | `/v1/claim`   | [`ClaimRequest`]  | [`Attachment`]     |
+//! | POST   | `/v1/release` | [`ReleaseRequest`]| [`Released`]       |
+//! | POST   | `/v1/check`   | [`CheckRequest`]  | [`Attachment`]     |
+//! | POST   | `/v1/gc`      | [`GcRequest`]     | [`GcResponse`]     |
+//! | GET    | `/v1/status`  | none              | [`AgentStatus`]    |
+//!
+//! Failures answer a 4xx/5xx status with an [`ApiError`] body. Kept free of kube and tokio so
+//! the plugin stays lean.
 
-/// Version of the socket protocol; requests carry it and the agent refuses others.
+use serde::{Deserialize, Serialize};
+
+/// Version prefix of every request path; the agent answers 404 to any other.
 pub const API_VERSION: &str = "v1";
 
 /// Default path of the agent's unix socket.
 pub const DEFAULT_SOCKET: &str = "/run/hostnic/hostnic.sock";
+
+/// Largest request body the agent accepts; anything bigger is refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Paths of the socket's endpoints.
+pub mod path {
+    /// Claim a free NIC for a pod sandbox.
+    pub const CLAIM: &str = "/v1/claim";
+    /// Release the NIC of a pod sandbox.
+    pub const RELEASE: &str = "/v1/release";
+    /// Verify a pod sandbox's NIC is configured as claimed.
+    pub const CHECK: &str = "/v1/check";
+    /// Release every attachment not in a list of valid ones.
+    pub const GC: &str = "/v1/gc";
+    /// Readiness of the agent.
+    pub const STATUS: &str = "/v1/status";
+}
+
+/// The pod a request is for, from the runtime's `CNI_ARGS`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    /// `K8S_POD_NAMESPACE`.
+    pub namespace: String,
+    /// `K8S_POD_NAME`.
+    pub name: String,
+    /// `K8S_POD_UID`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// Identifies one attachment: the sandbox container and the interface inside it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AttachmentKey {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+}
+
+/// Claim a free NIC of a pool and move it into the pod's netns (CNI ADD).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Which sandbox and interface.
+    #[serde(flatten)]
+    pub key: AttachmentKey,
+    /// `CNI_NETNS`: path of the pod's network namespace.
+    pub netns: String,
+    /// The pod.
+    pub pod: PodInfo,
+    /// NicPool to claim from; `None` lets the agent use the pod's annotation or the default pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// MTU to set on the pod interface; `None` keeps the NIC's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Extra routes from the CNI config (the original hostnic's `ipam.routes`), added to the
+    /// pool's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+/// Release a sandbox's NIC back to the host (CNI DEL). Idempotent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseRequest {
+    /// Which sandbox and interface.
+    #[serde(flatten)]
+    pub key: AttachmentKey,
+    /// `CNI_NETNS`; empty or absent when the runtime already removed the netns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+/// Verify a sandbox's NIC is still configured as claimed (CNI CHECK).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CheckRequest {
+    /// Which sandbox and interface.
+    #[serde(flatten)]
+    pub key: AttachmentKey,
+    /// `CNI_NETNS`.
+    pub netns: String,
+}
+
+/// Release every attachment of this node that is not listed (CNI GC).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcRequest {
+    /// `cni.dev/valid-attachments`: attachments the runtime still knows.
+    pub valid_attachments: Vec<AttachmentKey>,
+}
+
+/// What GC released.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcResponse {
+    /// Attachments released because the runtime no longer knows them.
+    pub released: Vec<AttachmentKey>,
+}
+
+/// Outcome of a release.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// HostNic released, or `None` when nothing was attached (already released or unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostnic: Option<String>,
+}
+
+/// A NIC configured in a pod: what the plugin turns into a CNI result.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attachment {
+    /// Name of the HostNic object holding the claim.
+    pub hostnic: String,
+    /// Interface name inside the pod.
+    pub interface: String,
+    /// MAC address (the QingCloud nic_id), lowercase.
+    pub mac: String,
+    /// Path of the pod's network namespace.
+    pub sandbox: String,
+    /// MTU set on the interface.
+    pub mtu: u32,
+    /// The pod address with its prefix length, e.g. `172.22.0.9/24`.
+    pub address: String,
+    /// The vxnet gateway, the pod's default route.
+    pub gateway: String,
+    /// Every route written into the pod, the default route included.
+    pub routes: Vec<Route>,
+}
+
+/// A route in a pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// Destination CIDR; `0.0.0.0/0` for the default route.
+    pub dst: String,
+    /// Next hop; `0.0.0.0` in a request means "the node's NIC in the pod's vxnet".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<String>,
+}
+
+/// Readiness of the agent (CNI STATUS).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// Whether ADD can be expected to succeed now.
+    pub ready: bool,
+    /// Why not, when not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Whether the agent has synced its HostNics and the kernel.
+    pub synced: bool,
+    /// Free NICs on this node.
+    pub free_nics: u32,
+    /// NICs on their way to this node.
+    pub incoming_nics: u32,
+}
+
+/// What went wrong, as a category the plugin maps to a CNI error code.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or names something invalid (CNI 7 / 4).
+    InvalidRequest,
+    /// No free NIC now; the pool is being refilled (CNI 11, try again later).
+    TryAgainLater,
+    /// CHECK found the attachment missing or misconfigured.
+    CheckFailed,
+    /// The agent is not ready (CNI 50 for STATUS).
+    NotReady,
+    /// A kernel or API failure inside the agent (CNI 5 / 999).
+    Internal,
+}
+
+/// Error body of every failed request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// Category.
+    pub kind: ErrorKind,
+    /// What went wrong, for a human.
+    pub message: String,
+    /// More context (the failing step, the NIC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_request_flattens_the_attachment_key() {
+        let req = ClaimRequest {
+            key: AttachmentKey {
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+            },
+            netns: "/var/run/netns/p".into(),
+            pod: PodInfo {
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: None,
+            },
+            pool: None,
+            mtu: None,
+            routes: vec![],
+        };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["container_id"], "c1");
+        assert_eq!(json["ifname"], "eth0");
+        assert!(json.get("pool").is_none());
+        let back: ClaimRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn error_kind_is_snake_case_on_the_wire() {
+        let err = ApiError {
+            kind: ErrorKind::TryAgainLater,
+            message: "no free NIC".into(),
+            details: None,
+        };
+        let json = serde_json::to_string(&err).unwrap();
+        assert!(json.contains("\"try_again_later\""), "{json}");
+    }
+}
