@@ -27,7 +27,11 @@ use crate::{IPV4_CIDR_PATTERN, IPV4_PATTERN, MAC_PATTERN, VXNET_ID_PATTERN};
     printcolumn(name = "MAC", type_ = "string", json_path = ".status.nicId"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Pod", type_ = "string", json_path = ".status.pod.name"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HostNicSpec {

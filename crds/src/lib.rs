@@ -9,8 +9,10 @@ pub mod nicpool;
 
 mod render;
 
-pub use hostnic::{HostNic, HostNicPhase, HostNicSpec, HostNicStatus, NicRole, PodRef};
-pub use nicpool::{NicPool, NicPoolSpec, NicPoolStatus, NodePoolStatus, ReclaimPolicy, Route};
+pub use hostnic::{CloudJob, HostNic, HostNicPhase, HostNicSpec, HostNicStatus, NicRole, PodRef};
+pub use nicpool::{
+    NicPool, NicPoolSpec, NicPoolStatus, NodeGateway, NodePoolStatus, ReclaimPolicy, Route,
+};
 pub use render::{CrdFile, crd_files};
 
 /// API group of every hostnic resource.
@@ -50,8 +52,7 @@ pub const VXNET_ID_PATTERN: &str = "^vxnet-[a-z0-9]+$";
 pub const MAC_PATTERN: &str = "^([0-9a-f]{2}:){5}[0-9a-f]{2}$";
 
 /// Pattern of an IPv4 address.
-pub const IPV4_PATTERN: &str =
-    r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$";
+pub const IPV4_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$";
 
 /// Pattern of an IPv4 CIDR.
 pub const IPV4_CIDR_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";

@@ -7,7 +7,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{IPV4_CIDR_PATTERN, IPV4_PATTERN, MAX_NICS_PER_INSTANCE, VXNET_ID_PATTERN};
+use crate::{
+    IPV4_CIDR_PATTERN, IPV4_PATTERN, MAC_PATTERN, MAX_NICS_PER_INSTANCE, VXNET_ID_PATTERN,
+};
 
 /// Free NICs kept warm per node when `spec.size` is not given (the original daemon's PoolSize).
 pub const DEFAULT_SIZE: u32 = 3;
@@ -31,7 +33,10 @@ pub const DEFAULT_QUARANTINE_SECONDS: u32 = 120;
     category = "hostnic",
     status = "NicPoolStatus",
     doc = "A pool of QingCloud NICs kept warm on every matching node, ready to be handed to pods.",
-    scale(spec_replicas_path = ".spec.size", status_replicas_path = ".status.warmPerNode"),
+    scale(
+        spec_replicas_path = ".spec.size",
+        status_replicas_path = ".status.warmPerNode"
+    ),
     printcolumn(name = "Vxnets", type_ = "string", json_path = ".spec.vxnets"),
     printcolumn(name = "Size", type_ = "integer", json_path = ".spec.size"),
     printcolumn(name = "Available", type_ = "integer", json_path = ".status.available"),
@@ -42,7 +47,11 @@ pub const DEFAULT_QUARANTINE_SECONDS: u32 = 120;
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NicPoolSpec {
@@ -196,4 +205,29 @@ pub struct NodePoolStatus {
     /// Failed NICs on the node.
     #[serde(default)]
     pub failed: u32,
+
+    /// The node's NIC in each vxnet that pods route through for routes with gateway `0.0.0.0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<NodeGateway>,
+}
+
+/// The node's address in one vxnet, replacing `0.0.0.0` in the routes of pods in that vxnet.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGateway {
+    /// The vxnet.
+    #[schemars(pattern(VXNET_ID_PATTERN))]
+    pub vxnet: String,
+
+    /// The node's IPv4 address in the vxnet.
+    #[schemars(pattern(IPV4_PATTERN))]
+    pub ip: String,
+
+    /// The NIC carrying it: a gateway HostNic the operator created, or a NIC the node already had.
+    #[schemars(pattern(MAC_PATTERN))]
+    pub nic_id: String,
+
+    /// Name of the gateway HostNic, when the operator created one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostnic: Option<String>,
 }
