@@ -1,1 +1,6 @@
-//! End-to-end tests, the local demo and benchmarks of hostnic.
+//! Test fixtures shared by hostnic's crates (real network namespaces, privilege checks, the
+//! workspace's binaries), plus the end-to-end tests, the local demo and the benchmarks.
+
+pub mod bins;
+pub mod netns;
+pub mod privilege;
