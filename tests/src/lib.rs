@@ -2,5 +2,6 @@
 //! workspace's binaries), plus the end-to-end tests, the local demo and the benchmarks.
 
 pub mod bins;
+pub mod containerd;
 pub mod netns;
 pub mod privilege;
