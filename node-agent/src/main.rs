@@ -1,13 +1,3 @@
-//! `hostnic-agent` (skeleton).
+//! `hostnic-agent` binary (work in progress: the library holds the kernel side).
 
-use clap::Parser;
-
-/// Per-node agent: hands pre-attached NICs to pods through the CNI plugin.
-#[derive(Parser, Debug)]
-#[command(name = "hostnic-agent", version, about)]
-struct Args {}
-
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    Ok(())
-}
+fn main() {}

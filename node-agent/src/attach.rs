@@ -1,0 +1,302 @@
+//! The kernel side of claims and releases: moving a NIC's link between the node netns and a
+//! pod netns and configuring it, each step undone if a later one fails.
+//!
+//! The host name of a link in a pod is kept in its `ifalias`, so a release needs no outside
+//! state to restore it (as the reference host-device plugin does).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use rtnetlink::Handle;
+
+use crate::netlink::{self, Link, RouteEntry};
+use crate::netns::{Netns, run_in};
+use crate::{Error, Result};
+
+/// What a claimed NIC must look like inside the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachSpec {
+    /// The NIC's MAC (nic_id).
+    pub mac: String,
+    /// Interface name in the pod (`CNI_IFNAME`).
+    pub ifname: String,
+    /// MTU to set; `None` keeps the NIC's.
+    pub mtu: Option<u32>,
+    /// Pod address with the vxnet prefix length.
+    pub address: Ipv4Net,
+    /// Vxnet gateway: the default route.
+    pub gateway: Ipv4Addr,
+    /// Further routes, gateways already resolved.
+    pub routes: Vec<RouteEntry>,
+}
+
+impl AttachSpec {
+    /// Every route the pod gets: the default route first, then the others.
+    pub fn all_routes(&self) -> Vec<RouteEntry> {
+        let mut all = vec![RouteEntry {
+            dst: Ipv4Net::default(),
+            gw: Some(self.gateway),
+        }];
+        all.extend(self.routes.iter().cloned());
+        all
+    }
+}
+
+/// Outcome of a successful attach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    /// Name the link had on the node (now in its ifalias).
+    pub host_name: String,
+    /// MTU of the link in the pod.
+    pub mtu: u32,
+}
+
+/// Name used when a link's host name is unknown or taken: `hn` and the MAC's hex digits.
+pub fn fallback_name(mac: &str) -> String {
+    let hex: String = mac.chars().filter(|c| *c != ':').collect();
+    let tail = hex.len().saturating_sub(12);
+    format!("hn{}", &hex[tail..])
+}
+
+/// Moves the NIC with `spec.mac` from `node` into `pod` named `spec.ifname` and configures it.
+/// On failure every step done is undone: the link is back in `node` under its host name.
+pub async fn attach(node: Arc<Netns>, pod: Arc<Netns>, spec: AttachSpec) -> Result<Attached> {
+    let (node_fd, pod_fd) = (node.raw_fd(), pod.raw_fd());
+    let node_name = node.path().display().to_string();
+    // The pod netns goes last: the thread ends there, so the sysctl writes land in the pod.
+    run_in(vec![node.clone(), pod.clone()], move |handles| async move {
+        let (nh, ph) = (&handles[0], &handles[1]);
+        let link = netlink::link_by_mac(nh, &spec.mac)
+            .await?
+            .ok_or_else(|| Error::LinkNotFound {
+                mac: spec.mac.clone(),
+                netns: node_name,
+            })?;
+        netlink::set_down_with_alias(nh, link.index, &link.name).await?;
+        if let Err(e) = netlink::move_to(nh, link.index, pod_fd, &spec.ifname).await {
+            let _ = netlink::set_down_with_alias(nh, link.index, "").await;
+            return Err(e);
+        }
+        match configure(ph, &spec).await {
+            Ok(mtu) => Ok(Attached {
+                host_name: link.name,
+                mtu,
+            }),
+            Err(e) => {
+                if let Err(undo) = move_out(ph, nh, &spec.mac, node_fd).await {
+                    tracing::error!(mac = %spec.mac, error = %undo, "undo of a failed attach failed");
+                }
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+async fn configure(ph: &Handle, spec: &AttachSpec) -> Result<u32> {
+    let link = netlink::link_by_mac(ph, &spec.mac)
+        .await?
+        .ok_or_else(|| Error::LinkNotFound {
+            mac: spec.mac.clone(),
+            netns: "pod".into(),
+        })?;
+    if let Some(mtu) = spec.mtu {
+        netlink::set_mtu(ph, link.index, mtu).await?;
+    }
+    // Announce the address with a gratuitous ARP when the link comes up: the IP may have
+    // belonged to a pod elsewhere (it moved with the NIC) and neighbours still cache it.
+    let sysctl = format!("/proc/sys/net/ipv4/conf/{}/arp_notify", spec.ifname);
+    std::fs::write(&sysctl, "1").map_err(|source| Error::Io {
+        context: "write arp_notify sysctl in pod",
+        source,
+    })?;
+    netlink::add_address(ph, link.index, spec.address).await?;
+    netlink::set_up(ph, link.index).await?;
+    for route in spec.all_routes() {
+        netlink::add_route(ph, link.index, route.dst, route.gw).await?;
+    }
+    Ok(spec.mtu.unwrap_or(link.mtu))
+}
+
+/// Moves the link with `mac` from the netns of `from` to the node (`node_fd`) under its host
+/// name (ifalias, else [`fallback_name`]), then tidies it on the node. Returns the name used,
+/// or `None` when the link is not in `from`.
+async fn move_out(from: &Handle, nh: &Handle, mac: &str, node_fd: i32) -> Result<Option<String>> {
+    let Some(link) = netlink::link_by_mac(from, mac).await? else {
+        return Ok(None);
+    };
+    let wanted = link.alias.clone().unwrap_or_else(|| fallback_name(mac));
+    let name = match netlink::move_to(from, link.index, node_fd, &wanted).await {
+        Ok(()) => wanted,
+        Err(Error::Netlink { source, .. })
+            if netlink::is_errno(&source, nix::errno::Errno::EEXIST) =>
+        {
+            let fallback = fallback_name(mac);
+            netlink::move_to(from, link.index, node_fd, &fallback).await?;
+            fallback
+        }
+        Err(e) => return Err(e),
+    };
+    tidy_on_node(nh, mac).await?;
+    Ok(Some(name))
+}
+
+/// Brings a free NIC's link on the node to rest: down, no addresses, no alias, and back under
+/// its host name if it came home under another (a real NIC returns from a destroyed pod
+/// netns with its pod name). Returns the link, or `None` if it is not on the node.
+async fn tidy_on_node(nh: &Handle, mac: &str) -> Result<Option<Link>> {
+    let Some(mut link) = netlink::link_by_mac(nh, mac).await? else {
+        return Ok(None);
+    };
+    if link.up {
+        netlink::set_down(nh, link.index).await?;
+        link.up = false;
+    }
+    if let Some(alias) = link.alias.take() {
+        if alias != link.name && netlink::rename(nh, link.index, &alias).await.is_ok() {
+            link.name = alias;
+        }
+        netlink::set_down_with_alias(nh, link.index, "").await?;
+    }
+    netlink::flush_addresses(nh, link.index).await?;
+    Ok(Some(link))
+}
+
+/// Where a released NIC ended up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detached {
+    /// Its name on the node, if it is there (a veth stand-in vanishes with its pod netns).
+    pub host_name: Option<String>,
+}
+
+/// Brings the NIC with `mac` back from `pod` (if given and still there) to the node and puts
+/// it to rest. Succeeds when the link is already on the node, or nowhere.
+pub async fn detach(node: Arc<Netns>, pod: Option<Arc<Netns>>, mac: String) -> Result<Detached> {
+    let node_fd = node.raw_fd();
+    let mut namespaces = vec![node.clone()];
+    namespaces.extend(pod.clone());
+    run_in(namespaces, move |handles| async move {
+        let nh = &handles[0];
+        if let Some(ph) = handles.get(1)
+            && let Some(name) = move_out(ph, nh, &mac, node_fd).await?
+        {
+            return Ok(Detached {
+                host_name: Some(name),
+            });
+        }
+        let link = tidy_on_node(nh, &mac).await?;
+        Ok(Detached {
+            host_name: link.map(|l| l.name),
+        })
+    })
+    .await
+}
+
+/// Finds the link with `mac` in `pod`, if it is there.
+pub async fn inspect(pod: Arc<Netns>, mac: String) -> Result<Option<Link>> {
+    run_in(vec![pod], move |handles| async move {
+        netlink::link_by_mac(&handles[0], &mac).await
+    })
+    .await
+}
+
+/// Lists what differs between `spec` and the pod's netns; empty when all is as claimed.
+pub async fn check(pod: Arc<Netns>, spec: AttachSpec) -> Result<Vec<String>> {
+    run_in(vec![pod], move |handles| async move {
+        let ph = &handles[0];
+        let mut problems = Vec::new();
+        let Some(link) = netlink::link_by_name(ph, &spec.ifname).await? else {
+            problems.push(format!("no interface {} in the pod netns", spec.ifname));
+            return Ok(problems);
+        };
+        if !link.mac.eq_ignore_ascii_case(&spec.mac) {
+            problems.push(format!(
+                "interface {} has MAC {}, expected {}",
+                spec.ifname, link.mac, spec.mac
+            ));
+        }
+        if !link.up {
+            problems.push(format!("interface {} is down", spec.ifname));
+        }
+        let addresses = netlink::addresses(ph, link.index).await?;
+        if !addresses.contains(&spec.address) {
+            problems.push(format!(
+                "address {} missing on {}",
+                spec.address, spec.ifname
+            ));
+        }
+        let routes = netlink::routes(ph, link.index).await?;
+        for want in spec.all_routes() {
+            if !routes.contains(&want) {
+                let via = want
+                    .gw
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "link".into());
+                problems.push(format!("route {} via {via} missing", want.dst));
+            }
+        }
+        Ok(problems)
+    })
+    .await
+}
+
+/// What the agent does to one free or gateway NIC's link on the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeAction {
+    /// Keep it down and unconfigured (a free NIC).
+    Rest,
+    /// Give it this address and bring it up (a gateway NIC).
+    Gateway(Ipv4Net),
+    /// Only look (a NIC in flight or in a pod).
+    Look,
+}
+
+/// Applies `action` to the link with `mac` on the node; returns its name when present.
+pub async fn on_node(node: Arc<Netns>, mac: String, action: NodeAction) -> Result<Option<String>> {
+    run_in(vec![node], move |handles| async move {
+        let nh = &handles[0];
+        let link = match action {
+            NodeAction::Rest => {
+                let link = netlink::link_by_mac(nh, &mac).await?;
+                match link {
+                    Some(l)
+                        if l.up
+                            || l.alias.is_some()
+                            || !netlink::addresses(nh, l.index).await?.is_empty() =>
+                    {
+                        tidy_on_node(nh, &mac).await?
+                    }
+                    other => other,
+                }
+            }
+            NodeAction::Gateway(addr) => {
+                let link = netlink::link_by_mac(nh, &mac).await?;
+                if let Some(l) = &link {
+                    if !netlink::addresses(nh, l.index).await?.contains(&addr) {
+                        netlink::add_address(nh, l.index, addr).await?;
+                    }
+                    if !l.up {
+                        netlink::set_up(nh, l.index).await?;
+                    }
+                }
+                link
+            }
+            NodeAction::Look => netlink::link_by_mac(nh, &mac).await?,
+        };
+        Ok(link.map(|l| l.name))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_name_fits_ifnamsiz() {
+        let name = fallback_name("52:54:aa:00:00:01");
+        assert_eq!(name, "hn5254aa000001");
+        assert!(name.len() <= 15);
+    }
+}

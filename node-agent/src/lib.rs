@@ -1,0 +1,133 @@
+//! `hostnic-agent`: the per-node agent that hands pre-attached cloud NICs to pods.
+//!
+//! It watches the HostNics of its node, keeps free NICs down and unconfigured on the node,
+//! and serves the CNI plugin on a unix socket: a claim moves a NIC's link into the pod netns
+//! and records the pod on the HostNic; a release brings it back. See `CONTRACT.md` for who
+//! writes which HostNic fields.
+
+pub mod attach;
+pub mod netlink;
+pub mod netns;
+
+use std::path::PathBuf;
+
+use hostnic_agent_api::ErrorKind;
+
+/// Everything that can go wrong inside the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A netns path could not be opened.
+    #[error("open netns {path}: {source}")]
+    NetnsOpen {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A path that should be a netns is some other file.
+    #[error("{path} is not a network namespace")]
+    NotANetns {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The thread running netns work ended without an answer.
+    #[error("netns worker thread died")]
+    NetnsThreadDied,
+    /// A system call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// The step.
+        context: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A netlink request failed.
+    #[error("{context}: {source}")]
+    Netlink {
+        /// The step.
+        context: &'static str,
+        /// Why.
+        source: rtnetlink::Error,
+    },
+    /// A Kubernetes API call failed.
+    #[error("{context}: {source}")]
+    Kube {
+        /// The call.
+        context: &'static str,
+        /// Why.
+        source: Box<kube::Error>,
+    },
+    /// No link with the NIC's MAC where it should be.
+    #[error("no link with MAC {mac} in {netns}")]
+    LinkNotFound {
+        /// The NIC's MAC.
+        mac: String,
+        /// Where it was looked for.
+        netns: String,
+    },
+    /// The request is invalid.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// No free NIC of the pool on this node.
+    #[error("no free NIC of pool {pool} on this node; the operator refills the pool")]
+    NoFreeNic {
+        /// The pool.
+        pool: String,
+    },
+    /// No pool could be chosen for the pod.
+    #[error("no NicPool for pod {pod}: {why}")]
+    NoPool {
+        /// `namespace/name`.
+        pod: String,
+        /// Why none fits.
+        why: String,
+    },
+    /// A HostNic lacks a field the claim needs (the operator fills them before Available).
+    #[error("hostnic {name} is incomplete: {what}")]
+    IncompleteHostNic {
+        /// HostNic name.
+        name: String,
+        /// Which field.
+        what: String,
+    },
+    /// CHECK found differences.
+    #[error("check failed: {0}")]
+    CheckFailed(String),
+    /// The agent has not synced yet.
+    #[error("agent not ready: {0}")]
+    NotReady(String),
+}
+
+impl Error {
+    /// Label for the failure counters.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::NetnsOpen { .. } | Self::NotANetns { .. } => "netns",
+            Self::NetnsThreadDied => "thread",
+            Self::Io { .. } => "io",
+            Self::Netlink { .. } => "netlink",
+            Self::Kube { .. } => "kube",
+            Self::LinkNotFound { .. } => "link_not_found",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::NoFreeNic { .. } => "no_free_nic",
+            Self::NoPool { .. } => "no_pool",
+            Self::IncompleteHostNic { .. } => "incomplete_hostnic",
+            Self::CheckFailed(_) => "check_failed",
+            Self::NotReady(_) => "not_ready",
+        }
+    }
+
+    /// The category the CNI plugin maps to an error code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidRequest(_) | Self::NoPool { .. } => ErrorKind::InvalidRequest,
+            Self::NoFreeNic { .. } => ErrorKind::TryAgainLater,
+            Self::CheckFailed(_) => ErrorKind::CheckFailed,
+            Self::NotReady(_) => ErrorKind::NotReady,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Result of the agent's fallible operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,142 @@
+//! Network namespace handles and the only place the agent switches a thread's netns.
+//!
+//! A thread that called `setns` stays in that netns, and tokio moves tasks between its worker
+//! threads, so a worker must never switch. Work that needs a netns runs on a fresh
+//! `std::thread` that switches, opens its rtnetlink sockets (each socket stays bound to the
+//! netns it was opened in), runs its own current-thread runtime and then exits: the thread is
+//! never reused, like CNI's discarded locked goroutine. `nix::sched::setns` is a safe wrapper,
+//! so no `unsafe` is needed here.
+
+use std::fs::File;
+use std::future::Future;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::statfs::{NSFS_MAGIC, PROC_SUPER_MAGIC, fstatfs};
+use rtnetlink::Handle;
+
+use crate::{Error, Result};
+
+/// An open network namespace (`/var/run/netns/x`, `/proc/<pid>/ns/net`). The fd lives as long
+/// as this value, so keep it while a netlink request refers to it by fd.
+#[derive(Debug)]
+pub struct Netns {
+    file: File,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// Opens `path` and checks that it is a namespace file (nsfs or procfs), not an ordinary
+    /// file that happens to sit where a netns was.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|source| Error::NetnsOpen {
+            path: path.clone(),
+            source,
+        })?;
+        let fs = fstatfs(&file).map_err(|e| Error::NetnsOpen {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        let fs_type = fs.filesystem_type();
+        if fs_type != NSFS_MAGIC && fs_type != PROC_SUPER_MAGIC {
+            return Err(Error::NotANetns { path });
+        }
+        Ok(Self { file, path })
+    }
+
+    /// The netns of the agent process itself (its main thread never switches).
+    pub fn own() -> Result<Self> {
+        Self::open("/proc/self/ns/net")
+    }
+
+    /// Path the namespace was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Raw fd for netlink's `IFLA_NET_NS_FD`; valid while `self` lives.
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Whether `path` names a netns that can still be opened.
+    pub fn exists(path: impl AsRef<Path>) -> bool {
+        Self::open(path).is_ok()
+    }
+}
+
+/// Runs `work` on a new OS thread with one rtnetlink handle per namespace in `namespaces`, in
+/// that order. Each handle's socket is opened after switching into its netns; the thread ends
+/// in the last netns, so `/proc/sys/net` writes inside `work` apply there. The namespaces are
+/// kept open until `work` finishes.
+pub async fn run_in<T, F, Fut>(namespaces: Vec<Arc<Netns>>, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Vec<Handle>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hostnic-netns".into())
+        .spawn(move || {
+            // The receiver only goes away when the caller was cancelled; nothing to tell then.
+            let _ = tx.send(on_thread(&namespaces, work));
+        })
+        .map_err(|source| Error::Io {
+            context: "spawn netns thread",
+            source,
+        })?;
+    rx.await.map_err(|_| Error::NetnsThreadDied)?
+}
+
+fn on_thread<T, F, Fut>(namespaces: &[Arc<Netns>], work: F) -> Result<T>
+where
+    F: FnOnce(Vec<Handle>) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            context: "build netns thread runtime",
+            source,
+        })?;
+    // netlink-sys registers its socket with the reactor of the runtime entered at creation.
+    let _entered = rt.enter();
+    let mut handles = Vec::with_capacity(namespaces.len());
+    for ns in namespaces {
+        setns(ns.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| Error::Io {
+            context: "enter netns",
+            source: e.into(),
+        })?;
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| Error::Io {
+            context: "open rtnetlink socket",
+            source,
+        })?;
+        rt.spawn(conn);
+        handles.push(handle);
+    }
+    rt.block_on(work(handles))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_file_is_not_a_netns() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        assert!(matches!(
+            Netns::open(file.path()),
+            Err(Error::NotANetns { .. })
+        ));
+    }
+
+    #[test]
+    fn own_netns_opens() {
+        Netns::own().unwrap();
+    }
+}
