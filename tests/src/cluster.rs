@@ -1,0 +1,414 @@
+//! A whole hostnic system on one machine, as the demo, the e2e tests, the chaos test and the
+//! benchmarks need it: the in-memory API server, the QingCloud simulator hot-plugging NICs into
+//! "node" netns, the operator and one agent per node, each a child process that can be killed
+//! and restarted. Everything is torn down on drop; [`Cluster::leftovers`] checks that nothing of
+//! the system is left in the cloud or the kernel.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+use crate::bins::bin;
+use crate::kubectl::Kubectl;
+use crate::netns::TestNetns;
+use crate::process::{Proc, Spec};
+use crate::sim::Sim;
+
+/// Access key the simulator accepts and the operator signs with (test-only credentials).
+const SIM_KEY_ID: &str = "SIMACCESSKEYID000000";
+const SIM_SECRET: &str = "sim-secret-access-key";
+
+/// Shape of the system to start.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Number of nodes (each a netns with an agent when `agents` is on).
+    pub nodes: usize,
+    /// Vxnets as `(id, cidr)`.
+    pub vxnets: Vec<(String, String)>,
+    /// Whether attached NICs become links in the node netns (needs agents to be useful).
+    pub hotplug: bool,
+    /// Whether to start an agent per node (and make node netns).
+    pub agents: bool,
+    /// Simulator job latency per phase (pending, working) in milliseconds.
+    pub job_latency_ms: (u64, u64),
+    /// Seed of the simulator's random generator.
+    pub seed: u64,
+    /// Cluster name given to the operator (NIC names carry it).
+    pub cluster_name: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 2,
+            vxnets: vec![
+                ("vxnet-hnone01".into(), "172.30.1.0/24".into()),
+                ("vxnet-hntwo02".into(), "172.30.2.0/24".into()),
+            ],
+            hotplug: true,
+            agents: true,
+            job_latency_ms: (50, 150),
+            seed: 1,
+            cluster_name: "hntest".into(),
+        }
+    }
+}
+
+/// One node: its Kubernetes name, instance, netns and agent.
+#[derive(Debug)]
+pub struct Node {
+    /// Kubernetes node name.
+    pub name: String,
+    /// QingCloud instance id.
+    pub instance: String,
+    /// The netns playing the node VM (None without agents).
+    pub netns: Option<TestNetns>,
+    /// The node agent.
+    pub agent: Option<Proc>,
+    /// The agent's unix socket.
+    pub socket: PathBuf,
+}
+
+/// The running system.
+pub struct Cluster {
+    /// Working directory: logs, kubeconfig, configs, sockets.
+    pub dir: TempDir,
+    /// kubectl against the API server.
+    pub kubectl: Kubectl,
+    /// The in-memory API server.
+    pub api: Proc,
+    /// The QingCloud simulator.
+    pub sim: Sim,
+    /// The operator.
+    pub operator: Proc,
+    /// The nodes.
+    pub nodes: Vec<Node>,
+    config: ClusterConfig,
+}
+
+impl Cluster {
+    /// Starts everything and waits until the API server, the simulator and the operator answer.
+    /// `progress` is told about each step.
+    pub fn start(config: ClusterConfig, progress: &mut dyn FnMut(&str)) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("hn-cluster-")
+            .tempdir()
+            .context("create cluster dir")?;
+        let root = dir.path().to_owned();
+
+        progress("starting the in-memory Kubernetes API server (kube-mem)");
+        let kubeconfig = root.join("kubeconfig");
+        let api_addr = free_port()?;
+        let api = Proc::start(
+            Spec::new("kube-mem", bin("kube-mem"))
+                .arg("--listen")
+                .arg(api_addr.to_string())
+                .arg("--kubeconfig")
+                .arg(&kubeconfig),
+            &root,
+        )?;
+        let kubectl = Kubectl::new(&kubeconfig);
+        wait_for("kube-mem to answer", Duration::from_secs(30), || {
+            Ok(kubeconfig.exists() && kubectl.run(&["get", "--raw", "/api"]).is_ok())
+        })
+        .with_context(|| api.log_tail(20))?;
+        progress("applying the hostnic CRDs with kubectl");
+        kubectl.run(&["apply", "-f", &crds_dir().display().to_string()])?;
+        wait_for("the CRDs to be served", Duration::from_secs(30), || {
+            Ok(kubectl.run(&["get", "nicpools,hostnics"]).is_ok())
+        })?;
+
+        let mut nodes = Vec::new();
+        for i in 0..config.nodes {
+            let name = format!("node-{i}");
+            let instance = format!("i-hnnode{i:02}");
+            let netns = config.agents.then(|| TestNetns::new(&format!("n{i}")));
+            let socket = root.join(format!("{name}.sock"));
+            nodes.push(Node {
+                name,
+                instance,
+                netns,
+                agent: None,
+                socket,
+            });
+        }
+        progress(&format!("registering {} nodes", nodes.len()));
+        kubectl.apply(&node_list(&nodes))?;
+
+        progress("starting the QingCloud simulator (hot-plug into the node netns)");
+        let sim = Sim::start(&root, &config, &nodes)?;
+        let cloud_config = root.join("qingcloud.yaml");
+        std::fs::write(&cloud_config, cloud_config_yaml(sim.addr()))
+            .context("write cloud config")?;
+
+        progress("starting hostnic-operator");
+        let operator = Proc::start(operator_spec(&config, &kubeconfig, &cloud_config)?, &root)?;
+
+        let mut cluster = Self {
+            dir,
+            kubectl,
+            api,
+            sim,
+            operator,
+            nodes,
+            config,
+        };
+        if cluster.config.agents {
+            for i in 0..cluster.nodes.len() {
+                progress(&format!(
+                    "starting hostnic-agent for {}",
+                    cluster.nodes[i].name
+                ));
+                let spec = agent_spec(&cluster.nodes[i], &kubeconfig)?;
+                cluster.nodes[i].agent = Some(Proc::start(spec, &root)?);
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The conflist a runtime on `node` uses: the hostnic plugin talking to that node's agent.
+    pub fn conflist(&self, node: usize) -> String {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "hostnic",
+            "plugins": [{"type": "hostnic", "socket": self.nodes[node].socket}],
+        })
+        .to_string()
+    }
+
+    /// Creates (or replaces) a NicPool.
+    pub fn apply_pool(&self, name: &str, size: u32, vxnets: &[&str]) -> Result<()> {
+        let pool = serde_json::json!({
+            "apiVersion": "hostnic.qingcloud.com/v1alpha1",
+            "kind": "NicPool",
+            "metadata": {
+                "name": name,
+                "annotations": {"hostnic.qingcloud.com/is-default-pool": "true"},
+            },
+            "spec": {"vxnets": vxnets, "size": size, "quarantineSeconds": 0},
+        });
+        self.kubectl.apply(&pool.to_string())?;
+        Ok(())
+    }
+
+    /// Every HostNic as JSON.
+    pub fn hostnics(&self) -> Result<Vec<serde_json::Value>> {
+        self.kubectl.list("hostnics")
+    }
+
+    /// Waits until every node has `size` Available HostNics of `pool` and no HostNic is on its
+    /// way (nor Failed), and the simulator's NICs are exactly the HostNics' NICs.
+    pub fn wait_converged(&self, pool: &str, size: usize, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        let mut last = String::new();
+        wait_for("the pools to converge", timeout, || {
+            let nics = self.hostnics()?;
+            let mut ok = true;
+            last.clear();
+            for node in &self.nodes {
+                let mine: Vec<_> = nics
+                    .iter()
+                    .filter(|n| n["spec"]["node"] == node.name.as_str())
+                    .filter(|n| n["spec"]["pool"] == pool)
+                    .collect();
+                let available = mine.iter().filter(|n| phase(n) == "Available").count();
+                let settling = mine
+                    .iter()
+                    .filter(|n| !matches!(phase(n), "Available" | "Bound"))
+                    .count();
+                let _ = write!(
+                    last,
+                    "{}: {available} available, {settling} settling; ",
+                    node.name
+                );
+                ok &= available == size && settling == 0;
+            }
+            if ok {
+                let cloud = self.sim.nic_ids()?;
+                let kube = hostnic_ids(&nics);
+                if cloud != kube {
+                    let _ = write!(last, "cloud NICs {cloud:?} != HostNic NICs {kube:?}");
+                    ok = false;
+                }
+            }
+            Ok(ok)
+        })
+        .with_context(|| format!("last seen: {last}"))?;
+        Ok(start.elapsed())
+    }
+
+    /// Deletes every NicPool and waits until no HostNic and no cloud NIC of ours is left.
+    pub fn delete_pools(&self, timeout: Duration) -> Result<()> {
+        self.kubectl
+            .run(&["delete", "nicpools", "--all", "--wait=false"])?;
+        wait_for("every HostNic and cloud NIC to go", timeout, || {
+            Ok(self.hostnics()?.is_empty() && self.sim.nic_ids()?.is_empty())
+        })
+        .with_context(|| {
+            format!(
+                "left: {:?} hostnics, cloud {:?}",
+                self.hostnics().map(|h| h.len()),
+                self.sim.nic_ids()
+            )
+        })
+    }
+
+    /// What is left of the system that should not be: cloud NICs, HostNics, hot-plugged links
+    /// in node netns. Empty means clean.
+    pub fn leftovers(&self) -> Result<Vec<String>> {
+        let mut left = Vec::new();
+        for id in self.sim.nic_ids()? {
+            left.push(format!("cloud NIC {id}"));
+        }
+        for n in self.hostnics()? {
+            left.push(format!("HostNic {}", n["metadata"]["name"]));
+        }
+        for node in &self.nodes {
+            if let Some(ns) = &node.netns {
+                for l in ns.links() {
+                    if l.name != "lo" {
+                        left.push(format!("link {} ({}) in {}", l.name, l.mac, ns.name()));
+                    }
+                }
+            }
+        }
+        Ok(left)
+    }
+
+    /// Tails of every component's log, for failure messages.
+    pub fn logs(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let procs = [&self.api, self.sim.proc(), &self.operator]
+            .into_iter()
+            .chain(self.nodes.iter().filter_map(|n| n.agent.as_ref()));
+        for p in procs {
+            let _ = writeln!(out, "----- {} ({})", p.name(), p.log_path().display());
+            let _ = writeln!(out, "{}", p.log_tail(lines));
+        }
+        out
+    }
+}
+
+/// The phase of a HostNic JSON object ("" when it has none yet).
+pub fn phase(nic: &serde_json::Value) -> &str {
+    nic["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// The set of NIC ids (MACs, lowercase) the HostNics own.
+pub fn hostnic_ids(nics: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+    nics.iter()
+        .filter_map(|n| n["status"]["nicId"].as_str())
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+/// Polls `check` every 200 ms until it returns true or `timeout` passes. Errors from `check`
+/// count as "not yet" until the deadline, when the last one is returned.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let res = check();
+        match res {
+            Ok(true) => return Ok(()),
+            Ok(false) if Instant::now() > deadline => bail!("timed out waiting for {what}"),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("timed out waiting for {what}")));
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: the child binds it right after).
+pub fn free_port() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").context("find a free port")?;
+    l.local_addr().context("local addr")
+}
+
+/// The generated CRD YAML of the workspace.
+pub fn crds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")
+}
+
+fn node_list(nodes: &[Node]) -> String {
+    let items: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
+                "spec": {"providerID": format!("qingcloud://{}", n.instance)},
+            })
+        })
+        .collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
+
+fn cloud_config_yaml(sim: SocketAddr) -> String {
+    format!(
+        "qy_access_key_id: '{SIM_KEY_ID}'\nqy_secret_access_key: '{SIM_SECRET}'\nzone: 'pek3a'\n\
+         host: '{}'\nport: {}\nprotocol: 'http'\nuri: '/iaas'\nconnection_retries: 3\n\
+         connection_timeout: 10\n",
+        sim.ip(),
+        sim.port()
+    )
+}
+
+fn operator_spec(config: &ClusterConfig, kubeconfig: &Path, cloud: &Path) -> Result<Spec> {
+    Ok(Spec::new("operator", bin("hostnic-operator"))
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info")
+        .arg("--cluster-name")
+        .arg(&config.cluster_name)
+        .arg("--cloud-config")
+        .arg(cloud)
+        .arg("--metrics-addr")
+        .arg(free_port()?.to_string())
+        .arg("--lease-namespace")
+        .arg("default")
+        .arg("--identity")
+        .arg("operator-0")
+        // Test tempo: short lease (restarts take over fast), fast job polls and GC passes.
+        .arg("--lease-seconds")
+        .arg("3")
+        .arg("--job-poll-seconds")
+        .arg("0.2")
+        .arg("--shrink-delay-seconds")
+        .arg("1")
+        .arg("--cloud-cache-seconds")
+        .arg("1")
+        .arg("--gc-interval-seconds")
+        .arg("2")
+        .arg("--gc-grace-seconds")
+        .arg("2")
+        .arg("--resync-seconds")
+        .arg("5"))
+}
+
+fn agent_spec(node: &Node, kubeconfig: &Path) -> Result<Spec> {
+    let netns = node.netns.as_ref().context("agent needs a node netns")?;
+    Ok(
+        Spec::new(&format!("agent-{}", node.name), bin("hostnic-agent"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("NODE_NAME", &node.name)
+            .env("RUST_LOG", "info")
+            .arg("--node-netns")
+            .arg(netns.path())
+            .arg("--socket")
+            .arg(&node.socket),
+    )
+}

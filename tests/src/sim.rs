@@ -1,0 +1,124 @@
+//! The QingCloud simulator as a child process (`qingcloud-sim --config`), with its admin
+//! endpoints for what tests inspect (NICs, call counts) and inject (faults).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::bins::bin;
+use crate::cluster::{ClusterConfig, Node, free_port, wait_for};
+use crate::http;
+use crate::process::{Proc, Spec};
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct Sim {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+impl Sim {
+    /// Writes the simulator's config (vxnets, one instance per node mapped to its netns) and
+    /// starts it.
+    pub fn start(dir: &Path, config: &ClusterConfig, nodes: &[Node]) -> Result<Self> {
+        let addr = free_port()?;
+        let instances: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.instance,
+                    "name": n.name,
+                    "node_netns": n.netns.as_ref().map(|ns| ns.path()),
+                })
+            })
+            .collect();
+        let vxnets: Vec<_> = config
+            .vxnets
+            .iter()
+            .map(|(id, cidr)| serde_json::json!({"id": id, "cidr": cidr}))
+            .collect();
+        let (pending, working) = config.job_latency_ms;
+        // JSON is YAML: the simulator reads its config file as YAML.
+        let sim_config = serde_json::json!({
+            "listen": addr.to_string(),
+            "vxnets": vxnets,
+            "instances": instances,
+            "job_latency": {"pending": {"fixed_ms": pending}, "working": {"fixed_ms": working}},
+            "seed": config.seed,
+            "hotplug": config.hotplug,
+        });
+        let path = dir.join("qingcloud-sim.yaml");
+        std::fs::write(&path, serde_json::to_string_pretty(&sim_config)?)
+            .context("write simulator config")?;
+        let proc = Proc::start(
+            Spec::new("qingcloud-sim", bin("qingcloud-sim"))
+                .env("RUST_LOG", "info")
+                .arg("--config")
+                .arg(&path),
+            dir,
+        )?;
+        let sim = Self { proc, addr };
+        wait_for("the simulator to answer", Duration::from_secs(20), || {
+            Ok(sim.nics().is_ok())
+        })
+        .with_context(|| sim.proc.log_tail(20))?;
+        Ok(sim)
+    }
+
+    /// Address of the API (and admin endpoints).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process.
+    pub fn proc(&self) -> &Proc {
+        &self.proc
+    }
+
+    /// Every NIC the simulated account has (secondary NICs only), as the admin endpoint shows it.
+    pub fn nics(&self) -> Result<Vec<serde_json::Value>> {
+        let v = http::get_json(self.addr, "/admin/nics")?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Ids (lowercase MACs) of every NIC the simulated account has.
+    pub fn nic_ids(&self) -> Result<BTreeSet<String>> {
+        Ok(self
+            .nics()?
+            .iter()
+            .filter_map(|n| n["nic_id"].as_str())
+            .map(str::to_ascii_lowercase)
+            .collect())
+    }
+
+    /// API calls served so far, per action.
+    pub fn calls(&self) -> Result<BTreeMap<String, u64>> {
+        let v = http::get_json(self.addr, "/admin/calls")?;
+        serde_json::from_value(v).context("call counts")
+    }
+
+    /// Total API calls served so far.
+    pub fn total_calls(&self) -> Result<u64> {
+        Ok(self.calls()?.values().sum())
+    }
+
+    /// Adds fault rules (the simulator's `Fault` JSON shape).
+    pub fn add_faults(&self, faults: &[serde_json::Value]) -> Result<()> {
+        http::send_json(
+            self.addr,
+            "POST",
+            "/admin/faults",
+            &serde_json::Value::from(faults.to_vec()),
+        )?;
+        Ok(())
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) -> Result<()> {
+        http::send_json(self.addr, "DELETE", "/admin/faults", &serde_json::json!({}))?;
+        Ok(())
+    }
+}
