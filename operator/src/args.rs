@@ -1,0 +1,166 @@
+//! Command-line flags with environment fallbacks: the operator's whole configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Reconciles NicPool and HostNic resources against the QingCloud API.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "hostnic-operator", version, about)]
+pub struct Args {
+    /// Name of this cluster; cloud NICs are named `hostnic-<cluster-name>-<HostNic uid>`, which
+    /// is how a crashed create is adopted and how GC recognises this cluster's NICs.
+    #[arg(long, env = "HOSTNIC_CLUSTER_NAME", default_value = "kubernetes")]
+    pub cluster_name: String,
+
+    /// QingCloud SDK config file (qy_access_key_id, qy_secret_access_key, zone, host...),
+    /// usually mounted from a Secret. Its content is never logged.
+    #[arg(
+        long,
+        env = "HOSTNIC_CLOUD_CONFIG",
+        default_value = "/etc/qingcloud/config.yaml"
+    )]
+    pub cloud_config: PathBuf,
+
+    /// Address of the /healthz, /readyz and /metrics server.
+    #[arg(long, env = "HOSTNIC_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "HOSTNIC_LEASE_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "HOSTNIC_LEASE_NAME", default_value = "hostnic-operator")]
+    pub lease_name: String,
+
+    /// This replica's identity in the Lease (defaults to the pod name from $POD_NAME or the
+    /// hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Seconds a Lease is valid without renewal.
+    #[arg(long, env = "HOSTNIC_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u32,
+
+    /// Node annotation holding the node's QingCloud instance id (checked after
+    /// spec.providerID, before the label and the node name).
+    #[arg(
+        long,
+        env = "HOSTNIC_INSTANCE_ANNOTATION",
+        default_value = "node.beta.kubernetes.io/instance-id"
+    )]
+    pub instance_annotation: String,
+
+    /// Node label holding the instance id (checked after the annotation).
+    #[arg(
+        long,
+        env = "HOSTNIC_INSTANCE_LABEL",
+        default_value = "hostnic.qingcloud.com/instance-id"
+    )]
+    pub instance_label: String,
+
+    /// Most NICs per AttachNics call (the API may refuse more than 5).
+    #[arg(long, env = "HOSTNIC_MAX_ATTACH_BATCH", default_value_t = 5)]
+    pub max_attach_batch: usize,
+
+    /// Most NICs per DetachNics / DeleteNics call.
+    #[arg(long, env = "HOSTNIC_MAX_DETACH_BATCH", default_value_t = 20)]
+    pub max_detach_batch: usize,
+
+    /// Milliseconds the first request of a batch waits for others.
+    #[arg(long, env = "HOSTNIC_BATCH_WINDOW_MS", default_value_t = 200)]
+    pub batch_window_ms: u64,
+
+    /// Seconds between polls of a running attach/detach job.
+    #[arg(long, env = "HOSTNIC_JOB_POLL_SECONDS", default_value_t = 2.0)]
+    pub job_poll_seconds: f64,
+
+    /// Seconds after which a job still running counts as "unknown" and the NIC is re-read.
+    #[arg(long, env = "HOSTNIC_JOB_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub job_timeout_seconds: u64,
+
+    /// Seconds a node must keep more free NICs than its pool size before they are deleted
+    /// (hysteresis against pod churn).
+    #[arg(long, env = "HOSTNIC_SHRINK_DELAY_SECONDS", default_value_t = 60)]
+    pub shrink_delay_seconds: u64,
+
+    /// Seconds cloud facts (vxnet free addresses, instance NICs) are cached between pool passes.
+    #[arg(long, env = "HOSTNIC_CLOUD_CACHE_SECONDS", default_value_t = 15)]
+    pub cloud_cache_seconds: u64,
+
+    /// Seconds between garbage-collection passes.
+    #[arg(long, env = "HOSTNIC_GC_INTERVAL_SECONDS", default_value_t = 120)]
+    pub gc_interval_seconds: u64,
+
+    /// Seconds an orphaned cloud NIC must exist before GC may delete it.
+    #[arg(long, env = "HOSTNIC_GC_GRACE_SECONDS", default_value_t = 300)]
+    pub gc_grace_seconds: u64,
+
+    /// Report what GC would delete without deleting it.
+    #[arg(long, env = "HOSTNIC_GC_DRY_RUN", default_value_t = false)]
+    pub gc_dry_run: bool,
+
+    /// Seconds between periodic re-reconciles of a converged object.
+    #[arg(long, env = "HOSTNIC_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+
+    /// Reconciles run in parallel per controller.
+    #[arg(long, env = "HOSTNIC_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, env = "HOSTNIC_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The tunables reconcilers use, in typed form.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Cloud NIC name prefix of this cluster: `hostnic-<cluster>-`.
+    pub nic_prefix: String,
+    /// Node annotation with the instance id.
+    pub instance_annotation: String,
+    /// Node label with the instance id.
+    pub instance_label: String,
+    /// Poll interval of running jobs.
+    pub job_poll: Duration,
+    /// Job age after which its outcome is unknown.
+    pub job_timeout: Duration,
+    /// Hysteresis before shrinking.
+    pub shrink_delay: Duration,
+    /// TTL of cached vxnet/instance facts.
+    pub cloud_cache: Duration,
+    /// GC pass interval.
+    pub gc_interval: Duration,
+    /// GC grace period.
+    pub gc_grace: Duration,
+    /// GC reports only.
+    pub gc_dry_run: bool,
+    /// Periodic requeue.
+    pub resync: Duration,
+    /// Reconcile concurrency.
+    pub concurrency: u16,
+}
+
+impl Args {
+    /// The reconcilers' settings.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            nic_prefix: format!("hostnic-{}-", self.cluster_name),
+            instance_annotation: self.instance_annotation.clone(),
+            instance_label: self.instance_label.clone(),
+            job_poll: Duration::from_secs_f64(self.job_poll_seconds.max(0.05)),
+            job_timeout: Duration::from_secs(self.job_timeout_seconds),
+            shrink_delay: Duration::from_secs(self.shrink_delay_seconds),
+            cloud_cache: Duration::from_secs(self.cloud_cache_seconds),
+            gc_interval: Duration::from_secs(self.gc_interval_seconds.max(1)),
+            gc_grace: Duration::from_secs(self.gc_grace_seconds),
+            gc_dry_run: self.gc_dry_run,
+            resync: Duration::from_secs(self.resync_seconds.max(1)),
+            concurrency: self.concurrency,
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Coalesces the single-NIC requests of concurrent reconciles into batched cloud calls:
+//! AttachNics per instance, DetachNics, DeleteNics and the Describe calls by id. Each HostNic
+//! reconcile asks for its own NIC; requests arriving within a short window share one call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::{CloudApi, CloudErrorKind, CloudResult, Job, Nic, NicQuery, Priority};
+
+/// Runs one batched call for a key and the distinct items collected under it.
+type BatchFn<R> =
+    Arc<dyn Fn(String, Vec<String>, Priority) -> BoxFuture<'static, CloudResult<R>> + Send + Sync>;
+
+struct Group<R> {
+    id: u64,
+    prio: Priority,
+    waiters: Vec<(String, tokio::sync::oneshot::Sender<CloudResult<R>>)>,
+}
+
+/// Collects items per key for `window` (or until `max` distinct items) and runs one call.
+struct Coalescer<R> {
+    groups: Mutex<HashMap<String, Group<R>>>,
+    next_id: Mutex<u64>,
+    window: Duration,
+    max: usize,
+    run: BatchFn<R>,
+    /// Whether a refused batch is retried item by item, so one bad NIC cannot block the others.
+    split_on_refusal: bool,
+}
+
+impl<R: Clone + Send + 'static> Coalescer<R> {
+    fn new(window: Duration, max: usize, split_on_refusal: bool, run: BatchFn<R>) -> Arc<Self> {
+        Arc::new(Self {
+            groups: Mutex::new(HashMap::new()),
+            next_id: Mutex::new(0),
+            window,
+            max: max.max(1),
+            run,
+            split_on_refusal,
+        })
+    }
+
+    async fn submit(self: &Arc<Self>, key: String, item: String, prio: Priority) -> CloudResult<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let full = {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let group = match groups.get_mut(&key) {
+                Some(g) => g,
+                None => {
+                    let id = {
+                        let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+                        *n += 1;
+                        *n
+                    };
+                    let this = Arc::clone(self);
+                    let k = key.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(this.window).await;
+                        this.flush(&k, Some(id)).await;
+                    });
+                    groups.entry(key.clone()).or_insert(Group {
+                        id,
+                        prio,
+                        waiters: Vec::new(),
+                    })
+                }
+            };
+            group.prio = group.prio.min(prio);
+            group.waiters.push((item, tx));
+            let mut distinct: Vec<&String> = group.waiters.iter().map(|(i, _)| i).collect();
+            distinct.sort();
+            distinct.dedup();
+            distinct.len() >= self.max
+        };
+        if full {
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.flush(&key, None).await });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(super::CloudError::transient(
+                "batch",
+                "batched call was dropped",
+            ))
+        })
+    }
+
+    /// Runs the group under `key` (only if it is still group `id`, when given).
+    async fn flush(self: &Arc<Self>, key: &str, id: Option<u64>) {
+        let group = {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            match groups.get(key) {
+                Some(g) if id.is_none_or(|id| g.id == id) => groups.remove(key),
+                _ => None,
+            }
+        };
+        let Some(group) = group else { return };
+        let mut items: Vec<String> = group.waiters.iter().map(|(i, _)| i.clone()).collect();
+        items.sort();
+        items.dedup();
+        let result = (self.run)(key.to_string(), items.clone(), group.prio).await;
+        let refused = matches!(&result, Err(e) if matches!(e.kind, CloudErrorKind::Refused | CloudErrorKind::NotFound | CloudErrorKind::Capacity));
+        if self.split_on_refusal && refused && items.len() > 1 {
+            let mut singles = HashMap::new();
+            for item in items {
+                let r = (self.run)(key.to_string(), vec![item.clone()], group.prio).await;
+                singles.insert(item, r);
+            }
+            for (item, tx) in group.waiters {
+                if let Some(r) = singles.get(&item) {
+                    let _ = tx.send(r.clone());
+                }
+            }
+        } else {
+            for (_, tx) in group.waiters {
+                let _ = tx.send(result.clone());
+            }
+        }
+    }
+}
+
+/// Batch limits and the coalescing window.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    /// How long the first request of a batch waits for company.
+    pub window: Duration,
+    /// Most NICs per AttachNics call.
+    pub max_attach: usize,
+    /// Most NICs per DetachNics / DeleteNics call.
+    pub max_detach: usize,
+}
+
+/// Single-NIC front of a [`CloudApi`] that batches concurrent requests.
+pub struct Batcher {
+    attach: Arc<Coalescer<String>>,
+    detach: Arc<Coalescer<String>>,
+    delete: Arc<Coalescer<()>>,
+    nics: Arc<Coalescer<Arc<Vec<Nic>>>>,
+    jobs: Arc<Coalescer<Arc<Vec<Job>>>>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
+}
+
+/// Describe calls page at 100 rows.
+const DESCRIBE_BATCH: usize = 100;
+
+impl Batcher {
+    /// Batches calls to `cloud`.
+    pub fn new(cloud: Arc<dyn CloudApi>, cfg: BatchConfig) -> Self {
+        let c = cloud.clone();
+        let attach = Coalescer::new(
+            cfg.window,
+            cfg.max_attach,
+            true,
+            Arc::new(move |instance, nics, prio| {
+                let c = c.clone();
+                Box::pin(async move { c.attach_nics(instance, nics, prio).await })
+            }),
+        );
+        let c = cloud.clone();
+        let detach = Coalescer::new(
+            cfg.window,
+            cfg.max_detach,
+            true,
+            Arc::new(move |_, nics, prio| {
+                let c = c.clone();
+                Box::pin(async move { c.detach_nics(nics, prio).await })
+            }),
+        );
+        let c = cloud.clone();
+        let delete = Coalescer::new(
+            cfg.window,
+            cfg.max_detach,
+            true,
+            Arc::new(move |_, nics, prio| {
+                let c = c.clone();
+                Box::pin(async move { c.delete_nics(nics, prio).await })
+            }),
+        );
+        let c = cloud.clone();
+        let nics = Coalescer::new(
+            cfg.window,
+            DESCRIBE_BATCH,
+            false,
+            Arc::new(move |_, ids, prio| {
+                let c = c.clone();
+                Box::pin(async move {
+                    c.describe_nics(NicQuery::Ids(ids), prio)
+                        .await
+                        .map(Arc::new)
+                })
+            }),
+        );
+        let c = cloud;
+        let jobs = Coalescer::new(
+            cfg.window,
+            DESCRIBE_BATCH,
+            false,
+            Arc::new(move |_, ids, prio| {
+                let c = c.clone();
+                Box::pin(async move { c.describe_jobs(ids, prio).await.map(Arc::new) })
+            }),
+        );
+        Self {
+            attach,
+            detach,
+            delete,
+            nics,
+            jobs,
+        }
+    }
+
+    /// Attaches `nic` to `instance` together with other NICs bound for the same instance.
+    pub async fn attach(&self, instance: &str, nic: &str, prio: Priority) -> CloudResult<String> {
+        self.attach
+            .submit(instance.to_string(), nic.to_string(), prio)
+            .await
+    }
+
+    /// Detaches `nic` in a batch.
+    pub async fn detach(&self, nic: &str, prio: Priority) -> CloudResult<String> {
+        self.detach
+            .submit(String::new(), nic.to_string(), prio)
+            .await
+    }
+
+    /// Deletes `nic` in a batch.
+    pub async fn delete(&self, nic: &str, prio: Priority) -> CloudResult<()> {
+        self.delete
+            .submit(String::new(), nic.to_string(), prio)
+            .await
+    }
+
+    /// Reads one NIC (None: it does not exist).
+    pub async fn nic(&self, id: &str, prio: Priority) -> CloudResult<Option<Nic>> {
+        let all = self
+            .nics
+            .submit(String::new(), id.to_string(), prio)
+            .await?;
+        Ok(all.iter().find(|n| n.id == id).cloned())
+    }
+
+    /// Reads one job (None: the cloud does not know it).
+    pub async fn job(&self, id: &str, prio: Priority) -> CloudResult<Option<Job>> {
+        let all = self
+            .jobs
+            .submit(String::new(), id.to_string(), prio)
+            .await?;
+        Ok(all.iter().find(|j| j.id == id).cloned())
+    }
+}

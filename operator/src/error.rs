@@ -1,0 +1,113 @@
+//! The operator's one error type, its classes (how `error_policy` backs off) and metric labels.
+
+use crate::cloud::{CloudError, CloudErrorKind};
+
+/// Everything a reconcile can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes {context}: {source}")]
+    Kube {
+        /// What was being done.
+        context: &'static str,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A cloud call failed.
+    #[error("cloud: {0}")]
+    Cloud(#[from] CloudError),
+    /// The object's spec cannot be acted on.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// Cleanup must wait for something outside the operator (a pod to release its NIC).
+    #[error("waiting: {0}")]
+    Waiting(&'static str),
+    /// The finalizer helper failed; boxed because it wraps this very type.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// Result with the operator's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a failure is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The cloud asked us to slow down.
+    Throttled,
+    /// Worth retrying soon (network, 5xx, a 409 conflict).
+    Transient,
+    /// Retrying will not help until the spec changes.
+    BadSpec,
+    /// Waiting on someone else.
+    Waiting,
+}
+
+impl Error {
+    /// Wraps a kube error with what was being done.
+    pub fn kube(context: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { context, source }
+    }
+
+    /// Whether this is an optimistic-concurrency conflict (HTTP 409).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Self::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } => s.code == 409,
+            Self::Finalizer(f) => f.source_error().is_some_and(Error::is_conflict),
+            _ => false,
+        }
+    }
+
+    /// The class deciding the back-off.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Kube { .. } => ErrorClass::Transient,
+            Self::Cloud(e) => match e.kind {
+                CloudErrorKind::Throttled => ErrorClass::Throttled,
+                CloudErrorKind::Permanent => ErrorClass::BadSpec,
+                _ => ErrorClass::Transient,
+            },
+            Self::InvalidSpec(_) => ErrorClass::BadSpec,
+            Self::Waiting(_) => ErrorClass::Waiting,
+            Self::Finalizer(f) => f.source_error().map_or(ErrorClass::Transient, Error::class),
+        }
+    }
+
+    /// Label of the `failures` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } if self.is_conflict() => "conflict",
+            Self::Kube { .. } => "kube",
+            Self::Cloud(e) => match e.kind {
+                CloudErrorKind::Throttled => "cloud_throttled",
+                CloudErrorKind::Transient => "cloud_transient",
+                CloudErrorKind::NotFound => "cloud_not_found",
+                CloudErrorKind::Refused => "cloud_refused",
+                CloudErrorKind::Capacity => "cloud_capacity",
+                CloudErrorKind::Permanent => "cloud_permanent",
+            },
+            Self::InvalidSpec(_) => "invalid_spec",
+            Self::Waiting(_) => "waiting",
+            Self::Finalizer(f) => f.source_error().map_or("finalizer", Error::metric_label),
+        }
+    }
+}
+
+/// The reconcile error inside a finalizer error, if that is where it failed.
+trait SourceError {
+    fn source_error(&self) -> Option<&Error>;
+}
+
+impl SourceError for kube::runtime::finalizer::Error<Error> {
+    fn source_error(&self) -> Option<&Error> {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The next lifecycle step of one HostNic (CONTRACT.md): decided from its status, what the
+//! cloud says about its NIC and job, and the clock. The controller records each intent in
+//! Kubernetes before the cloud call it announces.
+
+use std::time::Duration;
+
+use hostnic_crds::HostNicPhase;
+use jiff::Timestamp;
+
+use crate::cloud::{Job, JobState, Nic, NicState};
+
+/// Where an apply (not deleting) goes next, before any cloud read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyStep {
+    /// Pending: record Creating, then CreateNics.
+    BeginCreate,
+    /// Creating: find a NIC already created under our name (adopt) or create it.
+    FindOrCreate,
+    /// Attaching: the cloud already said attached and the agent sees the link.
+    MarkAvailable,
+    /// Attaching with a job that may still run: read the job.
+    PollJob(String),
+    /// Attaching: read the NIC.
+    CheckNic,
+    /// Released and rested long enough: Available again.
+    EndQuarantine,
+    /// Released and resting: look again after this.
+    Quarantine(Duration),
+    /// Nothing to do in this phase.
+    Idle,
+}
+
+/// A HostNic's status as the lifecycle needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts<'a> {
+    /// Phase.
+    pub phase: HostNicPhase,
+    /// Cloud NIC id.
+    pub nic_id: Option<&'a str>,
+    /// Last job id and the status recorded for it.
+    pub last_job: Option<(&'a str, &'a str)>,
+    /// Condition Attached is True (the cloud said in-use on our instance).
+    pub attached: bool,
+    /// Condition LinkReady is True (the agent sees the link).
+    pub link_ready: bool,
+    /// When the NIC was released (phase Released).
+    pub released_at: Option<Timestamp>,
+}
+
+/// Whether a recorded job status word means it may still be running.
+fn running(status: &str) -> bool {
+    !matches!(
+        status,
+        "successful" | "failed" | "done with failure" | "unknown"
+    )
+}
+
+/// The next step of an apply.
+pub fn apply_step(f: &Facts<'_>, quarantine: Duration, now: Timestamp) -> ApplyStep {
+    match f.phase {
+        HostNicPhase::Pending => ApplyStep::BeginCreate,
+        HostNicPhase::Creating => ApplyStep::FindOrCreate,
+        HostNicPhase::Attaching if f.nic_id.is_none() => ApplyStep::FindOrCreate,
+        HostNicPhase::Attaching if f.attached && f.link_ready => ApplyStep::MarkAvailable,
+        HostNicPhase::Attaching if f.attached => ApplyStep::Idle,
+        HostNicPhase::Attaching => match f.last_job {
+            Some((id, status)) if running(status) => ApplyStep::PollJob(id.to_string()),
+            _ => ApplyStep::CheckNic,
+        },
+        HostNicPhase::Released => {
+            let since = f.released_at.unwrap_or(now);
+            let rested = now.duration_since(since).unsigned_abs();
+            if rested >= quarantine {
+                ApplyStep::EndQuarantine
+            } else {
+                ApplyStep::Quarantine(quarantine - rested)
+            }
+        }
+        _ => ApplyStep::Idle,
+    }
+}
+
+/// Whether a job read from the cloud is done with, or must be waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobVerdict {
+    /// Still running and not overdue: poll again later (recording this status).
+    Wait(&'static str),
+    /// Terminal or unknown: read the NIC (recording this status).
+    ReadNic(&'static str),
+}
+
+/// Judges a job: a job running longer than `timeout` counts as unknown, never as failed.
+pub fn job_verdict(job: Option<&Job>, timeout: Duration, now: Timestamp) -> JobVerdict {
+    match job {
+        None => JobVerdict::ReadNic("unknown"),
+        Some(j) => match j.state {
+            JobState::Running => {
+                let overdue = j
+                    .created
+                    .is_some_and(|c| now.duration_since(c).unsigned_abs() > timeout);
+                if overdue {
+                    JobVerdict::ReadNic("unknown")
+                } else {
+                    JobVerdict::Wait(j.state.as_str())
+                }
+            }
+            s => JobVerdict::ReadNic(s.as_str()),
+        },
+    }
+}
+
+/// What the NIC's cloud state means for an attaching HostNic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachVerdict {
+    /// In use on our instance: record Attached (then wait for the link).
+    Attached,
+    /// The NIC is gone.
+    Vanished,
+    /// Attached to another instance: never ours to use.
+    Elsewhere(String),
+    /// Not attached and no job will attach it: attach (again).
+    Attach,
+    /// Not attached yet but a job reported success moments ago: let the state settle.
+    Settle,
+}
+
+/// Judges an attaching NIC. `job_status` is the status word of the last job (None: no job).
+pub fn attach_verdict(
+    nic: Option<&Nic>,
+    instance: &str,
+    job_status: Option<&str>,
+) -> AttachVerdict {
+    let Some(nic) = nic else {
+        return AttachVerdict::Vanished;
+    };
+    match (nic.state, nic.instance.as_deref()) {
+        (NicState::InUse, Some(i)) if i == instance => AttachVerdict::Attached,
+        (NicState::InUse, other) => AttachVerdict::Elsewhere(other.unwrap_or("?").to_string()),
+        (NicState::Available, _) => match job_status {
+            Some("successful") => AttachVerdict::Settle,
+            _ => AttachVerdict::Attach,
+        },
+    }
+}
+
+/// Where a cleanup goes next, before any cloud read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupStep {
+    /// A pod still holds the NIC on a live node: wait for its release.
+    WaitRelease,
+    /// Nothing ever reached the cloud: just let the object go.
+    Forget,
+    /// A create may have happened: look the NIC up by name.
+    FindByName,
+    /// A detach job may still run: read it.
+    PollJob(String),
+    /// Read the NIC and detach or delete it.
+    CheckNic,
+}
+
+/// The first step of a cleanup.
+pub fn cleanup_step(f: &Facts<'_>, node_exists: bool) -> CleanupStep {
+    if f.phase == HostNicPhase::Bound && node_exists {
+        return CleanupStep::WaitRelease;
+    }
+    match (f.phase, f.nic_id) {
+        (HostNicPhase::Pending, None) | (HostNicPhase::Failed, None) => CleanupStep::Forget,
+        (_, None) => CleanupStep::FindByName,
+        (_, Some(_)) => match f.last_job {
+            Some((id, status)) if running(status) && f.phase == HostNicPhase::Detaching => {
+                CleanupStep::PollJob(id.to_string())
+            }
+            _ => CleanupStep::CheckNic,
+        },
+    }
+}
+
+/// What to do with the NIC of a HostNic being deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupVerdict {
+    /// Nothing left in the cloud.
+    Gone,
+    /// Attached: record Detaching, DetachNics.
+    Detach,
+    /// Detached: record Deleting, DeleteNics.
+    Delete,
+}
+
+/// Judges the NIC of a HostNic being deleted.
+pub fn cleanup_verdict(nic: Option<&Nic>) -> CleanupVerdict {
+    match nic.map(|n| n.state) {
+        None => CleanupVerdict::Gone,
+        Some(NicState::InUse) => CleanupVerdict::Detach,
+        Some(NicState::Available) => CleanupVerdict::Delete,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(phase: HostNicPhase) -> Facts<'static> {
+        Facts {
+            phase,
+            nic_id: Some("52:54:00:00:00:01"),
+            last_job: None,
+            attached: false,
+            link_ready: false,
+            released_at: None,
+        }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn nic(state: NicState, instance: Option<&str>) -> Nic {
+        Nic {
+            id: "52:54:00:00:00:01".into(),
+            name: "hostnic-c-uid".into(),
+            state,
+            instance: instance.map(str::to_string),
+            vxnet: "vxnet-a".into(),
+            private_ip: Some("10.0.0.5".into()),
+            created: None,
+        }
+    }
+
+    const Q: Duration = Duration::from_secs(120);
+
+    #[test]
+    fn apply_steps_follow_the_phase() {
+        let now = t(1000);
+        assert_eq!(
+            apply_step(&facts(HostNicPhase::Pending), Q, now),
+            ApplyStep::BeginCreate
+        );
+        assert_eq!(
+            apply_step(&facts(HostNicPhase::Creating), Q, now),
+            ApplyStep::FindOrCreate
+        );
+        let mut f = facts(HostNicPhase::Attaching);
+        f.nic_id = None;
+        assert_eq!(apply_step(&f, Q, now), ApplyStep::FindOrCreate);
+        let mut f = facts(HostNicPhase::Attaching);
+        assert_eq!(apply_step(&f, Q, now), ApplyStep::CheckNic);
+        f.last_job = Some(("j-1", "pending"));
+        assert_eq!(apply_step(&f, Q, now), ApplyStep::PollJob("j-1".into()));
+        f.last_job = Some(("j-1", "failed"));
+        assert_eq!(apply_step(&f, Q, now), ApplyStep::CheckNic);
+        f.attached = true;
+        assert_eq!(
+            apply_step(&f, Q, now),
+            ApplyStep::Idle,
+            "attached, waiting for the agent"
+        );
+        f.link_ready = true;
+        assert_eq!(apply_step(&f, Q, now), ApplyStep::MarkAvailable);
+        for p in [
+            HostNicPhase::Available,
+            HostNicPhase::Bound,
+            HostNicPhase::Failed,
+            HostNicPhase::Detaching,
+        ] {
+            assert_eq!(apply_step(&facts(p), Q, now), ApplyStep::Idle);
+        }
+    }
+
+    #[test]
+    fn link_ready_alone_is_not_enough() {
+        let mut f = facts(HostNicPhase::Attaching);
+        f.link_ready = true;
+        assert_eq!(apply_step(&f, Q, t(0)), ApplyStep::CheckNic);
+    }
+
+    #[test]
+    fn quarantine_counts_from_release() {
+        let mut f = facts(HostNicPhase::Released);
+        f.released_at = Some(t(1000));
+        assert_eq!(
+            apply_step(&f, Q, t(1100)),
+            ApplyStep::Quarantine(Duration::from_secs(20))
+        );
+        assert_eq!(apply_step(&f, Q, t(1120)), ApplyStep::EndQuarantine);
+        assert_eq!(
+            apply_step(&f, Duration::ZERO, t(1000)),
+            ApplyStep::EndQuarantine
+        );
+    }
+
+    #[test]
+    fn job_timeout_is_unknown_not_failure() {
+        let job = |state, created| Job {
+            id: "j-1".into(),
+            action: "AttachNics".into(),
+            state,
+            nics: vec![],
+            created: Some(t(created)),
+        };
+        let to = Duration::from_secs(300);
+        assert_eq!(
+            job_verdict(Some(&job(JobState::Running, 900)), to, t(1000)),
+            JobVerdict::Wait("working")
+        );
+        assert_eq!(
+            job_verdict(Some(&job(JobState::Running, 600)), to, t(1000)),
+            JobVerdict::ReadNic("unknown")
+        );
+        assert_eq!(
+            job_verdict(Some(&job(JobState::Failed, 900)), to, t(1000)),
+            JobVerdict::ReadNic("failed")
+        );
+        assert_eq!(
+            job_verdict(Some(&job(JobState::Succeeded, 900)), to, t(1000)),
+            JobVerdict::ReadNic("successful")
+        );
+        assert_eq!(
+            job_verdict(None, to, t(1000)),
+            JobVerdict::ReadNic("unknown")
+        );
+    }
+
+    #[test]
+    fn attach_verdicts() {
+        assert_eq!(attach_verdict(None, "i-1", None), AttachVerdict::Vanished);
+        assert_eq!(
+            attach_verdict(Some(&nic(NicState::InUse, Some("i-1"))), "i-1", None),
+            AttachVerdict::Attached
+        );
+        assert_eq!(
+            attach_verdict(Some(&nic(NicState::InUse, Some("i-2"))), "i-1", None),
+            AttachVerdict::Elsewhere("i-2".into())
+        );
+        let free = nic(NicState::Available, None);
+        assert_eq!(
+            attach_verdict(Some(&free), "i-1", None),
+            AttachVerdict::Attach
+        );
+        assert_eq!(
+            attach_verdict(Some(&free), "i-1", Some("failed")),
+            AttachVerdict::Attach
+        );
+        assert_eq!(
+            attach_verdict(Some(&free), "i-1", Some("unknown")),
+            AttachVerdict::Attach
+        );
+        assert_eq!(
+            attach_verdict(Some(&free), "i-1", Some("successful")),
+            AttachVerdict::Settle
+        );
+    }
+
+    #[test]
+    fn cleanup_steps() {
+        assert_eq!(
+            cleanup_step(&facts(HostNicPhase::Bound), true),
+            CleanupStep::WaitRelease
+        );
+        assert_eq!(
+            cleanup_step(&facts(HostNicPhase::Bound), false),
+            CleanupStep::CheckNic
+        );
+        let mut f = facts(HostNicPhase::Pending);
+        f.nic_id = None;
+        assert_eq!(cleanup_step(&f, true), CleanupStep::Forget);
+        f.phase = HostNicPhase::Creating;
+        assert_eq!(cleanup_step(&f, true), CleanupStep::FindByName);
+        let mut f = facts(HostNicPhase::Detaching);
+        f.last_job = Some(("j-2", "working"));
+        assert_eq!(cleanup_step(&f, true), CleanupStep::PollJob("j-2".into()));
+        f.last_job = Some(("j-2", "successful"));
+        assert_eq!(cleanup_step(&f, true), CleanupStep::CheckNic);
+        let mut f = facts(HostNicPhase::Available);
+        f.last_job = Some(("j-1", "working"));
+        assert_eq!(
+            cleanup_step(&f, true),
+            CleanupStep::CheckNic,
+            "an attach job is not waited for"
+        );
+    }
+
+    #[test]
+    fn cleanup_verdicts() {
+        assert_eq!(cleanup_verdict(None), CleanupVerdict::Gone);
+        assert_eq!(
+            cleanup_verdict(Some(&nic(NicState::InUse, Some("i-1")))),
+            CleanupVerdict::Detach
+        );
+        assert_eq!(
+            cleanup_verdict(Some(&nic(NicState::Available, None))),
+            CleanupVerdict::Delete
+        );
+    }
+}

@@ -1,0 +1,510 @@
+//! What a NicPool does on each node: how many NICs to create (and in which vxnet), which
+//! HostNics to delete, which gateway each vxnet uses, and the counts and conditions of its
+//! status. Inputs are snapshots; the output is a list of intents the controller carries out.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use hostnic_crds::{
+    HostNicPhase, MAX_NICS_PER_INSTANCE, NicPoolSpec, NicRole, NodeGateway, NodePoolStatus,
+};
+use jiff::Timestamp;
+
+use super::conditions::Cond;
+use crate::cloud::InstanceNic;
+
+/// A HostNic of the pool, as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicView {
+    /// HostNic name.
+    pub name: String,
+    /// Phase.
+    pub phase: HostNicPhase,
+    /// Pod or gateway NIC.
+    pub role: NicRole,
+    /// Vxnet.
+    pub vxnet: String,
+    /// Cloud NIC id once known.
+    pub nic_id: Option<String>,
+    /// Private IP once known.
+    pub ip: Option<String>,
+    /// Whether its deletion already started (deletionTimestamp set).
+    pub deleting: bool,
+}
+
+/// The node's VM as the cloud describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstanceView {
+    /// Every NIC attached, primary included.
+    pub nics: Vec<InstanceNic>,
+}
+
+/// A node, as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// Whether the Node object exists.
+    pub exists: bool,
+    /// Whether the pool's selector matches it.
+    pub selected: bool,
+    /// Schedulable and Ready.
+    pub can_grow: bool,
+    /// Resolved instance id.
+    pub instance_id: Option<String>,
+    /// The instance, when DescribeInstances found it.
+    pub instance: Option<InstanceView>,
+    /// NICs of other pools on this node still on their way in (they will take slots).
+    pub other_incoming: u32,
+    /// NIC ids of every pod-role HostNic (all pools): those never serve as a gateway.
+    pub pod_nic_ids: HashSet<String>,
+}
+
+/// Free addresses per vxnet, shared by every node of one pass.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VxnetBudget {
+    free: BTreeMap<String, u32>,
+}
+
+impl VxnetBudget {
+    /// Budget from (vxnet, free addresses).
+    pub fn new(free: impl IntoIterator<Item = (String, u32)>) -> Self {
+        Self {
+            free: free.into_iter().collect(),
+        }
+    }
+
+    /// The vxnet with the most free addresses (ties: lowest id), taking one address from it.
+    fn take_best(&mut self) -> Option<String> {
+        let (id, _) = self
+            .free
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))?;
+        let id = id.clone();
+        self.take(&id).then_some(id)
+    }
+
+    /// Takes one address of `vxnet`.
+    fn take(&mut self, vxnet: &str) -> bool {
+        match self.free.get_mut(vxnet) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Why a node did not get all the NICs it wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Blocker {
+    /// Every vxnet of the pool is out of addresses.
+    VxnetExhausted,
+    /// The VM has no free NIC slot left.
+    InstanceFull,
+    /// The pool's maxPerNode is reached.
+    MaxPerNode,
+    /// The node's instance is unknown to the cloud.
+    InstanceUnknown,
+    /// Cordoned or NotReady: not grown on purpose.
+    NotSchedulable,
+}
+
+impl Blocker {
+    /// Condition reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::VxnetExhausted => "VxnetExhausted",
+            Self::InstanceFull => "InstanceFull",
+            Self::MaxPerNode => "MaxPerNode",
+            Self::InstanceUnknown => "InstanceUnknown",
+            Self::NotSchedulable => "NodeNotSchedulable",
+        }
+    }
+
+    /// Whether the pool is Degraded by it (a cordoned node is not a fault).
+    pub fn degrades(self) -> bool {
+        self != Self::NotSchedulable
+    }
+}
+
+/// A HostNic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNic {
+    /// Its vxnet.
+    pub vxnet: String,
+    /// Pod or gateway NIC.
+    pub role: NicRole,
+}
+
+/// What the pool does on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeDecision {
+    /// HostNics to create (gateways first).
+    pub create: Vec<NewNic>,
+    /// HostNics to delete, by name.
+    pub delete: Vec<String>,
+    /// Since when the node has had surplus free NICs (kept across passes for hysteresis).
+    pub surplus_since: Option<Timestamp>,
+    /// When to look again because of the shrink timer.
+    pub recheck_after: Option<Duration>,
+    /// Counts and gateways for status.
+    pub status: NodePoolStatus,
+    /// What kept the node from getting everything it wants.
+    pub blockers: Vec<Blocker>,
+}
+
+/// Shrink hysteresis settings and the clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Now.
+    pub now: Timestamp,
+    /// How long a surplus must last before it is deleted.
+    pub shrink_delay: Duration,
+}
+
+fn counts(nics: &[&NicView]) -> NodePoolStatus {
+    let mut s = NodePoolStatus::default();
+    for n in nics.iter().filter(|n| n.role == NicRole::Pod) {
+        match n.phase {
+            _ if n.deleting => s.in_progress += 1,
+            HostNicPhase::Available => s.available += 1,
+            HostNicPhase::Bound => s.bound += 1,
+            HostNicPhase::Failed => s.failed += 1,
+            _ => s.in_progress += 1,
+        }
+    }
+    s
+}
+
+/// Decides one node of a pool. `nics` are the pool's HostNics on this node.
+pub fn decide_node(
+    spec: &NicPoolSpec,
+    node: &NodeView,
+    nics: &[NicView],
+    budget: &mut VxnetBudget,
+    surplus_since: Option<Timestamp>,
+    clock: Clock,
+) -> NodeDecision {
+    let live: Vec<&NicView> = nics.iter().filter(|n| !n.deleting).collect();
+    let mut d = NodeDecision {
+        status: NodePoolStatus {
+            node: node.name.clone(),
+            instance: node.instance_id.clone(),
+            ..counts(&nics.iter().collect::<Vec<_>>())
+        },
+        ..Default::default()
+    };
+    d.status.node = node.name.clone();
+    if !node.exists {
+        // The node is gone: every NIC goes, even bound ones (their pods are gone too).
+        d.delete = live.iter().map(|n| n.name.clone()).collect();
+        return d;
+    }
+    if !node.selected {
+        d.delete = live
+            .iter()
+            .filter(|n| n.phase != HostNicPhase::Bound)
+            .map(|n| n.name.clone())
+            .collect();
+        return d;
+    }
+    // Failed NICs are replaced: delete them, and count only the others below.
+    d.delete.extend(
+        live.iter()
+            .filter(|n| n.phase == HostNicPhase::Failed)
+            .map(|n| n.name.clone()),
+    );
+    let pods: Vec<&NicView> = live
+        .iter()
+        .copied()
+        .filter(|n| n.role == NicRole::Pod && n.phase != HostNicPhase::Failed)
+        .collect();
+    let available: Vec<&NicView> = pods
+        .iter()
+        .copied()
+        .filter(|n| n.phase == HostNicPhase::Available)
+        .collect();
+    let mut pending: Vec<&NicView> = pods
+        .iter()
+        .copied()
+        .filter(|n| n.phase == HostNicPhase::Pending)
+        .collect();
+    let incoming = pods.iter().filter(|n| n.phase.is_incoming()).count() as u32;
+    let have = available.len() as u32 + incoming;
+    let size = spec.size;
+
+    // Gateways before pod NICs: pods' routes depend on them.
+    let mut slots_taken = incoming
+        + node.other_incoming
+        + live
+            .iter()
+            .filter(|n| n.role == NicRole::Gateway && n.phase.is_incoming())
+            .count() as u32;
+    let free_slots = node.instance.as_ref().map(|i| {
+        let secondary = i.nics.iter().filter(|n| !n.primary).count() as u32;
+        MAX_NICS_PER_INSTANCE.saturating_sub(secondary)
+    });
+    if spec.routes.iter().any(|r| r.via_node()) {
+        for vxnet in &spec.vxnets {
+            let own = live.iter().find(|n| {
+                n.role == NicRole::Gateway && &n.vxnet == vxnet && n.phase != HostNicPhase::Failed
+            });
+            if let Some(g) = own {
+                if let (HostNicPhase::Available, Some(ip), Some(id)) = (g.phase, &g.ip, &g.nic_id) {
+                    d.status.gateways.push(NodeGateway {
+                        vxnet: vxnet.clone(),
+                        ip: ip.clone(),
+                        nic_id: id.clone(),
+                        hostnic: Some(g.name.clone()),
+                    });
+                }
+                continue;
+            }
+            let existing = node.instance.as_ref().and_then(|i| {
+                let mut c: Vec<&InstanceNic> = i
+                    .nics
+                    .iter()
+                    .filter(|n| {
+                        &n.vxnet == vxnet
+                            && !node.pod_nic_ids.contains(&n.nic_id)
+                            && n.private_ip.is_some()
+                    })
+                    .collect();
+                c.sort_by_key(|n| (!n.primary, n.nic_id.clone()));
+                c.first().copied()
+            });
+            if let Some(e) = existing {
+                d.status.gateways.push(NodeGateway {
+                    vxnet: vxnet.clone(),
+                    ip: e.private_ip.clone().unwrap_or_default(),
+                    nic_id: e.nic_id.clone(),
+                    hostnic: None,
+                });
+                continue;
+            }
+            if !node.can_grow || node.instance.is_none() {
+                continue;
+            }
+            if free_slots.is_some_and(|f| f <= slots_taken) {
+                d.blockers.push(Blocker::InstanceFull);
+            } else if budget.take(vxnet) {
+                slots_taken += 1;
+                d.create.push(NewNic {
+                    vxnet: vxnet.clone(),
+                    role: NicRole::Gateway,
+                });
+            } else {
+                d.blockers.push(Blocker::VxnetExhausted);
+            }
+        }
+    }
+
+    // Shrink: surplus NICs that never reached the cloud go at once; free NICs only after the
+    // surplus has lasted `shrink_delay`; bound and in-flight NICs never.
+    let mut surplus = have.saturating_sub(size);
+    pending.sort_by(|a, b| b.name.cmp(&a.name));
+    for p in pending.iter().take(surplus as usize) {
+        d.delete.push(p.name.clone());
+    }
+    let dropped_pending = surplus.min(pending.len() as u32);
+    surplus -= dropped_pending;
+    let extra_free = surplus.min(available.len() as u32);
+    if extra_free > 0 {
+        let since = surplus_since.unwrap_or(clock.now);
+        let waited = clock.now.duration_since(since).unsigned_abs();
+        if waited >= clock.shrink_delay {
+            let mut victims: Vec<&&NicView> = available.iter().collect();
+            victims.sort_by(|a, b| b.name.cmp(&a.name));
+            d.delete.extend(
+                victims
+                    .iter()
+                    .take(extra_free as usize)
+                    .map(|n| n.name.clone()),
+            );
+        } else {
+            d.surplus_since = Some(since);
+            d.recheck_after = Some(clock.shrink_delay - waited);
+        }
+    }
+
+    // Grow.
+    let want = size.saturating_sub(have - dropped_pending);
+    if want > 0 {
+        if !node.can_grow {
+            d.blockers.push(Blocker::NotSchedulable);
+        } else if let Some(free_slots) = free_slots {
+            let total = pods
+                .iter()
+                .filter(|n| n.phase != HostNicPhase::Pending || !d.delete.contains(&n.name))
+                .count() as u32;
+            let by_max = spec.max_per_node.saturating_sub(total);
+            let by_slots = free_slots.saturating_sub(slots_taken);
+            let n = want.min(by_max).min(by_slots);
+            if n < want {
+                d.blockers.push(if by_slots < by_max {
+                    Blocker::InstanceFull
+                } else {
+                    Blocker::MaxPerNode
+                });
+            }
+            for _ in 0..n {
+                match budget.take_best() {
+                    Some(vxnet) => d.create.push(NewNic {
+                        vxnet,
+                        role: NicRole::Pod,
+                    }),
+                    None => {
+                        d.blockers.push(Blocker::VxnetExhausted);
+                        break;
+                    }
+                }
+            }
+        } else {
+            d.blockers.push(Blocker::InstanceUnknown);
+        }
+    }
+    d.blockers.sort();
+    d.blockers.dedup();
+    d
+}
+
+/// A spec the operator refuses to act on, with the reason shown in the Degraded condition.
+pub fn validate(spec: &NicPoolSpec, known_vxnets: &HashSet<String>) -> Result<(), String> {
+    if spec.vxnets.is_empty() {
+        return Err("spec.vxnets is empty".into());
+    }
+    if spec.size > spec.max_per_node {
+        return Err(format!(
+            "spec.size {} is larger than spec.maxPerNode {}",
+            spec.size, spec.max_per_node
+        ));
+    }
+    if spec.max_per_node > MAX_NICS_PER_INSTANCE {
+        return Err(format!(
+            "spec.maxPerNode {} exceeds the {MAX_NICS_PER_INSTANCE} secondary NICs of a VM",
+            spec.max_per_node
+        ));
+    }
+    let mut seen = HashSet::new();
+    for v in &spec.vxnets {
+        if !seen.insert(v) {
+            return Err(format!("vxnet {v} is listed twice"));
+        }
+        if !known_vxnets.contains(v) {
+            return Err(format!("vxnet {v} does not exist"));
+        }
+    }
+    Ok(())
+}
+
+/// Pool-wide totals and conditions from the per-node decisions.
+pub fn summarize(
+    spec: &NicPoolSpec,
+    nodes: &[(bool, NodeDecision)],
+    invalid: Option<&str>,
+) -> (Totals, Vec<Cond>) {
+    let mut t = Totals::default();
+    let mut warm: Option<u32> = None;
+    let mut all_warm = true;
+    let mut blockers: Vec<Blocker> = Vec::new();
+    let mut busy = false;
+    for (counted, d) in nodes {
+        let s = &d.status;
+        t.available += s.available;
+        t.bound += s.bound;
+        t.in_progress += s.in_progress;
+        t.failed += s.failed;
+        busy |= s.in_progress > 0 || !d.create.is_empty() || !d.delete.is_empty();
+        blockers.extend(d.blockers.iter().copied());
+        if *counted {
+            t.nodes += 1;
+            warm = Some(warm.map_or(s.available, |w| w.min(s.available)));
+            if s.available < spec.size && !d.blockers.contains(&Blocker::NotSchedulable) {
+                all_warm = false;
+            }
+        }
+    }
+    t.warm_per_node = warm.unwrap_or(0);
+    blockers.sort();
+    let conds = if let Some(why) = invalid {
+        vec![
+            Cond::new("Ready", false, "InvalidSpec", why),
+            Cond::new("Progressing", false, "InvalidSpec", why),
+            Cond::new("Degraded", true, "InvalidSpec", why),
+        ]
+    } else {
+        let degraded = blockers.iter().find(|b| b.degrades());
+        vec![
+            if all_warm {
+                Cond::new(
+                    "Ready",
+                    true,
+                    "Warm",
+                    format!("every node has {} free NICs", spec.size),
+                )
+            } else {
+                Cond::new(
+                    "Ready",
+                    false,
+                    "Filling",
+                    "some nodes have fewer free NICs than spec.size",
+                )
+            },
+            if busy {
+                Cond::new(
+                    "Progressing",
+                    true,
+                    "NicsInFlight",
+                    "NICs are being created, attached or removed",
+                )
+            } else {
+                Cond::new("Progressing", false, "Converged", "nothing in flight")
+            },
+            match degraded {
+                Some(b) => Cond::new("Degraded", true, b.reason(), degraded_message(*b)),
+                None if t.failed > 0 => Cond::new(
+                    "Degraded",
+                    true,
+                    "NicsFailed",
+                    format!("{} NICs failed and are being replaced", t.failed),
+                ),
+                None => Cond::new("Degraded", false, "AsExpected", ""),
+            },
+        ]
+    };
+    (t, conds)
+}
+
+fn degraded_message(b: Blocker) -> &'static str {
+    match b {
+        Blocker::VxnetExhausted => "no vxnet of the pool has free addresses",
+        Blocker::InstanceFull => "a node's VM has no free NIC slot",
+        Blocker::MaxPerNode => "a node reached spec.maxPerNode",
+        Blocker::InstanceUnknown => "a node's QingCloud instance was not found",
+        Blocker::NotSchedulable => "a node is cordoned or not ready",
+    }
+}
+
+/// Pool-wide counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    /// Selected nodes.
+    pub nodes: u32,
+    /// Least free NICs on a selected node.
+    pub warm_per_node: u32,
+    /// Free NICs.
+    pub available: u32,
+    /// Bound NICs.
+    pub bound: u32,
+    /// NICs in flight.
+    pub in_progress: u32,
+    /// Failed NICs.
+    pub failed: u32,
+}
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

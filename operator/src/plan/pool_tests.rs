@@ -1,0 +1,370 @@
+use super::*;
+use hostnic_crds::{ReclaimPolicy, Route};
+
+fn spec(size: u32) -> NicPoolSpec {
+    NicPoolSpec {
+        vxnets: vec!["vxnet-a".into(), "vxnet-b".into()],
+        node_selector: Default::default(),
+        size,
+        max_per_node: 63,
+        routes: vec![],
+        reclaim_policy: ReclaimPolicy::Delete,
+        quarantine_seconds: 120,
+    }
+}
+
+fn node() -> NodeView {
+    NodeView {
+        name: "n1".into(),
+        exists: true,
+        selected: true,
+        can_grow: true,
+        instance_id: Some("i-1".into()),
+        instance: Some(InstanceView {
+            nics: vec![InstanceNic {
+                nic_id: "52:54:00:00:00:01".into(),
+                vxnet: "vxnet-a".into(),
+                private_ip: Some("10.0.0.2".into()),
+                primary: true,
+            }],
+        }),
+        other_incoming: 0,
+        pod_nic_ids: HashSet::new(),
+    }
+}
+
+fn nic(name: &str, phase: HostNicPhase) -> NicView {
+    NicView {
+        name: name.into(),
+        phase,
+        role: NicRole::Pod,
+        vxnet: "vxnet-a".into(),
+        nic_id: Some(format!("52:54:00:00:01:{:02x}", name.len())),
+        ip: Some("10.0.1.1".into()),
+        deleting: false,
+    }
+}
+
+fn budget() -> VxnetBudget {
+    VxnetBudget::new([("vxnet-a".to_string(), 100), ("vxnet-b".to_string(), 100)])
+}
+
+fn clock() -> Clock {
+    Clock {
+        now: Timestamp::from_second(10_000).unwrap(),
+        shrink_delay: Duration::from_secs(60),
+    }
+}
+
+fn run(spec: &NicPoolSpec, node: &NodeView, nics: &[NicView]) -> NodeDecision {
+    decide_node(spec, node, nics, &mut budget(), None, clock())
+}
+
+#[test]
+fn empty_node_fills_to_size() {
+    let d = run(&spec(3), &node(), &[]);
+    assert_eq!(d.create.len(), 3);
+    assert!(d.delete.is_empty());
+    assert!(d.blockers.is_empty());
+}
+
+#[test]
+fn incoming_nics_count_so_it_never_overshoots() {
+    let nics = [
+        nic("a", HostNicPhase::Pending),
+        nic("b", HostNicPhase::Creating),
+        nic("c", HostNicPhase::Attaching),
+    ];
+    let d = run(&spec(3), &node(), &nics);
+    assert!(d.create.is_empty());
+    let d = run(&spec(4), &node(), &nics);
+    assert_eq!(d.create.len(), 1);
+}
+
+#[test]
+fn bound_and_released_do_not_count_as_free() {
+    let nics = [
+        nic("a", HostNicPhase::Bound),
+        nic("b", HostNicPhase::Released),
+        nic("c", HostNicPhase::Available),
+    ];
+    let d = run(&spec(2), &node(), &nics);
+    assert_eq!(d.create.len(), 1);
+    assert_eq!(d.status.available, 1);
+    assert_eq!(d.status.bound, 1);
+    assert_eq!(d.status.in_progress, 1);
+}
+
+#[test]
+fn max_per_node_caps_growth() {
+    let mut s = spec(3);
+    s.max_per_node = 4;
+    let nics = [
+        nic("a", HostNicPhase::Bound),
+        nic("b", HostNicPhase::Bound),
+        nic("c", HostNicPhase::Available),
+    ];
+    let d = run(&s, &node(), &nics);
+    assert_eq!(d.create.len(), 1);
+    assert_eq!(d.blockers, vec![Blocker::MaxPerNode]);
+}
+
+#[test]
+fn free_slots_of_the_vm_cap_growth() {
+    let mut n = node();
+    let inst = n.instance.as_mut().unwrap();
+    for i in 0..61 {
+        inst.nics.push(InstanceNic {
+            nic_id: format!("52:54:00:00:02:{i:02x}"),
+            vxnet: "vxnet-a".into(),
+            private_ip: None,
+            primary: false,
+        });
+    }
+    n.other_incoming = 1;
+    let d = run(&spec(3), &n, &[]);
+    assert_eq!(d.create.len(), 1, "63 - 61 attached - 1 incoming elsewhere");
+    assert_eq!(d.blockers, vec![Blocker::InstanceFull]);
+}
+
+#[test]
+fn most_free_vxnet_first_and_exhaustion_blocks() {
+    let mut b = VxnetBudget::new([("vxnet-a".to_string(), 1), ("vxnet-b".to_string(), 2)]);
+    let d = decide_node(&spec(5), &node(), &[], &mut b, None, clock());
+    let v: Vec<&str> = d.create.iter().map(|c| c.vxnet.as_str()).collect();
+    assert_eq!(v, ["vxnet-b", "vxnet-a", "vxnet-b"]);
+    assert_eq!(d.blockers, vec![Blocker::VxnetExhausted]);
+    // The budget is shared: the next node gets nothing.
+    let d2 = decide_node(&spec(1), &node(), &[], &mut b, None, clock());
+    assert!(d2.create.is_empty());
+    assert_eq!(d2.blockers, vec![Blocker::VxnetExhausted]);
+}
+
+#[test]
+fn cordoned_or_not_ready_is_not_grown_nor_shrunk() {
+    let mut n = node();
+    n.can_grow = false;
+    let d = run(&spec(3), &n, &[nic("a", HostNicPhase::Available)]);
+    assert!(d.create.is_empty() && d.delete.is_empty());
+    assert_eq!(d.blockers, vec![Blocker::NotSchedulable]);
+}
+
+#[test]
+fn unknown_instance_blocks_growth() {
+    let mut n = node();
+    n.instance = None;
+    let d = run(&spec(1), &n, &[]);
+    assert!(d.create.is_empty());
+    assert_eq!(d.blockers, vec![Blocker::InstanceUnknown]);
+}
+
+#[test]
+fn shrink_waits_for_the_hysteresis_then_deletes_free_only() {
+    let nics = [
+        nic("a", HostNicPhase::Available),
+        nic("b", HostNicPhase::Available),
+        nic("c", HostNicPhase::Available),
+        nic("d", HostNicPhase::Bound),
+    ];
+    let c = clock();
+    let d = decide_node(&spec(1), &node(), &nics, &mut budget(), None, c);
+    assert!(d.delete.is_empty());
+    assert_eq!(d.surplus_since, Some(c.now));
+    assert_eq!(d.recheck_after, Some(Duration::from_secs(60)));
+    let later = Clock {
+        now: c.now + Duration::from_secs(61),
+        ..c
+    };
+    let d = decide_node(&spec(1), &node(), &nics, &mut budget(), Some(c.now), later);
+    assert_eq!(d.delete, vec!["c".to_string(), "b".to_string()]);
+    assert!(d.surplus_since.is_none());
+}
+
+#[test]
+fn surplus_that_disappears_resets_the_timer() {
+    let nics = [nic("a", HostNicPhase::Available)];
+    let d = decide_node(
+        &spec(1),
+        &node(),
+        &nics,
+        &mut budget(),
+        Some(clock().now),
+        clock(),
+    );
+    assert!(d.surplus_since.is_none() && d.delete.is_empty() && d.create.is_empty());
+}
+
+#[test]
+fn shrinking_drops_pending_nics_at_once() {
+    let nics = [
+        nic("a", HostNicPhase::Pending),
+        nic("b", HostNicPhase::Pending),
+        nic("c", HostNicPhase::Attaching),
+    ];
+    let d = run(&spec(1), &node(), &nics);
+    assert_eq!(d.delete, vec!["b".to_string(), "a".to_string()]);
+    assert!(d.create.is_empty());
+}
+
+#[test]
+fn failed_nics_are_deleted_and_replaced() {
+    let nics = [
+        nic("a", HostNicPhase::Failed),
+        nic("b", HostNicPhase::Available),
+    ];
+    let d = run(&spec(2), &node(), &nics);
+    assert_eq!(d.delete, vec!["a".to_string()]);
+    assert_eq!(d.create.len(), 1);
+    assert_eq!(d.status.failed, 1);
+}
+
+#[test]
+fn deleted_node_loses_everything_even_bound() {
+    let mut n = node();
+    n.exists = false;
+    let mut gone = nic("c", HostNicPhase::Available);
+    gone.deleting = true;
+    let d = run(
+        &spec(2),
+        &n,
+        &[
+            nic("a", HostNicPhase::Bound),
+            nic("b", HostNicPhase::Available),
+            gone,
+        ],
+    );
+    assert_eq!(d.delete, vec!["a".to_string(), "b".to_string()]);
+    assert!(d.create.is_empty());
+}
+
+#[test]
+fn deselected_node_keeps_bound_until_released() {
+    let mut n = node();
+    n.selected = false;
+    let d = run(
+        &spec(2),
+        &n,
+        &[
+            nic("a", HostNicPhase::Bound),
+            nic("b", HostNicPhase::Released),
+        ],
+    );
+    assert_eq!(d.delete, vec!["b".to_string()]);
+}
+
+#[test]
+fn gateway_reuses_the_primary_nic() {
+    let mut s = spec(1);
+    s.vxnets = vec!["vxnet-a".into()];
+    s.routes = vec![Route {
+        destination: "10.96.0.0/12".into(),
+        gateway: "0.0.0.0".into(),
+    }];
+    let d = run(&s, &node(), &[]);
+    assert_eq!(d.status.gateways.len(), 1);
+    assert_eq!(d.status.gateways[0].ip, "10.0.0.2");
+    assert_eq!(d.status.gateways[0].hostnic, None);
+    assert!(d.create.iter().all(|c| c.role == NicRole::Pod));
+}
+
+#[test]
+fn gateway_nic_is_created_when_the_node_has_none_in_the_vxnet() {
+    let mut s = spec(1);
+    s.vxnets = vec!["vxnet-b".into()];
+    s.routes = vec![Route {
+        destination: "10.96.0.0/12".into(),
+        gateway: "0.0.0.0".into(),
+    }];
+    let d = run(&s, &node(), &[]);
+    assert_eq!(
+        d.create[0],
+        NewNic {
+            vxnet: "vxnet-b".into(),
+            role: NicRole::Gateway
+        }
+    );
+    assert_eq!(d.create.len(), 2);
+    assert!(d.status.gateways.is_empty());
+    // Once it is Available it is published, and not created again.
+    let mut g = nic("gw", HostNicPhase::Available);
+    g.role = NicRole::Gateway;
+    g.vxnet = "vxnet-b".into();
+    let d = run(&s, &node(), &[g]);
+    assert_eq!(d.status.gateways[0].hostnic.as_deref(), Some("gw"));
+    assert!(d.create.iter().all(|c| c.role == NicRole::Pod));
+    assert_eq!(
+        d.status.available, 0,
+        "gateway NICs are not counted as free pod NICs"
+    );
+}
+
+#[test]
+fn pod_nics_never_serve_as_gateway() {
+    let mut s = spec(0);
+    s.vxnets = vec!["vxnet-b".into()];
+    s.routes = vec![Route {
+        destination: "10.96.0.0/12".into(),
+        gateway: "0.0.0.0".into(),
+    }];
+    let mut n = node();
+    n.instance.as_mut().unwrap().nics.push(InstanceNic {
+        nic_id: "52:54:00:00:09:09".into(),
+        vxnet: "vxnet-b".into(),
+        private_ip: Some("10.1.0.9".into()),
+        primary: false,
+    });
+    n.pod_nic_ids.insert("52:54:00:00:09:09".into());
+    let d = run(&s, &n, &[]);
+    assert_eq!(
+        d.create,
+        vec![NewNic {
+            vxnet: "vxnet-b".into(),
+            role: NicRole::Gateway
+        }]
+    );
+}
+
+#[test]
+fn validation_rejects_bad_specs() {
+    let known: HashSet<String> = ["vxnet-a".to_string(), "vxnet-b".to_string()].into();
+    assert!(validate(&spec(3), &known).is_ok());
+    let mut s = spec(10);
+    s.max_per_node = 5;
+    assert!(validate(&s, &known).unwrap_err().contains("maxPerNode"));
+    let mut s = spec(1);
+    s.vxnets.push("vxnet-zzz".into());
+    assert!(validate(&s, &known).unwrap_err().contains("vxnet-zzz"));
+    let mut s = spec(1);
+    s.vxnets = vec!["vxnet-a".into(), "vxnet-a".into()];
+    assert!(validate(&s, &known).is_err());
+}
+
+#[test]
+fn summary_conditions() {
+    let s = spec(2);
+    let full = run(
+        &s,
+        &node(),
+        &[
+            nic("a", HostNicPhase::Available),
+            nic("b", HostNicPhase::Available),
+        ],
+    );
+    let (t, c) = summarize(&s, &[(true, full.clone())], None);
+    assert_eq!((t.nodes, t.warm_per_node, t.available), (1, 2, 2));
+    assert_eq!(
+        c[0],
+        Cond::new("Ready", true, "Warm", "every node has 2 free NICs")
+    );
+    assert!(!c[1].status && !c[2].status);
+
+    let mut b = VxnetBudget::default();
+    let starved = decide_node(&s, &node(), &[], &mut b, None, clock());
+    let (t, c) = summarize(&s, &[(true, full), (true, starved)], None);
+    assert_eq!(t.warm_per_node, 0);
+    assert!(!c[0].status);
+    assert_eq!((c[2].status, c[2].reason), (true, "VxnetExhausted"));
+
+    let (_, c) = summarize(&s, &[], Some("bad"));
+    assert_eq!(c[2].reason, "InvalidSpec");
+}
