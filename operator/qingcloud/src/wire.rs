@@ -62,6 +62,70 @@ impl std::fmt::Display for RetCode {
     }
 }
 
+/// The actions this crate speaks, as named on the wire (`action=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Create NICs in a vxnet (synchronous).
+    CreateNics,
+    /// Attach NICs to an instance (job).
+    AttachNics,
+    /// Detach NICs (job).
+    DetachNics,
+    /// Delete detached NICs (synchronous).
+    DeleteNics,
+    /// List NICs.
+    DescribeNics,
+    /// Rename a NIC or change its IP (synchronous).
+    ModifyNicAttributes,
+    /// List jobs.
+    DescribeJobs,
+    /// List vxnets.
+    DescribeVxnets,
+    /// List instances.
+    DescribeInstances,
+}
+
+impl Action {
+    /// Every action, for dispatch tables and metrics.
+    pub const ALL: [Self; 9] = [
+        Self::CreateNics,
+        Self::AttachNics,
+        Self::DetachNics,
+        Self::DeleteNics,
+        Self::DescribeNics,
+        Self::ModifyNicAttributes,
+        Self::DescribeJobs,
+        Self::DescribeVxnets,
+        Self::DescribeInstances,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateNics => "CreateNics",
+            Self::AttachNics => "AttachNics",
+            Self::DetachNics => "DetachNics",
+            Self::DeleteNics => "DeleteNics",
+            Self::DescribeNics => "DescribeNics",
+            Self::ModifyNicAttributes => "ModifyNicAttributes",
+            Self::DescribeJobs => "DescribeJobs",
+            Self::DescribeVxnets => "DescribeVxnets",
+            Self::DescribeInstances => "DescribeInstances",
+        }
+    }
+
+    /// Looks an action up by its wire name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The response envelope: `action`, `ret_code`, `message` plus the action's own fields.
 ///
 /// `ret_code` is an `Option` so a body without it can be detected (the client treats it as a
@@ -555,6 +619,14 @@ mod tests {
         let err =
             serde_json::to_string(&Envelope::error(RetCode::SERVER_BUSY, "ServerBusy")).unwrap();
         assert_eq!(err, r#"{"ret_code":5100,"message":"ServerBusy"}"#);
+    }
+
+    #[test]
+    fn action_names_round_trip() {
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.as_str()), Some(a));
+        }
+        assert_eq!(Action::from_name("RunInstances"), None);
     }
 
     #[test]

@@ -1,0 +1,333 @@
+//! Client-side rate limiting: one token bucket per account, shared by every clone of the
+//! client, handing tokens to waiters by priority.
+//!
+//! The account's API quota (about 2000 requests per hour) is shared by the operator's pod
+//! path, pool refills and garbage collection. When tokens are scarce, a pod waiting for a NIC
+//! must go first, and background work keeps a reserve of tokens untouched so it can never
+//! drain the burst a pod start needs.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// Who is asking for a token. Higher priorities are served first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Shrinking pools, garbage collection, periodic resyncs. May not use the reserve.
+    Background,
+    /// Keeping warm pools filled.
+    Refill,
+    /// A pod is waiting for this call.
+    Urgent,
+}
+
+impl Priority {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Background => "background",
+            Self::Refill => "refill",
+            Self::Urgent => "urgent",
+        }
+    }
+}
+
+/// Tokens that must be in the bucket for `priority` to take one.
+fn needed(priority: Priority, reserve: f64) -> f64 {
+    match priority {
+        Priority::Background => 1.0 + reserve,
+        Priority::Refill | Priority::Urgent => 1.0,
+    }
+}
+
+/// The pure scheduling logic: a token bucket and a priority queue of waiters, driven by an
+/// explicit clock so it can be tested without sleeping.
+#[derive(Debug)]
+pub(crate) struct Scheduler<T> {
+    rate: f64,
+    burst: f64,
+    /// Tokens that only `Refill` and `Urgent` may take.
+    reserve: f64,
+    tokens: f64,
+    last: Instant,
+    /// Ordered by priority (highest first), then arrival.
+    waiters: BTreeMap<(Reverse<Priority>, u64), T>,
+    next_seq: u64,
+}
+
+/// Identifies a queued waiter, to cancel it.
+pub(crate) type Ticket = (Reverse<Priority>, u64);
+
+impl<T> Scheduler<T> {
+    /// A full bucket. `qps` must be positive and finite, `burst` at least 1.
+    pub(crate) fn new(qps: f64, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: qps,
+            burst,
+            // A quarter of the bucket, but never so much that background work could not run.
+            reserve: (burst / 4.0).min(burst - 1.0),
+            tokens: burst,
+            last: now,
+            waiters: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = self.last.max(now);
+    }
+
+    fn needed(&self, priority: Priority) -> f64 {
+        needed(priority, self.reserve)
+    }
+
+    /// Queues a waiter.
+    pub(crate) fn enqueue(&mut self, priority: Priority, waiter: T) -> Ticket {
+        let ticket = (Reverse(priority), self.next_seq);
+        self.next_seq += 1;
+        self.waiters.insert(ticket, waiter);
+        ticket
+    }
+
+    /// Removes a waiter that gave up; false if it was already granted.
+    pub(crate) fn cancel(&mut self, ticket: Ticket) -> bool {
+        self.waiters.remove(&ticket).is_some()
+    }
+
+    /// Gives one token each to as many waiters as possible, highest priority first. Strictly
+    /// in order: a higher-priority waiter is never overtaken.
+    pub(crate) fn grant(&mut self, now: Instant) -> Vec<T> {
+        self.refill(now);
+        let mut granted = Vec::new();
+        while let Some(entry) = self.waiters.first_entry() {
+            if self.tokens < needed(entry.key().0.0, self.reserve) {
+                break;
+            }
+            self.tokens -= 1.0;
+            granted.push(entry.remove());
+        }
+        granted
+    }
+
+    /// Gives back a token granted to a waiter that had already gone.
+    pub(crate) fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+
+    /// How long until the first waiter can be served, if anyone waits. Call after `grant`.
+    pub(crate) fn next_wait(&self) -> Option<Duration> {
+        let (key, _) = self.waiters.first_key_value()?;
+        let missing = (self.needed(key.0.0) - self.tokens).max(0.0);
+        Some(Duration::from_secs_f64(missing / self.rate))
+    }
+}
+
+/// The current time on tokio's clock, so tests with paused time drive the bucket too.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The shared limiter. Cloning shares the bucket.
+#[derive(Clone, Debug)]
+pub struct RateLimiter {
+    inner: Arc<Mutex<Scheduler<oneshot::Sender<()>>>>,
+}
+
+/// Removes the waiter from the queue if `acquire` is cancelled while waiting.
+struct CancelOnDrop<'a> {
+    limiter: &'a RateLimiter,
+    ticket: Ticket,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.limiter.lock().cancel(self.ticket);
+    }
+}
+
+impl RateLimiter {
+    /// A full bucket of `burst` tokens refilled at `qps` per second. `qps` must be positive.
+    pub fn new(qps: f64, burst: u32) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Scheduler::new(qps, burst, now()))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Scheduler<oneshot::Sender<()>>> {
+        // The scheduler's invariants hold between statements, so a panic elsewhere while
+        // holding the lock cannot leave it inconsistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Grants what can be granted now and says how long until the next grant.
+    fn dispatch(&self) -> Option<Duration> {
+        let mut sched = self.lock();
+        for waiter in sched.grant(now()) {
+            if waiter.send(()).is_err() {
+                sched.refund();
+            }
+        }
+        sched.next_wait()
+    }
+
+    /// Waits for a token; returns how long it waited.
+    pub async fn acquire(&self, priority: Priority) -> Duration {
+        let start = tokio::time::Instant::now();
+        let (tx, mut rx) = oneshot::channel();
+        let ticket = self.lock().enqueue(priority, tx);
+        let _guard = CancelOnDrop {
+            limiter: self,
+            ticket,
+        };
+        loop {
+            // Every waiter drives the bucket when its own estimate expires, so no background
+            // task is needed; a grant to another waiter is delivered through its channel.
+            let wait = self.dispatch();
+            if rx.try_recv().is_ok() {
+                return start.elapsed();
+            }
+            let wait = wait
+                .unwrap_or(Duration::from_millis(100))
+                .max(Duration::from_millis(1));
+            tokio::select! {
+                _ = &mut rx => return start.elapsed(),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn burst_then_rate() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(0.5, 3, t0);
+        for i in 0..4 {
+            s.enqueue(Priority::Urgent, i);
+        }
+        assert_eq!(s.grant(t0), vec![0, 1, 2]);
+        assert_eq!(s.next_wait(), Some(secs(2.0)));
+        assert!(s.grant(t0 + secs(1.9)).is_empty());
+        assert_eq!(s.grant(t0 + secs(2.0)), vec![3]);
+        assert_eq!(s.next_wait(), None);
+    }
+
+    #[test]
+    fn bucket_never_exceeds_burst() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(1.0, 2, t0);
+        for i in 0..5 {
+            s.enqueue(Priority::Urgent, i);
+        }
+        // An hour idle still leaves only `burst` tokens.
+        assert_eq!(s.grant(t0 + secs(3600.0)), vec![0, 1]);
+        assert_eq!(s.next_wait(), Some(secs(1.0)));
+    }
+
+    #[test]
+    fn higher_priority_first_fifo_within_priority() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(1.0, 1, t0);
+        s.enqueue(Priority::Urgent, "u0");
+        assert_eq!(s.grant(t0), vec!["u0"]);
+        s.enqueue(Priority::Background, "b1");
+        s.enqueue(Priority::Refill, "r1");
+        s.enqueue(Priority::Urgent, "u1");
+        s.enqueue(Priority::Refill, "r2");
+        s.enqueue(Priority::Urgent, "u2");
+        let mut order = Vec::new();
+        for i in 1..=5 {
+            order.extend(s.grant(t0 + secs(f64::from(i))));
+        }
+        assert_eq!(order, vec!["u1", "u2", "r1", "r2", "b1"]);
+    }
+
+    #[test]
+    fn background_keeps_the_reserve() {
+        let t0 = Instant::now();
+        // burst 8: reserve 2, so background stops when 2 tokens are left.
+        let mut s = Scheduler::new(1.0, 8, t0);
+        for i in 0..8 {
+            s.enqueue(Priority::Background, i);
+        }
+        assert_eq!(s.grant(t0).len(), 6);
+        // Background now needs 3 tokens: one second gives 3, only one is taken.
+        assert_eq!(s.next_wait(), Some(secs(1.0)));
+        assert_eq!(s.grant(t0 + secs(1.0)), vec![6]);
+        // An urgent request may use the reserve at once, ahead of the waiting background one.
+        s.enqueue(Priority::Urgent, 100);
+        assert_eq!(s.grant(t0 + secs(1.0)), vec![100]);
+        s.enqueue(Priority::Urgent, 101);
+        assert_eq!(s.grant(t0 + secs(1.0)), vec![101]);
+        assert!(s.grant(t0 + secs(1.0)).is_empty());
+    }
+
+    #[test]
+    fn background_runs_with_a_tiny_bucket() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(1.0, 1, t0);
+        s.enqueue(Priority::Background, 0);
+        assert_eq!(s.grant(t0), vec![0]);
+    }
+
+    #[test]
+    fn cancelled_waiters_are_skipped_and_refunds_return_tokens() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(1.0, 1, t0);
+        let a = s.enqueue(Priority::Urgent, "a");
+        s.enqueue(Priority::Urgent, "b");
+        assert!(s.cancel(a));
+        assert!(!s.cancel(a));
+        assert_eq!(s.grant(t0), vec!["b"]);
+        s.refund();
+        s.enqueue(Priority::Refill, "c");
+        assert_eq!(s.grant(t0), vec!["c"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn async_limiter_serves_urgent_before_background() {
+        let limiter = RateLimiter::new(10.0, 1);
+        limiter.acquire(Priority::Urgent).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for (i, p) in [Priority::Background, Priority::Background, Priority::Urgent]
+            .into_iter()
+            .enumerate()
+        {
+            let (l, tx) = (limiter.clone(), tx.clone());
+            tasks.push(tokio::spawn(async move {
+                l.acquire(p).await;
+                tx.send(i).unwrap();
+            }));
+            // Let each task enqueue before the next one.
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order: Vec<usize> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(order, vec![2, 0, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_acquire_leaves_the_queue() {
+        let limiter = RateLimiter::new(1.0, 1);
+        limiter.acquire(Priority::Urgent).await;
+        let waiting = tokio::time::timeout(secs(0.1), limiter.acquire(Priority::Urgent)).await;
+        assert!(waiting.is_err());
+        assert_eq!(limiter.lock().waiters.len(), 0);
+    }
+}
