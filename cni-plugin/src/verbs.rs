@@ -1,0 +1,253 @@
+//! The CNI verbs: each reads the checked environment and config, makes one request to the agent
+//! and turns the answer into the spec's output. No state is kept here; the agent owns it.
+
+use std::io::Write;
+use std::time::Instant;
+
+use hostnic_agent_api::{
+    AgentStatus, Attachment, CheckRequest, ClaimRequest, GcRequest, GcResponse, ReleaseRequest,
+    Released, path,
+};
+
+use crate::client::Client;
+use crate::config::{NetConf, parse_json, raw_version};
+use crate::env::{AttachmentEnv, Command};
+use crate::error::{CniError, Code};
+use crate::log::{Level, Logger};
+use crate::version::{self, CURRENT};
+
+/// One invocation of the plugin: what the process was given.
+pub struct Invocation<'a> {
+    /// Reads an environment variable.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// The network config (stdin).
+    pub stdin: &'a [u8],
+}
+
+impl Invocation<'_> {
+    /// The cniVersion to stamp on an error: the config's when it has one, else the newest.
+    pub fn error_version(&self) -> String {
+        parse_json(self.stdin)
+            .ok()
+            .map(|v| raw_version(&v).to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| CURRENT.as_str().to_owned())
+    }
+
+    /// Runs the verb, writing its output (if any) to `out`.
+    pub fn run(&self, out: &mut dyn Write, log: &mut Logger) -> Result<(), CniError> {
+        let command = Command::parse((self.env)("CNI_COMMAND").as_deref())?;
+        log.add_context("cmd", &format!("{command:?}").to_uppercase());
+        if command == Command::Version {
+            return write_out(out, &version::version_info());
+        }
+        let attachment = match command {
+            Command::Add | Command::Del | Command::Check => {
+                let env = AttachmentEnv::read(command, self.env)?;
+                log.add_context("container_id", &env.key.container_id);
+                log.add_context("ifname", &env.key.ifname);
+                Some(env)
+            }
+            _ => None,
+        };
+        let conf = NetConf::from_value(parse_json(self.stdin)?)?;
+        if let Some(file) = &conf.log_file {
+            log.to_file(file);
+        }
+        for w in &conf.warnings {
+            log.log(Level::Warn, w, &[]);
+        }
+        let needs = |ok: bool, verb: &str, since: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(CniError::new(
+                    Code::IncompatibleVersion,
+                    format!(
+                        "config version {} does not allow {verb}: it exists from cniVersion {since} on",
+                        conf.version.as_str()
+                    ),
+                ))
+            }
+        };
+        let client = Client::new(&conf.socket, conf.timeout);
+        let started = Instant::now();
+        match (command, attachment) {
+            (Command::Add, Some(env)) => add(&conf, &env, &client, out, log, started),
+            (Command::Del, Some(env)) => del(&env, &client, log, started),
+            (Command::Check, Some(env)) => {
+                needs(conf.version.has_check(), "CHECK", "0.4.0")?;
+                check(&conf, &env, &client, log)
+            }
+            (Command::Gc, _) => {
+                needs(conf.version.has_gc_and_status(), "GC", "1.1.0")?;
+                gc(&conf, &client, log)
+            }
+            (Command::Status, _) => {
+                needs(conf.version.has_gc_and_status(), "STATUS", "1.1.0")?;
+                status(&client, log)
+            }
+            _ => Err(CniError::new(
+                Code::Other,
+                "internal: verb without its environment",
+            )),
+        }
+    }
+}
+
+fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CniError> {
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| CniError::new(Code::Io, format!("cannot write the result to stdout: {e}")))
+}
+
+fn add(
+    conf: &NetConf,
+    env: &AttachmentEnv,
+    client: &Client,
+    out: &mut dyn Write,
+    log: &mut Logger,
+    started: Instant,
+) -> Result<(), CniError> {
+    let pod = env.args.pod()?;
+    if let Some(infra) = env.args.infra_container_id()
+        && infra != env.key.container_id
+    {
+        log.log(
+            Level::Warn,
+            "K8S_POD_INFRA_CONTAINER_ID differs from CNI_CONTAINERID",
+            &[("infra_container_id", &infra)],
+        );
+    }
+    let req = ClaimRequest {
+        key: env.key.clone(),
+        netns: env.netns.clone(),
+        pod: pod.clone(),
+        pool: conf.pool.clone(),
+        mtu: conf.mtu,
+        routes: conf.routes.clone(),
+    };
+    let attachment: Attachment = client
+        .post(path::CLAIM, &req)
+        .map_err(|e| CniError::from_client(e, false))?;
+    let mut result = conf.prev_result.clone().unwrap_or_default();
+    result.push_attachment(&attachment);
+    if result.dns.is_empty() {
+        result.dns = conf.dns.clone();
+    }
+    if let Err(err) = write_out(out, &result.to_json(conf.version).to_string()) {
+        // The runtime will not see the result and will not DEL: give the NIC back now.
+        let undo = ReleaseRequest {
+            key: env.key.clone(),
+            netns: Some(env.netns.clone()),
+        };
+        let _ = client.post::<_, Released>(path::RELEASE, &undo);
+        return Err(err);
+    }
+    log.log(
+        Level::Info,
+        "claimed",
+        &[
+            ("pod", &format!("{}/{}", pod.namespace, pod.name)),
+            ("hostnic", &attachment.hostnic),
+            ("address", &attachment.address),
+            ("mac", &attachment.mac),
+            ("ms", &started.elapsed().as_millis()),
+        ],
+    );
+    Ok(())
+}
+
+fn del(
+    env: &AttachmentEnv,
+    client: &Client,
+    log: &mut Logger,
+    started: Instant,
+) -> Result<(), CniError> {
+    let req = ReleaseRequest {
+        key: env.key.clone(),
+        // containerd's second DEL comes without a netns; the agent handles it.
+        netns: (!env.netns.is_empty()).then(|| env.netns.clone()),
+    };
+    let released: Released = client
+        .post(path::RELEASE, &req)
+        .map_err(|e| CniError::from_client(e, false))?;
+    let hostnic = released.hostnic.as_deref().unwrap_or("none");
+    log.log(
+        Level::Info,
+        "released",
+        &[
+            ("hostnic", &hostnic),
+            ("ms", &started.elapsed().as_millis()),
+        ],
+    );
+    Ok(())
+}
+
+fn check(
+    conf: &NetConf,
+    env: &AttachmentEnv,
+    client: &Client,
+    log: &mut Logger,
+) -> Result<(), CniError> {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::config("CHECK needs prevResult (the runtime passes the cached ADD result)")
+    })?;
+    let req = CheckRequest {
+        key: env.key.clone(),
+        netns: env.netns.clone(),
+    };
+    let attachment: Attachment = client
+        .post(path::CHECK, &req)
+        .map_err(|e| CniError::from_client(e, false))?;
+    prev.contains(&attachment).map_err(|why| {
+        CniError::new(Code::Other, format!("CHECK failed: {why}"))
+            .with_details(format!("agent reports hostnic {}", attachment.hostnic))
+    })?;
+    log.log(Level::Info, "checked", &[("hostnic", &attachment.hostnic)]);
+    Ok(())
+}
+
+fn gc(conf: &NetConf, client: &Client, log: &mut Logger) -> Result<(), CniError> {
+    let req = GcRequest {
+        valid_attachments: conf.valid_attachments.clone(),
+    };
+    let resp: GcResponse = client
+        .post(path::GC, &req)
+        .map_err(|e| CniError::from_client(e, false))?;
+    let released: Vec<String> = resp
+        .released
+        .iter()
+        .map(|k| format!("{}/{}", k.container_id, k.ifname))
+        .collect();
+    log.log(
+        Level::Info,
+        "gc done",
+        &[
+            ("valid", &req.valid_attachments.len()),
+            ("released", &released.join(",")),
+        ],
+    );
+    Ok(())
+}
+
+fn status(client: &Client, log: &mut Logger) -> Result<(), CniError> {
+    let status: AgentStatus = client
+        .get(path::STATUS)
+        .map_err(|e| CniError::from_client(e, true))?;
+    if status.ready {
+        return Ok(());
+    }
+    let reason = status
+        .reason
+        .unwrap_or_else(|| "the agent reports not ready".to_owned());
+    log.log(Level::Warn, "not ready", &[("reason", &reason)]);
+    Err(CniError::new(
+        Code::NotAvailable,
+        format!("hostnic-agent is not ready: {reason}"),
+    )
+    .with_details(format!(
+        "synced={} free_nics={} incoming_nics={}",
+        status.synced, status.free_nics, status.incoming_nics
+    )))
+}
