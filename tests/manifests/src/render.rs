@@ -1,0 +1,61 @@
+//! Renders a kustomization with `kubectl kustomize` (offline: no cluster, no network) and
+//! splits the output into one JSON value per object.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Why rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("run kubectl kustomize: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("kubectl kustomize {dir} failed: {stderr}")]
+    Kustomize { dir: String, stderr: String },
+    #[error("parse rendered YAML: {0}")]
+    Yaml(#[from] serde_saphyr::Error),
+}
+
+/// The kubectl binary: `$KUBECTL` or `kubectl` on the PATH.
+pub fn kubectl() -> String {
+    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned())
+}
+
+/// Renders the kustomization in `dir` into its objects, in kustomize's output order.
+pub fn kustomize(dir: &Path) -> Result<Vec<Value>, RenderError> {
+    let out = Command::new(kubectl())
+        .arg("kustomize")
+        .arg(dir)
+        // No kubeconfig: proves rendering needs no cluster.
+        .env("KUBECONFIG", "/dev/null")
+        .output()
+        .map_err(RenderError::Spawn)?;
+    if !out.status.success() {
+        return Err(RenderError::Kustomize {
+            dir: dir.display().to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    parse_documents(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Splits a multi-document YAML stream into objects, skipping empty documents.
+pub fn parse_documents(yaml: &str) -> Result<Vec<Value>, RenderError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml)?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// `kind/namespace/name` of an object, for messages.
+pub fn describe(obj: &Value) -> String {
+    let meta = &obj["metadata"];
+    format!(
+        "{}/{}{}",
+        obj["kind"].as_str().unwrap_or("?"),
+        meta["namespace"]
+            .as_str()
+            .map(|ns| format!("{ns}/"))
+            .unwrap_or_default(),
+        meta["name"].as_str().unwrap_or("?")
+    )
+}
