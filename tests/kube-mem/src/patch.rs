@@ -1,0 +1,187 @@
+//! Patch bodies by content type: JSON merge patch, JSON patch (RFC 6902, with `test`),
+//! strategic merge patch (built-ins only, approximated) and server-side apply (approximated
+//! as a merge of the applied configuration into the live object).
+
+use serde_json::{Map, Value};
+
+use crate::status::{ApiError, ApiResult};
+
+/// The patch flavours the server accepts, from the request's Content-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Merge,
+    Json,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    pub fn from_content_type(ct: &str) -> ApiResult<Self> {
+        match ct.split(';').next().unwrap_or_default().trim() {
+            "application/merge-patch+json" => Ok(PatchType::Merge),
+            "application/json-patch+json" => Ok(PatchType::Json),
+            "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Ok(PatchType::Apply),
+            other => Err(ApiError::unsupported_media_type(other)),
+        }
+    }
+}
+
+/// The envelope prefix of Kubernetes protobuf bodies (not decoded here).
+const PROTOBUF_MAGIC: &[u8] = b"k8s\0";
+
+/// Parses a request body as JSON, or YAML for apply patches.
+pub fn parse_body(body: &[u8], yaml_ok: bool) -> ApiResult<Value> {
+    if body.starts_with(PROTOBUF_MAGIC) {
+        return Err(ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf"));
+    }
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(e) if yaml_ok => {
+            let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request(format!("invalid body: {e}")))?;
+            serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }
+        Err(e) => Err(ApiError::bad_request(format!("error decoding request body: {e}"))),
+    }
+}
+
+/// Applies `patch` to `target` and returns the patched document.
+pub fn apply_patch(kind: PatchType, target: &Value, patch: &Value) -> ApiResult<Value> {
+    let mut doc = target.clone();
+    match kind {
+        PatchType::Merge => json_patch::merge(&mut doc, patch),
+        PatchType::Json => {
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}")))?;
+            json_patch::patch(&mut doc, &ops.0).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        }
+        PatchType::Strategic => strategic_merge(&mut doc, patch),
+        PatchType::Apply => apply_merge(&mut doc, patch),
+    }
+    Ok(doc)
+}
+
+/// The strategic-merge directives kubectl sends that a plain merge would store as fields.
+fn is_directive(k: &str) -> bool {
+    k.starts_with("$setElementOrder/") || k.starts_with("$deleteFromPrimitiveList/") || k == "$retainKeys" || k == "$patch"
+}
+
+/// Strategic merge patch, approximated: a merge patch where lists of objects that all carry
+/// `name` merge by name (the merge key of containers, env, volumes, ports of services...).
+fn strategic_merge(doc: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *doc = patch.clone();
+        return;
+    };
+    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut clean = patch.clone();
+        strip_directives(&mut clean);
+        *doc = clean;
+        return;
+    }
+    if !doc.is_object() {
+        *doc = Value::Object(Map::new());
+    }
+    let Value::Object(d) = doc else { return };
+    for (k, v) in p {
+        if is_directive(k) {
+            continue;
+        }
+        match v {
+            Value::Null => {
+                d.remove(k);
+            }
+            Value::Object(_) => strategic_merge(d.entry(k.clone()).or_insert(Value::Null), v),
+            Value::Array(items) => {
+                let by_name = |a: &[Value]| a.iter().all(|i| i.get("name").is_some_and(Value::is_string));
+                match d.get_mut(k) {
+                    Some(Value::Array(live)) if !items.is_empty() && by_name(items) && by_name(live) => {
+                        for item in items {
+                            let deleting = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                            let pos = live.iter().position(|l| l.get("name") == item.get("name"));
+                            match (pos, deleting) {
+                                (Some(i), true) => {
+                                    live.remove(i);
+                                }
+                                (Some(i), false) => strategic_merge(&mut live[i], item),
+                                (None, false) => {
+                                    let mut fresh = item.clone();
+                                    strip_directives(&mut fresh);
+                                    live.push(fresh);
+                                }
+                                (None, true) => {}
+                            }
+                        }
+                    }
+                    _ => {
+                        let mut fresh = v.clone();
+                        strip_directives(&mut fresh);
+                        d.insert(k.clone(), fresh);
+                    }
+                }
+            }
+            _ => {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn strip_directives(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !is_directive(k));
+            m.values_mut().for_each(strip_directives);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
+
+/// Server-side apply, approximated: the applied configuration is merged into the live object
+/// (fields it names win, fields it omits are kept; lists are replaced).
+fn apply_merge(doc: &mut Value, applied: &Value) {
+    match (doc, applied) {
+        (Value::Object(d), Value::Object(a)) => {
+            for (k, v) in a {
+                match d.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => apply_merge(existing, v),
+                    _ => {
+                        d.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (d, a) => *d = a.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_patch_test_op_guards_remove() {
+        let obj = json!({"metadata": {"finalizers": ["a", "b"]}});
+        let ok = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "a"}, {"op": "remove", "path": "/metadata/finalizers/0"}]);
+        assert_eq!(apply_patch(PatchType::Json, &obj, &ok).unwrap(), json!({"metadata": {"finalizers": ["b"]}}));
+        let bad = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "b"}, {"op": "remove", "path": "/metadata/finalizers/0"}]);
+        assert!(apply_patch(PatchType::Json, &obj, &bad).is_err());
+    }
+
+    #[test]
+    fn strategic_merges_named_lists() {
+        let live = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
+        let patch = json!({"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "b", "image": "z"}]}});
+        let out = apply_patch(PatchType::Strategic, &live, &patch).unwrap();
+        assert_eq!(out, json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "z"}]}}));
+    }
+
+    #[test]
+    fn apply_keeps_unnamed_fields() {
+        let live = json!({"spec": {"a": 1, "b": 2}});
+        let out = apply_patch(PatchType::Apply, &live, &json!({"spec": {"b": 3}})).unwrap();
+        assert_eq!(out, json!({"spec": {"a": 1, "b": 3}}));
+    }
+}

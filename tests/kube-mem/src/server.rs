@@ -1,0 +1,424 @@
+//! The HTTP layer: routes requests to discovery, OpenAPI, the store and watches; authenticates,
+//! authorizes and audits each request; streams watch events as chunked JSON lines.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::audit::AuditLog;
+use crate::auth::{Attributes, Auth, Identity, authorize, forbidden_message};
+use crate::discovery;
+use crate::openapi;
+use crate::patch::{PatchType, parse_body};
+use crate::status::{ApiError, ApiResult};
+use crate::store::{DeleteOpts, ListOpts, PatchOpts, Store, Target, WatchFilter, WatchStart};
+use crate::table::{IncludeObject, table, wants_table};
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Mutex<Store>,
+    pub auth: Option<Auth>,
+    pub audit: AuditLog,
+    pub shutdown: CancellationToken,
+    pub bookmark_interval: Duration,
+    pub server_address: String,
+}
+
+impl Shared {
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn json_response(code: u16, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync());
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.to_status())
+}
+
+/// A parsed resource URL.
+#[derive(Debug)]
+struct ResourcePath {
+    group: String,
+    version: String,
+    namespace: Option<String>,
+    plural: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_resource_path(path: &str) -> Option<ResourcePath> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => (String::new(), v.to_string(), rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (g.to_string(), v.to_string(), rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, r, ..] if !(rest.len() == 3 && matches!(*r, "status" | "finalize")) => (Some(ns.to_string()), &rest[2..]),
+        _ => (None, rest),
+    };
+    if rest.is_empty() || rest.len() > 3 || rest.iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    Some(ResourcePath {
+        group,
+        version,
+        namespace,
+        plural: rest[0].to_string(),
+        name: rest.get(1).map(|s| s.to_string()),
+        subresource: rest.get(2).map(|s| s.to_string()),
+    })
+}
+
+fn query_map(req: &Request<Incoming>) -> HashMap<String, String> {
+    form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> &str {
+    req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+fn rbac_verb(method: &Method, has_name: bool, watch: bool) -> &'static str {
+    match (method.as_str(), has_name) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
+    q.get(k).is_some_and(|v| v == "true" || v == "1")
+}
+
+/// Serves one request (never fails: errors become Status responses).
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let q = query_map(&req);
+    let identity = match &shared.auth {
+        None => Identity::admin(),
+        Some(auth) => {
+            let token = header_str(&req, header::AUTHORIZATION).strip_prefix("Bearer ").unwrap_or_default().trim();
+            match auth.identify(token) {
+                Some(id) => id.clone(),
+                None => {
+                    let anon = Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] };
+                    let a = Attributes { verb: method.as_str().to_lowercase(), path: path.clone(), ..Default::default() };
+                    shared.audit.record(&anon, &a, false, 401);
+                    return Ok(error_response(&ApiError::unauthorized()));
+                }
+            }
+        }
+    };
+    let rp = parse_resource_path(&path);
+    let watch = truthy(&q, "watch");
+    let attrs = match &rp {
+        Some(rp) => Attributes {
+            verb: rbac_verb(&method, rp.name.is_some(), watch).into(),
+            api_group: rp.group.clone(),
+            resource: rp.plural.clone(),
+            subresource: rp.subresource.clone().unwrap_or_default(),
+            namespace: rp.namespace.clone().unwrap_or_default(),
+            name: rp.name.clone().unwrap_or_default(),
+            path: String::new(),
+        },
+        None => Attributes { verb: method.as_str().to_lowercase(), path: path.clone(), ..Default::default() },
+    };
+    let allowed = authorize(&shared.store(), &identity, &attrs);
+    if !allowed {
+        shared.audit.record(&identity, &attrs, false, 403);
+        let mut e = ApiError::forbidden(forbidden_message(&identity, &attrs));
+        if attrs.is_resource() {
+            e.details = Some(json!({"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource}));
+        }
+        return Ok(error_response(&e));
+    }
+    let resp = match rp {
+        Some(rp) => resource_request(&shared, req, rp, q).await,
+        None => non_resource(&shared, &method, &path),
+    };
+    let resp = resp.unwrap_or_else(|e| error_response(&e));
+    debug!(%method, %path, code = resp.status().as_u16(), user = %identity.user, "request");
+    shared.audit.record(&identity, &attrs, true, resp.status().as_u16());
+    Ok(resp)
+}
+
+fn non_resource(shared: &Shared, method: &Method, path: &str) -> ApiResult<Response<Body>> {
+    if method != Method::GET {
+        return Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}")));
+    }
+    let store = shared.store();
+    let reg = &store.registry;
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let doc = match segs.as_slice() {
+        ["version"] => Some(discovery::version()),
+        ["healthz"] | ["livez"] | ["readyz"] => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"ok")).boxed_unsync());
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            return Ok(r);
+        }
+        ["api"] => Some(discovery::api_versions(&shared.server_address)),
+        ["apis"] => Some(discovery::group_list(reg)),
+        ["api", v] => discovery::resource_list(reg, "", v),
+        ["apis", g] => discovery::group(reg, g),
+        ["apis", g, v] => discovery::resource_list(reg, g, v),
+        ["openapi", "v3"] => Some(openapi::root(reg)),
+        ["openapi", "v3", "api", v] => openapi::group_version(reg, "", v),
+        ["openapi", "v3", "apis", g, v] => openapi::group_version(reg, g, v),
+        ["kube-mem", "audit"] => Some(serde_json::to_value(shared.audit.snapshot()).unwrap_or_default()),
+        _ => None,
+    };
+    doc.map(|d| json_response(200, &d)).ok_or_else(|| ApiError::path_not_found(path))
+}
+
+async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
+    req.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| ApiError::bad_request(format!("reading body: {e}")))
+}
+
+fn list_opts(q: &HashMap<String, String>) -> ListOpts {
+    ListOpts {
+        labels: q.get("labelSelector").cloned(),
+        fields: q.get("fieldSelector").cloned(),
+        limit: q.get("limit").and_then(|l| l.parse().ok()),
+        continue_token: q.get("continue").cloned(),
+        resource_version: q.get("resourceVersion").cloned(),
+        resource_version_match: q.get("resourceVersionMatch").cloned(),
+    }
+}
+
+async fn resource_request(shared: &Arc<Shared>, req: Request<Incoming>, rp: ResourcePath, q: HashMap<String, String>) -> ApiResult<Response<Body>> {
+    let def = {
+        let store = shared.store();
+        store.registry.lookup(&rp.group, &rp.version, &rp.plural).cloned()
+    };
+    let def = def.ok_or_else(|| ApiError::path_not_found(req.uri().path()))?;
+    if (!def.namespaced && rp.namespace.is_some()) || (def.namespaced && rp.namespace.is_none() && rp.name.is_some()) {
+        return Err(ApiError::path_not_found(req.uri().path()));
+    }
+    if let Some(sub) = rp.subresource.as_deref() {
+        let v = def.version(&rp.version);
+        let known = match sub {
+            "status" => v.is_some_and(|v| v.status_subresource),
+            "scale" => v.is_some_and(|v| v.scale.is_some()),
+            _ => false,
+        };
+        if !known {
+            return Err(ApiError::path_not_found(req.uri().path()));
+        }
+    }
+    let t = Target { def, version: rp.version, namespace: rp.namespace, name: rp.name, subresource: rp.subresource };
+    let accept = header_str(&req, header::ACCEPT).to_string();
+    let as_table = wants_table(&accept) && t.subresource.is_none();
+    let include = IncludeObject::parse(q.get("includeObject").map(String::as_str));
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let method = req.method().clone();
+    match (method, t.name.is_some()) {
+        (Method::GET, false) if truthy(&q, "watch") => start_watch(shared, t, &q, as_table.then_some(include)),
+        (Method::GET, false) => {
+            let store = shared.store();
+            let list = store.list(&t, &list_opts(&q))?;
+            if as_table {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let mut tbl = table(columns(&t), &items, list["metadata"]["resourceVersion"].as_str().unwrap_or_default(), include);
+                if let Some(c) = list["metadata"].get("continue") {
+                    tbl["metadata"]["continue"] = c.clone();
+                }
+                return Ok(json_response(200, &tbl));
+            }
+            Ok(json_response(200, &list))
+        }
+        (Method::GET, true) => {
+            let obj = shared.store().get(&t)?;
+            if as_table {
+                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
+                return Ok(json_response(200, &table(columns(&t), &[obj], &rv, include)));
+            }
+            Ok(json_response(200, &obj))
+        }
+        (Method::POST, false) => {
+            let body = parse_body(&read_body(req).await?, false)?;
+            let obj = shared.store().create(&t, body, dry_run)?;
+            Ok(json_response(201, &obj))
+        }
+        (Method::PUT, true) => {
+            let body = parse_body(&read_body(req).await?, false)?;
+            let obj = shared.store().update(&t, body, dry_run)?;
+            Ok(json_response(200, &obj))
+        }
+        (Method::PATCH, true) => {
+            let kind = PatchType::from_content_type(header_str(&req, header::CONTENT_TYPE))?;
+            let body = parse_body(&read_body(req).await?, kind == PatchType::Apply)?;
+            let opts = PatchOpts { field_manager: q.get("fieldManager").cloned(), dry_run };
+            let (obj, created) = shared.store().patch(&t, kind, body, &opts)?;
+            Ok(json_response(if created { 201 } else { 200 }, &obj))
+        }
+        (Method::DELETE, named) => {
+            let raw = read_body(req).await?;
+            let body = if raw.is_empty() { json!({}) } else { parse_body(&raw, false)? };
+            let opts = DeleteOpts {
+                propagation: q.get("propagationPolicy").cloned().or_else(|| body.get("propagationPolicy").and_then(Value::as_str).map(String::from)),
+                uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
+                resource_version: body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
+                dry_run: dry_run || body.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|x| x == "All")),
+            };
+            let mut store = shared.store();
+            let obj = if named { store.delete(&t, &opts)? } else { store.delete_collection(&t, &list_opts(&q), &opts)? };
+            Ok(json_response(200, &obj))
+        }
+        (m, _) => Err(ApiError::method_not_allowed(format!("{m} is not supported here"))),
+    }
+}
+
+fn columns(t: &Target) -> &[crate::resources::Column] {
+    t.def.version(&t.version).map(|v| v.columns.as_slice()).unwrap_or_default()
+}
+
+fn event_line(ty: &str, obj: &Value) -> Bytes {
+    let mut s = json!({"type": ty, "object": obj}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+/// Everything a watch task needs.
+struct WatchTask {
+    shared: Arc<Shared>,
+    t: Target,
+    filter: WatchFilter,
+    table: Option<IncludeObject>,
+    bookmarks: bool,
+    initial_end_bookmark: bool,
+    timeout: Duration,
+}
+
+impl WatchTask {
+    fn render(&self, obj: &Value) -> Value {
+        match self.table {
+            Some(include) => {
+                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
+                table(columns(&self.t), std::slice::from_ref(obj), &rv, include)
+            }
+            None => obj.clone(),
+        }
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Value {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        json!({"kind": self.t.def.kind, "apiVersion": self.t.def.api_version(&self.t.version), "metadata": meta})
+    }
+
+    async fn run(self, start: WatchStart, tx: mpsc::Sender<Bytes>) {
+        let WatchStart { initial, rv, mut rx } = start;
+        let mut last_rv = rv;
+        for (ty, obj) in &initial {
+            if tx.send(event_line(ty, &self.render(obj))).await.is_err() {
+                return;
+            }
+        }
+        if self.initial_end_bookmark && tx.send(event_line("BOOKMARK", &self.bookmark(rv, true))).await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(self.shared.bookmark_interval);
+        tick.tick().await;
+        loop {
+            let line = tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = &mut deadline => return,
+                _ = tick.tick(), if self.bookmarks => event_line("BOOKMARK", &self.bookmark(last_rv, false)),
+                ev = rx.recv() => match ev {
+                    Ok(ev) if ev.rv <= last_rv => continue,
+                    Ok(ev) => {
+                        last_rv = ev.rv;
+                        let Some(ty) = self.filter.translate(&ev) else { continue };
+                        let obj = Store::render(&self.t, &ev.object);
+                        event_line(ty, &self.render(&obj))
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let e = ApiError::gone("too old resource version: the watch fell behind");
+                        let _ = tx.send(event_line("ERROR", &e.to_status())).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn start_watch(shared: &Arc<Shared>, t: Target, q: &HashMap<String, String>, table: Option<IncludeObject>) -> ApiResult<Response<Body>> {
+    let opts = list_opts(q);
+    let send_initial = truthy(q, "sendInitialEvents");
+    let bookmarks = truthy(q, "allowWatchBookmarks");
+    let (filter, start) = {
+        let store = shared.store();
+        let filter = store.filter(&t, &opts)?;
+        let start = store.watch(&t, &filter, opts.resource_version.as_deref(), send_initial);
+        (filter, start)
+    };
+    let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map_or(Duration::from_secs(1800), Duration::from_secs);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+    match start {
+        Ok(start) => {
+            let task = WatchTask { shared: shared.clone(), t, filter, table, bookmarks, initial_end_bookmark: send_initial && bookmarks, timeout };
+            tokio::spawn(task.run(start, tx));
+        }
+        // The real server answers an expired watch with 200 and an ERROR event, which makes
+        // clients (kube-runtime's watcher) relist instead of retrying the same version.
+        Err(e) => {
+            let _ = tx.try_send(event_line("ERROR", &e.to_status()));
+        }
+    }
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|b| Ok::<_, Infallible>(Frame::data(b)))));
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_paths() {
+        let p = parse_resource_path("/api/v1/namespaces/default/pods/p1/status").unwrap();
+        assert_eq!((p.namespace.as_deref(), p.plural.as_str(), p.name.as_deref(), p.subresource.as_deref()), (Some("default"), "pods", Some("p1"), Some("status")));
+        let p = parse_resource_path("/api/v1/namespaces/default").unwrap();
+        assert_eq!((p.namespace, p.plural.as_str(), p.name.as_deref()), (None, "namespaces", Some("default")));
+        let p = parse_resource_path("/api/v1/namespaces/x/status").unwrap();
+        assert_eq!((p.plural.as_str(), p.subresource.as_deref()), ("namespaces", Some("status")));
+        let p = parse_resource_path("/apis/hostnic.qingcloud.com/v1alpha1/nicpools/a/scale").unwrap();
+        assert_eq!((p.group.as_str(), p.plural.as_str(), p.subresource.as_deref()), ("hostnic.qingcloud.com", "nicpools", Some("scale")));
+        assert!(parse_resource_path("/apis/g/v").is_none());
+    }
+}
