@@ -132,8 +132,7 @@ impl NetConf {
     /// Validates a decoded config.
     pub fn from_value(value: Value) -> Result<Self, CniError> {
         let version = SpecVersion::parse(raw_version(&value))?;
-        let raw = RawConf::deserialize(&value)
-            .map_err(|e| CniError::config(format!("invalid network config: {e}")))?;
+        let raw = RawConf::deserialize(&value).map_err(|e| field_error(&value, e))?;
         let mut warnings = Vec::new();
 
         let name = raw.name.unwrap_or_default();
@@ -231,6 +230,21 @@ impl NetConf {
             valid_attachments,
             warnings,
         })
+    }
+}
+
+/// serde's error on a `Value` does not say which field is wrong; every field of [`RawConf`] is
+/// optional, so deserializing each top-level key alone finds it.
+fn field_error(value: &Value, err: serde_json::Error) -> CniError {
+    let culprit = value.as_object().and_then(|obj| {
+        obj.iter().find_map(|(k, v)| {
+            let alone = Value::Object([(k.clone(), v.clone())].into_iter().collect());
+            RawConf::deserialize(&alone).err().map(|e| (k, e))
+        })
+    });
+    match culprit {
+        Some((key, e)) => CniError::config(format!("invalid network config: field {key:?}: {e}")),
+        None => CniError::config(format!("invalid network config: {err}")),
     }
 }
 
@@ -386,7 +400,11 @@ mod tests {
             (json!({"timeoutSeconds": 0}), "timeoutSeconds"),
             (json!({"timeoutSeconds": 100000}), "timeoutSeconds"),
             (json!({"mtu": 10}), "mtu"),
-            (json!({"mtu": "big"}), "invalid type"),
+            (json!({"mtu": "big"}), "field \"mtu\": invalid type"),
+            (
+                json!({"ipam": {"routes": [{"gw": "0.0.0.0"}]}}),
+                "field \"ipam\": missing field `dst`",
+            ),
             (json!({"logFile": "hostnic.log"}), "logFile"),
             (json!({"pool": "Bad_Pool"}), "pool"),
             (json!({"name": ""}), "name"),

@@ -1,0 +1,493 @@
+//! The `hostnic` binary executed directly with CNI_* variables against a fake agent: every verb,
+//! every version's result format, and every bad input the spec gives an error code for.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{FakeAgent, Reply, api_error, cni_env, net_conf, run_plugin};
+use hostnic_agent_api::{AgentStatus, ClaimRequest, ErrorKind, ReleaseRequest, path};
+use serde_json::{Value, json};
+
+const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+#[test]
+fn version_lists_every_supported_version() {
+    let mut env = cni_env("VERSION", "x");
+    env.retain(|k, _| k == "CNI_COMMAND");
+    for stdin in ["", r#"{"cniVersion": "0.4.0"}"#] {
+        let run = run_plugin(&env, stdin);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert_eq!(
+            run.json(),
+            json!({"cniVersion": "1.1.0", "supportedVersions": VERSIONS})
+        );
+    }
+}
+
+#[test]
+fn add_returns_the_result_in_each_requested_version() {
+    let agent = FakeAgent::start();
+    for version in VERSIONS {
+        let conf = net_conf(
+            version,
+            &agent,
+            json!({"pool": "pool-a", "mtu": 1450, "bindaddr": "0.0.0.0:9000",
+                   "ipam": {"routes": [{"dst": "10.96.0.0/12", "gw": "0.0.0.0"}]}}),
+        );
+        let run = run_plugin(&cni_env("ADD", "ctr-add"), &conf);
+        assert_eq!(run.code, 0, "{run:?}");
+        let r = run.json();
+        assert_eq!(r["cniVersion"], version);
+        assert_eq!(r["interfaces"][0]["name"], "eth0");
+        assert_eq!(r["interfaces"][0]["mac"], "52:54:aa:00:00:01");
+        assert_eq!(r["interfaces"][0]["sandbox"], "/var/run/netns/hn-pod-test");
+        assert_eq!(r["ips"][0]["address"], "172.22.0.9/24");
+        assert_eq!(r["ips"][0]["gateway"], "172.22.0.1");
+        assert_eq!(r["ips"][0]["interface"], 0);
+        assert_eq!(
+            r["routes"],
+            json!([{"dst": "0.0.0.0/0", "gw": "172.22.0.1"}, {"dst": "10.96.0.0/12", "gw": "172.22.0.2"}])
+        );
+        if version.starts_with('0') {
+            assert_eq!(r["ips"][0]["version"], "4", "{version}");
+        } else {
+            assert!(r["ips"][0].get("version").is_none(), "{version}");
+        }
+        assert_eq!(
+            r["interfaces"][0].get("mtu").cloned(),
+            (version == "1.1.0").then(|| json!(1450)),
+            "{version}"
+        );
+        // bindaddr is tolerated, with a warning in the log.
+        assert!(run.stderr.contains("bindaddr"), "{run:?}");
+    }
+    let claims = agent.requests_to(path::CLAIM);
+    assert_eq!(claims.len(), VERSIONS.len());
+    let claim: ClaimRequest = serde_json::from_value(claims[0].body.clone()).unwrap();
+    assert_eq!(claim.key.container_id, "ctr-add");
+    assert_eq!(claim.key.ifname, "eth0");
+    assert_eq!(claim.netns, "/var/run/netns/hn-pod-test");
+    assert_eq!(claim.pod.namespace, "prod");
+    assert_eq!(claim.pod.name, "web-0");
+    assert_eq!(claim.pod.uid.as_deref(), Some("u-1"));
+    assert_eq!(claim.pool.as_deref(), Some("pool-a"));
+    assert_eq!(claim.mtu, Some(1450));
+    assert_eq!(claim.routes[0].dst, "10.96.0.0/12");
+    assert_eq!(claim.routes[0].gw.as_deref(), Some("0.0.0.0"));
+}
+
+#[test]
+fn add_with_declared_pod_annotations_capability_uses_the_pool_annotation() {
+    let agent = FakeAgent::start();
+    let conf = net_conf(
+        "1.0.0",
+        &agent,
+        json!({"pool": "node-default", "capabilities": {"io.kubernetes.cri.pod-annotations": true},
+               "runtimeConfig": {"io.kubernetes.cri.pod-annotations":
+                   {"hostnic.qingcloud.com/pool": "fast-pool"}}}),
+    );
+    assert_eq!(run_plugin(&cni_env("ADD", "c"), &conf).code, 0);
+    let claim = &agent.requests_to(path::CLAIM)[0];
+    assert_eq!(claim.body["pool"], "fast-pool");
+}
+
+#[test]
+fn add_after_another_plugin_keeps_its_prev_result() {
+    let agent = FakeAgent::start();
+    let prev = json!({
+        "cniVersion": "0.4.0",
+        "interfaces": [{"name": "lo", "mac": "00:00:00:00:00:00", "sandbox": "/var/run/netns/hn-pod-test"}],
+        "ips": [{"version": "4", "interface": 0, "address": "127.0.0.1/8"}],
+        "dns": {"nameservers": ["10.96.0.10"]}
+    });
+    let conf = net_conf("0.4.0", &agent, json!({"prevResult": prev}));
+    let run = run_plugin(&cni_env("ADD", "c"), &conf);
+    assert_eq!(run.code, 0, "{run:?}");
+    let r = run.json();
+    assert_eq!(r["interfaces"][0]["name"], "lo");
+    assert_eq!(r["interfaces"][1]["name"], "eth0");
+    assert_eq!(r["ips"][0]["address"], "127.0.0.1/8");
+    assert_eq!(r["ips"][1]["interface"], 1);
+    assert_eq!(r["ips"][1]["version"], "4");
+    assert_eq!(r["dns"]["nameservers"][0], "10.96.0.10");
+}
+
+#[test]
+fn del_is_idempotent_and_accepts_an_empty_netns() {
+    let agent = FakeAgent::start();
+    let conf = net_conf("1.1.0", &agent, json!({}));
+    run_plugin(&cni_env("DEL", "ctr-del"), &conf).silent_success();
+    run_plugin(&cni_env("DEL", "ctr-del"), &conf).silent_success();
+    let mut no_netns = cni_env("DEL", "ctr-del");
+    no_netns.insert("CNI_NETNS".into(), String::new());
+    run_plugin(&no_netns, &conf).silent_success();
+    no_netns.remove("CNI_NETNS");
+    no_netns.remove("CNI_ARGS");
+    run_plugin(&no_netns, &conf).silent_success();
+    let releases: Vec<ReleaseRequest> = agent
+        .requests_to(path::RELEASE)
+        .into_iter()
+        .map(|r| serde_json::from_value(r.body).unwrap())
+        .collect();
+    assert_eq!(releases.len(), 4);
+    assert!(releases.iter().all(|r| r.key.container_id == "ctr-del"));
+    assert_eq!(
+        releases[0].netns.as_deref(),
+        Some("/var/run/netns/hn-pod-test")
+    );
+    assert_eq!(releases[2].netns, None);
+    assert_eq!(releases[3].netns, None);
+}
+
+#[test]
+fn check_verifies_prev_result_against_the_agent() {
+    let agent = FakeAgent::start();
+    let add = run_plugin(
+        &cni_env("ADD", "ctr-chk"),
+        &net_conf("1.0.0", &agent, json!({})),
+    );
+    let prev = add.json();
+    let check = |prev: Option<&Value>, version: &str| {
+        let extra = prev.map_or(json!({}), |p| json!({"prevResult": p}));
+        run_plugin(
+            &cni_env("CHECK", "ctr-chk"),
+            &net_conf(version, &agent, extra),
+        )
+    };
+    check(Some(&prev), "1.0.0").silent_success();
+    assert_eq!(agent.requests_to(path::CHECK).len(), 1);
+    assert!(check(None, "1.0.0").cni_error(7).contains("prevResult"));
+    let mut stale = prev.clone();
+    stale["ips"][0]["address"] = json!("172.22.0.77/24");
+    let msg = check(Some(&stale), "1.0.0").cni_error(999);
+    assert!(msg.contains("172.22.0.9/24"), "{msg}");
+    assert!(check(Some(&prev), "0.3.1").cni_error(1).contains("CHECK"));
+    agent.set(|_| {
+        api_error(
+            409,
+            ErrorKind::CheckFailed,
+            "eth0 has no address 172.22.0.9/24",
+        )
+    });
+    let msg = check(Some(&prev), "1.0.0").cni_error(999);
+    assert!(msg.contains("no address"), "{msg}");
+}
+
+#[test]
+fn gc_sends_the_valid_attachments() {
+    let agent = FakeAgent::start();
+    let mut env = cni_env("GC", "");
+    env.retain(|k, _| k == "CNI_COMMAND" || k == "CNI_PATH");
+    let conf = net_conf(
+        "1.1.0",
+        &agent,
+        json!({"cni.dev/valid-attachments": [
+            {"containerID": "c1", "ifname": "eth0"}, {"containerID": "c2", "ifname": "eth0"}]}),
+    );
+    run_plugin(&env, &conf).silent_success();
+    let gc = agent.requests_to(path::GC);
+    assert_eq!(
+        gc[0].body,
+        json!({"valid_attachments": [
+            {"container_id": "c1", "ifname": "eth0"}, {"container_id": "c2", "ifname": "eth0"}]})
+    );
+    let old = net_conf("1.0.0", &agent, json!({}));
+    assert!(run_plugin(&env, &old).cni_error(1).contains("GC"));
+    assert_eq!(agent.requests_to(path::GC).len(), 1);
+}
+
+#[test]
+fn status_maps_readiness() {
+    let agent = FakeAgent::start();
+    let mut env = cni_env("STATUS", "");
+    env.retain(|k, _| k == "CNI_COMMAND" || k == "CNI_PATH");
+    let conf = net_conf("1.1.0", &agent, json!({}));
+    run_plugin(&env, &conf).silent_success();
+    agent.set(|_| {
+        Reply::Json(
+            200,
+            serde_json::to_value(AgentStatus {
+                ready: false,
+                reason: Some("no free NIC and none incoming".into()),
+                synced: true,
+                free_nics: 0,
+                incoming_nics: 0,
+            })
+            .unwrap(),
+        )
+    });
+    assert!(
+        run_plugin(&env, &conf)
+            .cni_error(50)
+            .contains("no free NIC")
+    );
+    agent.set(|_| api_error(503, ErrorKind::NotReady, "HostNics not synced yet"));
+    assert!(run_plugin(&env, &conf).cni_error(50).contains("not synced"));
+    let gone = conf.replace(
+        agent.socket().to_str().unwrap(),
+        "/nonexistent/hostnic.sock",
+    );
+    assert!(
+        run_plugin(&env, &gone)
+            .cni_error(50)
+            .contains("/nonexistent/hostnic.sock")
+    );
+    assert!(
+        run_plugin(&env, &net_conf("1.0.0", &agent, json!({})))
+            .cni_error(1)
+            .contains("STATUS")
+    );
+}
+
+#[test]
+fn agent_down_is_an_io_error_naming_the_socket() {
+    let agent = FakeAgent::start();
+    let conf = net_conf("1.0.0", &agent, json!({})).replace(
+        agent.socket().to_str().unwrap(),
+        "/run/hostnic-test-none/x.sock",
+    );
+    for cmd in ["ADD", "DEL"] {
+        let msg = run_plugin(&cni_env(cmd, "c"), &conf).cni_error(5);
+        assert!(msg.contains("/run/hostnic-test-none/x.sock"), "{msg}");
+        assert!(msg.contains("agent"), "{msg}");
+    }
+}
+
+#[test]
+fn agent_slow_times_out_with_an_io_error() {
+    let agent =
+        FakeAgent::with(|req| Reply::Slow(Duration::from_secs(3), Box::new(common::healthy(req))));
+    let conf = net_conf("1.0.0", &agent, json!({"timeoutSeconds": 1}));
+    let msg = run_plugin(&cni_env("ADD", "c"), &conf).cni_error(5);
+    assert!(msg.contains("timeoutSeconds"), "{msg}");
+}
+
+#[test]
+fn agent_garbage_is_an_io_error() {
+    let agent = FakeAgent::with(|_| Reply::Garbage);
+    let conf = net_conf("1.0.0", &agent, json!({}));
+    let msg = run_plugin(&cni_env("ADD", "c"), &conf).cni_error(5);
+    assert!(msg.contains("bad response"), "{msg}");
+}
+
+#[test]
+fn agent_errors_map_to_cni_codes() {
+    let agent =
+        FakeAgent::with(|_| api_error(503, ErrorKind::TryAgainLater, "no free NIC in pool-a"));
+    let conf = net_conf("1.0.0", &agent, json!({}));
+    let msg = run_plugin(&cni_env("ADD", "c"), &conf).cni_error(11);
+    assert!(msg.contains("no free NIC"), "{msg}");
+    agent.set(|_| api_error(400, ErrorKind::InvalidRequest, "no NicPool named x"));
+    run_plugin(&cni_env("ADD", "c"), &conf).cni_error(7);
+    agent.set(|_| api_error(500, ErrorKind::Internal, "netlink: EBUSY"));
+    let run = run_plugin(&cni_env("ADD", "c"), &conf);
+    run.cni_error(999);
+    assert!(run.json()["details"].as_str().unwrap().contains("500"));
+}
+
+/// Every bad input gets its spec error code, and the agent is never asked anything.
+#[test]
+fn bad_inputs_get_their_error_codes_and_change_nothing() {
+    let agent = FakeAgent::start();
+    let good = net_conf("1.0.0", &agent, json!({}));
+    let with_env = |k: &str, v: Option<&str>| {
+        let mut env = cni_env("ADD", "ctr");
+        match v {
+            Some(v) => env.insert(k.into(), v.into()),
+            None => env.remove(k),
+        };
+        env
+    };
+    let cases: Vec<(&str, _, String, u32, &str)> = vec![
+        (
+            "no CNI_COMMAND",
+            with_env("CNI_COMMAND", None),
+            good.clone(),
+            4,
+            "CNI_COMMAND",
+        ),
+        (
+            "unknown CNI_COMMAND",
+            with_env("CNI_COMMAND", Some("UPDATE")),
+            good.clone(),
+            4,
+            "UPDATE",
+        ),
+        (
+            "no netns",
+            with_env("CNI_NETNS", None),
+            good.clone(),
+            4,
+            "CNI_NETNS",
+        ),
+        (
+            "relative netns",
+            with_env("CNI_NETNS", Some("ns1")),
+            good.clone(),
+            4,
+            "CNI_NETNS",
+        ),
+        (
+            "no container id",
+            with_env("CNI_CONTAINERID", None),
+            good.clone(),
+            4,
+            "CNI_CONTAINERID",
+        ),
+        (
+            "bad container id",
+            with_env("CNI_CONTAINERID", Some("a/b")),
+            good.clone(),
+            4,
+            "CNI_CONTAINERID",
+        ),
+        (
+            "no ifname",
+            with_env("CNI_IFNAME", None),
+            good.clone(),
+            4,
+            "CNI_IFNAME",
+        ),
+        (
+            "long ifname",
+            with_env("CNI_IFNAME", Some("eth0123456789012")),
+            good.clone(),
+            4,
+            "longer",
+        ),
+        (
+            "slash ifname",
+            with_env("CNI_IFNAME", Some("a/b")),
+            good.clone(),
+            4,
+            "CNI_IFNAME",
+        ),
+        (
+            "space ifname",
+            with_env("CNI_IFNAME", Some("a b")),
+            good.clone(),
+            4,
+            "CNI_IFNAME",
+        ),
+        (
+            "dot ifname",
+            with_env("CNI_IFNAME", Some("..")),
+            good.clone(),
+            4,
+            "CNI_IFNAME",
+        ),
+        (
+            "no pod args",
+            with_env("CNI_ARGS", Some("IgnoreUnknown=1")),
+            good.clone(),
+            4,
+            "K8S_POD_NAME",
+        ),
+        (
+            "bad CNI_ARGS",
+            with_env("CNI_ARGS", Some("K8S_POD_NAME")),
+            good.clone(),
+            4,
+            "KEY=VALUE",
+        ),
+        (
+            "bad JSON",
+            with_env("X", Some("")),
+            "{\"cniVersion\":".into(),
+            6,
+            "JSON",
+        ),
+        (
+            "not an object",
+            with_env("X", Some("")),
+            "[]".into(),
+            6,
+            "object",
+        ),
+        (
+            "old version",
+            with_env("X", Some("")),
+            good.replace("1.0.0", "0.2.0"),
+            1,
+            "0.2.0",
+        ),
+        (
+            "no version",
+            with_env("X", Some("")),
+            good.replace("\"cniVersion\":\"1.0.0\",", ""),
+            1,
+            "cniVersion",
+        ),
+        (
+            "bad timeout",
+            with_env("X", Some("")),
+            net_conf("1.0.0", &agent, json!({"timeoutSeconds": 0})),
+            7,
+            "timeoutSeconds",
+        ),
+        (
+            "bad mtu type",
+            with_env("X", Some("")),
+            net_conf("1.0.0", &agent, json!({"mtu": "jumbo"})),
+            7,
+            "mtu",
+        ),
+        (
+            "bad route",
+            with_env("X", Some("")),
+            net_conf(
+                "1.0.0",
+                &agent,
+                json!({"ipam": {"routes": [{"dst": "svc"}]}}),
+            ),
+            7,
+            "ipam.routes",
+        ),
+        (
+            "relative socket",
+            with_env("X", Some("")),
+            net_conf("1.0.0", &agent, json!({"socket": "a.sock"})),
+            7,
+            "socket",
+        ),
+        (
+            "bad prevResult",
+            with_env("X", Some("")),
+            net_conf("1.0.0", &agent, json!({"prevResult": {"ips": 1}})),
+            6,
+            "prevResult",
+        ),
+    ];
+    for (what, env, stdin, code, needle) in cases {
+        let run = run_plugin(&env, &stdin);
+        let msg = run.cni_error(code);
+        assert!(msg.contains(needle), "{what}: {msg}");
+        // Logs go to stderr, never stdout.
+        assert!(run.stderr.contains("level=error"), "{what}: {run:?}");
+    }
+    assert!(agent.requests().is_empty(), "{:?}", agent.requests());
+}
+
+#[test]
+fn error_json_carries_the_config_version() {
+    let agent = FakeAgent::with(|_| api_error(503, ErrorKind::TryAgainLater, "later"));
+    let run = run_plugin(&cni_env("ADD", "c"), &net_conf("0.3.1", &agent, json!({})));
+    assert_eq!(run.json()["cniVersion"], "0.3.1");
+}
+
+#[test]
+fn log_file_gets_the_logs_and_stderr_stays_quiet() {
+    let agent = FakeAgent::start();
+    let log = agent.dir().join("hostnic.log");
+    let conf = net_conf("1.0.0", &agent, json!({"logFile": log}));
+    let run = run_plugin(&cni_env("ADD", "ctr-log"), &conf);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, "");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("cmd=ADD container_id=ctr-log ifname=eth0 msg=claimed"),
+        "{text}"
+    );
+    assert!(text.contains("pod=prod/web-0"), "{text}");
+}
