@@ -341,6 +341,9 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
+            if err.is_throttled() {
+                self.inner.limiter.penalize();
+            }
             // A CreateNics the server may have executed must not run twice.
             let retryable = if action == Action::CreateNics {
                 err.is_retryable_without_side_effects()

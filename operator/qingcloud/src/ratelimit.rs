@@ -120,6 +120,13 @@ impl<T> Scheduler<T> {
         self.tokens = (self.tokens + 1.0).min(self.burst);
     }
 
+    /// Empties the bucket: the cloud said we are too fast, so every caller slows to the
+    /// sustained rate until the bucket refills.
+    pub(crate) fn drain(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = self.tokens.min(0.0);
+    }
+
     /// How long until the first waiter can be served, if anyone waits. Call after `grant`.
     pub(crate) fn next_wait(&self) -> Option<Duration> {
         let (key, _) = self.waiters.first_key_value()?;
@@ -174,6 +181,12 @@ impl RateLimiter {
             }
         }
         sched.next_wait()
+    }
+
+    /// Called when the cloud throttled us (2500, 5100): empties the bucket so all clones of the
+    /// client fall back to the sustained rate instead of spending their burst.
+    pub fn penalize(&self) {
+        self.lock().drain(now());
     }
 
     /// Waits for a token; returns how long it waited.
@@ -281,6 +294,17 @@ mod tests {
         let mut s = Scheduler::new(1.0, 1, t0);
         s.enqueue(Priority::Background, 0);
         assert_eq!(s.grant(t0), vec![0]);
+    }
+
+    #[test]
+    fn drain_forces_the_sustained_rate() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(0.5, 20, t0);
+        s.drain(t0);
+        s.enqueue(Priority::Urgent, 1);
+        assert!(s.grant(t0).is_empty());
+        assert_eq!(s.next_wait(), Some(secs(2.0)));
+        assert_eq!(s.grant(t0 + secs(2.0)), vec![1]);
     }
 
     #[test]
