@@ -1,0 +1,258 @@
+//! The HTTP side: accepts connections, routes `/iaas` and `/iaas/` to the API pipeline and
+//! `/admin/...` to the admin endpoints, and turns injected transport faults into real ones
+//! (status codes, broken bodies, closed connections).
+//!
+//! API pipeline order: decode → count the call → authenticate (1100/1200/1300) → quota (2500)
+//! → faults → zone (1100) → action (1101, 1100, 1400, 2100, capacity).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::{self, error_body};
+use crate::api_error::ApiError;
+use crate::faults::ResponseFault;
+use crate::params::Params;
+use crate::sim::Shared;
+use crate::{admin, auth};
+
+/// Requests received, per action and per `ret_code` answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallStats {
+    /// Every request to the API path, whatever its fate.
+    pub total: u64,
+    /// By `action` parameter (`""` when absent).
+    pub by_action: BTreeMap<String, u64>,
+    /// By `ret_code` of JSON answers (transport faults are not counted here).
+    pub by_ret_code: BTreeMap<i32, u64>,
+}
+
+impl CallStats {
+    /// Calls of one action.
+    pub fn action(&self, action: &str) -> u64 {
+        self.by_action.get(action).copied().unwrap_or(0)
+    }
+}
+
+/// The closed connection of a `reset` fault (hyper drops the connection on a service error).
+#[derive(Debug)]
+pub(crate) struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected connection reset")
+    }
+}
+
+impl std::error::Error for Reset {}
+
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
+
+/// A JSON response (the API always answers `application/json`, errors included).
+pub(crate) fn json(status: StatusCode, body: String) -> HttpResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Serves until `cancel` fires.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(shared.clone(), req));
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                result = conn => if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended");
+                },
+            }
+        });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpResponse, Reset> {
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/admin/") {
+        let method = req.method().clone();
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(resp) => return Ok(resp),
+        };
+        return Ok(admin::handle(&shared, &method, &path, &body).await);
+    }
+    if path != "/iaas" && path != "/iaas/" {
+        return Ok(json(
+            StatusCode::NOT_FOUND,
+            r#"{"message":"not found: the API lives at /iaas"}"#.into(),
+        ));
+    }
+    let method = req.method().clone();
+    let text = if method == Method::GET {
+        req.uri().query().unwrap_or_default().to_owned()
+    } else if method == Method::POST {
+        match read_body(req).await {
+            Ok(b) => b,
+            Err(resp) => return Ok(resp),
+        }
+    } else {
+        return Ok(json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            error_body(&ApiError::invalid("method", "GET or POST")),
+        ));
+    };
+    let (reply, delay) = process(&shared, method.as_str(), &path, &text);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    match reply {
+        Reply::Json(body) => Ok(json(StatusCode::OK, body)),
+        Reply::Fault(kind, action) => render_fault(kind, &action),
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<String, HttpResponse> {
+    let bytes = Limited::new(req.into_body(), 4 << 20)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| {
+            json(
+                StatusCode::BAD_REQUEST,
+                error_body(&ApiError::invalid("body", "unreadable")),
+            )
+        })?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        json(
+            StatusCode::OK,
+            error_body(&ApiError::invalid("body", "not UTF-8")),
+        )
+    })
+}
+
+enum Reply {
+    Json(String),
+    Fault(ResponseFault, String),
+}
+
+/// The synchronous part of an API request, under the state lock.
+fn process(shared: &Shared, method: &str, path: &str, text: &str) -> (Reply, u64) {
+    let mut st = shared.lock();
+    let st = &mut *st;
+    let params = Params::parse(text);
+    let action = params
+        .as_ref()
+        .ok()
+        .and_then(|p| p.get("action"))
+        .unwrap_or_default()
+        .to_owned();
+    st.calls.total += 1;
+    *st.calls.by_action.entry(action.clone()).or_default() += 1;
+
+    let mut delay = 0;
+    let result = (|| {
+        let params = params?;
+        auth::verify(
+            &params,
+            method,
+            path,
+            &shared.config.access_keys,
+            Timestamp::now(),
+            Duration::from_secs(shared.config.timestamp_tolerance_s),
+        )?;
+        if !st.quota_admits(shared.clock.now()) {
+            return Err(ApiError::rate_quota());
+        }
+        let decision = st.faults.decide(&action, &mut st.model.rng);
+        delay = decision.delay_ms;
+        if let Some((kind, false)) = &decision.response {
+            return Ok(Reply::Fault(kind.clone(), action.clone()));
+        }
+        let zone = params.required("zone")?;
+        if zone != st.model.zone() {
+            return Err(ApiError::invalid(
+                "zone",
+                &format!("zone [{zone}] is not served here"),
+            ));
+        }
+        let body = actions::run(&mut st.model, &action, &params, &decision)?;
+        if actions::starts_job(&action) {
+            shared.wake.notify_one();
+        }
+        Ok(match decision.response {
+            Some((kind, true)) => Reply::Fault(kind, action.clone()),
+            _ => Reply::Json(body),
+        })
+    })();
+    let reply = result.unwrap_or_else(|e| Reply::Json(error_body(&e)));
+    let code = match &reply {
+        Reply::Json(body) => Some(ret_code_of(body)),
+        Reply::Fault(ResponseFault::ApiError { code, .. }, _) => Some(*code),
+        Reply::Fault(..) => None,
+    };
+    if let Some(code) = code {
+        *st.calls.by_ret_code.entry(code).or_default() += 1;
+    }
+    tracing::debug!(%action, ?code, "api call");
+    (reply, delay)
+}
+
+fn ret_code_of(body: &str) -> i32 {
+    #[derive(Deserialize)]
+    struct Code {
+        ret_code: i32,
+    }
+    serde_json::from_str::<Code>(body).map_or(-1, |c| c.ret_code)
+}
+
+fn render_fault(kind: ResponseFault, action: &str) -> Result<HttpResponse, Reset> {
+    Ok(match kind {
+        ResponseFault::ApiError { code, message } => {
+            let mut e = ApiError::injected(code);
+            if let Some(m) = message {
+                e.message = m;
+            }
+            json(StatusCode::OK, error_body(&e))
+        }
+        ResponseFault::HttpStatus(status) => json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            r#"{"message":"injected HTTP error"}"#.into(),
+        ),
+        ResponseFault::NonJson => json(
+            StatusCode::OK,
+            "<html><body>502 Bad Gateway</body></html>".into(),
+        ),
+        ResponseFault::MissingRetCode => json(
+            StatusCode::OK,
+            format!(r#"{{"action":"{action}Response"}}"#),
+        ),
+        ResponseFault::Reset => return Err(Reset),
+    })
+}
