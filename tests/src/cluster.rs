@@ -298,6 +298,22 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// Agents and operator first (nothing acts on the cloud any more), then the simulator
+    /// gracefully (it removes its links and vxnet netns), then the API server; the node netns go
+    /// with the fields.
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(agent) = node.agent.as_mut() {
+                agent.kill9();
+            }
+        }
+        self.operator.kill9();
+        self.sim.stop();
+        self.api.kill9();
+    }
+}
+
 /// The phase of a HostNic JSON object ("" when it has none yet).
 pub fn phase(nic: &serde_json::Value) -> &str {
     nic["status"]["phase"].as_str().unwrap_or("")
@@ -391,6 +407,8 @@ fn operator_spec(config: &ClusterConfig, kubeconfig: &Path, cloud: &Path) -> Res
         .arg("1")
         .arg("--cloud-cache-seconds")
         .arg("1")
+        .arg("--job-timeout-seconds")
+        .arg("10")
         .arg("--gc-interval-seconds")
         .arg("2")
         .arg("--gc-grace-seconds")

@@ -1,12 +1,19 @@
 //! Test fixtures shared by hostnic's crates (real network namespaces, privilege checks, the
 //! workspace's binaries), plus the end-to-end tests, the local demo and the benchmarks.
 
+pub mod bench;
 pub mod bins;
+pub mod chaos;
 pub mod cluster;
+pub mod cni_runtime;
 pub mod containerd;
+pub mod fake_agent;
 pub mod http;
 pub mod kubectl;
+pub mod libcni;
 pub mod netns;
+pub mod pods;
 pub mod privilege;
 pub mod process;
+pub mod scenario;
 pub mod sim;

@@ -78,6 +78,11 @@ impl Sim {
         &self.proc
     }
 
+    /// Stops the simulator gracefully, so it removes the links and netns it made.
+    pub fn stop(&mut self) {
+        self.proc.terminate(Duration::from_secs(10));
+    }
+
     /// Every NIC the simulated account has (secondary NICs only), as the admin endpoint shows it.
     pub fn nics(&self) -> Result<Vec<serde_json::Value>> {
         let v = http::get_json(self.addr, "/admin/nics")?;
