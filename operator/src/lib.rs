@@ -7,8 +7,15 @@
 
 pub mod args;
 pub mod cloud;
+pub mod controller;
 pub mod error;
+pub mod gc;
+pub mod http;
+pub mod lease;
+pub mod metrics;
 pub mod node;
 pub mod plan;
+pub mod run;
+pub mod telemetry;
 
 pub use error::{Error, Result};

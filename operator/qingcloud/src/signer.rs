@@ -49,10 +49,16 @@ pub fn string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> 
 
 /// Base64 (standard, padded) HMAC-SHA256 of [`string_to_sign`] keyed with the secret access key.
 pub fn sign(secret: &str, method: &str, path: &str, params: &[(String, String)]) -> String {
+    sign_string(secret, &string_to_sign(method, path, params))
+}
+
+/// Base64 HMAC-SHA256 of an already built string to sign (tests use it to sign deliberately
+/// wrong strings).
+pub fn sign_string(secret: &str, string_to_sign: &str) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(string_to_sign(method, path, params).as_bytes());
+    mac.update(string_to_sign.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 

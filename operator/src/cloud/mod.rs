@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod fake;
+pub mod metered;
 
 use std::fmt;
 

@@ -1,0 +1,435 @@
+//! The HostNic controller: drives one HostNic's cloud NIC through its lifecycle (CONTRACT.md).
+//! Every step records its intent in the HostNic status before the cloud call it announces, so
+//! a crash anywhere leaves a state the next reconcile can finish: a NIC created just before a
+//! crash is found by its name (`hostnic-<cluster>-<uid>`) and adopted, never duplicated.
+
+use std::sync::Arc;
+
+use hostnic_crds::{CloudJob, HostNic, HostNicPhase, HostNicStatus, NIC_FINALIZER};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::PostParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Api, ResourceExt};
+use std::time::Duration;
+
+use super::{Context, RETAIN_ANNOTATION};
+use crate::cloud::{CloudErrorKind, NicQuery, Priority};
+use crate::error::{Error, Result};
+use crate::plan::conditions::{self, Cond};
+use crate::plan::nic::{
+    ApplyStep, AttachVerdict, CleanupStep, CleanupVerdict, Facts, JobVerdict, apply_step,
+    attach_verdict, cleanup_step, cleanup_verdict, job_verdict,
+};
+
+/// Controller name in metrics and logs.
+pub const NAME: &str = "hostnic";
+
+/// Most lifecycle steps one reconcile takes before yielding.
+const MAX_STEPS: usize = 12;
+
+/// Reconciles one HostNic: the finalizer is the only top-level action.
+#[tracing::instrument(skip_all, fields(hostnic = %nic.name_any()))]
+pub async fn reconcile(nic: Arc<HostNic>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(NAME);
+    let api: Api<HostNic> = Api::all(ctx.client.clone());
+    finalizer(&api, NIC_FINALIZER, nic, |event| async {
+        match event {
+            Event::Apply(nic) => apply(&nic, &ctx).await,
+            Event::Cleanup(nic) => cleanup(&nic, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The error policy of this controller.
+pub fn error_policy(nic: Arc<HostNic>, error: &Error, ctx: Arc<Context>) -> Action {
+    super::error_policy(NAME, nic.as_ref(), error, &ctx)
+}
+
+/// Cloud name of a HostNic's NIC.
+pub fn nic_name(ctx: &Context, nic: &HostNic) -> String {
+    format!(
+        "{}{}",
+        ctx.settings.nic_prefix,
+        nic.uid().unwrap_or_default()
+    )
+}
+
+fn facts(status: &HostNicStatus) -> Facts<'_> {
+    Facts {
+        phase: status.phase,
+        nic_id: status.nic_id.as_deref(),
+        last_job: status
+            .last_job
+            .as_ref()
+            .map(|j| (j.id.as_str(), j.status.as_str())),
+        attached: conditions::is_true(&status.conditions, "Attached"),
+        link_ready: conditions::is_true(&status.conditions, "LinkReady"),
+        released_at: status.released_at.as_ref().map(|t| t.0),
+    }
+}
+
+/// Writes the status of `cur` changed by `f`, optimistically (the object's resourceVersion).
+async fn write(
+    ctx: &Context,
+    cur: &HostNic,
+    f: impl FnOnce(&mut HostNicStatus),
+) -> Result<HostNic> {
+    ctx.checkpoint.step("write HostNic status").await;
+    let mut next = cur.clone();
+    let mut status = next.status.take().unwrap_or_default();
+    f(&mut status);
+    next.status = Some(status);
+    let api: Api<HostNic> = Api::all(ctx.client.clone());
+    api.replace_status(&cur.name_any(), &PostParams::default(), &next)
+        .await
+        .map_err(Error::kube("write HostNic status"))
+}
+
+fn set_cond(status: &mut HostNicStatus, cond: &Cond, generation: Option<i64>) {
+    status.conditions = conditions::set(&status.conditions, cond, generation, Timestamp::now());
+}
+
+/// Marks the HostNic Failed with a reason; the pool replaces it.
+async fn fail(
+    ctx: &Context,
+    cur: &HostNic,
+    reason: &'static str,
+    message: String,
+) -> Result<Action> {
+    let generation = cur.metadata.generation;
+    write(ctx, cur, |s| {
+        s.phase = HostNicPhase::Failed;
+        set_cond(
+            s,
+            &Cond::new("CloudError", true, reason, message.clone()),
+            generation,
+        );
+    })
+    .await?;
+    ctx.event(cur, EventType::Warning, reason, message, "Fail")
+        .await;
+    Ok(Action::await_change())
+}
+
+async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
+    let mut cur = nic.clone();
+    let settings = &ctx.settings;
+    for _ in 0..MAX_STEPS {
+        let status = cur.status.clone().unwrap_or_default();
+        let prio = ctx.priority_for(&cur);
+        let quarantine = quarantine_of(ctx, &cur).await;
+        match apply_step(&facts(&status), quarantine, Timestamp::now()) {
+            ApplyStep::BeginCreate => {
+                cur = write(ctx, &cur, |s| s.phase = HostNicPhase::Creating).await?;
+            }
+            ApplyStep::FindOrCreate => match find_or_create(ctx, &cur, prio).await? {
+                Some(next) => cur = next,
+                None => return Ok(Action::await_change()),
+            },
+            ApplyStep::PollJob(id) => {
+                let job = ctx.batch.job(&id, prio).await?;
+                match job_verdict(job.as_ref(), settings.job_timeout, Timestamp::now()) {
+                    JobVerdict::Wait(_) => return Ok(Action::requeue(settings.job_poll)),
+                    JobVerdict::ReadNic(word) => {
+                        cur = write(ctx, &cur, |s| {
+                            if let Some(j) = s.last_job.as_mut() {
+                                j.status = word.to_string();
+                            }
+                        })
+                        .await?;
+                    }
+                }
+            }
+            ApplyStep::CheckNic => {
+                let Some(id) = status.nic_id.clone() else {
+                    return Ok(Action::await_change());
+                };
+                let Some(instance) = status.instance.clone() else {
+                    return fail(
+                        ctx,
+                        &cur,
+                        "NoInstance",
+                        "attaching NIC has no instance".into(),
+                    )
+                    .await;
+                };
+                let seen = ctx.batch.nic(&id, prio).await?;
+                let job_word = status.last_job.as_ref().map(|j| j.status.as_str());
+                match attach_verdict(seen.as_ref(), &instance, job_word) {
+                    AttachVerdict::Attached => {
+                        let generation = cur.metadata.generation;
+                        ctx.facts.forget_instance(&instance);
+                        cur = write(ctx, &cur, |s| {
+                            set_cond(
+                                s,
+                                &Cond::new(
+                                    "Attached",
+                                    true,
+                                    "InUse",
+                                    format!("attached to {instance}"),
+                                ),
+                                generation,
+                            );
+                        })
+                        .await?;
+                    }
+                    AttachVerdict::Vanished => {
+                        return fail(
+                            ctx,
+                            &cur,
+                            "NicVanished",
+                            format!("cloud NIC {id} no longer exists"),
+                        )
+                        .await;
+                    }
+                    AttachVerdict::Elsewhere(other) => {
+                        return fail(
+                            ctx,
+                            &cur,
+                            "AttachedElsewhere",
+                            format!("cloud NIC {id} is attached to {other}"),
+                        )
+                        .await;
+                    }
+                    AttachVerdict::Settle => return Ok(Action::requeue(settings.job_poll)),
+                    AttachVerdict::Attach => {
+                        // The phase (Attaching) already records the intent.
+                        ctx.checkpoint.step("AttachNics").await;
+                        let job = ctx.batch.attach(&instance, &id, prio).await?;
+                        write(ctx, &cur, |s| {
+                            s.last_job = Some(CloudJob {
+                                id: job,
+                                action: "AttachNics".into(),
+                                status: "pending".into(),
+                            });
+                        })
+                        .await?;
+                        return Ok(Action::requeue(settings.job_poll));
+                    }
+                }
+            }
+            ApplyStep::MarkAvailable => {
+                write(ctx, &cur, |s| s.phase = HostNicPhase::Available).await?;
+                return Ok(Action::requeue(settings.resync));
+            }
+            ApplyStep::EndQuarantine => {
+                write(ctx, &cur, |s| {
+                    s.phase = HostNicPhase::Available;
+                    s.pod = None;
+                    s.released_at = None;
+                })
+                .await?;
+                return Ok(Action::requeue(settings.resync));
+            }
+            ApplyStep::Quarantine(rest) => return Ok(Action::requeue(rest)),
+            ApplyStep::Idle => return Ok(Action::requeue(settings.resync)),
+        }
+    }
+    Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+/// The pool's quarantine (its default when the pool is gone).
+async fn quarantine_of(ctx: &Context, nic: &HostNic) -> Duration {
+    if nic
+        .status
+        .as_ref()
+        .is_none_or(|s| s.phase != HostNicPhase::Released)
+    {
+        return Duration::ZERO;
+    }
+    let api: Api<hostnic_crds::NicPool> = Api::all(ctx.client.clone());
+    let secs = match api.get_opt(&nic.spec.pool).await {
+        Ok(Some(p)) => p.spec.quarantine_seconds,
+        _ => hostnic_crds::nicpool::DEFAULT_QUARANTINE_SECONDS,
+    };
+    Duration::from_secs(u64::from(secs))
+}
+
+/// Creating: adopts the NIC created under our name, or creates it; then records Attaching with
+/// the NIC's facts (the intent of the attach). None: the HostNic failed or its node is gone.
+async fn find_or_create(ctx: &Context, cur: &HostNic, prio: Priority) -> Result<Option<HostNic>> {
+    let name = nic_name(ctx, cur);
+    let vxnet = cur.spec.vxnet.clone();
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let Some(node) = nodes
+        .get_opt(&cur.spec.node)
+        .await
+        .map_err(Error::kube("read Node"))?
+    else {
+        // The pool deletes HostNics of vanished nodes; nothing to create for them.
+        return Ok(None);
+    };
+    let instance = ctx.instances.instance_of(&node);
+    let found = ctx
+        .cloud
+        .describe_nics(NicQuery::Name(name.clone()), prio)
+        .await?;
+    let (id, ip) = match found.into_iter().min_by(|a, b| a.id.cmp(&b.id)) {
+        Some(n) => {
+            tracing::info!(nic = %n.id, "adopting NIC created before a restart");
+            (n.id, n.private_ip)
+        }
+        None => {
+            ctx.checkpoint.step("CreateNics").await;
+            match ctx.cloud.create_nic(vxnet.clone(), name, prio).await {
+                Ok(c) => (c.id, c.private_ip),
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        CloudErrorKind::Throttled | CloudErrorKind::Transient
+                    ) =>
+                {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    if matches!(e.kind, CloudErrorKind::Capacity | CloudErrorKind::Refused) {
+                        ctx.facts.mark_exhausted(&vxnet);
+                    }
+                    let reason = if e.kind == CloudErrorKind::Capacity {
+                        "VxnetExhausted"
+                    } else {
+                        "CreateRefused"
+                    };
+                    fail(ctx, cur, reason, e.to_string()).await?;
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    let vx = ctx
+        .facts
+        .vxnets(std::slice::from_ref(&vxnet), prio)
+        .await?
+        .into_iter()
+        .next();
+    let next = write(ctx, cur, |s| {
+        s.phase = HostNicPhase::Attaching;
+        s.nic_id = Some(id);
+        s.private_ip = ip;
+        s.vxnet_cidr = vx.as_ref().and_then(|v| v.cidr.clone());
+        s.vxnet_gateway = vx.as_ref().and_then(|v| v.gateway.clone());
+        s.instance = Some(instance);
+        s.last_job = None;
+    })
+    .await?;
+    Ok(Some(next))
+}
+
+async fn node_exists(ctx: &Context, name: &str) -> Result<bool> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    Ok(nodes
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("read Node"))?
+        .is_some())
+}
+
+async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
+    let mut cur = nic.clone();
+    let retain = nic
+        .annotations()
+        .get(RETAIN_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let prio = Priority::Background;
+    for _ in 0..MAX_STEPS {
+        let status = cur.status.clone().unwrap_or_default();
+        let f = facts(&status);
+        let node_alive = if f.phase == HostNicPhase::Bound {
+            node_exists(ctx, &cur.spec.node).await?
+        } else {
+            true
+        };
+        match cleanup_step(&f, node_alive) {
+            CleanupStep::WaitRelease => return Err(Error::Waiting("a pod still holds the NIC")),
+            CleanupStep::Forget => return Ok(Action::await_change()),
+            CleanupStep::FindByName => {
+                let found = ctx
+                    .cloud
+                    .describe_nics(NicQuery::Name(nic_name(ctx, &cur)), prio)
+                    .await?;
+                let Some(n) = found.into_iter().min_by(|a, b| a.id.cmp(&b.id)) else {
+                    return Ok(Action::await_change());
+                };
+                cur = write(ctx, &cur, |s| {
+                    s.nic_id = Some(n.id);
+                    s.private_ip = n.private_ip;
+                })
+                .await?;
+            }
+            CleanupStep::PollJob(id) => {
+                let job = ctx.batch.job(&id, prio).await?;
+                match job_verdict(job.as_ref(), ctx.settings.job_timeout, Timestamp::now()) {
+                    JobVerdict::Wait(_) => return Err(Error::Waiting("detach job running")),
+                    JobVerdict::ReadNic(word) => {
+                        cur = write(ctx, &cur, |s| {
+                            if let Some(j) = s.last_job.as_mut() {
+                                j.status = word.to_string();
+                            }
+                        })
+                        .await?;
+                    }
+                }
+            }
+            CleanupStep::CheckNic => {
+                let Some(id) = status.nic_id.clone() else {
+                    return Ok(Action::await_change());
+                };
+                if retain {
+                    // Renamed out of this cluster's prefix, GC leaves it alone for good.
+                    ctx.checkpoint.step("ModifyNicAttributes").await;
+                    let kept = format!("retained-{}", nic_name(ctx, &cur));
+                    match ctx.cloud.rename_nic(id, kept, prio).await {
+                        Ok(()) => return Ok(Action::await_change()),
+                        Err(e) if e.is_not_found() => return Ok(Action::await_change()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let seen = ctx.batch.nic(&id, prio).await?;
+                match cleanup_verdict(seen.as_ref()) {
+                    CleanupVerdict::Gone => return Ok(Action::await_change()),
+                    CleanupVerdict::Detach => {
+                        if status.phase != HostNicPhase::Detaching {
+                            cur = write(ctx, &cur, |s| s.phase = HostNicPhase::Detaching).await?;
+                        }
+                        ctx.checkpoint.step("DetachNics").await;
+                        match ctx.batch.detach(&id, prio).await {
+                            Ok(job) => {
+                                if let Some(i) = &status.instance {
+                                    ctx.facts.forget_instance(i);
+                                }
+                                write(ctx, &cur, |s| {
+                                    s.last_job = Some(CloudJob {
+                                        id: job,
+                                        action: "DetachNics".into(),
+                                        status: "pending".into(),
+                                    });
+                                })
+                                .await?;
+                                return Err(Error::Waiting("detach job started"));
+                            }
+                            Err(e) if e.is_not_found() => return Ok(Action::await_change()),
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    CleanupVerdict::Delete => {
+                        if status.phase != HostNicPhase::Deleting {
+                            write(ctx, &cur, |s| s.phase = HostNicPhase::Deleting).await?;
+                        }
+                        ctx.checkpoint.step("DeleteNics").await;
+                        match ctx.batch.delete(&id, prio).await {
+                            Ok(()) => return Ok(Action::await_change()),
+                            Err(e) if e.is_not_found() => return Ok(Action::await_change()),
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Err(Error::Waiting("cleanup continues"))
+}

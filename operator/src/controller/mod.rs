@@ -1,0 +1,214 @@
+//! The two controllers and what they share: the `Context` (Kubernetes client, cloud, batcher,
+//! recorder, metrics, settings), a short-lived cache of cloud facts, the crash-point hook and
+//! the error policy.
+//!
+//! ```text
+//!   Node ──watch──┐                       ┌── HostNic controller: one HostNic's cloud lifecycle
+//!   HostNic ─watch┼─> NicPool controller ──┤      (create, attach, detach, delete)
+//!   NicPool ──────┘   (creates/deletes     └── gc: orphans in the cloud, vanished NICs
+//!                      HostNic objects)
+//! ```
+
+pub mod cache;
+pub mod hostnic;
+pub mod nicpool;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hostnic_crds::{HostNic, HostNicPhase, NODE_LABEL, POOL_LABEL};
+use jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use tokio::sync::Notify;
+
+use crate::args::Settings;
+use crate::cloud::batch::Batcher;
+use crate::cloud::{CloudApi, Priority};
+use crate::error::{Error, ErrorClass};
+use crate::metrics::Metrics;
+use crate::node::InstanceSource;
+
+/// Annotation the NicPool controller puts on HostNics of a pool deleted with reclaimPolicy
+/// Retain: their cleanup keeps the cloud NIC (renamed out of GC's reach).
+pub const RETAIN_ANNOTATION: &str = "hostnic.qingcloud.com/retain";
+
+/// Counts lifecycle steps (each status write and each mutating cloud call) and, in tests, stops
+/// the operator dead at step `k`: the deterministic crash-point hook.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    count: AtomicU64,
+    crash_at: Option<u64>,
+    /// Notified once step `crash_at` is reached (the step never completes).
+    pub hit: Notify,
+}
+
+impl Checkpoint {
+    /// A hook that freezes at step `k` (1-based).
+    pub fn crash_at(k: u64) -> Self {
+        Self {
+            crash_at: Some(k),
+            ..Self::default()
+        }
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Marks a step; at the crash step, signals and never returns.
+    pub async fn step(&self, what: &'static str) {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        tracing::trace!(step = n, what, "lifecycle step");
+        if self.crash_at.is_some_and(|k| n >= k) {
+            self.hit.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Shared state of both controllers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// The cloud (metered).
+    pub cloud: Arc<dyn CloudApi>,
+    /// Batched single-NIC calls.
+    pub batch: Batcher,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Tunables.
+    pub settings: Settings,
+    /// How nodes map to instances.
+    pub instances: InstanceSource,
+    /// Cached vxnet and instance facts.
+    pub facts: cache::CloudFacts,
+    /// All HostNics (the HostNic controller's reflector), for priorities.
+    pub hostnics: Store<HostNic>,
+    /// Since when each (pool, node) has had surplus free NICs.
+    pub surplus: Mutex<HashMap<(String, String), Timestamp>>,
+    /// Crash-point hook.
+    pub checkpoint: Arc<Checkpoint>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Builds the context of `op`'s controllers around the (metered) `cloud`.
+    pub fn new(
+        op: &crate::run::Operator,
+        cloud: Arc<dyn CloudApi>,
+        hostnics: Store<HostNic>,
+    ) -> Self {
+        let settings = op.settings.clone();
+        let recorder = Recorder::new(
+            op.client.clone(),
+            Reporter {
+                controller: "hostnic-operator".into(),
+                instance: Some(op.identity.clone()),
+            },
+        );
+        Self {
+            batch: Batcher::new(cloud.clone(), op.batch),
+            facts: cache::CloudFacts::new(cloud.clone(), settings.cloud_cache),
+            instances: InstanceSource {
+                annotation: settings.instance_annotation.clone(),
+                label: settings.instance_label.clone(),
+            },
+            client: op.client.clone(),
+            cloud,
+            recorder,
+            metrics: op.metrics.clone(),
+            settings,
+            hostnics,
+            surplus: Mutex::new(HashMap::new()),
+            checkpoint: op.checkpoint.clone(),
+        }
+    }
+
+    /// Priority of cloud work for a HostNic: urgent when its node has no free NIC left in its
+    /// pool (a pod may be waiting), else an ordinary refill.
+    pub fn priority_for(&self, nic: &HostNic) -> Priority {
+        let (pool, node) = (nic.labels().get(POOL_LABEL), nic.labels().get(NODE_LABEL));
+        let free = self
+            .hostnics
+            .state()
+            .iter()
+            .filter(|h| h.labels().get(POOL_LABEL) == pool && h.labels().get(NODE_LABEL) == node)
+            .filter(|h| {
+                h.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == HostNicPhase::Available)
+            })
+            .count();
+        if free == 0 {
+            Priority::Urgent
+        } else {
+            Priority::Refill
+        }
+    }
+
+    /// Publishes an event about `obj`; events are best effort.
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(%error, reason, "could not publish event");
+        }
+    }
+}
+
+/// Back-off per error class; conflicts retry at once since they only mean a stale read.
+pub fn backoff(error: &Error, settings: &Settings) -> Duration {
+    if error.is_conflict() {
+        return Duration::from_millis(100);
+    }
+    match error.class() {
+        ErrorClass::Throttled => Duration::from_secs(30),
+        ErrorClass::Transient => Duration::from_secs(5),
+        ErrorClass::BadSpec => Duration::from_secs(300),
+        ErrorClass::Waiting => settings.job_poll,
+    }
+}
+
+/// Shared error policy: log, count by variant, back off by class.
+pub fn error_policy<K: ResourceExt>(
+    controller: &'static str,
+    obj: &K,
+    error: &Error,
+    ctx: &Context,
+) -> Action {
+    let label = error.metric_label();
+    if error.class() == ErrorClass::Waiting || error.is_conflict() {
+        tracing::debug!(controller, name = %obj.name_any(), %error, "retrying");
+    } else {
+        tracing::warn!(controller, name = %obj.name_any(), %error, error_kind = label, "reconcile failed");
+    }
+    ctx.metrics.failure(controller, label);
+    Action::requeue(backoff(error, &ctx.settings))
+}

@@ -1,0 +1,466 @@
+//! The NicPool controller: keeps `size` free NICs on every selected node by creating and
+//! deleting HostNic objects (the HostNic controller does the cloud work), publishes per-node
+//! counts, gateways and conditions, and applies the reclaim policy when the pool is deleted.
+//! It watches Nodes (selectors, cordons, deletions) and the pool's HostNics.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hostnic_crds::{
+    HostNic, HostNicPhase, HostNicSpec, NIC_FINALIZER, NODE_LABEL, NicPool, NicPoolStatus, NicRole,
+    POOL_FINALIZER, POOL_LABEL, ROLE_LABEL, ReclaimPolicy, VXNET_LABEL,
+};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Api, ResourceExt};
+use rand::Rng;
+
+use super::{Context, RETAIN_ANNOTATION};
+use crate::cloud::Priority;
+use crate::error::{Error, Result};
+use crate::node;
+use crate::plan::conditions;
+use crate::plan::pool::{
+    Blocker, Clock, InstanceView, NicView, NodeDecision, NodeView, VxnetBudget, decide_node,
+    summarize, validate,
+};
+
+/// Controller name in metrics and logs.
+pub const NAME: &str = "nicpool";
+
+/// How often a pool blocked by the cloud (exhausted vxnet, full VM) looks again.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(60);
+
+/// Reconciles one NicPool: the finalizer is the only top-level action.
+#[tracing::instrument(skip_all, fields(pool = %pool.name_any()))]
+pub async fn reconcile(pool: Arc<NicPool>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(NAME);
+    let api: Api<NicPool> = Api::all(ctx.client.clone());
+    finalizer(&api, POOL_FINALIZER, pool, |event| async {
+        match event {
+            Event::Apply(pool) => apply(&pool, &ctx).await,
+            Event::Cleanup(pool) => cleanup(&pool, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The error policy of this controller.
+pub fn error_policy(pool: Arc<NicPool>, error: &Error, ctx: Arc<Context>) -> Action {
+    super::error_policy(NAME, pool.as_ref(), error, &ctx)
+}
+
+fn nic_view(h: &HostNic) -> NicView {
+    let s = h.status.clone().unwrap_or_default();
+    NicView {
+        name: h.name_any(),
+        phase: s.phase,
+        role: h.spec.role,
+        vxnet: h.spec.vxnet.clone(),
+        nic_id: s.nic_id,
+        ip: s.private_ip,
+        deleting: h.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+fn phase(h: &HostNic) -> HostNicPhase {
+    h.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+/// A HostNic object for `node`, named `<pool>-<node>-<5 random>` (CONTRACT.md).
+fn new_hostnic(pool: &str, node: &str, vxnet: &str, role: NicRole) -> HostNic {
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(5)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect();
+    let mut name = format!("{pool}-{node}-{suffix}");
+    name.truncate(253);
+    let mut h = HostNic::new(
+        &name,
+        HostNicSpec {
+            pool: pool.to_string(),
+            node: node.to_string(),
+            vxnet: vxnet.to_string(),
+            role,
+        },
+    );
+    let role_word = match role {
+        NicRole::Pod => "Pod",
+        NicRole::Gateway => "Gateway",
+    };
+    h.metadata.labels = Some(BTreeMap::from([
+        (NODE_LABEL.to_string(), node.to_string()),
+        (POOL_LABEL.to_string(), pool.to_string()),
+        (VXNET_LABEL.to_string(), vxnet.to_string()),
+        (ROLE_LABEL.to_string(), role_word.to_string()),
+    ]));
+    // Created with its finalizer, so no cloud call can ever happen for an object without one.
+    h.metadata.finalizers = Some(vec![NIC_FINALIZER.to_string()]);
+    h
+}
+
+async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
+    let name = pool.name_any();
+    let spec = &pool.spec;
+    let settings = &ctx.settings;
+    let now = Timestamp::now();
+    let hostnics: Api<HostNic> = Api::all(ctx.client.clone());
+    let nodes_api: Api<Node> = Api::all(ctx.client.clone());
+
+    // Observe.
+    let nodes = nodes_api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list Nodes"))?
+        .items;
+    let all_nics = hostnics
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list HostNics"))?
+        .items;
+    let mine: Vec<&HostNic> = all_nics.iter().filter(|h| h.spec.pool == name).collect();
+    let prio = if mine.iter().any(|h| phase(h) == HostNicPhase::Available) {
+        Priority::Refill
+    } else {
+        Priority::Urgent
+    };
+    let vxnets = ctx.facts.vxnets(&spec.vxnets, prio).await?;
+    let known: HashSet<String> = vxnets.iter().map(|v| v.id.clone()).collect();
+    if let Err(why) = validate(spec, &known) {
+        let (_, conds) = summarize(spec, &[], Some(&why));
+        let was_invalid = pool
+            .status
+            .as_ref()
+            .and_then(|s| conditions::reason(&s.conditions, "Degraded"))
+            == Some("InvalidSpec");
+        write_status(ctx, pool, NicPoolStatus::default(), &conds).await?;
+        if !was_invalid {
+            ctx.event(pool, EventType::Warning, "InvalidSpec", why, "Validate")
+                .await;
+        }
+        return Ok(Action::requeue(settings.resync));
+    }
+
+    let by_name: HashMap<String, &Node> = nodes.iter().map(|n| (n.name_any(), n)).collect();
+    let mut node_names: Vec<String> = nodes
+        .iter()
+        .filter(|n| node::selected(&spec.node_selector, n))
+        .map(|n| n.name_any())
+        .collect();
+    node_names.extend(mine.iter().map(|h| h.spec.node.clone()));
+    node_names.sort();
+    node_names.dedup();
+    let instance_ids: Vec<String> = node_names
+        .iter()
+        .filter_map(|n| by_name.get(n))
+        .map(|n| ctx.instances.instance_of(n))
+        .collect();
+    let instances = ctx.facts.instances(&instance_ids, prio).await?;
+    let pod_nic_ids: HashSet<String> = all_nics
+        .iter()
+        .filter(|h| h.spec.role == NicRole::Pod)
+        .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.clone()))
+        .collect();
+
+    // Decide.
+    let mut budget = VxnetBudget::new(vxnets.iter().map(|v| (v.id.clone(), v.available_ips)));
+    let mut decisions: Vec<(bool, NodeDecision)> = Vec::new();
+    for node_name in &node_names {
+        let node = by_name.get(node_name);
+        let instance_id = node.map(|n| ctx.instances.instance_of(n));
+        let instance = instance_id
+            .as_ref()
+            .and_then(|id| instances.iter().find(|i| &i.id == id))
+            .map(|i| InstanceView {
+                nics: i.nics.clone(),
+            });
+        let other_incoming = all_nics
+            .iter()
+            .filter(|h| h.spec.node == *node_name && h.spec.pool != name && phase(h).is_incoming())
+            .count() as u32;
+        let view = NodeView {
+            name: node_name.clone(),
+            exists: node.is_some(),
+            selected: node.is_some_and(|n| node::selected(&spec.node_selector, n)),
+            can_grow: node.is_some_and(|n| node::can_grow(n)),
+            instance_id,
+            instance,
+            other_incoming,
+            pod_nic_ids: pod_nic_ids.clone(),
+        };
+        let nics: Vec<NicView> = mine
+            .iter()
+            .filter(|h| h.spec.node == *node_name)
+            .map(|h| nic_view(h))
+            .collect();
+        let key = (name.clone(), node_name.clone());
+        let since = ctx
+            .surplus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied();
+        let clock = Clock {
+            now,
+            shrink_delay: settings.shrink_delay,
+        };
+        let d = decide_node(spec, &view, &nics, &mut budget, since, clock);
+        {
+            let mut surplus = ctx.surplus.lock().unwrap_or_else(|e| e.into_inner());
+            match d.surplus_since {
+                Some(t) => surplus.insert(key, t),
+                None => surplus.remove(&key),
+            };
+        }
+        decisions.push((view.selected, d));
+    }
+
+    // Act.
+    for (_, d) in &decisions {
+        let node_name = &d.status.node;
+        for new in &d.create {
+            let h = new_hostnic(&name, node_name, &new.vxnet, new.role);
+            hostnics
+                .create(&PostParams::default(), &h)
+                .await
+                .map_err(Error::kube("create HostNic"))?;
+            ctx.facts.consume(&new.vxnet);
+        }
+        for victim in &d.delete {
+            delete_hostnic(&hostnics, victim).await?;
+        }
+        if !d.create.is_empty() || !d.delete.is_empty() {
+            tracing::info!(node = %node_name, create = d.create.len(), delete = d.delete.len(), "resizing node pool");
+        }
+    }
+    let total_created: usize = decisions.iter().map(|(_, d)| d.create.len()).sum();
+    let total_deleted: usize = decisions.iter().map(|(_, d)| d.delete.len()).sum();
+    if total_created > 0 {
+        ctx.event(
+            pool,
+            EventType::Normal,
+            "ScalingUp",
+            format!("creating {total_created} NICs"),
+            "Scale",
+        )
+        .await;
+    }
+    if total_deleted > 0 {
+        ctx.event(
+            pool,
+            EventType::Normal,
+            "ScalingDown",
+            format!("removing {total_deleted} NICs"),
+            "Scale",
+        )
+        .await;
+    }
+
+    // Status.
+    let (totals, conds) = summarize(spec, &decisions, None);
+    let status = NicPoolStatus {
+        observed_generation: pool.metadata.generation,
+        nodes: totals.nodes,
+        warm_per_node: totals.warm_per_node,
+        available: totals.available,
+        bound: totals.bound,
+        in_progress: totals.in_progress,
+        failed: totals.failed,
+        node_status: decisions
+            .iter()
+            .filter(|(selected, _)| *selected)
+            .map(|(_, d)| d.status.clone())
+            .collect(),
+        conditions: vec![],
+    };
+    for (_, d) in &decisions {
+        let s = &d.status;
+        for (state, v) in [
+            ("available", s.available),
+            ("bound", s.bound),
+            ("in_progress", s.in_progress),
+            ("failed", s.failed),
+        ] {
+            ctx.metrics
+                .pool_nics
+                .get_or_create(&crate::metrics::PoolLabels {
+                    pool: name.clone(),
+                    node: s.node.clone(),
+                    state,
+                })
+                .set(i64::from(v));
+        }
+    }
+    let before = pool.status.clone().unwrap_or_default();
+    write_status(ctx, pool, status, &conds).await?;
+    announce_transitions(ctx, pool, &before, &conds).await;
+
+    let blocked = decisions.iter().any(|(_, d)| {
+        d.blockers
+            .iter()
+            .any(|b| b.degrades() && *b != Blocker::MaxPerNode)
+    });
+    let mut next = settings.resync;
+    if blocked {
+        next = next.min(BLOCKED_RECHECK);
+    }
+    if let Some(r) = decisions.iter().filter_map(|(_, d)| d.recheck_after).min() {
+        next = next.min(r);
+    }
+    Ok(Action::requeue(next))
+}
+
+async fn delete_hostnic(api: &Api<HostNic>, name: &str) -> Result<()> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube("delete HostNic")(e)),
+    }
+}
+
+/// Events for the transitions a user cares about: the pool became ready, degraded or healthy.
+async fn announce_transitions(
+    ctx: &Context,
+    pool: &NicPool,
+    before: &NicPoolStatus,
+    conds: &[conditions::Cond],
+) {
+    for c in conds {
+        let was = conditions::is_true(&before.conditions, c.type_);
+        let reason_before = conditions::reason(&before.conditions, c.type_);
+        let changed = was != c.status || reason_before != Some(c.reason);
+        if !changed {
+            continue;
+        }
+        match (c.type_, c.status) {
+            ("Degraded", true) => {
+                ctx.event(
+                    pool,
+                    EventType::Warning,
+                    c.reason,
+                    c.message.clone(),
+                    "Reconcile",
+                )
+                .await;
+            }
+            ("Degraded", false) if was => {
+                ctx.event(
+                    pool,
+                    EventType::Normal,
+                    "Recovered",
+                    "the pool is healthy again".into(),
+                    "Reconcile",
+                )
+                .await;
+            }
+            ("Ready", true) => {
+                ctx.event(
+                    pool,
+                    EventType::Normal,
+                    "PoolReady",
+                    c.message.clone(),
+                    "Reconcile",
+                )
+                .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    pool: &NicPool,
+    mut status: NicPoolStatus,
+    conds: &[conditions::Cond],
+) -> Result<()> {
+    let now = Timestamp::now();
+    let mut current = pool
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    for c in conds {
+        current = conditions::set(&current, c, pool.metadata.generation, now);
+    }
+    status.conditions = current;
+    status.observed_generation = pool.metadata.generation;
+    if pool.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<NicPool> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        &pool.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::kube("write NicPool status"))?;
+    Ok(())
+}
+
+/// Deletion: Delete removes every free NIC now and bound ones once released; Retain drops the
+/// HostNic objects and keeps the cloud NICs.
+async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
+    let name = pool.name_any();
+    let api: Api<HostNic> = Api::all(ctx.client.clone());
+    let mine = api
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
+        .await
+        .map_err(Error::kube("list HostNics"))?
+        .items;
+    if mine.is_empty() {
+        ctx.surplus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(p, _), _| p != &name);
+        return Ok(Action::await_change());
+    }
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let live_nodes: HashSet<String> = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list Nodes"))?
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    for h in &mine {
+        if h.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match pool.spec.reclaim_policy {
+            ReclaimPolicy::Retain => {
+                if h.annotations()
+                    .get(RETAIN_ANNOTATION)
+                    .is_none_or(|v| v != "true")
+                {
+                    let patch = serde_json::json!({"metadata": {"annotations": {RETAIN_ANNOTATION: "true"}}});
+                    api.patch(
+                        &h.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .map_err(Error::kube("annotate HostNic"))?;
+                }
+                delete_hostnic(&api, &h.name_any()).await?;
+            }
+            ReclaimPolicy::Delete => {
+                // Bound NICs go once their pod releases them, or at once if their node is gone.
+                if phase(h) != HostNicPhase::Bound || !live_nodes.contains(&h.spec.node) {
+                    delete_hostnic(&api, &h.name_any()).await?;
+                }
+            }
+        }
+    }
+    Err(Error::Waiting("the pool's HostNics are being removed"))
+}

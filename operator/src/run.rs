@@ -1,0 +1,156 @@
+//! Wiring: the two controllers, GC and leader election around one `Context`. `main` builds an
+//! [`Operator`] from flags; tests build one around the in-memory API server and a cloud of
+//! their choice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hostnic_crds::{HostNic, NicPool};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::runtime::controller::{Config, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::Settings;
+use crate::cloud::CloudApi;
+use crate::cloud::batch::BatchConfig;
+use crate::cloud::metered::Metered;
+use crate::controller::{Checkpoint, Context, hostnic, nicpool};
+use crate::gc::Collector;
+use crate::lease::Elector;
+use crate::metrics::Metrics;
+
+/// Where the leader Lease lives.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// Namespace.
+    pub namespace: String,
+    /// Lease name.
+    pub name: String,
+    /// Validity without renewal.
+    pub duration: Duration,
+}
+
+/// A configured operator, ready to run.
+pub struct Operator {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// The cloud (metered here).
+    pub cloud: Arc<dyn CloudApi>,
+    /// Tunables.
+    pub settings: Settings,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// This replica's identity (Lease holder, event reporter).
+    pub identity: String,
+    /// Leader election; None runs unconditionally (single replica, tests).
+    pub lease: Option<LeaseConfig>,
+    /// Crash-point hook.
+    pub checkpoint: Arc<Checkpoint>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Operator {
+    /// Runs until `stop`; reconcilers run only while this replica leads.
+    pub async fn run(self, stop: CancellationToken) {
+        let (tx, mut rx) = watch::channel(self.lease.is_none());
+        if let Some(l) = &self.lease {
+            let elector = Elector::new(
+                self.client.clone(),
+                &l.namespace,
+                &l.name,
+                &self.identity,
+                l.duration,
+            );
+            tokio::spawn(elector.run(tx, stop.clone()));
+        }
+        loop {
+            while !*rx.borrow_and_update() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+            }
+            let term = stop.child_token();
+            let mut lost = rx.clone();
+            let t = term.clone();
+            let watchdog = tokio::spawn(async move {
+                while lost.changed().await.is_ok() {
+                    if !*lost.borrow() {
+                        break;
+                    }
+                }
+                t.cancel();
+            });
+            tracing::info!(identity = %self.identity, "leading: starting controllers");
+            self.run_controllers(term).await;
+            watchdog.abort();
+            if stop.is_cancelled() {
+                return;
+            }
+            tracing::warn!("leadership lost: controllers stopped");
+        }
+    }
+
+    async fn run_controllers(&self, stop: CancellationToken) {
+        self.metrics.leader.set(1);
+        let cloud: Arc<dyn CloudApi> =
+            Arc::new(Metered::new(self.cloud.clone(), self.metrics.clone()));
+        let cfg = Config::default().concurrency(self.settings.concurrency);
+        let hostnics: Api<HostNic> = Api::all(self.client.clone());
+        let hn_ctrl =
+            Controller::new(hostnics.clone(), watcher::Config::default()).with_config(cfg.clone());
+        let ctx = Arc::new(Context::new(self, cloud, hn_ctrl.store()));
+        let pools: Api<NicPool> = Api::all(self.client.clone());
+        let pool_ctrl = Controller::new(pools, watcher::Config::default())
+            .with_config(cfg.debounce(Duration::from_millis(200)));
+        let pool_store = pool_ctrl.store();
+        let pool_ctrl = pool_ctrl
+            .watches(hostnics, watcher::Config::default(), |h: HostNic| {
+                Some(ObjectRef::<NicPool>::new(&h.spec.pool))
+            })
+            .watches(
+                Api::<Node>::all(self.client.clone()),
+                watcher::Config::default(),
+                move |_| {
+                    pool_store
+                        .state()
+                        .iter()
+                        .map(|p| ObjectRef::from_obj(p.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .graceful_shutdown_on(stop.clone().cancelled_owned());
+        let hn_ctrl = hn_ctrl.graceful_shutdown_on(stop.clone().cancelled_owned());
+        let hn = hn_ctrl
+            .run(hostnic::reconcile, hostnic::error_policy, ctx.clone())
+            .for_each(|r| async move {
+                if let Err(error) = r {
+                    tracing::debug!(%error, "hostnic controller event");
+                }
+            });
+        let np = pool_ctrl
+            .run(nicpool::reconcile, nicpool::error_policy, ctx.clone())
+            .for_each(|r| async move {
+                if let Err(error) = r {
+                    tracing::debug!(%error, "nicpool controller event");
+                }
+            });
+        let gc = Collector::default().run(ctx.clone(), stop.clone());
+        tokio::join!(hn, np, gc);
+        self.metrics.leader.set(0);
+    }
+}
