@@ -252,41 +252,46 @@ pub enum NodeAction {
     Look,
 }
 
-/// Applies `action` to the link with `mac` on the node; returns its name when present.
-pub async fn on_node(node: Arc<Netns>, mac: String, action: NodeAction) -> Result<Option<String>> {
+/// Applies each action to the link with its MAC on the node, in one netns thread. Returns per
+/// NIC the link's name when present, or why the action failed.
+pub async fn on_node(
+    node: Arc<Netns>,
+    items: Vec<(String, NodeAction)>,
+) -> Result<Vec<Result<Option<String>>>> {
     run_in(vec![node], move |handles| async move {
         let nh = &handles[0];
-        let link = match action {
-            NodeAction::Rest => {
-                let link = netlink::link_by_mac(nh, &mac).await?;
-                match link {
-                    Some(l)
-                        if l.up
-                            || l.alias.is_some()
-                            || !netlink::addresses(nh, l.index).await?.is_empty() =>
-                    {
-                        tidy_on_node(nh, &mac).await?
-                    }
-                    other => other,
-                }
-            }
-            NodeAction::Gateway(addr) => {
-                let link = netlink::link_by_mac(nh, &mac).await?;
-                if let Some(l) = &link {
-                    if !netlink::addresses(nh, l.index).await?.contains(&addr) {
-                        netlink::add_address(nh, l.index, addr).await?;
-                    }
-                    if !l.up {
-                        netlink::set_up(nh, l.index).await?;
-                    }
-                }
-                link
-            }
-            NodeAction::Look => netlink::link_by_mac(nh, &mac).await?,
-        };
-        Ok(link.map(|l| l.name))
+        let mut out = Vec::with_capacity(items.len());
+        for (mac, action) in items {
+            out.push(node_action(nh, &mac, action).await);
+        }
+        Ok(out)
     })
     .await
+}
+
+async fn node_action(nh: &Handle, mac: &str, action: NodeAction) -> Result<Option<String>> {
+    let link = netlink::link_by_mac(nh, mac).await?;
+    let link = match (action, link) {
+        (_, None) => None,
+        (NodeAction::Look, link) => link,
+        (NodeAction::Rest, Some(l)) => {
+            if l.up || l.alias.is_some() || !netlink::addresses(nh, l.index).await?.is_empty() {
+                tidy_on_node(nh, mac).await?
+            } else {
+                Some(l)
+            }
+        }
+        (NodeAction::Gateway(addr), Some(l)) => {
+            if !netlink::addresses(nh, l.index).await?.contains(&addr) {
+                netlink::add_address(nh, l.index, addr).await?;
+            }
+            if !l.up {
+                netlink::set_up(nh, l.index).await?;
+            }
+            Some(l)
+        }
+    };
+    Ok(link.map(|l| l.name))
 }
 
 #[cfg(test)]

@@ -5,9 +5,19 @@
 //! and records the pod on the HostNic; a release brings it back. See `CONTRACT.md` for who
 //! writes which HostNic fields.
 
+pub mod args;
 pub mod attach;
+pub mod claims;
+pub mod decide;
+pub mod health;
+pub mod hygiene;
+pub mod kube_io;
+pub mod metrics;
 pub mod netlink;
 pub mod netns;
+pub mod run;
+pub mod server;
+pub mod watch;
 
 use std::path::PathBuf;
 
@@ -93,6 +103,12 @@ pub enum Error {
     /// CHECK found differences.
     #[error("check failed: {0}")]
     CheckFailed(String),
+    /// A HostNic kept changing under a status write.
+    #[error("hostnic {hostnic} kept changing while its status was written")]
+    TooManyConflicts {
+        /// HostNic name.
+        hostnic: String,
+    },
     /// The agent has not synced yet.
     #[error("agent not ready: {0}")]
     NotReady(String),
@@ -113,6 +129,7 @@ impl Error {
             Self::NoPool { .. } => "no_pool",
             Self::IncompleteHostNic { .. } => "incomplete_hostnic",
             Self::CheckFailed(_) => "check_failed",
+            Self::TooManyConflicts { .. } => "conflicts",
             Self::NotReady(_) => "not_ready",
         }
     }
@@ -125,6 +142,13 @@ impl Error {
             Self::CheckFailed(_) => ErrorKind::CheckFailed,
             Self::NotReady(_) => ErrorKind::NotReady,
             _ => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn kube(context: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube {
+            context,
+            source: Box::new(source),
         }
     }
 }

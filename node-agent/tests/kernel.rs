@@ -193,10 +193,10 @@ async fn pod_reaches_the_vxnet_gateway_and_free_nics_rest() {
     // A free NIC someone configured is put back to rest.
     node.ip(&["addr", "add", "10.9.9.9/24", "dev", "hnic1"]);
     node.ip(&["link", "set", "hnic1", "up"]);
-    let name = attach::on_node(open(&node), MAC.into(), NodeAction::Rest)
+    let names = attach::on_node(open(&node), vec![(MAC.into(), NodeAction::Rest)])
         .await
         .unwrap();
-    assert_eq!(name.as_deref(), Some("hnic1"));
+    assert_eq!(names[0].as_ref().unwrap().as_deref(), Some("hnic1"));
     assert!(node.addresses("hnic1").is_empty());
 
     attach::attach(open(&node), open(&pod), spec("eth0"))
@@ -217,10 +217,13 @@ async fn gateway_nics_get_their_address_on_the_node() {
     node.add_fake_nic("hgw1", MAC);
     let addr = "10.77.0.254/24".parse().unwrap();
     for _ in 0..2 {
-        let name = attach::on_node(open(&node), MAC.into(), NodeAction::Gateway(addr))
-            .await
-            .unwrap();
-        assert_eq!(name.as_deref(), Some("hgw1"));
+        let items = vec![
+            (MAC.to_owned(), NodeAction::Gateway(addr)),
+            ("52:54:00:00:00:99".to_owned(), NodeAction::Look),
+        ];
+        let names = attach::on_node(open(&node), items).await.unwrap();
+        assert_eq!(names[0].as_ref().unwrap().as_deref(), Some("hgw1"));
+        assert_eq!(names[1].as_ref().unwrap(), &None);
     }
     assert_eq!(node.addresses("hgw1"), vec!["10.77.0.254/24".to_owned()]);
     assert!(node.links().iter().find(|l| l.name == "hgw1").unwrap().up);

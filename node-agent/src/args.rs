@@ -1,0 +1,40 @@
+//! Command-line flags, with environment fallbacks for the DaemonSet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Per-node agent: hands pre-attached QingCloud NICs to pods through the hostnic CNI plugin.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "hostnic-agent", version, about)]
+pub struct Args {
+    /// Kubernetes Node name of this node (downward API `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+
+    /// Network namespace that plays the node; default: the agent's own. Tests and the demo run
+    /// the agent in the host netns (to reach a local API server) and point this at a test netns.
+    #[arg(long, env = "HOSTNIC_NODE_NETNS")]
+    pub node_netns: Option<PathBuf>,
+
+    /// Unix socket the CNI plugin talks to.
+    #[arg(long, env = "HOSTNIC_SOCKET", default_value = hostnic_agent_api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    /// Local address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "HOSTNIC_HEALTH_ADDR", default_value = "127.0.0.1:9465")]
+    pub health_addr: SocketAddr,
+
+    /// Seconds between sweeps for NICs of pods that vanished without a DEL.
+    #[arg(long, env = "HOSTNIC_SWEEP_SECONDS", default_value_t = 30)]
+    pub sweep_seconds: u64,
+
+    /// Seconds between link reports when nothing changes.
+    #[arg(long, env = "HOSTNIC_LINK_SCAN_SECONDS", default_value_t = 5)]
+    pub link_scan_seconds: u64,
+
+    /// Log format: `json` (default) or `text`.
+    #[arg(long, env = "HOSTNIC_LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}

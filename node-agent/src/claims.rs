@@ -1,0 +1,502 @@
+//! Claim, release, check and GC: the socket's verbs, as steps on the HostNics and the kernel.
+//!
+//! A claim records the pod on the HostNic first (optimistic, by resourceVersion), then moves
+//! the link; if the kernel step fails the claim is reverted. Claims, releases and the link
+//! reporter are serialized by one lock: a claim takes milliseconds, and serializing makes the
+//! agent's own view consistent (no two claims pick the same NIC in one agent).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hostnic_agent_api::{
+    AgentStatus, Attachment, AttachmentKey, CheckRequest, ClaimRequest, GcRequest, GcResponse,
+    ReleaseRequest, Released,
+};
+use hostnic_crds::{HostNic, HostNicPhase, PodRef};
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use crate::attach::{self, AttachSpec};
+use crate::decide;
+use crate::kube_io::{KubeIo, Write};
+use crate::metrics::Metrics;
+use crate::netns::Netns;
+use crate::watch::View;
+use crate::{Error, Result};
+
+/// Status writes retried on 409 before giving up (each retry re-reads the object).
+const WRITE_ATTEMPTS: usize = 5;
+
+/// The agent's state shared by the socket server, the health server and background loops.
+pub struct Agent {
+    /// Cached HostNics and NicPools.
+    pub view: Arc<View>,
+    /// Kubernetes calls.
+    pub kube: KubeIo,
+    /// The netns that plays the node.
+    pub node_netns: Arc<Netns>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Serializes everything that changes NICs.
+    pub(crate) lock: tokio::sync::Mutex<()>,
+    /// Answers given since start, for repeated ADDs.
+    answered: Mutex<HashMap<AttachmentKey, Attachment>>,
+    /// Set once start-up recovery has run.
+    recovered: std::sync::atomic::AtomicBool,
+}
+
+impl Agent {
+    /// An agent over `view`, acting on `node_netns`.
+    pub fn new(
+        view: Arc<View>,
+        kube: KubeIo,
+        node_netns: Arc<Netns>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            view,
+            kube,
+            node_netns,
+            metrics,
+            lock: tokio::sync::Mutex::new(()),
+            answered: Mutex::new(HashMap::new()),
+            recovered: Default::default(),
+        }
+    }
+
+    fn answered(&self) -> std::sync::MutexGuard<'_, HashMap<AttachmentKey, Attachment>> {
+        self.answered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// CNI ADD: hands a free NIC to the pod, or returns the earlier answer for the same key.
+    #[tracing::instrument(skip_all, fields(container_id = %req.key.container_id, ifname = %req.key.ifname, pod = %format!("{}/{}", req.pod.namespace, req.pod.name)))]
+    pub async fn claim(self: &Arc<Self>, req: ClaimRequest) -> Result<Attachment> {
+        let started = Instant::now();
+        let result = self.claim_inner(req).await;
+        self.metrics
+            .claim_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Metrics::count(&self.metrics.claims, &result);
+        result
+    }
+
+    async fn claim_inner(self: &Arc<Self>, req: ClaimRequest) -> Result<Attachment> {
+        decide::validate_claim(&req)?;
+        if !self.view.is_synced() {
+            return Err(Error::NotReady("HostNics not synced yet".into()));
+        }
+        let pod_ns =
+            Arc::new(Netns::open(&req.netns).map_err(|e| Error::InvalidRequest(e.to_string()))?);
+        let _serial = self.lock.lock().await;
+        let mut nics = self.view.nics();
+        if let Some(nic) = decide::find_bound(&nics, &req.key).cloned() {
+            if let Some(done) = self.answered().get(&req.key) {
+                return Ok(done.clone());
+            }
+            if let Some(att) = self.live_attachment(&nic, &req, pod_ns.clone()).await? {
+                self.answered().insert(req.key.clone(), att.clone());
+                return Ok(att);
+            }
+            warn!(hostnic = %nic.name_any(), "bound NIC is not in the pod: releasing it and claiming afresh");
+            self.release_nic(&nic, Some(&req.netns)).await?;
+            nics = self.view.nics();
+        }
+
+        let annotation = match req.pool {
+            Some(_) => None,
+            None => {
+                self.pod_pool_annotation(&req.pod.namespace, &req.pod.name)
+                    .await?
+            }
+        };
+        let pools = self.view.pools();
+        let pool = decide::choose_pool(req.pool.as_deref(), annotation.as_deref(), &pools, &nics)
+            .map_err(|why| Error::NoPool {
+            pod: format!("{}/{}", req.pod.namespace, req.pod.name),
+            why,
+        })?;
+
+        let pod_ref = PodRef {
+            namespace: req.pod.namespace.clone(),
+            name: req.pod.name.clone(),
+            uid: req.pod.uid.clone(),
+            container_id: req.key.container_id.clone(),
+            netns: req.netns.clone(),
+            interface: req.key.ifname.clone(),
+        };
+        let mut lost = HashSet::new();
+        let (written, spec) = loop {
+            let Some(nic) = decide::free_candidates(&nics, &pool, &lost)
+                .into_iter()
+                .next()
+            else {
+                return Err(Error::NoFreeNic { pool });
+            };
+            let spec = match decide::attach_spec(
+                &nic,
+                &pools,
+                self.view.node(),
+                &req.key.ifname,
+                req.mtu,
+                &req.routes,
+            ) {
+                Ok(spec) => spec,
+                Err(e @ Error::InvalidRequest(_)) => return Err(e),
+                Err(e) => {
+                    warn!(hostnic = %nic.name_any(), error = %e, "skipping NIC");
+                    lost.insert(nic.name_any());
+                    continue;
+                }
+            };
+            match self
+                .kube
+                .replace_status(&decide::bind(&nic, pod_ref.clone()))
+                .await?
+            {
+                Write::Done(written) => {
+                    self.view
+                        .record_write(nic.resource_version(), (*written).clone());
+                    break (*written, spec);
+                }
+                Write::Conflict => {
+                    info!(hostnic = %nic.name_any(), "lost the race for a NIC; picking another");
+                    lost.insert(nic.name_any());
+                    nics = self.view.nics();
+                }
+            }
+        };
+        let mut guard = ClaimGuard {
+            agent: self.clone(),
+            claimed: Some((written.clone(), req.key.clone(), pod_ns.clone())),
+        };
+        match attach::attach(self.node_netns.clone(), pod_ns.clone(), spec.clone()).await {
+            Ok(attached) => {
+                guard.claimed = None;
+                let att = decide::attachment(&written, &spec, &req.netns, attached.mtu);
+                self.answered().insert(req.key.clone(), att.clone());
+                info!(hostnic = %written.name_any(), mac = %spec.mac, host_name = %attached.host_name, "claimed");
+                self.spawn_event(
+                    written,
+                    false,
+                    "Claimed",
+                    format!(
+                        "claimed by pod {}/{} as {}",
+                        req.pod.namespace, req.pod.name, req.key.ifname
+                    ),
+                );
+                Ok(att)
+            }
+            Err(e) => {
+                guard.claimed = None;
+                // attach undoes its own steps; this only matters if its thread died midway.
+                if let Err(error) =
+                    attach::detach(self.node_netns.clone(), Some(pod_ns), spec.mac.clone()).await
+                {
+                    warn!(hostnic = %written.name_any(), %error, "could not bring the NIC home after a failed claim");
+                }
+                self.revert_claim(&written, &req.key).await;
+                self.spawn_event(
+                    written,
+                    true,
+                    "ClaimFailed",
+                    format!(
+                        "moving the NIC into pod {}/{} failed: {e}",
+                        req.pod.namespace, req.pod.name
+                    ),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// The attachment of a bound NIC whose link is already in the pod (a repeated ADD after an
+    /// agent restart), or `None` if the link is not there.
+    async fn live_attachment(
+        &self,
+        nic: &HostNic,
+        req: &ClaimRequest,
+        pod_ns: Arc<Netns>,
+    ) -> Result<Option<Attachment>> {
+        let pools = self.view.pools();
+        let spec = decide::attach_spec(
+            nic,
+            &pools,
+            self.view.node(),
+            &req.key.ifname,
+            req.mtu,
+            &req.routes,
+        )?;
+        Ok(match attach::inspect(pod_ns, spec.mac.clone()).await? {
+            Some(link) if link.name == req.key.ifname => {
+                Some(decide::attachment(nic, &spec, &req.netns, link.mtu))
+            }
+            _ => None,
+        })
+    }
+
+    async fn pod_pool_annotation(&self, namespace: &str, name: &str) -> Result<Option<String>> {
+        Ok(self.kube.get_pod(namespace, name).await?.and_then(|p| {
+            p.annotations()
+                .get(hostnic_crds::POD_POOL_ANNOTATION)
+                .cloned()
+        }))
+    }
+
+    /// Puts a claim that could not be completed back to Available, unless someone else
+    /// changed the NIC meanwhile.
+    pub(crate) async fn revert_claim(&self, written: &HostNic, key: &AttachmentKey) {
+        let mut current = written.clone();
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut next = current.clone();
+            if let Some(st) = next.status.as_mut() {
+                st.phase = HostNicPhase::Available;
+                st.pod = None;
+            }
+            match self.kube.replace_status(&next).await {
+                Ok(Write::Done(w)) => {
+                    self.view.record_write(current.resource_version(), *w);
+                    return;
+                }
+                Ok(Write::Conflict) => match self.kube.get_hostnic(&written.name_any()).await {
+                    Ok(Some(fresh)) if decide::is_bound_to(&fresh, key) => current = fresh,
+                    Ok(_) => return,
+                    Err(error) => {
+                        warn!(hostnic = %written.name_any(), %error, "could not re-read HostNic to revert claim");
+                        return;
+                    }
+                },
+                Err(error) => {
+                    warn!(hostnic = %written.name_any(), %error, "could not revert claim; recovery will release it");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn spawn_event(&self, nic: HostNic, warning: bool, reason: &'static str, note: String) {
+        let kube = self.kube.clone();
+        tokio::spawn(async move { kube.event(&nic, warning, reason, note).await });
+    }
+
+    /// CNI DEL: brings the NIC back to the node and marks it Released. Unknown keys succeed.
+    #[tracing::instrument(skip_all, fields(container_id = %req.key.container_id, ifname = %req.key.ifname))]
+    pub async fn release(&self, req: ReleaseRequest) -> Result<Released> {
+        let result = self.release_inner(req).await;
+        Metrics::count(&self.metrics.releases, &result);
+        result
+    }
+
+    async fn release_inner(&self, req: ReleaseRequest) -> Result<Released> {
+        decide::validate_key(&req.key)?;
+        if let Some(ns) = req.netns.as_deref().filter(|n| !n.is_empty()) {
+            decide::validate_netns(ns)?;
+        }
+        if !self.view.is_synced() {
+            return Err(Error::NotReady("HostNics not synced yet".into()));
+        }
+        let _serial = self.lock.lock().await;
+        let nics = self.view.nics();
+        let Some(nic) = decide::find_bound(&nics, &req.key).cloned() else {
+            self.answered().remove(&req.key);
+            return Ok(Released { hostnic: None });
+        };
+        self.release_nic(&nic, req.netns.as_deref()).await?;
+        Ok(Released {
+            hostnic: Some(nic.name_any()),
+        })
+    }
+
+    /// Brings a bound NIC home and marks it Released. The caller holds the lock.
+    pub(crate) async fn release_nic(&self, nic: &HostNic, netns_hint: Option<&str>) -> Result<()> {
+        let status = nic.status.clone().unwrap_or_default();
+        let Some(pod) = status.pod else {
+            return Ok(());
+        };
+        let key = AttachmentKey {
+            container_id: pod.container_id.clone(),
+            ifname: pod.interface.clone(),
+        };
+        let path = netns_hint.filter(|p| !p.is_empty()).unwrap_or(&pod.netns);
+        // A netns that no longer opens is gone: a real NIC came home by itself.
+        let pod_ns = Netns::open(path).ok().map(Arc::new);
+        let detached = match decide::mac(nic) {
+            Some(mac) => match attach::detach(self.node_netns.clone(), pod_ns, mac).await {
+                Ok(d) => d.host_name,
+                Err(e) => {
+                    self.spawn_event(
+                        nic.clone(),
+                        true,
+                        "ReleaseFailed",
+                        format!(
+                            "bringing the NIC back from pod {}/{} failed: {e}",
+                            pod.namespace, pod.name
+                        ),
+                    );
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let mut current = nic.clone();
+        for _ in 0..WRITE_ATTEMPTS {
+            let next = decide::release(&current, jiff::Timestamp::now(), detached.clone());
+            match self.kube.replace_status(&next).await? {
+                Write::Done(w) => {
+                    self.view.record_write(current.resource_version(), *w);
+                    self.answered().remove(&key);
+                    info!(hostnic = %nic.name_any(), pod = %format!("{}/{}", pod.namespace, pod.name), "released");
+                    return Ok(());
+                }
+                Write::Conflict => match self.kube.get_hostnic(&nic.name_any()).await? {
+                    Some(fresh) if decide::is_bound_to(&fresh, &key) => current = fresh,
+                    _ => {
+                        self.answered().remove(&key);
+                        return Ok(());
+                    }
+                },
+            }
+        }
+        Err(Error::TooManyConflicts {
+            hostnic: nic.name_any(),
+        })
+    }
+
+    /// CNI CHECK: the NIC is in the pod under the right name with its address and routes.
+    pub async fn check(&self, req: CheckRequest) -> Result<Attachment> {
+        decide::validate_key(&req.key)?;
+        decide::validate_netns(&req.netns)?;
+        let nics = self.view.nics();
+        let nic = decide::find_bound(&nics, &req.key)
+            .cloned()
+            .ok_or_else(|| {
+                Error::CheckFailed(format!(
+                    "no NIC is attached to container {} as {}",
+                    req.key.container_id, req.key.ifname
+                ))
+            })?;
+        let spec: AttachSpec = decide::attach_spec(
+            &nic,
+            &self.view.pools(),
+            self.view.node(),
+            &req.key.ifname,
+            None,
+            &[],
+        )?;
+        let pod_ns =
+            Arc::new(Netns::open(&req.netns).map_err(|e| Error::CheckFailed(e.to_string()))?);
+        let problems = attach::check(pod_ns.clone(), spec.clone()).await?;
+        if !problems.is_empty() {
+            return Err(Error::CheckFailed(problems.join("; ")));
+        }
+        if let Some(done) = self.answered().get(&req.key) {
+            return Ok(done.clone());
+        }
+        let mtu = attach::inspect(pod_ns, spec.mac.clone())
+            .await?
+            .map(|l| l.mtu)
+            .unwrap_or_default();
+        Ok(decide::attachment(&nic, &spec, &req.netns, mtu))
+    }
+
+    /// CNI GC: releases every bound NIC of this node whose attachment the runtime no longer has.
+    pub async fn gc(&self, req: GcRequest) -> Result<GcResponse> {
+        if !self.view.is_synced() {
+            return Err(Error::NotReady("HostNics not synced yet".into()));
+        }
+        let valid: HashSet<_> = req.valid_attachments.into_iter().collect();
+        let _serial = self.lock.lock().await;
+        let mut released = Vec::new();
+        for (key, nic) in decide::bound(&self.view.nics()) {
+            if valid.contains(&key) {
+                continue;
+            }
+            match self.release_nic(&nic, None).await {
+                Ok(()) => released.push(key),
+                Err(error) => warn!(hostnic = %nic.name_any(), %error, "gc could not release NIC"),
+            }
+        }
+        Ok(GcResponse { released })
+    }
+
+    /// CNI STATUS: ready once synced and recovered, with a free NIC or one on its way.
+    pub fn status(&self) -> AgentStatus {
+        let synced =
+            self.view.is_synced() && self.recovered.load(std::sync::atomic::Ordering::SeqCst);
+        let (free, incoming) = decide::counts(&self.view.nics());
+        self.metrics.free_nics.set(i64::from(free));
+        let reason = if !synced {
+            Some("agent has not synced HostNics and the kernel yet".to_owned())
+        } else if free == 0 && incoming == 0 {
+            Some("no free NIC on this node and none on its way".to_owned())
+        } else {
+            None
+        };
+        AgentStatus {
+            ready: reason.is_none(),
+            reason,
+            synced,
+            free_nics: free,
+            incoming_nics: incoming,
+        }
+    }
+
+    /// Start-up recovery: keeps bound NICs whose link is in their pod, releases the others.
+    pub async fn recover(&self) {
+        self.view.wait_synced().await;
+        let _serial = self.lock.lock().await;
+        for (key, nic) in decide::bound(&self.view.nics()) {
+            let live = self.is_live(&nic).await;
+            if live {
+                info!(hostnic = %nic.name_any(), container_id = %key.container_id, "kept live attachment");
+                continue;
+            }
+            info!(hostnic = %nic.name_any(), container_id = %key.container_id, "releasing stale attachment");
+            if let Err(error) = self.release_nic(&nic, None).await {
+                warn!(hostnic = %nic.name_any(), %error, "could not release stale attachment");
+            }
+        }
+        self.recovered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a bound NIC's link is in its pod netns under its pod name.
+    pub(crate) async fn is_live(&self, nic: &HostNic) -> bool {
+        let (Some(pod), Some(mac)) = (
+            nic.status.as_ref().and_then(|s| s.pod.clone()),
+            decide::mac(nic),
+        ) else {
+            return false;
+        };
+        let Ok(ns) = Netns::open(&pod.netns) else {
+            return false;
+        };
+        matches!(attach::inspect(Arc::new(ns), mac).await, Ok(Some(link)) if link.name == pod.interface)
+    }
+}
+
+/// Reverts a recorded claim if the claiming task is dropped between the HostNic write and the
+/// end of the kernel step (a panic or a cancelled task).
+struct ClaimGuard {
+    agent: Arc<Agent>,
+    claimed: Option<(HostNic, AttachmentKey, Arc<Netns>)>,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if let Some((nic, key, pod_ns)) = self.claimed.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let agent = self.agent.clone();
+            rt.spawn(async move {
+                let _serial = agent.lock.lock().await;
+                if let Some(mac) = decide::mac(&nic)
+                    && let Err(error) = attach::detach(agent.node_netns.clone(), Some(pod_ns), mac).await
+                {
+                    warn!(hostnic = %nic.name_any(), %error, "could not bring the NIC home after an interrupted claim");
+                }
+                agent.revert_claim(&nic, &key).await;
+            });
+        }
+    }
+}

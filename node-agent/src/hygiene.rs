@@ -1,0 +1,118 @@
+//! Background loops: report each NIC's link on the node (and keep free NICs at rest, gateway
+//! NICs configured), and release NICs of pods that are gone even if no DEL ever came.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use crate::attach;
+use crate::claims::Agent;
+use crate::decide;
+use crate::kube_io::Write;
+use crate::netns::Netns;
+
+/// Reports links whenever the HostNics change, and every `interval` anyway.
+pub async fn report_links_loop(agent: Arc<Agent>, interval: Duration) {
+    loop {
+        report_links(&agent).await;
+        tokio::select! {
+            _ = agent.view.changed.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One pass: for every NIC expected on the node, find its link, apply its [`attach::NodeAction`]
+/// and write `hostInterface` and `LinkReady` when they changed.
+pub async fn report_links(agent: &Agent) {
+    let _serial = agent.lock.lock().await;
+    let work: Vec<_> = agent
+        .view
+        .nics()
+        .into_iter()
+        .filter_map(|n| Some((decide::mac(&n)?, decide::node_action(&n)?, n)))
+        .collect();
+    if work.is_empty() {
+        return;
+    }
+    let items = work
+        .iter()
+        .map(|(mac, action, _)| (mac.clone(), action.clone()))
+        .collect();
+    let results = match attach::on_node(agent.node_netns.clone(), items).await {
+        Ok(r) => r,
+        Err(error) => {
+            warn!(%error, "could not inspect the node's links");
+            return;
+        }
+    };
+    for ((mac, _, nic), result) in work.into_iter().zip(results) {
+        let link = match result {
+            Ok(link) => link,
+            Err(error) => {
+                warn!(hostnic = %nic.name_any(), %mac, %error, "could not tend the NIC's link");
+                continue;
+            }
+        };
+        let Some(next) = decide::report_link(&nic, link.as_deref(), jiff::Timestamp::now()) else {
+            continue;
+        };
+        match agent.kube.replace_status(&next).await {
+            Ok(Write::Done(w)) => {
+                info!(hostnic = %nic.name_any(), %mac, link = ?link, "reported link");
+                agent.view.record_write(nic.resource_version(), *w);
+            }
+            // Someone changed it meanwhile; the next pass reports again.
+            Ok(Write::Conflict) => {}
+            Err(error) => warn!(hostnic = %nic.name_any(), %error, "could not report link"),
+        }
+    }
+}
+
+/// Every `interval`, releases bound NICs whose netns is gone or whose pod no longer exists.
+pub async fn sweep_loop(agent: Arc<Agent>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        sweep(&agent).await;
+    }
+}
+
+/// One sweep; returns how many NICs it released.
+pub async fn sweep(agent: &Agent) -> usize {
+    let mut released = 0;
+    for (key, nic) in decide::bound(&agent.view.nics()) {
+        let Some(pod) = nic.status.as_ref().and_then(|s| s.pod.clone()) else {
+            continue;
+        };
+        let netns_gone = !Netns::exists(&pod.netns);
+        let pod_gone = match agent.kube.get_pod(&pod.namespace, &pod.name).await {
+            Ok(None) => true,
+            Ok(Some(p)) => matches!((&pod.uid, &p.metadata.uid), (Some(a), Some(b)) if a != b),
+            Err(error) => {
+                warn!(%error, "could not look up pod; keeping its NIC for now");
+                false
+            }
+        };
+        if !netns_gone && !pod_gone {
+            continue;
+        }
+        let _serial = agent.lock.lock().await;
+        // Re-read under the lock: a DEL may have released it meanwhile.
+        let still = agent
+            .view
+            .nics()
+            .into_iter()
+            .find(|n| decide::is_bound_to(n, &key));
+        let Some(nic) = still else { continue };
+        info!(hostnic = %nic.name_any(), pod = %format!("{}/{}", pod.namespace, pod.name), netns_gone, pod_gone, "releasing NIC of a vanished pod");
+        match agent.release_nic(&nic, None).await {
+            Ok(()) => released += 1,
+            Err(error) => {
+                warn!(hostnic = %nic.name_any(), %error, "could not release NIC of a vanished pod")
+            }
+        }
+    }
+    released
+}

@@ -1,0 +1,95 @@
+//! The agent's Kubernetes calls: HostNic status writes (optimistic, by resourceVersion), pod
+//! lookups and events on HostNics. Every verb the agent uses is here, which keeps RBAC honest.
+
+use hostnic_crds::HostNic;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::PostParams;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::{Error, Result};
+
+/// Outcome of an optimistic status write.
+#[derive(Debug)]
+pub enum Write {
+    /// Written; the object as the server stored it.
+    Done(Box<HostNic>),
+    /// Someone else changed the object first (409): re-read and decide again.
+    Conflict,
+}
+
+/// Kubernetes access of one agent.
+#[derive(Clone)]
+pub struct KubeIo {
+    client: Client,
+    hostnics: Api<HostNic>,
+    recorder: Recorder,
+}
+
+impl KubeIo {
+    /// Wraps a client; events are reported as `hostnic-agent` on `node`.
+    pub fn new(client: Client, node: &str) -> Self {
+        let reporter = Reporter {
+            controller: "hostnic-agent".into(),
+            instance: Some(node.to_owned()),
+        };
+        Self {
+            hostnics: Api::all(client.clone()),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+
+    /// The client, for watchers.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// `PUT hostnics/<name>/status` carrying `nic`'s resourceVersion (`update hostnics/status`).
+    pub async fn replace_status(&self, nic: &HostNic) -> Result<Write> {
+        match self
+            .hostnics
+            .replace_status(&nic.name_any(), &PostParams::default(), nic)
+            .await
+        {
+            Ok(written) => Ok(Write::Done(Box::new(written))),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Write::Conflict),
+            Err(e) => Err(Error::kube("update hostnic status")(e)),
+        }
+    }
+
+    /// `GET hostnics/<name>` (`get hostnics`).
+    pub async fn get_hostnic(&self, name: &str) -> Result<Option<HostNic>> {
+        self.hostnics
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("get hostnic"))
+    }
+
+    /// `GET pods/<name>` in `namespace` (`get pods`); `None` when it does not exist.
+    pub async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>> {
+        Api::<Pod>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("get pod"))
+    }
+
+    /// Publishes an event on a HostNic (`create`/`patch` `events.k8s.io/events`). Failures are
+    /// only logged: an event is never worth failing a claim for.
+    pub async fn event(&self, nic: &HostNic, warning: bool, reason: &str, note: String) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&ev, &nic.object_ref(&())).await {
+            tracing::debug!(hostnic = %nic.name_any(), %error, "could not publish event");
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Wiring: opens the node netns, starts the watches, the socket and health servers, recovery
+//! and the background loops. Used by `main` and by tests that run the agent in-process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::args::Args;
+use crate::claims::Agent;
+use crate::kube_io::KubeIo;
+use crate::metrics::Metrics;
+use crate::netns::Netns;
+use crate::watch::View;
+use crate::{Error, Result, health, hygiene, server};
+
+/// A running agent; dropping it stops every task (the socket file stays, as after a crash).
+pub struct Running {
+    /// The agent's state.
+    pub agent: Arc<Agent>,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Address the health server listens on.
+    pub health_addr: std::net::SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits until start-up recovery is done (STATUS reports synced).
+    pub async fn wait_recovered(&self) {
+        while !self.agent.status().synced {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the agent with `args` on `client`.
+pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
+    let Args {
+        node_name,
+        node_netns,
+        socket,
+        health_addr,
+        sweep_seconds,
+        link_scan_seconds,
+        log_format: _,
+    } = args.clone();
+    let node_netns = Arc::new(match node_netns {
+        Some(path) => Netns::open(path)?,
+        None => Netns::own()?,
+    });
+    let kube = KubeIo::new(client.clone(), &node_name);
+    let (view, mut tasks) = View::start(client, &node_name);
+    let agent = Arc::new(Agent::new(
+        view,
+        kube,
+        node_netns,
+        Arc::new(Metrics::default()),
+    ));
+
+    let listener = server::bind(&socket)?;
+    let health = tokio::net::TcpListener::bind(health_addr)
+        .await
+        .map_err(|source| Error::Io {
+            context: "bind health address",
+            source,
+        })?;
+    let health_addr = health.local_addr().map_err(|source| Error::Io {
+        context: "health address",
+        source,
+    })?;
+    tasks.push(tokio::spawn(server::serve(listener, agent.clone())));
+    tasks.push(tokio::spawn(health::serve(health, agent.clone())));
+    let a = agent.clone();
+    tasks.push(tokio::spawn(async move {
+        a.recover().await;
+        let scan = tokio::spawn(hygiene::report_links_loop(
+            a.clone(),
+            Duration::from_secs(link_scan_seconds.max(1)),
+        ));
+        let sweep = tokio::spawn(hygiene::sweep_loop(
+            a,
+            Duration::from_secs(sweep_seconds.max(1)),
+        ));
+        let _ = tokio::join!(scan, sweep);
+    }));
+    tracing::info!(node = %node_name, socket = %socket.display(), %health_addr, "agent started");
+    Ok(Running {
+        agent,
+        socket,
+        health_addr,
+        tasks,
+    })
+}

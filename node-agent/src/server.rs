@@ -1,0 +1,250 @@
+//! The CNI plugin's unix socket: HTTP/1.1 with JSON bodies (see `hostnic-agent-api`).
+//!
+//! The socket is created 0600 in a 0700 directory, so only root reaches it. Requests are
+//! validated before anything changes: bodies over `MAX_BODY_BYTES`, bad JSON, unknown paths or
+//! versions and wrong methods get a 4xx [`ApiError`]. Each request runs in its own task, so a
+//! client that hangs up mid-claim cannot cancel a claim halfway.
+
+use std::convert::Infallible;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use hostnic_agent_api::{API_VERSION, ApiError, ErrorKind, MAX_BODY_BYTES, path};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixListener;
+
+use crate::claims::Agent;
+use crate::{Error, Result};
+
+/// Binds the socket: creates the parent directory (0700) if needed, removes a stale socket
+/// left by a previous run and sets the socket's mode to 0600.
+pub fn bind(socket: &Path) -> Result<UnixListener> {
+    let io = |context| move |source| Error::Io { context, source };
+    if let Some(dir) = socket.parent()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create socket directory"))?;
+    }
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(socket).map_err(io("remove stale socket"))?;
+        }
+        Ok(_) => {
+            return Err(Error::Io {
+                context: "socket path exists and is not a socket",
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(socket).map_err(io("bind socket"))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod socket"))?;
+    Ok(listener)
+}
+
+/// Serves requests on `listener` until the task is aborted.
+pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accept on the agent socket failed");
+                continue;
+            }
+        };
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let agent = agent.clone();
+                async move { Ok::<_, Infallible>(handle(agent, req).await) }
+            });
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%error, "socket connection ended with an error");
+            }
+        });
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn api_error(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Reply {
+    json(
+        status,
+        &ApiError {
+            kind,
+            message: message.into(),
+            details: None,
+        },
+    )
+}
+
+/// The HTTP status for an agent error.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::TryAgainLater | ErrorKind::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::CheckFailed => StatusCode::CONFLICT,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn from_result<T: Serialize>(result: Result<T>) -> Reply {
+    match result {
+        Ok(body) => json(StatusCode::OK, &body),
+        Err(e) => {
+            let kind = e.kind();
+            json(
+                status_of(kind),
+                &ApiError {
+                    kind,
+                    message: e.to_string(),
+                    details: Some(e.metric_label().to_owned()),
+                },
+            )
+        }
+    }
+}
+
+async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> std::result::Result<T, Reply> {
+    let too_big = || {
+        api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::InvalidRequest,
+            format!("request body over {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_big());
+    }
+    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_big()),
+        Err(e) => {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::InvalidRequest,
+                format!("reading request body: {e}"),
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidRequest,
+            format!("malformed JSON request: {e}"),
+        )
+    })
+}
+
+/// Runs an agent call in its own task so the client going away cannot cancel it halfway.
+async fn detached<T, F>(fut: F) -> Reply
+where
+    T: Serialize + Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    match tokio::spawn(fut).await {
+        Ok(result) => from_result(result),
+        Err(e) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
+            format!("request task failed: {e}"),
+        ),
+    }
+}
+
+async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Reply {
+    let (method, uri) = (req.method().clone(), req.uri().path().to_owned());
+    let known = [
+        path::CLAIM,
+        path::RELEASE,
+        path::CHECK,
+        path::GC,
+        path::STATUS,
+    ];
+    if !known.contains(&uri.as_str()) {
+        let version = uri
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let message = if version != API_VERSION
+            && known
+                .iter()
+                .any(|k| k.ends_with(uri.trim_start_matches(&format!("/{version}"))))
+        {
+            format!("unsupported API version {version:?}; this agent speaks {API_VERSION}")
+        } else {
+            format!("unknown path {uri}")
+        };
+        return api_error(StatusCode::NOT_FOUND, ErrorKind::InvalidRequest, message);
+    }
+    let want = if uri == path::STATUS {
+        Method::GET
+    } else {
+        Method::POST
+    };
+    if method != want {
+        return api_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::InvalidRequest,
+            format!("{uri} takes {want}, not {method}"),
+        );
+    }
+    match uri.as_str() {
+        path::CLAIM => match body(req).await {
+            Ok(r) => detached(async move { agent.claim(r).await }).await,
+            Err(reply) => reply,
+        },
+        path::RELEASE => match body(req).await {
+            Ok(r) => detached(async move { agent.release(r).await }).await,
+            Err(reply) => reply,
+        },
+        path::CHECK => match body(req).await {
+            Ok(r) => detached(async move { agent.check(r).await }).await,
+            Err(reply) => reply,
+        },
+        path::GC => match body(req).await {
+            Ok(r) => detached(async move { agent.gc(r).await }).await,
+            Err(reply) => reply,
+        },
+        _ => {
+            let status = agent.status();
+            json(StatusCode::OK, &status)
+        }
+    }
+}
