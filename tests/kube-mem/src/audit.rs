@@ -35,7 +35,11 @@ impl AuditRecord {
     /// `verb group/resource[/subresource]`, e.g. `patch hostnic.qingcloud.com/hostnics/status`:
     /// the shape RBAC rules speak in.
     pub fn permission(&self) -> String {
-        let res = if self.subresource.is_empty() { self.resource.clone() } else { format!("{}/{}", self.resource, self.subresource) };
+        let res = if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        };
         format!("{} {}/{}", self.verb, self.api_group, res)
     }
 }
@@ -67,10 +71,16 @@ impl AuditLog {
     }
 
     pub fn snapshot(&self) -> Vec<AuditRecord> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn clear(&self) {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }

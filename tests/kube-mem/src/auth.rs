@@ -22,20 +22,30 @@ pub const MASTERS_GROUP: &str = "system:masters";
 impl Identity {
     /// A plain user, member of `system:authenticated`.
     pub fn user(name: impl Into<String>) -> Self {
-        Identity { user: name.into(), groups: vec!["system:authenticated".into()] }
+        Identity {
+            user: name.into(),
+            groups: vec!["system:authenticated".into()],
+        }
     }
 
     /// `system:serviceaccount:<ns>:<name>` with the service-account groups.
     pub fn service_account(namespace: &str, name: &str) -> Self {
         Identity {
             user: format!("system:serviceaccount:{namespace}:{name}"),
-            groups: vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{namespace}"), "system:authenticated".into()],
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ],
         }
     }
 
     /// The all-powerful identity of the admin kubeconfig.
     pub fn admin() -> Self {
-        Identity { user: ADMIN_USER.into(), groups: vec![MASTERS_GROUP.into(), "system:authenticated".into()] }
+        Identity {
+            user: ADMIN_USER.into(),
+            groups: vec![MASTERS_GROUP.into(), "system:authenticated".into()],
+        }
     }
 
     pub fn with_group(mut self, group: impl Into<String>) -> Self {
@@ -94,11 +104,17 @@ impl Attributes {
 /// Paths every authenticated identity may read (the default `system:discovery` and
 /// `system:public-info-viewer` bindings).
 fn public_path(path: &str) -> bool {
-    ["/api", "/apis", "/version", "/openapi", "/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    [
+        "/api", "/apis", "/version", "/openapi", "/healthz", "/livez", "/readyz",
+    ]
+    .iter()
+    .any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
 fn strs(v: Option<&Value>) -> Vec<&str> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 fn rule_allows(rule: &Value, a: &Attributes) -> bool {
@@ -107,12 +123,21 @@ fn rule_allows(rule: &Value, a: &Attributes) -> bool {
         return false;
     }
     if !a.is_resource() {
-        return strs(rule.get("nonResourceURLs")).iter().any(|u| *u == a.path || u.strip_suffix('*').is_some_and(|p| a.path.starts_with(p)));
+        return strs(rule.get("nonResourceURLs"))
+            .iter()
+            .any(|u| *u == a.path || u.strip_suffix('*').is_some_and(|p| a.path.starts_with(p)));
     }
-    if !strs(rule.get("apiGroups")).iter().any(|g| *g == "*" || *g == a.api_group) {
+    if !strs(rule.get("apiGroups"))
+        .iter()
+        .any(|g| *g == "*" || *g == a.api_group)
+    {
         return false;
     }
-    let combined = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
+    let combined = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
     let res_ok = strs(rule.get("resources")).iter().any(|r| {
         *r == "*"
             || *r == combined
@@ -132,7 +157,11 @@ fn subject_matches(s: &Value, id: &Identity, binding_ns: &str) -> bool {
         Some("User") => name == id.user,
         Some("Group") => id.groups.iter().any(|g| g == name),
         Some("ServiceAccount") => {
-            let ns = s.get("namespace").and_then(Value::as_str).filter(|n| !n.is_empty()).unwrap_or(binding_ns);
+            let ns = s
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .unwrap_or(binding_ns);
             id.user == format!("system:serviceaccount:{ns}:{name}")
         }
         _ => false,
@@ -140,15 +169,35 @@ fn subject_matches(s: &Value, id: &Identity, binding_ns: &str) -> bool {
 }
 
 fn rules_of<'a>(store: &'a Store, role_ref: &Value, binding_ns: &str) -> Vec<&'a Value> {
-    let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let name = role_ref.get("name").and_then(Value::as_str).unwrap_or_default();
-    let (plural, ns) = if kind == "ClusterRole" { ("clusterroles", "") } else { ("roles", binding_ns) };
+    let kind = role_ref
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = role_ref
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (plural, ns) = if kind == "ClusterRole" {
+        ("clusterroles", "")
+    } else {
+        ("roles", binding_ns)
+    };
     store
         .objects_of("rbac.authorization.k8s.io", plural)
         .into_iter()
         .filter(|r| r.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
-        .filter(|r| r.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default() == ns)
-        .flat_map(|r| r.get("rules").and_then(Value::as_array).into_iter().flatten())
+        .filter(|r| {
+            r.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                == ns
+        })
+        .flat_map(|r| {
+            r.get("rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
         .collect()
 }
 
@@ -159,7 +208,11 @@ pub fn authorize(store: &Store, id: &Identity, a: &Attributes) -> bool {
     }
     let bound = |b: &&Value, ns: &str| strs_subjects(b).iter().any(|s| subject_matches(s, id, ns));
     for b in store.objects_of("rbac.authorization.k8s.io", "clusterrolebindings") {
-        if bound(&b, "") && rules_of(store, b.get("roleRef").unwrap_or(&Value::Null), "").iter().any(|r| rule_allows(r, a)) {
+        if bound(&b, "")
+            && rules_of(store, b.get("roleRef").unwrap_or(&Value::Null), "")
+                .iter()
+                .any(|r| rule_allows(r, a))
+        {
             return true;
         }
     }
@@ -169,24 +222,60 @@ pub fn authorize(store: &Store, id: &Identity, a: &Attributes) -> bool {
     store
         .objects_of("rbac.authorization.k8s.io", "rolebindings")
         .into_iter()
-        .filter(|b| b.pointer("/metadata/namespace").and_then(Value::as_str) == Some(a.namespace.as_str()))
-        .any(|b| bound(&b, &a.namespace) && rules_of(store, b.get("roleRef").unwrap_or(&Value::Null), &a.namespace).iter().any(|r| rule_allows(r, a)))
+        .filter(|b| {
+            b.pointer("/metadata/namespace").and_then(Value::as_str) == Some(a.namespace.as_str())
+        })
+        .any(|b| {
+            bound(&b, &a.namespace)
+                && rules_of(
+                    store,
+                    b.get("roleRef").unwrap_or(&Value::Null),
+                    &a.namespace,
+                )
+                .iter()
+                .any(|r| rule_allows(r, a))
+        })
 }
 
 fn strs_subjects(b: &Value) -> Vec<&Value> {
-    b.get("subjects").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
+    b.get("subjects")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
 }
 
 /// The message of a 403, worded like the real server's.
 pub fn forbidden_message(id: &Identity, a: &Attributes) -> String {
     if !a.is_resource() {
-        return format!("forbidden: User \"{}\" cannot {} path \"{}\"", id.user, a.verb, a.path);
+        return format!(
+            "forbidden: User \"{}\" cannot {} path \"{}\"",
+            id.user, a.verb, a.path
+        );
     }
-    let res = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
-    let qualified = if a.api_group.is_empty() { a.resource.clone() } else { format!("{}.{}", a.resource, a.api_group) };
-    let subject = if a.name.is_empty() { qualified } else { format!("{qualified} \"{}\"", a.name) };
-    let scope = if a.namespace.is_empty() { "at the cluster scope".to_string() } else { format!("in the namespace \"{}\"", a.namespace) };
-    format!("{subject} is forbidden: User \"{}\" cannot {} resource \"{res}\" in API group \"{}\" {scope}", id.user, a.verb, a.api_group)
+    let res = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
+    let qualified = if a.api_group.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}.{}", a.resource, a.api_group)
+    };
+    let subject = if a.name.is_empty() {
+        qualified
+    } else {
+        format!("{qualified} \"{}\"", a.name)
+    };
+    let scope = if a.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", a.namespace)
+    };
+    format!(
+        "{subject} is forbidden: User \"{}\" cannot {} resource \"{res}\" in API group \"{}\" {scope}",
+        id.user, a.verb, a.api_group
+    )
 }
 
 #[cfg(test)]
@@ -195,18 +284,37 @@ mod tests {
     use serde_json::json;
 
     fn attrs(verb: &str, res: &str, sub: &str, name: &str) -> Attributes {
-        Attributes { verb: verb.into(), api_group: "hostnic.qingcloud.com".into(), resource: res.into(), subresource: sub.into(), name: name.into(), ..Default::default() }
+        Attributes {
+            verb: verb.into(),
+            api_group: "hostnic.qingcloud.com".into(),
+            resource: res.into(),
+            subresource: sub.into(),
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn rules_match_subresources_names_and_wildcards() {
         let rule = json!({"apiGroups": ["hostnic.qingcloud.com"], "resources": ["hostnics", "hostnics/status"], "verbs": ["get", "patch"]});
-        assert!(rule_allows(&rule, &attrs("patch", "hostnics", "status", "a")));
+        assert!(rule_allows(
+            &rule,
+            &attrs("patch", "hostnics", "status", "a")
+        ));
         assert!(!rule_allows(&rule, &attrs("patch", "nicpools", "", "a")));
         assert!(!rule_allows(&rule, &attrs("delete", "hostnics", "", "a")));
         let named = json!({"apiGroups": ["*"], "resources": ["nicpools/scale"], "verbs": ["*"], "resourceNames": ["p1"]});
-        assert!(rule_allows(&named, &attrs("update", "nicpools", "scale", "p1")));
-        assert!(!rule_allows(&named, &attrs("update", "nicpools", "scale", "p2")));
-        assert!(!rule_allows(&named, &attrs("list", "nicpools", "scale", "")));
+        assert!(rule_allows(
+            &named,
+            &attrs("update", "nicpools", "scale", "p1")
+        ));
+        assert!(!rule_allows(
+            &named,
+            &attrs("update", "nicpools", "scale", "p2")
+        ));
+        assert!(!rule_allows(
+            &named,
+            &attrs("list", "nicpools", "scale", "")
+        ));
     }
 }

@@ -6,7 +6,16 @@ use serde_json::{Value, json};
 
 use crate::resources::{Registry, ResourceDef};
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 pub fn version() -> Value {
     json!({
@@ -31,17 +40,28 @@ pub fn api_versions(server_address: &str) -> Value {
 }
 
 fn group_entry(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or_default()})
 }
 
 pub fn group_list(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_entry(g, vs)).collect();
+    let groups: Vec<Value> = reg
+        .groups()
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_entry(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 pub fn group(reg: &Registry, name: &str) -> Option<Value> {
-    let (g, vs) = reg.groups().into_iter().find(|(g, _)| g == name && !g.is_empty())?;
+    let (g, vs) = reg
+        .groups()
+        .into_iter()
+        .find(|(g, _)| g == name && !g.is_empty())?;
     let mut e = group_entry(&g, &vs);
     e["kind"] = json!("APIGroup");
     e["apiVersion"] = json!("v1");
@@ -49,7 +69,9 @@ pub fn group(reg: &Registry, name: &str) -> Option<Value> {
 }
 
 fn entries(d: &ResourceDef, version: &str) -> Vec<Value> {
-    let Some(v) = d.version(version) else { return Vec::new() };
+    let Some(v) = d.version(version) else {
+        return Vec::new();
+    };
     let mut main = json!({
         "name": d.plural,
         "singularName": d.singular,
@@ -75,10 +97,20 @@ fn entries(d: &ResourceDef, version: &str) -> Vec<Value> {
 
 /// The `APIResourceList` of one group version, or `None` if nothing is served there.
 pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
-    let resources: Vec<Value> = reg.all().filter(|d| d.group == group).flat_map(|d| entries(d, version)).collect();
+    let resources: Vec<Value> = reg
+        .all()
+        .filter(|d| d.group == group)
+        .flat_map(|d| entries(d, version))
+        .collect();
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }

@@ -34,14 +34,20 @@ impl JsonPath {
                 rest = &r[end + 1..];
                 if inner == "*" {
                     segs.push(Seg::All);
-                } else if let Some(f) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
+                } else if let Some(f) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')'))
+                {
                     let (path, val) = f.split_once("==")?;
                     let val = val.trim().trim_matches('"').trim_matches('\'').to_string();
-                    segs.push(Seg::Filter(path.trim().split('.').map(String::from).collect(), val));
+                    segs.push(Seg::Filter(
+                        path.trim().split('.').map(String::from).collect(),
+                        val,
+                    ));
                 } else if let Ok(i) = inner.parse() {
                     segs.push(Seg::Index(i));
                 } else {
-                    segs.push(Seg::Field(inner.trim_matches('\'').trim_matches('"').to_string()));
+                    segs.push(Seg::Field(
+                        inner.trim_matches('\'').trim_matches('"').to_string(),
+                    ));
                 }
             } else {
                 return None;
@@ -69,7 +75,11 @@ impl JsonPath {
                             let got = path.iter().try_fold(item, |x, p| x.get(p));
                             let hit = match got {
                                 Some(Value::String(s)) => s == want,
-                                Some(other) => *other == serde_json::from_str::<Value>(want).unwrap_or(Value::Null),
+                                Some(other) => {
+                                    *other
+                                        == serde_json::from_str::<Value>(want)
+                                            .unwrap_or(Value::Null)
+                                }
                                 None => false,
                             };
                             if hit {
@@ -86,7 +96,16 @@ impl JsonPath {
 
     /// The field names along a plain `.a.b.c` path (for writing scale replicas).
     pub fn plain_fields(&self) -> Option<Vec<&str>> {
-        self.0.iter().map(|s| if let Seg::Field(f) = s { Some(f.as_str()) } else { None }).collect()
+        self.0
+            .iter()
+            .map(|s| {
+                if let Seg::Field(f) = s {
+                    Some(f.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 }
 
@@ -102,7 +121,9 @@ pub fn set_path(root: &mut Value, fields: &[&str], value: Value) {
             map.insert(f.to_string(), value);
             return;
         }
-        cur = map.entry(f.to_string()).or_insert(Value::Object(Default::default()));
+        cur = map
+            .entry(f.to_string())
+            .or_insert(Value::Object(Default::default()));
     }
 }
 
@@ -116,10 +137,21 @@ mod tests {
         let o = json!({"status": {"conditions": [{"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}, "spec": {"v": ["a", "b"]}});
         let p = JsonPath::parse(r#".status.conditions[?(@.type=="Ready")].status"#).unwrap();
         assert_eq!(p.find(&o), vec![&json!("True")]);
-        assert_eq!(JsonPath::parse(".spec.v").unwrap().find(&o), vec![&json!(["a", "b"])]);
-        assert_eq!(JsonPath::parse(".spec.v[1]").unwrap().find(&o), vec![&json!("b")]);
+        assert_eq!(
+            JsonPath::parse(".spec.v").unwrap().find(&o),
+            vec![&json!(["a", "b"])]
+        );
+        assert_eq!(
+            JsonPath::parse(".spec.v[1]").unwrap().find(&o),
+            vec![&json!("b")]
+        );
         assert_eq!(JsonPath::parse(".spec.v[*]").unwrap().find(&o).len(), 2);
-        assert!(JsonPath::parse(".spec.missing").unwrap().find(&o).is_empty());
+        assert!(
+            JsonPath::parse(".spec.missing")
+                .unwrap()
+                .find(&o)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod auth;
 mod discovery;
+mod events;
 mod jsonpath;
 mod openapi;
 mod patch;
@@ -52,7 +53,10 @@ use store::{Store, Target};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("parse CRD file {path}: {message}")]
     CrdFile { path: PathBuf, message: String },
     #[error("load {what}: {source}")]
@@ -155,7 +159,9 @@ impl Builder {
         for obj in self.objects {
             create_object(&mut store, obj)?;
         }
-        let listener = TcpListener::bind(self.listen).await.map_err(Error::io(format!("bind {}", self.listen)))?;
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(Error::io(format!("bind {}", self.listen)))?;
         let addr = listener.local_addr().map_err(Error::io("local address"))?;
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
@@ -167,7 +173,11 @@ impl Builder {
         });
         let task = tokio::spawn(serve(listener, shared.clone()));
         info!(%addr, "kube-mem listening");
-        Ok(KubeMemHandle { shared, addr, task: Mutex::new(Some(task)) })
+        Ok(KubeMemHandle {
+            shared,
+            addr,
+            task: Mutex::new(Some(task)),
+        })
     }
 }
 
@@ -175,29 +185,66 @@ fn read_crd_dir(dir: &Path) -> Result<Vec<Value>, Error> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(Error::io(format!("read {}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json")))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        })
         .collect();
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(Error::io(format!("read {}", f.display())))?;
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| Error::CrdFile { path: f.clone(), message: e.to_string() })?;
-        out.extend(docs.into_iter().filter(|d| d.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")));
+        let text =
+            std::fs::read_to_string(&f).map_err(Error::io(format!("read {}", f.display())))?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| Error::CrdFile {
+            path: f.clone(),
+            message: e.to_string(),
+        })?;
+        out.extend(
+            docs.into_iter().filter(|d| {
+                d.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
+            }),
+        );
     }
     Ok(out)
 }
 
 /// Creates `obj` through the store, as a POST to its collection would.
 fn create_object(store: &mut Store, obj: Value) -> Result<(), Error> {
-    let what = format!("{} {}", obj["kind"].as_str().unwrap_or("?"), obj["metadata"]["name"].as_str().unwrap_or("?"));
+    let what = format!(
+        "{} {}",
+        obj["kind"].as_str().unwrap_or("?"),
+        obj["metadata"]["name"].as_str().unwrap_or("?")
+    );
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let kind = obj["kind"].as_str().unwrap_or_default();
-    let def = store.registry.all().find(|d| d.group == group && d.kind == kind && d.version(version).is_some()).cloned();
-    let def = def.ok_or_else(|| Error::Load { what: what.clone(), source: ApiError::bad_request(format!("no resource for {api_version} {kind}")) })?;
-    let namespace = def.namespaced.then(|| obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string());
-    let t = Target { def, version: version.to_string(), namespace, name: None, subresource: None };
-    store.create(&t, obj, false).map(|_| ()).map_err(|source| Error::Load { what, source })
+    let def = store
+        .registry
+        .all()
+        .find(|d| d.group == group && d.kind == kind && d.version(version).is_some())
+        .cloned();
+    let def = def.ok_or_else(|| Error::Load {
+        what: what.clone(),
+        source: ApiError::bad_request(format!("no resource for {api_version} {kind}")),
+    })?;
+    let namespace = def.namespaced.then(|| {
+        obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string()
+    });
+    let t = Target {
+        def,
+        version: version.to_string(),
+        namespace,
+        name: None,
+        subresource: None,
+    };
+    store
+        .create(&t, obj, false)
+        .map(|_| ())
+        .map_err(|source| Error::Load { what, source })
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -261,7 +308,8 @@ impl KubeMemHandle {
     /// Writes [`Self::kubeconfig_yaml`] to `path`.
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
-        std::fs::write(path, self.kubeconfig_yaml()).map_err(Error::io(format!("write {}", path.display())))
+        std::fs::write(path, self.kubeconfig_yaml())
+            .map_err(Error::io(format!("write {}", path.display())))
     }
 
     /// A kube::Client for the admin identity.
@@ -312,7 +360,8 @@ impl Drop for KubeMemHandle {
 
 /// Builds a kube::Client from kubeconfig text (also for `HOSTNIC_TEST_KUBECONFIG`-style files).
 pub async fn client_from_yaml(yaml: &str) -> Result<kube::Client, Error> {
-    let kc = kube::config::Kubeconfig::from_yaml(yaml).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let kc =
+        kube::config::Kubeconfig::from_yaml(yaml).map_err(|e| Error::Kubeconfig(e.to_string()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .map_err(|e| Error::Kubeconfig(e.to_string()))?;

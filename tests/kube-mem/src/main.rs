@@ -28,8 +28,16 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
-    let Args { listen, crd_dirs, kubeconfig, tokens } = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let Args {
+        listen,
+        crd_dirs,
+        kubeconfig,
+        tokens,
+    } = Args::parse();
     let mut builder = KubeMem::builder().listen(listen);
     for d in crd_dirs {
         builder = builder.with_crds_from_dir(d);
@@ -38,7 +46,10 @@ async fn main() -> anyhow::Result<()> {
         let mut auth = Auth::new();
         for t in tokens {
             let (token, user) = t.split_once('=').context("--token wants TOKEN=USER")?;
-            let id = match user.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+            let id = match user
+                .strip_prefix("system:serviceaccount:")
+                .and_then(|r| r.split_once(':'))
+            {
                 Some((ns, name)) => Identity::service_account(ns, name),
                 None => Identity::user(user),
             };
@@ -48,7 +59,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let server = builder.start().await.context("start kube-mem")?;
     if let Some(path) = kubeconfig {
-        server.write_kubeconfig(&path).with_context(|| format!("write {}", path.display()))?;
+        server
+            .write_kubeconfig(&path)
+            .with_context(|| format!("write {}", path.display()))?;
     }
     print!("{}", server.kubeconfig_yaml());
     tokio::signal::ctrl_c().await.context("wait for ctrl-c")?;

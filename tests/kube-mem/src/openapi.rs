@@ -8,18 +8,28 @@ use serde_json::{Value, json};
 use crate::resources::{Registry, ResourceDef};
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `com.qingcloud.hostnic.v1alpha1.NicPool`-style component names, as the real server uses.
 fn schema_name(d: &ResourceDef, version: &str) -> String {
-    let group = if d.group.is_empty() { "io.k8s.api.core".to_string() } else { d.group.split('.').rev().collect::<Vec<_>>().join(".") };
+    let group = if d.group.is_empty() {
+        "io.k8s.api.core".to_string()
+    } else {
+        d.group.split('.').rev().collect::<Vec<_>>().join(".")
+    };
     format!("{group}.{version}.{}", d.kind)
 }
 
 fn hash(s: &str) -> String {
     // FNV-1a: stable across runs, changes whenever the document does (kubectl caches by it).
-    let h = s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    let h = s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
     format!("{h:016X}")
 }
 
@@ -37,7 +47,10 @@ pub fn root(reg: &Registry) -> Value {
 
 /// The document of `group/version`, or `None` if nothing is served there.
 pub fn group_version(reg: &Registry, group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<_> = reg.all().filter(|d| d.group == group && d.version(version).is_some()).collect();
+    let defs: Vec<_> = reg
+        .all()
+        .filter(|d| d.group == group && d.version(version).is_some())
+        .collect();
     if defs.is_empty() {
         return None;
     }
@@ -51,7 +64,12 @@ pub fn group_version(reg: &Registry, group: &str, version: &str) -> Option<Value
         let gvk = json!({"group": d.group, "version": version, "kind": d.kind});
         let name = schema_name(d, version);
         let body_ref = json!({"schema": {"$ref": format!("#/components/schemas/{name}")}});
-        let mut schema = d.version(version).and_then(|v| v.schema.clone()).unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        let mut schema = d
+            .version(version)
+            .and_then(|v| v.schema.clone())
+            .unwrap_or_else(
+                || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+            );
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
             props.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
             props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
@@ -64,13 +82,29 @@ pub fn group_version(reg: &Registry, group: &str, version: &str) -> Option<Value
         let op = |action: &str| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": [field_validation], "responses": ok});
         let mut patch = op("patch");
         let mut content = serde_json::Map::new();
-        for ct in ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"] {
+        for ct in [
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/apply-patch+yaml",
+        ] {
             content.insert(ct.into(), json!({"schema": {"type": "object"}}));
         }
         patch["requestBody"] = json!({"content": content, "required": true});
-        let base = format!("/{}/{}{}", gv_path(&d.group, version), if d.namespaced { "namespaces/{namespace}/" } else { "" }, d.plural);
+        let base = format!(
+            "/{}/{}{}",
+            gv_path(&d.group, version),
+            if d.namespaced {
+                "namespaces/{namespace}/"
+            } else {
+                ""
+            },
+            d.plural
+        );
         paths.insert(base.clone(), json!({"get": op("list"), "post": op("post")}));
-        paths.insert(format!("{base}/{{name}}"), json!({"get": op("get"), "put": op("put"), "patch": patch, "delete": op("delete")}));
+        paths.insert(
+            format!("{base}/{{name}}"),
+            json!({"get": op("get"), "put": op("put"), "patch": patch, "delete": op("delete")}),
+        );
     }
     Some(json!({
         "openapi": "3.0.0",

@@ -33,15 +33,21 @@ const PROTOBUF_MAGIC: &[u8] = b"k8s\0";
 /// Parses a request body as JSON, or YAML for apply patches.
 pub fn parse_body(body: &[u8], yaml_ok: bool) -> ApiResult<Value> {
     if body.starts_with(PROTOBUF_MAGIC) {
-        return Err(ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf"));
+        return Err(ApiError::unsupported_media_type(
+            "application/vnd.kubernetes.protobuf",
+        ));
     }
     match serde_json::from_slice(body) {
         Ok(v) => Ok(v),
         Err(e) if yaml_ok => {
-            let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request(format!("invalid body: {e}")))?;
-            serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request(format!("invalid body: {e}")))?;
+            serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         }
-        Err(e) => Err(ApiError::bad_request(format!("error decoding request body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "error decoding request body: {e}"
+        ))),
     }
 }
 
@@ -51,9 +57,13 @@ pub fn apply_patch(kind: PatchType, target: &Value, patch: &Value) -> ApiResult<
     match kind {
         PatchType::Merge => json_patch::merge(&mut doc, patch),
         PatchType::Json => {
-            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                .map_err(|e| ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}")))?;
-            json_patch::patch(&mut doc, &ops.0).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
+            })?;
+            json_patch::patch(&mut doc, &ops.0)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
         }
         PatchType::Strategic => strategic_merge(&mut doc, patch),
         PatchType::Apply => apply_merge(&mut doc, patch),
@@ -63,7 +73,10 @@ pub fn apply_patch(kind: PatchType, target: &Value, patch: &Value) -> ApiResult<
 
 /// The strategic-merge directives kubectl sends that a plain merge would store as fields.
 fn is_directive(k: &str) -> bool {
-    k.starts_with("$setElementOrder/") || k.starts_with("$deleteFromPrimitiveList/") || k == "$retainKeys" || k == "$patch"
+    k.starts_with("$setElementOrder/")
+        || k.starts_with("$deleteFromPrimitiveList/")
+        || k == "$retainKeys"
+        || k == "$patch"
 }
 
 /// Strategic merge patch, approximated: a merge patch where lists of objects that all carry
@@ -93,11 +106,17 @@ fn strategic_merge(doc: &mut Value, patch: &Value) {
             }
             Value::Object(_) => strategic_merge(d.entry(k.clone()).or_insert(Value::Null), v),
             Value::Array(items) => {
-                let by_name = |a: &[Value]| a.iter().all(|i| i.get("name").is_some_and(Value::is_string));
+                let by_name = |a: &[Value]| {
+                    a.iter()
+                        .all(|i| i.get("name").is_some_and(Value::is_string))
+                };
                 match d.get_mut(k) {
-                    Some(Value::Array(live)) if !items.is_empty() && by_name(items) && by_name(live) => {
+                    Some(Value::Array(live))
+                        if !items.is_empty() && by_name(items) && by_name(live) =>
+                    {
                         for item in items {
-                            let deleting = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                            let deleting =
+                                item.get("$patch").and_then(Value::as_str) == Some("delete");
                             let pos = live.iter().position(|l| l.get("name") == item.get("name"));
                             match (pos, deleting) {
                                 (Some(i), true) => {
@@ -145,7 +164,9 @@ fn apply_merge(doc: &mut Value, applied: &Value) {
         (Value::Object(d), Value::Object(a)) => {
             for (k, v) in a {
                 match d.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => apply_merge(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        apply_merge(existing, v)
+                    }
                     _ => {
                         d.insert(k.clone(), v.clone());
                     }
@@ -165,7 +186,10 @@ mod tests {
     fn json_patch_test_op_guards_remove() {
         let obj = json!({"metadata": {"finalizers": ["a", "b"]}});
         let ok = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "a"}, {"op": "remove", "path": "/metadata/finalizers/0"}]);
-        assert_eq!(apply_patch(PatchType::Json, &obj, &ok).unwrap(), json!({"metadata": {"finalizers": ["b"]}}));
+        assert_eq!(
+            apply_patch(PatchType::Json, &obj, &ok).unwrap(),
+            json!({"metadata": {"finalizers": ["b"]}})
+        );
         let bad = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "b"}, {"op": "remove", "path": "/metadata/finalizers/0"}]);
         assert!(apply_patch(PatchType::Json, &obj, &bad).is_err());
     }
@@ -175,7 +199,10 @@ mod tests {
         let live = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
         let patch = json!({"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "b", "image": "z"}]}});
         let out = apply_patch(PatchType::Strategic, &live, &patch).unwrap();
-        assert_eq!(out, json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "z"}]}}));
+        assert_eq!(
+            out,
+            json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "z"}]}})
+        );
     }
 
     #[test]

@@ -61,15 +61,37 @@ impl ResourceDef {
     }
 
     pub fn preferred_version(&self) -> &str {
-        self.versions.iter().find(|v| v.storage).or(self.versions.first()).map_or("v1", |v| v.name.as_str())
+        self.versions
+            .iter()
+            .find(|v| v.storage)
+            .or(self.versions.first())
+            .map_or("v1", |v| v.name.as_str())
     }
 
     pub fn api_version(&self, v: &str) -> String {
-        if self.group.is_empty() { v.to_string() } else { format!("{}/{}", self.group, v) }
+        if self.group.is_empty() {
+            v.to_string()
+        } else {
+            format!("{}/{}", self.group, v)
+        }
     }
 
+    /// Where objects are stored: events.k8s.io Events share the core Events' storage.
     pub fn key(&self) -> ResKey {
-        ResKey { group: self.group.clone(), plural: self.plural.clone() }
+        if self.is_events_v1() {
+            return ResKey {
+                group: String::new(),
+                plural: "events".into(),
+            };
+        }
+        ResKey {
+            group: self.group.clone(),
+            plural: self.plural.clone(),
+        }
+    }
+
+    pub fn is_events_v1(&self) -> bool {
+        self.group == "events.k8s.io" && self.plural == "events"
     }
 
     /// Whether writes to the main resource leave `.status` alone (status subresource).
@@ -89,7 +111,11 @@ fn col(name: &str, type_: &str, json_path: &str, priority: i64) -> Column {
     Column {
         name: name.into(),
         type_: type_.into(),
-        format: if name == "Name" { "name".into() } else { String::new() },
+        format: if name == "Name" {
+            "name".into()
+        } else {
+            String::new()
+        },
         description: String::new(),
         priority,
         json_path: json_path.into(),
@@ -108,23 +134,176 @@ struct Builtin {
 }
 
 const BUILTINS: &[Builtin] = &[
-    Builtin { group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false, short: &["ns"], categories: &[], status: true },
-    Builtin { group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false, short: &["no"], categories: &[], status: true },
-    Builtin { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, short: &["po"], categories: &["all"], status: true },
-    Builtin { group: "", version: "v1", kind: "Event", plural: "events", namespaced: true, short: &["ev"], categories: &[], status: false },
-    Builtin { group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true, short: &[], categories: &[], status: false },
-    Builtin { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true, short: &["cm"], categories: &[], status: false },
-    Builtin { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true, short: &["sa"], categories: &[], status: false },
-    Builtin { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true, short: &["svc"], categories: &["all"], status: true },
-    Builtin { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", namespaced: true, short: &[], categories: &[], status: false },
-    Builtin { group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", namespaced: true, short: &["ev"], categories: &[], status: false },
-    Builtin { group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", namespaced: false, short: &["crd", "crds"], categories: &["api-extensions"], status: true },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", namespaced: true, short: &[], categories: &[], status: false },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", namespaced: false, short: &[], categories: &[], status: false },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", namespaced: true, short: &[], categories: &[], status: false },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", plural: "clusterrolebindings", namespaced: false, short: &[], categories: &[], status: false },
-    Builtin { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", namespaced: true, short: &["deploy"], categories: &["all"], status: true },
-    Builtin { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", namespaced: true, short: &["ds"], categories: &["all"], status: true },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        namespaced: false,
+        short: &["ns"],
+        categories: &[],
+        status: true,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Node",
+        plural: "nodes",
+        namespaced: false,
+        short: &["no"],
+        categories: &[],
+        status: true,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        plural: "pods",
+        namespaced: true,
+        short: &["po"],
+        categories: &["all"],
+        status: true,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        namespaced: true,
+        short: &["ev"],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        namespaced: true,
+        short: &["cm"],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        namespaced: true,
+        short: &["sa"],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        plural: "services",
+        namespaced: true,
+        short: &["svc"],
+        categories: &["all"],
+        status: true,
+    },
+    Builtin {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        namespaced: true,
+        short: &["ev"],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        kind: "CustomResourceDefinition",
+        plural: "customresourcedefinitions",
+        namespaced: false,
+        short: &["crd", "crds"],
+        categories: &["api-extensions"],
+        status: true,
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "Role",
+        plural: "roles",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        plural: "deployments",
+        namespaced: true,
+        short: &["deploy"],
+        categories: &["all"],
+        status: true,
+    },
+    Builtin {
+        group: "apps",
+        version: "v1",
+        kind: "DaemonSet",
+        plural: "daemonsets",
+        namespaced: true,
+        short: &["ds"],
+        categories: &["all"],
+        status: true,
+    },
 ];
 
 fn builtin_columns(group: &str, plural: &str) -> Vec<Column> {
@@ -140,7 +319,12 @@ fn builtin_columns(group: &str, plural: &str) -> Vec<Column> {
         ],
         ("", "nodes") => vec![
             name,
-            col("Status", "string", ".status.conditions[?(@.type==\"Ready\")].status", 0),
+            col(
+                "Status",
+                "string",
+                ".status.conditions[?(@.type==\"Ready\")].status",
+                0,
+            ),
             age,
             col("Version", "string", ".status.nodeInfo.kubeletVersion", 0),
         ],
@@ -164,7 +348,10 @@ fn builtin_columns(group: &str, plural: &str) -> Vec<Column> {
             col("Ready", "integer", ".status.numberReady", 0),
             age,
         ],
-        ("apiextensions.k8s.io", _) => vec![name, col("Created At", "date", ".metadata.creationTimestamp", 0)],
+        ("apiextensions.k8s.io", _) => vec![
+            name,
+            col("Created At", "date", ".metadata.creationTimestamp", 0),
+        ],
         _ => vec![name, age],
     }
 }
@@ -199,11 +386,20 @@ pub fn builtins() -> Vec<Arc<ResourceDef>> {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn str_of(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The resource a CRD object defines, or `None` if the CRD is malformed.
@@ -239,7 +435,10 @@ pub fn from_crd(crd: &Value) -> Option<ResourceDef> {
                 scale: sub.and_then(|s| s.get("scale")).map(|s| ScaleDef {
                     spec_replicas_path: str_of(s, "specReplicasPath"),
                     status_replicas_path: str_of(s, "statusReplicasPath"),
-                    label_selector_path: s.get("labelSelectorPath").and_then(Value::as_str).map(String::from),
+                    label_selector_path: s
+                        .get("labelSelectorPath")
+                        .and_then(Value::as_str)
+                        .map(String::from),
                 }),
                 columns,
                 selectable_fields: v
@@ -257,7 +456,10 @@ pub fn from_crd(crd: &Value) -> Option<ResourceDef> {
         .collect();
     Some(ResourceDef {
         group: spec.get("group")?.as_str()?.to_string(),
-        singular: names.get("singular").and_then(Value::as_str).map_or_else(|| kind.to_lowercase(), String::from),
+        singular: names
+            .get("singular")
+            .and_then(Value::as_str)
+            .map_or_else(|| kind.to_lowercase(), String::from),
         kind,
         plural,
         namespaced: spec.get("scope").and_then(Value::as_str) == Some("Namespaced"),
@@ -278,7 +480,10 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { builtins: builtins(), crds: BTreeMap::new() }
+        Registry {
+            builtins: builtins(),
+            crds: BTreeMap::new(),
+        }
     }
 }
 
@@ -293,7 +498,8 @@ impl Registry {
 
     /// The resource served at `group/version` under `plural`.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceDef>> {
-        self.find(group, plural).filter(|d| d.version(version).is_some())
+        self.find(group, plural)
+            .filter(|d| d.version(version).is_some())
     }
 
     pub fn set_crd(&mut self, crd_name: &str, def: Option<ResourceDef>) {

@@ -23,13 +23,20 @@ pub fn process(obj: &mut Value, schema: &Value) -> Vec<Cause> {
         let preserve = preserves(schema);
         let props = schema.get("properties");
         map.retain(|k, _| {
-            matches!(k.as_str(), "apiVersion" | "kind" | "metadata") || preserve || props.and_then(|p| p.get(k)).is_some()
+            matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+                || preserve
+                || props.and_then(|p| p.get(k)).is_some()
         });
     }
     default(obj, schema);
     let mut causes = Vec::new();
     if let Value::Object(map) = obj {
-        for (k, prop) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        for (k, prop) in schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
             if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                 continue;
             }
@@ -37,7 +44,12 @@ pub fn process(obj: &mut Value, schema: &Value) -> Vec<Cause> {
                 validate(v, prop, k, &mut causes);
             }
         }
-        for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for r in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(r) = r.as_str().filter(|r| !map.contains_key(*r)) {
                 causes.push(Cause::new("FieldValueRequired", r, "Required value"));
             }
@@ -52,7 +64,10 @@ pub fn apply_defaults(obj: &mut Value, schema: &Value) {
 }
 
 fn preserves(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 fn prune(v: &mut Value, schema: &Value) {
@@ -64,7 +79,10 @@ fn prune(v: &mut Value, schema: &Value) {
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties");
             let preserve = preserves(schema);
-            let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
+            let embedded = schema
+                .get("x-kubernetes-embedded-resource")
+                .and_then(Value::as_bool)
+                == Some(true);
             map.retain(|k, _| {
                 preserve
                     || props.is_some_and(|p| p.contains_key(k))
@@ -163,8 +181,14 @@ fn type_ok(v: &Value, t: &str) -> bool {
 
 fn regex(pattern: &str) -> Option<Regex> {
     static CACHE: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    cache.entry(pattern.to_string()).or_insert_with(|| Regex::new(pattern).ok()).clone()
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| Regex::new(pattern).ok())
+        .clone()
 }
 
 fn num(schema: &Value, key: &str) -> Option<f64> {
@@ -172,30 +196,69 @@ fn num(schema: &Value, key: &str) -> Option<f64> {
 }
 
 fn fmt_num(f: f64) -> String {
-    if f.fract() == 0.0 { format!("{}", f as i64) } else { f.to_string() }
+    if f.fract() == 0.0 {
+        format!("{}", f as i64)
+    } else {
+        f.to_string()
+    }
 }
 
 fn validate(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
-    let invalid = |msg: String| Cause::new("FieldValueInvalid", path, format!("Invalid value: {}: {path} in body {msg}", show(v)));
+    let invalid = |msg: String| {
+        Cause::new(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {}: {path} in body {msg}", show(v)),
+        )
+    };
     if v.is_null() {
         if !nullable(schema) && schema.get("type").is_some() {
             let t = schema["type"].as_str().unwrap_or_default();
-            causes.push(Cause::new("FieldValueTypeInvalid", path, format!("Invalid value: \"null\": {path} in body must be of type {t}: \"null\"")));
+            causes.push(Cause::new(
+                "FieldValueTypeInvalid",
+                path,
+                format!("Invalid value: \"null\": {path} in body must be of type {t}: \"null\""),
+            ));
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     if let Some(t) = schema.get("type").and_then(Value::as_str) {
-        let ok = if int_or_string { v.is_string() || type_ok(v, "integer") } else { type_ok(v, t) };
+        let ok = if int_or_string {
+            v.is_string() || type_ok(v, "integer")
+        } else {
+            type_ok(v, t)
+        };
         if !ok {
             let found = type_name(v);
-            causes.push(Cause::new("FieldValueTypeInvalid", path, format!("Invalid value: \"{found}\": {path} in body must be of type {t}: \"{found}\"")));
+            causes.push(Cause::new(
+                "FieldValueTypeInvalid",
+                path,
+                format!(
+                    "Invalid value: \"{found}\": {path} in body must be of type {t}: \"{found}\""
+                ),
+            ));
             return;
         }
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array).filter(|a| !a.contains(v)) {
+    if let Some(allowed) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .filter(|a| !a.contains(v))
+    {
         let list: Vec<String> = allowed.iter().map(show).collect();
-        causes.push(Cause::new("FieldValueNotSupported", path, format!("Unsupported value: {}: supported values: {}", show(v), list.join(", "))));
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            path,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                show(v),
+                list.join(", ")
+            ),
+        ));
     }
     match v {
         Value::Number(n) => {
@@ -203,14 +266,22 @@ fn validate(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(max) = num(schema, "maximum") {
                 let excl = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
                 if f > max || (excl && f == max) {
-                    let rel = if excl { "less than" } else { "less than or equal to" };
+                    let rel = if excl {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
                     causes.push(invalid(format!("should be {rel} {}", fmt_num(max))));
                 }
             }
             if let Some(min) = num(schema, "minimum") {
                 let excl = schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
                 if f < min || (excl && f == min) {
-                    let rel = if excl { "greater than" } else { "greater than or equal to" };
+                    let rel = if excl {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
                     causes.push(invalid(format!("should be {rel} {}", fmt_num(min))));
                 }
             }
@@ -218,22 +289,44 @@ fn validate(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
         Value::String(s) => {
             let len = s.chars().count() as f64;
             if let Some(max) = num(schema, "maxLength").filter(|m| len > *m) {
-                causes.push(Cause::new("FieldValueTooLong", path, format!("Too long: may not be more than {} bytes", fmt_num(max))));
+                causes.push(Cause::new(
+                    "FieldValueTooLong",
+                    path,
+                    format!("Too long: may not be more than {} bytes", fmt_num(max)),
+                ));
             }
             if let Some(min) = num(schema, "minLength").filter(|m| len < *m) {
-                causes.push(invalid(format!("should be at least {} chars long", fmt_num(min))));
+                causes.push(invalid(format!(
+                    "should be at least {} chars long",
+                    fmt_num(min)
+                )));
             }
-            if let Some(p) = schema.get("pattern").and_then(Value::as_str).filter(|p| regex(p).is_some_and(|re| !re.is_match(s))) {
+            if let Some(p) = schema
+                .get("pattern")
+                .and_then(Value::as_str)
+                .filter(|p| regex(p).is_some_and(|re| !re.is_match(s)))
+            {
                 causes.push(invalid(format!("should match '{p}'")));
             }
         }
         Value::Array(items) => {
             let len = items.len() as f64;
             if let Some(max) = num(schema, "maxItems").filter(|m| len > *m) {
-                causes.push(Cause::new("FieldValueTooMany", path, format!("Too many: {}: must have at most {} items", items.len(), fmt_num(max))));
+                causes.push(Cause::new(
+                    "FieldValueTooMany",
+                    path,
+                    format!(
+                        "Too many: {}: must have at most {} items",
+                        items.len(),
+                        fmt_num(max)
+                    ),
+                ));
             }
             if let Some(min) = num(schema, "minItems").filter(|m| len < *m) {
-                causes.push(invalid(format!("should have at least {} items", fmt_num(min))));
+                causes.push(invalid(format!(
+                    "should have at least {} items",
+                    fmt_num(min)
+                )));
             }
             if let Some(s) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -256,28 +349,62 @@ fn validate_object(map: &Map<String, Value>, schema: &Value, path: &str, causes:
             validate(child, s, &child_path, causes);
         }
     }
-    for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+    for r in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(r) = r.as_str().filter(|r| !map.contains_key(*r)) {
-            causes.push(Cause::new("FieldValueRequired", format!("{path}.{r}"), "Required value"));
+            causes.push(Cause::new(
+                "FieldValueRequired",
+                format!("{path}.{r}"),
+                "Required value",
+            ));
         }
     }
     if let Some(max) = num(schema, "maxProperties").filter(|m| map.len() as f64 > *m) {
-        causes.push(Cause::new("FieldValueTooMany", path, format!("Too many: {}: must have at most {} items", map.len(), fmt_num(max))));
+        causes.push(Cause::new(
+            "FieldValueTooMany",
+            path,
+            format!(
+                "Too many: {}: must have at most {} items",
+                map.len(),
+                fmt_num(max)
+            ),
+        ));
     }
 }
 
-const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const DNS1123_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 /// Checks `metadata.name`: a DNS-1123 label for namespaces, a subdomain otherwise.
 pub fn validate_name(name: &str, label: bool) -> Option<Cause> {
     let (re, max, what, example, shown) = if label {
-        (DNS1123_LABEL, 63, "RFC 1123 label", "'my-name',  or '123-abc'", "[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+        (
+            DNS1123_LABEL,
+            63,
+            "RFC 1123 label",
+            "'my-name',  or '123-abc'",
+            "[a-z0-9]([-a-z0-9]*[a-z0-9])?",
+        )
     } else {
-        (DNS1123_SUBDOMAIN, 253, "RFC 1123 subdomain", "'example.com'", r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+        (
+            DNS1123_SUBDOMAIN,
+            253,
+            "RFC 1123 subdomain",
+            "'example.com'",
+            r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*",
+        )
     };
     if name.len() > max {
-        return Some(Cause::new("FieldValueInvalid", "metadata.name", format!("Invalid value: \"{name}\": must be no more than {max} characters")));
+        return Some(Cause::new(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: \"{name}\": must be no more than {max} characters"),
+        ));
     }
     if regex(re).is_some_and(|r| !r.is_match(name)) {
         let chars = if label { "'-'" } else { "'-' or '.'" };
@@ -324,11 +451,19 @@ mod tests {
         let mut o = json!({"spec": {"size": 70, "mode": "C", "vxnets": ["bad"]}});
         let lines: Vec<String> = process(&mut o, &schema()).iter().map(Cause::line).collect();
         assert!(lines.contains(&"spec.size: Invalid value: 70: spec.size in body should be less than or equal to 63".to_string()), "{lines:?}");
-        assert!(lines.contains(&"spec.mode: Unsupported value: \"C\": supported values: \"A\", \"B\"".to_string()), "{lines:?}");
+        assert!(
+            lines.contains(
+                &"spec.mode: Unsupported value: \"C\": supported values: \"A\", \"B\"".to_string()
+            ),
+            "{lines:?}"
+        );
         assert!(lines.contains(&"spec.vxnets[0]: Invalid value: \"bad\": spec.vxnets[0] in body should match '^vxnet-[a-z0-9]+$'".to_string()), "{lines:?}");
         let mut o = json!({"spec": {"size": "x"}});
         let lines: Vec<String> = process(&mut o, &schema()).iter().map(Cause::line).collect();
-        assert!(lines.contains(&"spec.vxnets: Required value".to_string()), "{lines:?}");
+        assert!(
+            lines.contains(&"spec.vxnets: Required value".to_string()),
+            "{lines:?}"
+        );
         assert!(lines.contains(&"spec.size: Invalid value: \"string\": spec.size in body must be of type integer: \"string\"".to_string()), "{lines:?}");
     }
 

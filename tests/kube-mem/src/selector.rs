@@ -1,7 +1,5 @@
 //! Label and field selectors: parsing the query-string syntax and matching objects.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::status::{ApiError, ApiResult};
@@ -36,12 +34,21 @@ fn split_top(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn set_values(rest: &str) -> Option<Vec<String>> {
     let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 impl LabelSelector {
@@ -61,7 +68,10 @@ impl LabelSelector {
                 LabelReq::NotIn(k.trim().into(), set_values(rest).ok_or_else(|| bad(part))?)
             } else if let Some((k, rest)) = part.split_once(" in ") {
                 LabelReq::In(k.trim().into(), set_values(rest).ok_or_else(|| bad(part))?)
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 LabelReq::Exists(part.to_string())
             } else {
                 return Err(bad(part));
@@ -69,11 +79,6 @@ impl LabelSelector {
             reqs.push(req);
         }
         Ok(LabelSelector(reqs))
-    }
-
-    /// Builds a selector from a `matchLabels` map (used for scale status selectors).
-    pub fn to_query(labels: &BTreeMap<String, String>) -> String {
-        labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -107,11 +112,15 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                )));
             };
             let k = k.trim();
             if !allowed.iter().any(|a| a == k) {
-                return Err(ApiError::bad_request(format!("field label not supported: {k}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {k}"
+                )));
             }
             terms.push((k.to_string(), eq, v.trim().to_string()));
         }
@@ -125,9 +134,14 @@ impl FieldSelector {
         })
     }
 
-    /// The name the selector pins with `metadata.name=`, for RBAC resourceNames checks.
-    pub fn pinned_name(&self) -> Option<&str> {
-        self.0.iter().find(|(k, eq, _)| k == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
+    /// The same selector with each field renamed (for resources stored in another shape).
+    pub fn map_fields(self, f: impl Fn(&str) -> String) -> Self {
+        FieldSelector(
+            self.0
+                .into_iter()
+                .map(|(k, eq, v)| (f(&k), eq, v))
+                .collect(),
+        )
     }
 }
 
@@ -150,7 +164,14 @@ fn field_value(obj: &Value, path: &str) -> String {
 /// Field selectors each kind supports besides `metadata.name` and `metadata.namespace`.
 pub fn extra_fields(group: &str, plural: &str) -> &'static [&'static str] {
     match (group, plural) {
-        ("", "pods") => &["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.podIP"],
+        ("", "pods") => &[
+            "spec.nodeName",
+            "status.phase",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.podIP",
+        ],
         ("", "events") => &[
             "involvedObject.kind",
             "involvedObject.namespace",
@@ -164,7 +185,14 @@ pub fn extra_fields(group: &str, plural: &str) -> &'static [&'static str] {
             "source",
             "type",
         ],
-        ("events.k8s.io", "events") => &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "type"],
+        ("events.k8s.io", "events") => &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "reason",
+            "type",
+        ],
         ("", "nodes") => &["spec.unschedulable"],
         ("", "secrets") => &["type"],
         ("", "namespaces") => &["status.phase"],
@@ -192,7 +220,11 @@ mod tests {
             ("missing notin (x)", true),
             ("app in (db)", false),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&o), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&o),
+                want,
+                "{sel}"
+            );
         }
     }
 
@@ -200,8 +232,16 @@ mod tests {
     fn field_selector_rejects_unknown_fields() {
         let allowed = vec!["metadata.name".to_string(), "spec.nodeName".to_string()];
         let o = json!({"metadata": {"name": "a"}, "spec": {"nodeName": "n1"}});
-        assert!(FieldSelector::parse("spec.nodeName=n1", &allowed).unwrap().matches(&o));
-        assert!(!FieldSelector::parse("metadata.name!=a", &allowed).unwrap().matches(&o));
+        assert!(
+            FieldSelector::parse("spec.nodeName=n1", &allowed)
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            !FieldSelector::parse("metadata.name!=a", &allowed)
+                .unwrap()
+                .matches(&o)
+        );
         let err = FieldSelector::parse("spec.foo=x", &allowed).unwrap_err();
         assert_eq!(err.code, 400);
     }

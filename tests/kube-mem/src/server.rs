@@ -45,7 +45,10 @@ impl Shared {
 fn json_response(code: u16, v: &Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync());
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -72,7 +75,9 @@ fn parse_resource_path(path: &str) -> Option<ResourcePath> {
         _ => return None,
     };
     let (namespace, rest) = match rest {
-        ["namespaces", ns, r, ..] if !(rest.len() == 3 && matches!(*r, "status" | "finalize")) => (Some(ns.to_string()), &rest[2..]),
+        ["namespaces", ns, r, ..] if !(rest.len() == 3 && matches!(*r, "status" | "finalize")) => {
+            (Some(ns.to_string()), &rest[2..])
+        }
         _ => (None, rest),
     };
     if rest.is_empty() || rest.len() > 3 || rest.iter().any(|s| s.is_empty()) {
@@ -89,11 +94,16 @@ fn parse_resource_path(path: &str) -> Option<ResourcePath> {
 }
 
 fn query_map(req: &Request<Incoming>) -> HashMap<String, String> {
-    form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()).into_owned().collect()
+    form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
 }
 
 fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> &str {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 fn rbac_verb(method: &Method, has_name: bool, watch: bool) -> &'static str {
@@ -115,19 +125,32 @@ fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
 }
 
 /// Serves one request (never fails: errors become Status responses).
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let q = query_map(&req);
     let identity = match &shared.auth {
         None => Identity::admin(),
         Some(auth) => {
-            let token = header_str(&req, header::AUTHORIZATION).strip_prefix("Bearer ").unwrap_or_default().trim();
+            let token = header_str(&req, header::AUTHORIZATION)
+                .strip_prefix("Bearer ")
+                .unwrap_or_default()
+                .trim();
             match auth.identify(token) {
                 Some(id) => id.clone(),
                 None => {
-                    let anon = Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] };
-                    let a = Attributes { verb: method.as_str().to_lowercase(), path: path.clone(), ..Default::default() };
+                    let anon = Identity {
+                        user: "system:anonymous".into(),
+                        groups: vec!["system:unauthenticated".into()],
+                    };
+                    let a = Attributes {
+                        verb: method.as_str().to_lowercase(),
+                        path: path.clone(),
+                        ..Default::default()
+                    };
                     shared.audit.record(&anon, &a, false, 401);
                     return Ok(error_response(&ApiError::unauthorized()));
                 }
@@ -146,14 +169,19 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
             name: rp.name.clone().unwrap_or_default(),
             path: String::new(),
         },
-        None => Attributes { verb: method.as_str().to_lowercase(), path: path.clone(), ..Default::default() },
+        None => Attributes {
+            verb: method.as_str().to_lowercase(),
+            path: path.clone(),
+            ..Default::default()
+        },
     };
     let allowed = authorize(&shared.store(), &identity, &attrs);
     if !allowed {
         shared.audit.record(&identity, &attrs, false, 403);
         let mut e = ApiError::forbidden(forbidden_message(&identity, &attrs));
         if attrs.is_resource() {
-            e.details = Some(json!({"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource}));
+            e.details =
+                Some(json!({"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource}));
         }
         return Ok(error_response(&e));
     }
@@ -163,13 +191,17 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
     };
     let resp = resp.unwrap_or_else(|e| error_response(&e));
     debug!(%method, %path, code = resp.status().as_u16(), user = %identity.user, "request");
-    shared.audit.record(&identity, &attrs, true, resp.status().as_u16());
+    shared
+        .audit
+        .record(&identity, &attrs, true, resp.status().as_u16());
     Ok(resp)
 }
 
 fn non_resource(shared: &Shared, method: &Method, path: &str) -> ApiResult<Response<Body>> {
     if method != Method::GET {
-        return Err(ApiError::method_not_allowed(format!("{method} is not supported on {path}")));
+        return Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on {path}"
+        )));
     }
     let store = shared.store();
     let reg = &store.registry;
@@ -178,7 +210,8 @@ fn non_resource(shared: &Shared, method: &Method, path: &str) -> ApiResult<Respo
         ["version"] => Some(discovery::version()),
         ["healthz"] | ["livez"] | ["readyz"] => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"ok")).boxed_unsync());
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             return Ok(r);
         }
         ["api"] => Some(discovery::api_versions(&shared.server_address)),
@@ -189,14 +222,21 @@ fn non_resource(shared: &Shared, method: &Method, path: &str) -> ApiResult<Respo
         ["openapi", "v3"] => Some(openapi::root(reg)),
         ["openapi", "v3", "api", v] => openapi::group_version(reg, "", v),
         ["openapi", "v3", "apis", g, v] => openapi::group_version(reg, g, v),
-        ["kube-mem", "audit"] => Some(serde_json::to_value(shared.audit.snapshot()).unwrap_or_default()),
+        ["kube-mem", "audit"] => {
+            Some(serde_json::to_value(shared.audit.snapshot()).unwrap_or_default())
+        }
         _ => None,
     };
-    doc.map(|d| json_response(200, &d)).ok_or_else(|| ApiError::path_not_found(path))
+    doc.map(|d| json_response(200, &d))
+        .ok_or_else(|| ApiError::path_not_found(path))
 }
 
 async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
-    req.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| ApiError::bad_request(format!("reading body: {e}")))
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| ApiError::bad_request(format!("reading body: {e}")))
 }
 
 fn list_opts(q: &HashMap<String, String>) -> ListOpts {
@@ -210,13 +250,23 @@ fn list_opts(q: &HashMap<String, String>) -> ListOpts {
     }
 }
 
-async fn resource_request(shared: &Arc<Shared>, req: Request<Incoming>, rp: ResourcePath, q: HashMap<String, String>) -> ApiResult<Response<Body>> {
+async fn resource_request(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    rp: ResourcePath,
+    q: HashMap<String, String>,
+) -> ApiResult<Response<Body>> {
     let def = {
         let store = shared.store();
-        store.registry.lookup(&rp.group, &rp.version, &rp.plural).cloned()
+        store
+            .registry
+            .lookup(&rp.group, &rp.version, &rp.plural)
+            .cloned()
     };
     let def = def.ok_or_else(|| ApiError::path_not_found(req.uri().path()))?;
-    if (!def.namespaced && rp.namespace.is_some()) || (def.namespaced && rp.namespace.is_none() && rp.name.is_some()) {
+    if (!def.namespaced && rp.namespace.is_some())
+        || (def.namespaced && rp.namespace.is_none() && rp.name.is_some())
+    {
         return Err(ApiError::path_not_found(req.uri().path()));
     }
     if let Some(sub) = rp.subresource.as_deref() {
@@ -230,20 +280,35 @@ async fn resource_request(shared: &Arc<Shared>, req: Request<Incoming>, rp: Reso
             return Err(ApiError::path_not_found(req.uri().path()));
         }
     }
-    let t = Target { def, version: rp.version, namespace: rp.namespace, name: rp.name, subresource: rp.subresource };
+    let t = Target {
+        def,
+        version: rp.version,
+        namespace: rp.namespace,
+        name: rp.name,
+        subresource: rp.subresource,
+    };
     let accept = header_str(&req, header::ACCEPT).to_string();
     let as_table = wants_table(&accept) && t.subresource.is_none();
     let include = IncludeObject::parse(q.get("includeObject").map(String::as_str));
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
     let method = req.method().clone();
     match (method, t.name.is_some()) {
-        (Method::GET, false) if truthy(&q, "watch") => start_watch(shared, t, &q, as_table.then_some(include)),
+        (Method::GET, false) if truthy(&q, "watch") => {
+            start_watch(shared, t, &q, as_table.then_some(include))
+        }
         (Method::GET, false) => {
             let store = shared.store();
             let list = store.list(&t, &list_opts(&q))?;
             if as_table {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
-                let mut tbl = table(columns(&t), &items, list["metadata"]["resourceVersion"].as_str().unwrap_or_default(), include);
+                let mut tbl = table(
+                    columns(&t),
+                    &items,
+                    list["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default(),
+                    include,
+                );
                 if let Some(c) = list["metadata"].get("continue") {
                     tbl["metadata"]["continue"] = c.clone();
                 }
@@ -254,8 +319,14 @@ async fn resource_request(shared: &Arc<Shared>, req: Request<Incoming>, rp: Reso
         (Method::GET, true) => {
             let obj = shared.store().get(&t)?;
             if as_table {
-                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
-                return Ok(json_response(200, &table(columns(&t), &[obj], &rv, include)));
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                return Ok(json_response(
+                    200,
+                    &table(columns(&t), &[obj], &rv, include),
+                ));
             }
             Ok(json_response(200, &obj))
         }
@@ -272,29 +343,59 @@ async fn resource_request(shared: &Arc<Shared>, req: Request<Incoming>, rp: Reso
         (Method::PATCH, true) => {
             let kind = PatchType::from_content_type(header_str(&req, header::CONTENT_TYPE))?;
             let body = parse_body(&read_body(req).await?, kind == PatchType::Apply)?;
-            let opts = PatchOpts { field_manager: q.get("fieldManager").cloned(), dry_run };
+            let opts = PatchOpts {
+                field_manager: q.get("fieldManager").cloned(),
+                dry_run,
+            };
             let (obj, created) = shared.store().patch(&t, kind, body, &opts)?;
             Ok(json_response(if created { 201 } else { 200 }, &obj))
         }
         (Method::DELETE, named) => {
             let raw = read_body(req).await?;
-            let body = if raw.is_empty() { json!({}) } else { parse_body(&raw, false)? };
+            let body = if raw.is_empty() {
+                json!({})
+            } else {
+                parse_body(&raw, false)?
+            };
             let opts = DeleteOpts {
-                propagation: q.get("propagationPolicy").cloned().or_else(|| body.get("propagationPolicy").and_then(Value::as_str).map(String::from)),
-                uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
-                resource_version: body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
-                dry_run: dry_run || body.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|x| x == "All")),
+                propagation: q.get("propagationPolicy").cloned().or_else(|| {
+                    body.get("propagationPolicy")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                }),
+                uid: body
+                    .pointer("/preconditions/uid")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                resource_version: body
+                    .pointer("/preconditions/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                dry_run: dry_run
+                    || body
+                        .get("dryRun")
+                        .and_then(Value::as_array)
+                        .is_some_and(|d| d.iter().any(|x| x == "All")),
             };
             let mut store = shared.store();
-            let obj = if named { store.delete(&t, &opts)? } else { store.delete_collection(&t, &list_opts(&q), &opts)? };
+            let obj = if named {
+                store.delete(&t, &opts)?
+            } else {
+                store.delete_collection(&t, &list_opts(&q), &opts)?
+            };
             Ok(json_response(200, &obj))
         }
-        (m, _) => Err(ApiError::method_not_allowed(format!("{m} is not supported here"))),
+        (m, _) => Err(ApiError::method_not_allowed(format!(
+            "{m} is not supported here"
+        ))),
     }
 }
 
 fn columns(t: &Target) -> &[crate::resources::Column] {
-    t.def.version(&t.version).map(|v| v.columns.as_slice()).unwrap_or_default()
+    t.def
+        .version(&t.version)
+        .map(|v| v.columns.as_slice())
+        .unwrap_or_default()
 }
 
 fn event_line(ty: &str, obj: &Value) -> Bytes {
@@ -318,7 +419,10 @@ impl WatchTask {
     fn render(&self, obj: &Value) -> Value {
         match self.table {
             Some(include) => {
-                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 table(columns(&self.t), std::slice::from_ref(obj), &rv, include)
             }
             None => obj.clone(),
@@ -334,14 +438,23 @@ impl WatchTask {
     }
 
     async fn run(self, start: WatchStart, tx: mpsc::Sender<Bytes>) {
-        let WatchStart { initial, rv, mut rx } = start;
+        let WatchStart {
+            initial,
+            rv,
+            mut rx,
+        } = start;
         let mut last_rv = rv;
         for (ty, obj) in &initial {
             if tx.send(event_line(ty, &self.render(obj))).await.is_err() {
                 return;
             }
         }
-        if self.initial_end_bookmark && tx.send(event_line("BOOKMARK", &self.bookmark(rv, true))).await.is_err() {
+        if self.initial_end_bookmark
+            && tx
+                .send(event_line("BOOKMARK", &self.bookmark(rv, true)))
+                .await
+                .is_err()
+        {
             return;
         }
         let deadline = tokio::time::sleep(self.timeout);
@@ -376,7 +489,12 @@ impl WatchTask {
     }
 }
 
-fn start_watch(shared: &Arc<Shared>, t: Target, q: &HashMap<String, String>, table: Option<IncludeObject>) -> ApiResult<Response<Body>> {
+fn start_watch(
+    shared: &Arc<Shared>,
+    t: Target,
+    q: &HashMap<String, String>,
+    table: Option<IncludeObject>,
+) -> ApiResult<Response<Body>> {
     let opts = list_opts(q);
     let send_initial = truthy(q, "sendInitialEvents");
     let bookmarks = truthy(q, "allowWatchBookmarks");
@@ -386,11 +504,22 @@ fn start_watch(shared: &Arc<Shared>, t: Target, q: &HashMap<String, String>, tab
         let start = store.watch(&t, &filter, opts.resource_version.as_deref(), send_initial);
         (filter, start)
     };
-    let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map_or(Duration::from_secs(1800), Duration::from_secs);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
     let (tx, mut rx) = mpsc::channel::<Bytes>(256);
     match start {
         Ok(start) => {
-            let task = WatchTask { shared: shared.clone(), t, filter, table, bookmarks, initial_end_bookmark: send_initial && bookmarks, timeout };
+            let task = WatchTask {
+                shared: shared.clone(),
+                t,
+                filter,
+                table,
+                bookmarks,
+                initial_end_bookmark: send_initial && bookmarks,
+                timeout,
+            };
             tokio::spawn(task.run(start, tx));
         }
         // The real server answers an expired watch with 200 and an ERROR event, which makes
@@ -399,9 +528,15 @@ fn start_watch(shared: &Arc<Shared>, t: Target, q: &HashMap<String, String>, tab
             let _ = tx.try_send(event_line("ERROR", &e.to_status()));
         }
     }
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|b| Ok::<_, Infallible>(Frame::data(b)))));
+    let stream = futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|o| o.map(|b| Ok::<_, Infallible>(Frame::data(b))))
+    });
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(r)
 }
 
@@ -412,13 +547,35 @@ mod tests {
     #[test]
     fn resource_paths() {
         let p = parse_resource_path("/api/v1/namespaces/default/pods/p1/status").unwrap();
-        assert_eq!((p.namespace.as_deref(), p.plural.as_str(), p.name.as_deref(), p.subresource.as_deref()), (Some("default"), "pods", Some("p1"), Some("status")));
+        assert_eq!(
+            (
+                p.namespace.as_deref(),
+                p.plural.as_str(),
+                p.name.as_deref(),
+                p.subresource.as_deref()
+            ),
+            (Some("default"), "pods", Some("p1"), Some("status"))
+        );
         let p = parse_resource_path("/api/v1/namespaces/default").unwrap();
-        assert_eq!((p.namespace, p.plural.as_str(), p.name.as_deref()), (None, "namespaces", Some("default")));
+        assert_eq!(
+            (p.namespace, p.plural.as_str(), p.name.as_deref()),
+            (None, "namespaces", Some("default"))
+        );
         let p = parse_resource_path("/api/v1/namespaces/x/status").unwrap();
-        assert_eq!((p.plural.as_str(), p.subresource.as_deref()), ("namespaces", Some("status")));
-        let p = parse_resource_path("/apis/hostnic.qingcloud.com/v1alpha1/nicpools/a/scale").unwrap();
-        assert_eq!((p.group.as_str(), p.plural.as_str(), p.subresource.as_deref()), ("hostnic.qingcloud.com", "nicpools", Some("scale")));
+        assert_eq!(
+            (p.plural.as_str(), p.subresource.as_deref()),
+            ("namespaces", Some("status"))
+        );
+        let p =
+            parse_resource_path("/apis/hostnic.qingcloud.com/v1alpha1/nicpools/a/scale").unwrap();
+        assert_eq!(
+            (
+                p.group.as_str(),
+                p.plural.as_str(),
+                p.subresource.as_deref()
+            ),
+            ("hostnic.qingcloud.com", "nicpools", Some("scale"))
+        );
         assert!(parse_resource_path("/apis/g/v").is_none());
     }
 }

@@ -16,7 +16,11 @@ pub struct Cause {
 
 impl Cause {
     pub fn new(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Cause { reason, message: message.into(), field: field.into() }
+        Cause {
+            reason,
+            message: message.into(),
+            field: field.into(),
+        }
     }
 
     /// The `field: message` line the real server prints.
@@ -47,11 +51,19 @@ pub struct Subject<'a> {
 impl Subject<'_> {
     /// `pods` or `nicpools.hostnic.qingcloud.com`, as the server qualifies resources.
     pub fn qualified_resource(&self) -> String {
-        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     fn qualified_kind(&self) -> String {
-        if self.group.is_empty() { self.kind.to_string() } else { format!("{}.{}", self.kind, self.group) }
+        if self.group.is_empty() {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
     }
 
     fn details(&self) -> Value {
@@ -65,20 +77,33 @@ impl Subject<'_> {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn not_found(s: Subject<'_>) -> Self {
         ApiError {
             details: Some(s.details()),
-            ..Self::new(404, "NotFound", format!("{} \"{}\" not found", s.qualified_resource(), s.name))
+            ..Self::new(
+                404,
+                "NotFound",
+                format!("{} \"{}\" not found", s.qualified_resource(), s.name),
+            )
         }
     }
 
     pub fn already_exists(s: Subject<'_>) -> Self {
         ApiError {
             details: Some(s.details()),
-            ..Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", s.qualified_resource(), s.name))
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{}\" already exists", s.qualified_resource(), s.name),
+            )
         }
     }
 
@@ -104,14 +129,22 @@ impl ApiError {
             ..Self::new(
                 409,
                 "Conflict",
-                format!("Operation cannot be fulfilled on {} \"{}\": {what}", s.qualified_resource(), s.name),
+                format!(
+                    "Operation cannot be fulfilled on {} \"{}\": {what}",
+                    s.qualified_resource(),
+                    s.name
+                ),
             )
         }
     }
 
     pub fn invalid(s: Subject<'_>, causes: Vec<Cause>) -> Self {
         let lines: Vec<String> = causes.iter().map(Cause::line).collect();
-        let joined = if lines.len() == 1 { lines[0].clone() } else { format!("[{}]", lines.join(", ")) };
+        let joined = if lines.len() == 1 {
+            lines[0].clone()
+        } else {
+            format!("[{}]", lines.join(", "))
+        };
         let mut details = json!({
             "name": s.name,
             "kind": s.kind,
@@ -122,7 +155,11 @@ impl ApiError {
         }
         ApiError {
             details: Some(details),
-            ..Self::new(422, "Invalid", format!("{} \"{}\" is invalid: {joined}", s.qualified_kind(), s.name))
+            ..Self::new(
+                422,
+                "Invalid",
+                format!("{} \"{}\" is invalid: {joined}", s.qualified_kind(), s.name),
+            )
         }
     }
 
@@ -131,7 +168,11 @@ impl ApiError {
         let detail = detail.into();
         ApiError {
             details: Some(json!({"causes": [{"message": detail}]})),
-            ..Self::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {detail}"))
+            ..Self::new(
+                422,
+                "Invalid",
+                format!("the server rejected our request due to an error in our request: {detail}"),
+            )
         }
     }
 
@@ -140,7 +181,13 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"
+            ),
+        )
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
@@ -160,7 +207,11 @@ impl ApiError {
     }
 
     pub fn path_not_found(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::events;
 use crate::jsonpath::{JsonPath, set_path};
 use crate::patch::{PatchType, apply_patch};
-use crate::resources::{ResKey, Registry, ResourceDef, VersionDef, from_crd};
+use crate::resources::{Registry, ResKey, ResourceDef, VersionDef, from_crd};
 use crate::schema;
 use crate::selector::{FieldSelector, LabelSelector, extra_fields};
 use crate::status::{ApiError, ApiResult, Cause, Subject};
@@ -46,7 +47,12 @@ pub struct Target {
 
 impl Target {
     fn subject<'a>(&'a self, name: &'a str) -> Subject<'a> {
-        Subject { group: &self.def.group, plural: &self.def.plural, kind: &self.def.kind, name }
+        Subject {
+            group: &self.def.group,
+            plural: &self.def.plural,
+            kind: &self.def.kind,
+            name,
+        }
     }
 
     fn name(&self) -> &str {
@@ -54,11 +60,20 @@ impl Target {
     }
 
     fn ver(&self) -> ApiResult<&VersionDef> {
-        self.def.version(&self.version).ok_or_else(|| ApiError::path_not_found(&self.def.plural))
+        self.def
+            .version(&self.version)
+            .ok_or_else(|| ApiError::path_not_found(&self.def.plural))
     }
 
     fn obj_key(&self, name: &str) -> (String, String) {
-        (if self.def.namespaced { self.namespace.clone().unwrap_or_default() } else { String::new() }, name.to_string())
+        (
+            if self.def.namespaced {
+                self.namespace.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        )
     }
 }
 
@@ -100,7 +115,10 @@ pub struct WatchFilter {
 
 impl WatchFilter {
     pub fn matches(&self, obj: &Value) -> bool {
-        let ns_ok = self.namespace.as_deref().is_none_or(|ns| meta_str(obj, "namespace") == ns);
+        let ns_ok = self
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| meta_str(obj, "namespace") == ns);
         ns_ok && self.labels.matches(obj) && self.fields.matches(obj)
     }
 
@@ -135,7 +153,10 @@ pub struct WatchStart {
 }
 
 fn meta_str<'a>(obj: &'a Value, key: &str) -> &'a str {
-    obj.get("metadata").and_then(|m| m.get(key)).and_then(Value::as_str).unwrap_or_default()
+    obj.get("metadata")
+        .and_then(|m| m.get(key))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
@@ -152,18 +173,30 @@ fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
 
 /// The current time as the API prints timestamps (RFC 3339, seconds, UTC).
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn new_uid() -> String {
-    let b: u128 = (rand::random::<u128>() & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let b: u128 =
+        (rand::random::<u128>() & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let h = format!("{b:032x}");
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Whether objects of this resource carry `metadata.generation`.
@@ -197,7 +230,11 @@ fn without_rv(obj: &Value) -> Value {
 fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -234,8 +271,18 @@ impl Store {
             tx,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let def = s.registry.find("", "namespaces").cloned().expect("namespaces is built in");
-            let t = Target { def, version: "v1".into(), namespace: None, name: None, subresource: None };
+            let def = s
+                .registry
+                .find("", "namespaces")
+                .cloned()
+                .expect("namespaces is built in");
+            let t = Target {
+                def,
+                version: "v1".into(),
+                namespace: None,
+                name: None,
+                subresource: None,
+            };
             // The built-in namespaces cannot fail validation.
             let _ = s.create(&t, json!({"metadata": {"name": ns}}), false);
         }
@@ -254,8 +301,15 @@ impl Store {
 
     /// Field selectors the resource supports.
     pub fn selectable_fields(t: &Target) -> Vec<String> {
-        let mut f = vec!["metadata.name".to_string(), "metadata.namespace".to_string()];
-        f.extend(extra_fields(&t.def.group, &t.def.plural).iter().map(|s| s.to_string()));
+        let mut f = vec![
+            "metadata.name".to_string(),
+            "metadata.namespace".to_string(),
+        ];
+        f.extend(
+            extra_fields(&t.def.group, &t.def.plural)
+                .iter()
+                .map(|s| s.to_string()),
+        );
         if let Some(v) = t.def.version(&t.version) {
             f.extend(v.selectable_fields.iter().cloned());
         }
@@ -272,7 +326,11 @@ impl Store {
         if let Some(s) = t.def.version(&t.version).and_then(|v| v.schema.as_ref()) {
             schema::apply_defaults(&mut o, s);
         }
-        o
+        if t.def.is_events_v1() {
+            events::to_events_v1(o)
+        } else {
+            o
+        }
     }
 
     fn bucket(&self, key: &ResKey) -> Option<&BTreeMap<(String, String), Value>> {
@@ -286,17 +344,32 @@ impl Store {
     }
 
     /// Stores `obj` with a fresh resourceVersion and broadcasts the change.
-    fn write(&mut self, res: &ResKey, kind: EventType, mut obj: Value, old: Option<Value>) -> Value {
+    fn write(
+        &mut self,
+        res: &ResKey,
+        kind: EventType,
+        mut obj: Value,
+        old: Option<Value>,
+    ) -> Value {
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
-        let key = (meta_str(&obj, "namespace").to_string(), meta_str(&obj, "name").to_string());
+        let key = (
+            meta_str(&obj, "namespace").to_string(),
+            meta_str(&obj, "name").to_string(),
+        );
         let bucket = self.objects.entry(res.clone()).or_default();
         if kind == EventType::Deleted {
             bucket.remove(&key);
         } else {
             bucket.insert(key, obj.clone());
         }
-        let ev = Arc::new(StoredEvent { rv: self.rv, res: res.clone(), kind, object: obj.clone(), old });
+        let ev = Arc::new(StoredEvent {
+            rv: self.rv,
+            res: res.clone(),
+            kind,
+            object: obj.clone(),
+            old,
+        });
         self.history.push_back(ev.clone());
         while self.history.len() > self.history_limit {
             if let Some(e) = self.history.pop_front() {
@@ -316,7 +389,11 @@ impl Store {
         if deleted {
             if let Some(def) = self.registry.crds_def(&name) {
                 let key = def.key();
-                let gone: Vec<Value> = self.objects.get(&key).map(|b| b.values().cloned().collect()).unwrap_or_default();
+                let gone: Vec<Value> = self
+                    .objects
+                    .get(&key)
+                    .map(|b| b.values().cloned().collect())
+                    .unwrap_or_default();
                 for o in gone {
                     self.write(&key, EventType::Deleted, o, None);
                 }
@@ -338,8 +415,19 @@ impl Store {
 
     pub fn filter(&self, t: &Target, opts: &ListOpts) -> ApiResult<WatchFilter> {
         let labels = LabelSelector::parse(opts.labels.as_deref().unwrap_or_default())?;
-        let fields = FieldSelector::parse(opts.fields.as_deref().unwrap_or_default(), &Self::selectable_fields(t))?;
-        Ok(WatchFilter { res: t.def.key(), namespace: t.namespace.clone().filter(|_| t.def.namespaced), labels, fields })
+        let mut fields = FieldSelector::parse(
+            opts.fields.as_deref().unwrap_or_default(),
+            &Self::selectable_fields(t),
+        )?;
+        if t.def.is_events_v1() {
+            fields = fields.map_fields(events::core_field);
+        }
+        Ok(WatchFilter {
+            res: t.def.key(),
+            namespace: t.namespace.clone().filter(|_| t.def.namespaced),
+            labels,
+            fields,
+        })
     }
 
     pub fn list(&self, t: &Target, opts: &ListOpts) -> ApiResult<Value> {
@@ -347,10 +435,14 @@ impl Store {
         if opts.resource_version_match.as_deref() == Some("Exact") {
             let want = opts.resource_version.as_deref().unwrap_or_default();
             if want != self.rv.to_string() {
-                return Err(ApiError::gone(format!("too old resource version: {want} ({})", self.rv)));
+                return Err(ApiError::gone(format!(
+                    "too old resource version: {want} ({})",
+                    self.rv
+                )));
             }
         }
-        let (list_rv, start_after) = match opts.continue_token.as_deref().filter(|c| !c.is_empty()) {
+        let (list_rv, start_after) = match opts.continue_token.as_deref().filter(|c| !c.is_empty())
+        {
             Some(c) => decode_continue(c)?,
             None => (self.rv, None),
         };
@@ -380,22 +472,40 @@ impl Store {
 
     /// Objects a list/watch with these options currently sees (for tables and initial events).
     pub fn current(&self, t: &Target, filter: &WatchFilter) -> Vec<Value> {
-        self.bucket(&t.def.key()).into_iter().flatten().map(|(_, o)| o).filter(|o| filter.matches(o)).map(|o| Self::render(t, o)).collect()
+        self.bucket(&t.def.key())
+            .into_iter()
+            .flatten()
+            .map(|(_, o)| o)
+            .filter(|o| filter.matches(o))
+            .map(|o| Self::render(t, o))
+            .collect()
     }
 
     /// Starts a watch: `rv` None or "0" sends the current state as ADDED first; a later
     /// version replays the history after it, or fails with 410 Gone if that was compacted.
-    pub fn watch(&self, t: &Target, filter: &WatchFilter, rv: Option<&str>, send_initial: bool) -> ApiResult<WatchStart> {
+    pub fn watch(
+        &self,
+        t: &Target,
+        filter: &WatchFilter,
+        rv: Option<&str>,
+        send_initial: bool,
+    ) -> ApiResult<WatchStart> {
         let rx = self.tx.subscribe();
         let from = match rv.filter(|r| !r.is_empty() && *r != "0") {
-            Some(r) => Some(r.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {r}")))?),
+            Some(r) => Some(
+                r.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resource version: {r}")))?,
+            ),
             None => None,
         };
         let mut initial = Vec::new();
         match from {
             Some(from) if !send_initial => {
                 if from < self.compacted {
-                    return Err(ApiError::gone(format!("too old resource version: {from} ({})", self.compacted + 1)));
+                    return Err(ApiError::gone(format!(
+                        "too old resource version: {from} ({})",
+                        self.compacted + 1
+                    )));
                 }
                 for ev in self.history.iter().filter(|e| e.rv > from) {
                     if let Some(ty) = filter.translate(ev) {
@@ -405,21 +515,32 @@ impl Store {
             }
             _ => initial.extend(self.current(t, filter).into_iter().map(|o| ("ADDED", o))),
         }
-        Ok(WatchStart { initial, rv: self.rv, rx })
+        Ok(WatchStart {
+            initial,
+            rv: self.rv,
+            rx,
+        })
     }
 
     pub fn create(&mut self, t: &Target, mut body: Value, dry_run: bool) -> ApiResult<Value> {
         if t.subresource.is_some() {
-            return Err(ApiError::method_not_allowed("create is not supported on subresources"));
+            return Err(ApiError::method_not_allowed(
+                "create is not supported on subresources",
+            ));
         }
         check_type(t, &body)?;
+        if t.def.is_events_v1() {
+            body = events::to_core(body);
+        }
         let ver = t.ver()?.clone();
         let meta = meta_mut(&mut body);
         if t.def.namespaced {
             let ns = t.namespace.clone().unwrap_or_default();
             match meta.get("namespace").and_then(Value::as_str) {
                 Some(n) if !n.is_empty() && n != ns => {
-                    return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
                 }
                 _ => {}
             }
@@ -427,14 +548,26 @@ impl Store {
         } else {
             meta.remove("namespace");
         }
-        let name = match meta.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        let name = match meta
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
             Some(n) => n.to_string(),
-            None => match meta.get("generateName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            None => match meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
                 Some(g) => format!("{g}{}", random_suffix()),
                 None => {
                     return Err(ApiError::invalid(
                         t.subject(""),
-                        vec![Cause::new("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")],
+                        vec![Cause::new(
+                            "FieldValueRequired",
+                            "metadata.name",
+                            "Required value: name or generateName is required",
+                        )],
                     ));
                 }
             },
@@ -450,8 +583,13 @@ impl Store {
         } else {
             meta.remove("generation");
         }
-        let mut causes: Vec<Cause> = schema::validate_name(&name, t.def.plural == "namespaces").into_iter().collect();
-        if let Some(m) = body.as_object_mut().filter(|_| t.def.custom && ver.status_subresource) {
+        let mut causes: Vec<Cause> = schema::validate_name(&name, t.def.plural == "namespaces")
+            .into_iter()
+            .collect();
+        if let Some(m) = body
+            .as_object_mut()
+            .filter(|_| t.def.custom && ver.status_subresource)
+        {
             m.remove("status");
         }
         self.prepare_builtin(t, &mut body, &mut causes);
@@ -463,9 +601,22 @@ impl Store {
         }
         if t.def.namespaced {
             let ns = t.namespace.clone().unwrap_or_default();
-            let ns_obj = self.objects.get(&ResKey { group: String::new(), plural: "namespaces".into() }).and_then(|b| b.get(&(String::new(), ns.clone())));
+            let ns_obj = self
+                .objects
+                .get(&ResKey {
+                    group: String::new(),
+                    plural: "namespaces".into(),
+                })
+                .and_then(|b| b.get(&(String::new(), ns.clone())));
             match ns_obj {
-                None => return Err(ApiError::not_found(Subject { group: "", plural: "namespaces", kind: "Namespace", name: &ns })),
+                None => {
+                    return Err(ApiError::not_found(Subject {
+                        group: "",
+                        plural: "namespaces",
+                        kind: "Namespace",
+                        name: &ns,
+                    }));
+                }
                 Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
                     return Err(ApiError::forbidden(format!(
                         "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
@@ -479,7 +630,10 @@ impl Store {
             return Err(ApiError::already_exists(t.subject(&name)));
         }
         if let Some(m) = body.as_object_mut() {
-            m.insert("apiVersion".into(), json!(t.def.api_version(t.def.preferred_version())));
+            m.insert(
+                "apiVersion".into(),
+                json!(t.def.api_version(t.def.preferred_version())),
+            );
             m.insert("kind".into(), json!(t.def.kind));
         }
         if dry_run {
@@ -536,29 +690,50 @@ impl Store {
         check_type(t, &body)?;
         let body_name = meta_str(&body, "name");
         if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
         let body_rv = meta_str(&body, "resourceVersion").to_string();
         if body_rv.is_empty() && t.def.custom {
             return Err(ApiError::invalid(
                 t.subject(&name),
-                vec![Cause::new("FieldValueInvalid", "metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")],
+                vec![Cause::new(
+                    "FieldValueInvalid",
+                    "metadata.resourceVersion",
+                    "Invalid value: 0x0: must be specified for an update",
+                )],
             ));
         }
         if !body_rv.is_empty() && body_rv != meta_str(&old, "resourceVersion") {
             return Err(ApiError::conflict(t.subject(&name)));
         }
-        let part = if t.subresource.is_some() { Part::Status } else { Part::Main };
+        let part = if t.subresource.is_some() {
+            Part::Status
+        } else {
+            Part::Main
+        };
         self.commit(t, old, body, part, dry_run)
     }
 
-    pub fn patch(&mut self, t: &Target, kind: PatchType, patch: Value, opts: &PatchOpts) -> ApiResult<(Value, bool)> {
+    pub fn patch(
+        &mut self,
+        t: &Target,
+        kind: PatchType,
+        patch: Value,
+        opts: &PatchOpts,
+    ) -> ApiResult<(Value, bool)> {
         let name = t.name().to_string();
-        if kind == PatchType::Apply && opts.field_manager.as_deref().unwrap_or_default().is_empty() {
-            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires a non-empty fieldManager parameter"));
+        if kind == PatchType::Apply && opts.field_manager.as_deref().unwrap_or_default().is_empty()
+        {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requires a non-empty fieldManager parameter",
+            ));
         }
         if kind == PatchType::Strategic && t.def.custom {
-            return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
+            return Err(ApiError::unsupported_media_type(
+                "application/strategic-merge-patch+json",
+            ));
         }
         let old = match self.lookup(t, &name) {
             Ok(o) => o.clone(),
@@ -594,32 +769,71 @@ impl Store {
         Ok((self.commit(t, old, patched, part, opts.dry_run)?, false))
     }
 
-    fn write_scale(&mut self, t: &Target, old: Value, scale: Value, dry_run: bool) -> ApiResult<Value> {
-        let sd = t.ver()?.scale.clone().ok_or_else(|| ApiError::path_not_found("scale"))?;
+    fn write_scale(
+        &mut self,
+        t: &Target,
+        old: Value,
+        scale: Value,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        let sd = t
+            .ver()?
+            .scale
+            .clone()
+            .ok_or_else(|| ApiError::path_not_found("scale"))?;
         let name = t.name().to_string();
         let rv = meta_str(&scale, "resourceVersion");
         if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
             return Err(ApiError::conflict(t.subject(&name)));
         }
-        let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| {
-            ApiError::invalid(
-                Subject { group: "autoscaling", plural: "scales", kind: "Scale", name: &name },
-                vec![Cause::new("FieldValueRequired", "spec.replicas", "Required value")],
-            )
-        })?;
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    Subject {
+                        group: "autoscaling",
+                        plural: "scales",
+                        kind: "Scale",
+                        name: &name,
+                    },
+                    vec![Cause::new(
+                        "FieldValueRequired",
+                        "spec.replicas",
+                        "Required value",
+                    )],
+                )
+            })?;
         let mut new = old.clone();
-        let path = JsonPath::parse(&sd.spec_replicas_path).and_then(|p| p.plain_fields().map(|f| f.into_iter().map(String::from).collect::<Vec<_>>()));
+        let path = JsonPath::parse(&sd.spec_replicas_path).and_then(|p| {
+            p.plain_fields()
+                .map(|f| f.into_iter().map(String::from).collect::<Vec<_>>())
+        });
         let fields = path.ok_or_else(|| ApiError::internal("unsupported specReplicasPath"))?;
-        set_path(&mut new, &fields.iter().map(String::as_str).collect::<Vec<_>>(), json!(replicas));
+        set_path(
+            &mut new,
+            &fields.iter().map(String::as_str).collect::<Vec<_>>(),
+            json!(replicas),
+        );
         let obj = self.commit(t, old, new, Part::Main, dry_run)?;
         scale_view(t, &obj)
     }
 
     /// Finishes a write: keeps system metadata, applies the subresource split, validates,
     /// bumps generation on spec changes, skips no-ops, and completes pending deletions.
-    fn commit(&mut self, t: &Target, old: Value, mut new: Value, part: Part, dry_run: bool) -> ApiResult<Value> {
+    fn commit(
+        &mut self,
+        t: &Target,
+        old: Value,
+        mut new: Value,
+        part: Part,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
         let name = t.name().to_string();
         let ver = t.ver()?.clone();
+        if t.def.is_events_v1() {
+            new = events::to_core(new);
+        }
         let old_meta = old.get("metadata").cloned().unwrap_or_default();
         if part == Part::Status {
             let status = new.get("status").cloned();
@@ -639,7 +853,15 @@ impl Store {
             };
         }
         let meta = meta_mut(&mut new);
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
             match old_meta.get(k) {
                 Some(v) => meta.insert(k.into(), v.clone()),
                 None => meta.remove(k),
@@ -647,11 +869,17 @@ impl Store {
         }
         meta.remove("resourceVersion");
         if let Some(m) = new.as_object_mut() {
-            m.insert("apiVersion".into(), json!(t.def.api_version(t.def.preferred_version())));
+            m.insert(
+                "apiVersion".into(),
+                json!(t.def.api_version(t.def.preferred_version())),
+            );
             m.insert("kind".into(), json!(t.def.kind));
         }
         let mut causes = Vec::new();
-        if t.def.plural == "customresourcedefinitions" && t.def.group == "apiextensions.k8s.io" && part == Part::Main {
+        if t.def.plural == "customresourcedefinitions"
+            && t.def.group == "apiextensions.k8s.io"
+            && part == Part::Main
+        {
             self.prepare_builtin(t, &mut new, &mut causes);
         }
         if let Some(s) = &ver.schema {
@@ -660,8 +888,13 @@ impl Store {
         if !causes.is_empty() {
             return Err(ApiError::invalid(t.subject(&name), causes));
         }
-        if has_generation(&t.def, &t.version) && spec_part(&old, ver.status_subresource) != spec_part(&new, ver.status_subresource) {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        if has_generation(&t.def, &t.version)
+            && spec_part(&old, ver.status_subresource) != spec_part(&new, ver.status_subresource)
+        {
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         if without_rv(&new) == without_rv(&old) {
@@ -683,11 +916,25 @@ impl Store {
     pub fn delete(&mut self, t: &Target, opts: &DeleteOpts) -> ApiResult<Value> {
         let name = t.name().to_string();
         let obj = self.lookup(t, &name)?.clone();
-        if opts.uid.as_deref().is_some_and(|u| u != meta_str(&obj, "uid")) {
-            return Err(ApiError::precondition(t.subject(&name), "the UID in the precondition does not match the UID in record"));
+        if opts
+            .uid
+            .as_deref()
+            .is_some_and(|u| u != meta_str(&obj, "uid"))
+        {
+            return Err(ApiError::precondition(
+                t.subject(&name),
+                "the UID in the precondition does not match the UID in record",
+            ));
         }
-        if opts.resource_version.as_deref().is_some_and(|r| r != meta_str(&obj, "resourceVersion")) {
-            return Err(ApiError::precondition(t.subject(&name), "the ResourceVersion in the precondition does not match the ResourceVersion in record"));
+        if opts
+            .resource_version
+            .as_deref()
+            .is_some_and(|r| r != meta_str(&obj, "resourceVersion"))
+        {
+            return Err(ApiError::precondition(
+                t.subject(&name),
+                "the ResourceVersion in the precondition does not match the ResourceVersion in record",
+            ));
         }
         if opts.dry_run {
             return Ok(Self::render(t, &obj));
@@ -711,7 +958,10 @@ impl Store {
             meta.insert("deletionTimestamp".into(), json!(now()));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
             if has_generation(&t.def, &t.version) {
-                let g = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                let g = obj
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 meta.insert("generation".into(), json!(g + 1));
             }
             let stored = self.write(&key, EventType::Modified, new, Some(obj));
@@ -722,22 +972,36 @@ impl Store {
         Ok(Self::render(t, &gone))
     }
 
-    pub fn delete_collection(&mut self, t: &Target, list: &ListOpts, opts: &DeleteOpts) -> ApiResult<Value> {
+    pub fn delete_collection(
+        &mut self,
+        t: &Target,
+        list: &ListOpts,
+        opts: &DeleteOpts,
+    ) -> ApiResult<Value> {
         let filter = self.filter(t, list)?;
-        let names: Vec<String> = self.current(t, &filter).iter().map(|o| meta_str(o, "name").to_string()).collect();
+        let names: Vec<String> = self
+            .current(t, &filter)
+            .iter()
+            .map(|o| meta_str(o, "name").to_string())
+            .collect();
         let mut items = Vec::new();
         for n in names {
             let mut one = t.clone();
             one.name = Some(n);
             items.push(self.delete(&one, opts)?);
         }
-        Ok(json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(&t.version), "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}))
+        Ok(
+            json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(&t.version), "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
+        )
     }
 
     /// Namespace deletion: mark Terminating, delete its content, remove it once empty.
     fn delete_namespace(&mut self, ns_obj: Value) -> Value {
         let ns = meta_str(&ns_obj, "name").to_string();
-        let key = ResKey { group: String::new(), plural: "namespaces".into() };
+        let key = ResKey {
+            group: String::new(),
+            plural: "namespaces".into(),
+        };
         let mut marked = ns_obj.clone();
         if marked.pointer("/metadata/deletionTimestamp").is_none() {
             meta_mut(&mut marked).insert("deletionTimestamp".into(), json!(now()));
@@ -760,7 +1024,13 @@ impl Store {
             .collect();
         for (def, name) in content {
             let version = def.preferred_version().to_string();
-            let t = Target { def, version, namespace: Some(ns.clone()), name: Some(name), subresource: None };
+            let t = Target {
+                def,
+                version,
+                namespace: Some(ns.clone()),
+                name: Some(name),
+                subresource: None,
+            };
             // Already-deleted dependents (cascades) are fine to miss.
             let _ = self.delete(&t, &DeleteOpts::default());
         }
@@ -769,10 +1039,20 @@ impl Store {
 
     /// Removes a terminating namespace once nothing is left in it.
     fn finish_namespace(&mut self, ns: &str) -> Option<Value> {
-        let key = ResKey { group: String::new(), plural: "namespaces".into() };
-        let obj = self.objects.get(&key)?.get(&(String::new(), ns.to_string()))?.clone();
+        let key = ResKey {
+            group: String::new(),
+            plural: "namespaces".into(),
+        };
+        let obj = self
+            .objects
+            .get(&key)?
+            .get(&(String::new(), ns.to_string()))?
+            .clone();
         obj.pointer("/metadata/deletionTimestamp")?;
-        let empty = self.objects.iter().all(|(_, b)| b.keys().all(|(n, _)| n != ns));
+        let empty = self
+            .objects
+            .iter()
+            .all(|(_, b)| b.keys().all(|(n, _)| n != ns));
         empty.then(|| self.write(&key, EventType::Deleted, obj, None))
     }
 
@@ -787,7 +1067,11 @@ impl Store {
     }
 
     fn all_uids(&self) -> std::collections::HashSet<String> {
-        self.objects.values().flat_map(|b| b.values()).map(|o| meta_str(o, "uid").to_string()).collect()
+        self.objects
+            .values()
+            .flat_map(|b| b.values())
+            .map(|o| meta_str(o, "uid").to_string())
+            .collect()
     }
 
     /// Objects owned by `uid`, as (resource, namespace, name).
@@ -798,7 +1082,10 @@ impl Store {
                 let owned = o
                     .pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)));
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    });
                 if owned {
                     out.push((res.clone(), ns.clone(), name.clone()));
                 }
@@ -811,17 +1098,37 @@ impl Store {
     fn delete_dependents(&mut self, uid: &str) {
         for (res, ns, name) in self.dependents(uid) {
             let live = self.all_uids();
-            let Some(obj) = self.objects.get(&res).and_then(|b| b.get(&(ns.clone(), name.clone()))) else { continue };
+            let Some(obj) = self
+                .objects
+                .get(&res)
+                .and_then(|b| b.get(&(ns.clone(), name.clone())))
+            else {
+                continue;
+            };
             let owners_left = obj
                 .pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
-                .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str).is_some_and(|u| u != uid && live.contains(u))));
+                .is_some_and(|refs| {
+                    refs.iter().any(|r| {
+                        r.get("uid")
+                            .and_then(Value::as_str)
+                            .is_some_and(|u| u != uid && live.contains(u))
+                    })
+                });
             if owners_left {
                 continue;
             }
-            let Some(def) = self.registry.find(&res.group, &res.plural).cloned() else { continue };
+            let Some(def) = self.registry.find(&res.group, &res.plural).cloned() else {
+                continue;
+            };
             let version = def.preferred_version().to_string();
-            let t = Target { def, version, namespace: Some(ns), name: Some(name), subresource: None };
+            let t = Target {
+                def,
+                version,
+                namespace: Some(ns),
+                name: Some(name),
+                subresource: None,
+            };
             // A dependent may already be gone through another owner's cascade.
             let _ = self.delete(&t, &DeleteOpts::default());
         }
@@ -830,9 +1137,19 @@ impl Store {
     /// Orphan propagation: dependents lose their owner reference instead of being deleted.
     fn orphan_dependents(&mut self, uid: &str) {
         for (res, ns, name) in self.dependents(uid) {
-            let Some(old) = self.objects.get(&res).and_then(|b| b.get(&(ns.clone(), name.clone()))).cloned() else { continue };
+            let Some(old) = self
+                .objects
+                .get(&res)
+                .and_then(|b| b.get(&(ns.clone(), name.clone())))
+                .cloned()
+            else {
+                continue;
+            };
             let mut new = old.clone();
-            if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+            if let Some(refs) = new
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
                 refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
             }
             self.write(&res, EventType::Modified, new, Some(old));
@@ -841,18 +1158,29 @@ impl Store {
 
     /// Every stored object of a resource (any namespace), for RBAC evaluation.
     pub fn objects_of(&self, group: &str, plural: &str) -> Vec<&Value> {
-        self.objects.get(&ResKey { group: group.into(), plural: plural.into() }).into_iter().flat_map(|b| b.values()).collect()
+        self.objects
+            .get(&ResKey {
+                group: group.into(),
+                plural: plural.into(),
+            })
+            .into_iter()
+            .flat_map(|b| b.values())
+            .collect()
     }
 }
 
 impl Registry {
     fn crds_def(&self, crd_name: &str) -> Option<Arc<ResourceDef>> {
-        self.all().find(|d| d.custom && format!("{}.{}", d.plural, d.group) == crd_name).cloned()
+        self.all()
+            .find(|d| d.custom && format!("{}.{}", d.plural, d.group) == crd_name)
+            .cloned()
     }
 }
 
 fn record_manager(obj: &mut Value, opts: &PatchOpts, operation: &str) {
-    let Some(fm) = opts.field_manager.clone() else { return };
+    let Some(fm) = opts.field_manager.clone() else {
+        return;
+    };
     let api_version = obj.get("apiVersion").cloned().unwrap_or_default();
     let meta = meta_mut(obj);
     let entry = json!({"manager": fm, "operation": operation, "apiVersion": api_version, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}});
@@ -866,22 +1194,45 @@ fn record_manager(obj: &mut Value, opts: &PatchOpts, operation: &str) {
 fn check_type(t: &Target, body: &Value) -> ApiResult<()> {
     let want = t.def.api_version(&t.version);
     let main = t.subresource.is_none();
-    if let Some(av) = body.get("apiVersion").and_then(Value::as_str).filter(|a| main && !a.is_empty() && *a != want) {
-        return Err(ApiError::bad_request(format!("the API version in the data ({av}) does not match the expected API version ({want})")));
+    if let Some(av) = body
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|a| main && !a.is_empty() && *a != want)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({want})"
+        )));
     }
-    if let Some(k) = body.get("kind").and_then(Value::as_str).filter(|k| main && !k.is_empty() && *k != t.def.kind) {
-        return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", t.def.kind)));
+    if let Some(k) = body
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|k| main && !k.is_empty() && *k != t.def.kind)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({k}) does not match the expected kind ({})",
+            t.def.kind
+        )));
     }
     if !body.is_object() {
-        return Err(ApiError::bad_request("the body of the request must be an object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be an object",
+        ));
     }
     Ok(())
 }
 
 /// The autoscaling/v1 `Scale` view of an object with a scale subresource.
 fn scale_view(t: &Target, obj: &Value) -> ApiResult<Value> {
-    let sd = t.ver()?.scale.clone().ok_or_else(|| ApiError::path_not_found("scale"))?;
-    let int_at = |p: &str| JsonPath::parse(p).and_then(|p| p.find(obj).first().and_then(|v| v.as_i64())).unwrap_or(0);
+    let sd = t
+        .ver()?
+        .scale
+        .clone()
+        .ok_or_else(|| ApiError::path_not_found("scale"))?;
+    let int_at = |p: &str| {
+        JsonPath::parse(p)
+            .and_then(|p| p.find(obj).first().and_then(|v| v.as_i64()))
+            .unwrap_or(0)
+    };
     let mut meta = json!({
         "name": meta_str(obj, "name"),
         "uid": meta_str(obj, "uid"),
@@ -892,24 +1243,46 @@ fn scale_view(t: &Target, obj: &Value) -> ApiResult<Value> {
         meta["namespace"] = json!(meta_str(obj, "namespace"));
     }
     let mut status = json!({"replicas": int_at(&sd.status_replicas_path)});
-    if let Some(sel) = sd.label_selector_path.as_deref().and_then(JsonPath::parse).and_then(|p| p.find(obj).first().and_then(|v| v.as_str().map(String::from))) {
+    if let Some(sel) = sd
+        .label_selector_path
+        .as_deref()
+        .and_then(JsonPath::parse)
+        .and_then(|p| {
+            p.find(obj)
+                .first()
+                .and_then(|v| v.as_str().map(String::from))
+        })
+    {
         status["selector"] = json!(sel);
     }
-    Ok(json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta, "spec": {"replicas": int_at(&sd.spec_replicas_path)}, "status": status}))
+    Ok(
+        json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta, "spec": {"replicas": int_at(&sd.spec_replicas_path)}, "status": status}),
+    )
 }
 
 fn encode_continue(rv: u64, last: &(String, String)) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rv, "ns": last.0, "name": last.1}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": rv, "ns": last.0, "name": last.1}).to_string())
 }
 
 fn decode_continue(token: &str) -> ApiResult<(u64, Option<(String, String)>)> {
     use base64::Engine;
     let bad = || ApiError::bad_request("continue key is not valid");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let rv = v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
-    let ns = v.get("ns").and_then(Value::as_str).ok_or_else(bad)?.to_string();
-    let name = v.get("name").and_then(Value::as_str).ok_or_else(bad)?.to_string();
+    let ns = v
+        .get("ns")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .to_string();
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .to_string();
     Ok((rv, Some((ns, name))))
 }

@@ -26,7 +26,10 @@ impl IncludeObject {
 
 /// Whether an Accept header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 /// `HumanDuration` from k8s.io/apimachinery, which kubectl shows in AGE columns.
@@ -43,7 +46,11 @@ pub fn human_duration(secs: i64) -> String {
     let minutes = secs / 60;
     if minutes < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -51,44 +58,67 @@ pub fn human_duration(secs: i64) -> String {
     let hours = minutes / 60;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     if hours < 24 * 365 * 8 {
         let dy = (hours / 24) % 365;
-        return if dy == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{dy}d", hours / 24 / 365) };
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
     }
     format!("{}y", hours / 24 / 365)
 }
 
 fn date_cell(v: &Value) -> Value {
-    let Some(s) = v.as_str() else { return Value::Null };
+    let Some(s) = v.as_str() else {
+        return Value::Null;
+    };
     match s.parse::<jiff::Timestamp>() {
-        Ok(t) => json!(human_duration(jiff::Timestamp::now().as_second() - t.as_second())),
+        Ok(t) => json!(human_duration(
+            jiff::Timestamp::now().as_second() - t.as_second()
+        )),
         Err(_) => json!("<invalid>"),
     }
 }
 
 /// One cell, as the apiextensions table convertor computes it.
 fn cell(col: &Column, obj: &Value) -> Value {
-    let Some(path) = JsonPath::parse(&col.json_path) else { return Value::Null };
-    let Some(v) = path.find(obj).into_iter().next() else { return Value::Null };
+    let Some(path) = JsonPath::parse(&col.json_path) else {
+        return Value::Null;
+    };
+    let Some(v) = path.find(obj).into_iter().next() else {
+        return Value::Null;
+    };
     match col.type_.as_str() {
         "string" => match v {
             Value::String(s) => json!(s),
             Value::Null => Value::Null,
             other => json!(other.to_string()),
         },
-        "integer" => v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)).map_or(Value::Null, |i| json!(i)),
+        "integer" => v
+            .as_i64()
+            .or_else(|| v.as_f64().map(|f| f as i64))
+            .map_or(Value::Null, |i| json!(i)),
         "number" => v.as_f64().map_or(Value::Null, |f| json!(f)),
         "boolean" => v.as_bool().map_or(Value::Null, |b| json!(b)),
         "date" => date_cell(v),
@@ -109,7 +139,12 @@ fn row_object(obj: &Value, include: IncludeObject) -> Value {
 }
 
 /// A Table of `objects` with `columns`.
-pub fn table(columns: &[Column], objects: &[Value], resource_version: &str, include: IncludeObject) -> Value {
+pub fn table(
+    columns: &[Column],
+    objects: &[Value],
+    resource_version: &str,
+    include: IncludeObject,
+) -> Value {
     let defs: Vec<Value> = columns
         .iter()
         .map(|c| json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority}))
@@ -148,12 +183,25 @@ mod tests {
 
     #[test]
     fn cells_follow_column_types() {
-        let col = |t: &str, p: &str| Column { name: "x".into(), type_: t.into(), format: String::new(), description: String::new(), priority: 0, json_path: p.into() };
+        let col = |t: &str, p: &str| Column {
+            name: "x".into(),
+            type_: t.into(),
+            format: String::new(),
+            description: String::new(),
+            priority: 0,
+            json_path: p.into(),
+        };
         let o = json!({"spec": {"v": ["a"], "n": 3}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
         assert_eq!(cell(&col("string", ".spec.v"), &o), json!("[\"a\"]"));
         assert_eq!(cell(&col("integer", ".spec.n"), &o), json!(3));
         assert_eq!(cell(&col("integer", ".spec.v"), &o), Value::Null);
-        assert_eq!(cell(&col("string", ".status.conditions[?(@.type==\"Ready\")].status"), &o), json!("True"));
+        assert_eq!(
+            cell(
+                &col("string", ".status.conditions[?(@.type==\"Ready\")].status"),
+                &o
+            ),
+            json!("True")
+        );
         assert_eq!(cell(&col("string", ".status.missing"), &o), Value::Null);
     }
 }
