@@ -201,7 +201,7 @@ fn the_operator_is_locked_down_and_highly_available() {
 }
 
 #[test]
-fn the_agent_runs_on_every_node_with_only_the_capabilities_it_needs() {
+fn the_agent_runs_on_every_node_with_the_host_access_it_needs() {
     let objs = rendered();
     let ds = find(&objs, "DaemonSet", "hostnic-agent");
     assert_eq!(ds["spec"]["updateStrategy"]["type"], "RollingUpdate");
@@ -216,12 +216,29 @@ fn the_agent_runs_on_every_node_with_only_the_capabilities_it_needs() {
 
     let agent = &spec["containers"][0];
     let sc = &agent["securityContext"];
-    assert_ne!(sc["privileged"], true);
-    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    assert_eq!(
-        sc["capabilities"]["add"],
-        serde_json::json!(["NET_ADMIN", "SYS_ADMIN"])
-    );
+    // Either privileged, and the source says why right above, or only the two capabilities.
+    if sc["privileged"] == true {
+        let source = std::fs::read_to_string(manifests_dir().join("agent.yaml")).unwrap();
+        let lines: Vec<&str> = source.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.trim() == "privileged: true")
+            .unwrap();
+        assert!(
+            lines[at - 1].trim_start().starts_with('#'),
+            "privileged: true needs a comment saying why"
+        );
+        assert!(sc["capabilities"].is_null() && sc["allowPrivilegeEscalation"].is_null());
+    } else {
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert_eq!(
+            sc["capabilities"]["add"],
+            serde_json::json!(["NET_ADMIN", "SYS_ADMIN"])
+        );
+    }
+    let init_sc = &spec["initContainers"][0]["securityContext"];
+    assert_eq!(init_sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_ne!(init_sc["privileged"], true);
     let node_name = agent["env"]
         .as_array()
         .unwrap()
@@ -311,4 +328,51 @@ fn crds_are_referenced_not_copied() {
         );
     }
     assert!(repo_root().join("crds/kustomization.yaml").is_file());
+}
+
+/// Environment variables the manifests set that no clap flag reads: used for `$(VAR)`
+/// expansion in args, or read by the tracing subscriber.
+fn expansion_or_runtime_env(name: &str, args: &[String]) -> bool {
+    name == "RUST_LOG" || args.iter().any(|a| a.contains(&format!("$({name})")))
+}
+
+#[test]
+fn every_flag_and_env_var_the_manifests_pass_is_one_the_binary_knows() {
+    let objs = rendered();
+    let cases = [
+        ("Deployment", "hostnic-operator", "hostnic-operator"),
+        ("DaemonSet", "hostnic-agent", "hostnic-agent"),
+    ];
+    for (kind, name, binary) in cases {
+        let help = std::process::Command::new(hostnic_tests::bins::bin(binary))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(help.status.success(), "{binary} --help failed");
+        let help = String::from_utf8_lossy(&help.stdout);
+        let c = &pod_spec(&objs, kind, name)["containers"][0];
+        let args: Vec<String> = c["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        for arg in &args {
+            let flag = arg.split('=').next().unwrap();
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag} <")),
+                "{kind}/{name} passes {flag}, which `{binary} --help` does not list"
+            );
+        }
+        for env in c["env"].as_array().into_iter().flatten() {
+            let var = env["name"].as_str().unwrap();
+            if expansion_or_runtime_env(var, &args) {
+                continue;
+            }
+            assert!(
+                help.contains(&format!("[env: {var}=")),
+                "{kind}/{name} sets {var}, which `{binary} --help` does not read"
+            );
+        }
+    }
 }
