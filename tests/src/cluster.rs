@@ -117,7 +117,12 @@ impl Cluster {
         })
         .with_context(|| api.log_tail(20))?;
         progress("applying the hostnic CRDs with kubectl");
-        kubectl.run(&["apply", "-f", &crds_dir().display().to_string()])?;
+        let mut apply = vec!["apply".to_owned()];
+        for f in crd_files()? {
+            apply.push("-f".into());
+            apply.push(f.display().to_string());
+        }
+        kubectl.run(&apply.iter().map(String::as_str).collect::<Vec<_>>())?;
         wait_for("the CRDs to be served", Duration::from_secs(30), || {
             Ok(kubectl.run(&["get", "nicpools,hostnics"]).is_ok())
         })?;
@@ -137,7 +142,12 @@ impl Cluster {
             });
         }
         progress(&format!("registering {} nodes", nodes.len()));
-        kubectl.apply(&node_list(&nodes))?;
+        // Client-side validation of core kinds needs the server's OpenAPI for them, which the
+        // in-memory server does not publish; the server still checks what it stores.
+        kubectl.run_with_input(
+            &["apply", "--validate=false", "-f", "-"],
+            Some(&node_list(&nodes)),
+        )?;
 
         progress("starting the QingCloud simulator (hot-plug into the node netns)");
         let sim = Sim::start(&root, &config, &nodes)?;
@@ -354,9 +364,21 @@ pub fn free_port() -> Result<SocketAddr> {
     l.local_addr().context("local addr")
 }
 
-/// The generated CRD YAML of the workspace.
-pub fn crds_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")
+/// The generated CRD YAML files of the workspace (`crds/<group>_<plural>.yaml`).
+pub fn crd_files() -> Result<Vec<PathBuf>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("hostnic.qingcloud.com_") && n.ends_with(".yaml"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn node_list(nodes: &[Node]) -> String {

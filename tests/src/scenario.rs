@@ -121,6 +121,9 @@ pub fn run(p: &mut dyn Progress) -> Result<()> {
     let outcome = run_cluster(p);
     let after = netns_names();
     let leaked: Vec<_> = after.difference(&before).collect();
+    if outcome.is_err() && !leaked.is_empty() {
+        eprintln!("network namespaces left behind: {leaked:?}");
+    }
     outcome?;
     p.step("checking the machine: no network namespace left behind");
     if !leaked.is_empty() {

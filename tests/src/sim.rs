@@ -83,10 +83,16 @@ impl Sim {
         self.proc.terminate(Duration::from_secs(10));
     }
 
-    /// Every NIC the simulated account has (secondary NICs only), as the admin endpoint shows it.
+    /// Every NIC the simulated account has except the instances' primary NICs (role 1), as the
+    /// admin endpoint shows it.
     pub fn nics(&self) -> Result<Vec<serde_json::Value>> {
         let v = http::get_json(self.addr, "/admin/nics")?;
-        Ok(v.as_array().cloned().unwrap_or_default())
+        Ok(v.as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n["role"].as_u64() != Some(1))
+            .collect())
     }
 
     /// Ids (lowercase MACs) of every NIC the simulated account has.
@@ -102,22 +108,20 @@ impl Sim {
     /// API calls served so far, per action.
     pub fn calls(&self) -> Result<BTreeMap<String, u64>> {
         let v = http::get_json(self.addr, "/admin/calls")?;
-        serde_json::from_value(v).context("call counts")
+        serde_json::from_value(v["by_action"].clone()).context("call counts")
     }
 
-    /// Total API calls served so far.
+    /// Total API requests served so far (whatever their fate).
     pub fn total_calls(&self) -> Result<u64> {
-        Ok(self.calls()?.values().sum())
+        let v = http::get_json(self.addr, "/admin/calls")?;
+        v["total"].as_u64().context("calls.total")
     }
 
     /// Adds fault rules (the simulator's `Fault` JSON shape).
     pub fn add_faults(&self, faults: &[serde_json::Value]) -> Result<()> {
-        http::send_json(
-            self.addr,
-            "POST",
-            "/admin/faults",
-            &serde_json::Value::from(faults.to_vec()),
-        )?;
+        for f in faults {
+            http::send_json(self.addr, "POST", "/admin/faults", f)?;
+        }
         Ok(())
     }
 
