@@ -11,7 +11,6 @@ use hostnic_agent_api::{AttachmentKey, DEFAULT_SOCKET, Route};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::env::{validate_container_id, validate_ifname};
 use crate::error::{CniError, Code};
 use crate::result::{CniResult, Dns};
 use crate::version::SpecVersion;
@@ -199,22 +198,17 @@ impl NetConf {
             .as_ref()
             .map(CniResult::from_prev)
             .transpose()?;
+        // Passed on unvalidated: an entry dropped here would make the agent release a live
+        // attachment, and the agent only compares keys.
         let valid_attachments = raw
             .valid_attachments
             .unwrap_or_default()
             .into_iter()
-            .map(|a| {
-                validate_container_id(&a.container_id)
-                    .and_then(|()| validate_ifname(&a.ifname))
-                    .map_err(|e| {
-                        CniError::config(format!("cni.dev/valid-attachments: {}", e.msg))
-                    })?;
-                Ok(AttachmentKey {
-                    container_id: a.container_id,
-                    ifname: a.ifname,
-                })
+            .map(|a| AttachmentKey {
+                container_id: a.container_id,
+                ifname: a.ifname,
             })
-            .collect::<Result<Vec<_>, CniError>>()?;
+            .collect();
 
         Ok(Self {
             version,
@@ -426,7 +420,7 @@ mod tests {
                 "family",
             ),
             (
-                json!({"cni.dev/valid-attachments": [{"containerID": "a", "ifname": "a/b"}]}),
+                json!({"cni.dev/valid-attachments": [{"containerID": "a"}]}),
                 "valid-attachments",
             ),
         ];
@@ -464,9 +458,12 @@ mod tests {
     #[test]
     fn valid_attachments_for_gc() {
         let c = parse(with(json!({"cni.dev/valid-attachments": [
-            {"containerID": "c1", "ifname": "eth0"}, {"containerID": "c2", "ifname": "net1"}]})))
+            {"containerID": "c1", "ifname": "eth0"}, {"containerID": "c2", "ifname": "net1"},
+            {"containerID": "odd:id", "ifname": "eth0"}]})))
         .unwrap();
-        assert_eq!(c.valid_attachments.len(), 2);
+        // Even ids this plugin would refuse in CNI_CONTAINERID are kept: dropping one would
+        // make the agent release it.
+        assert_eq!(c.valid_attachments.len(), 3);
         assert_eq!(c.valid_attachments[1].container_id, "c2");
         assert_eq!(c.valid_attachments[1].ifname, "net1");
     }
