@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, ClusterConfig, phase, wait_for};
+use crate::cni_runtime::{BenchResult, CniRuntime, DEBIAN_PLUGIN_DIR};
 use crate::fake_agent::FakeAgents;
-use crate::libcni::{BenchResult, Driver};
 use crate::netns::TestNetns;
 use crate::pods::Pods;
 
@@ -17,7 +17,7 @@ use crate::pods::Pods;
 #[derive(Debug, Clone, Copy)]
 pub struct Profile {
     /// ADD+DEL pairs per plugin in (a).
-    pub cni_iterations: usize,
+    pub cni_iterations: u32,
     /// Pods in the burst of (b).
     pub burst: usize,
     /// Nodes in (d).
@@ -79,16 +79,21 @@ pub fn cni_latency(profile: Profile) -> Result<Value> {
         .to_string(),
     )?;
     let pod = TestNetns::new("bpod");
-    let mut inv = pods.invocation(0, "bench-pod", &pod, "bench");
-    inv.plugin_dirs = vec![crate::bins::target_dir(), "/usr/lib/cni".into()];
     let node = cluster.nodes[0].netns.as_ref().context("node netns")?;
-    let hostnic_conf = inv.conflist.clone();
-    let results = Driver::get()?.bench(
-        &inv,
-        &[hostnic_conf, bridge_conf],
-        Some(&node.path()),
-        profile.cni_iterations,
-    )?;
+    let runtime = CniRuntime::new(
+        [crate::bins::target_dir(), DEBIAN_PLUGIN_DIR.into()],
+        dir.join("bench-cache"),
+    )
+    .cni_args("K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench-pod")
+    .in_netns(node.name());
+    let results = runtime
+        .bench(
+            profile.cni_iterations,
+            &pod.path(),
+            "eth0",
+            &[&pods.conflist(0), &bridge_conf],
+        )
+        .map_err(|e| anyhow!("{e}"))?;
     drop(pod);
     cluster.delete_pools(Duration::from_secs(180))?;
     let find = |name: &str| {

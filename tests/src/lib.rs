@@ -10,7 +10,6 @@ pub mod containerd;
 pub mod fake_agent;
 pub mod http;
 pub mod kubectl;
-pub mod libcni;
 pub mod netns;
 pub mod pods;
 pub mod privilege;

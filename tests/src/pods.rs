@@ -1,14 +1,14 @@
 //! "Pods" for the system tests: a netns made by the test, set up and torn down by a real CNI
-//! runtime (libcni, through the Go driver of [`crate::libcni`]) running the hostnic plugin
+//! runtime (libcni, through the Go driver of [`crate::cni_runtime`]) running the hostnic plugin
 //! from a conflist that talks to the pod's node agent, exactly as a container runtime would.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 
 use crate::cluster::Cluster;
-use crate::libcni::{Driver, Invocation};
+use crate::cni_runtime::{self, CniRuntime};
 use crate::netns::TestNetns;
 
 /// A pod sandbox with its network set up by CNI ADD.
@@ -33,7 +33,6 @@ pub struct Pod {
 /// Creates pods on a cluster's nodes through libcni.
 #[derive(Debug)]
 pub struct Pods {
-    runtime: Driver,
     confdir: PathBuf,
     cache: PathBuf,
 }
@@ -41,7 +40,8 @@ pub struct Pods {
 impl Pods {
     /// Builds the libcni driver and writes one conflist per node next to the cluster's files.
     pub fn new(cluster: &Cluster) -> Result<Self> {
-        let runtime = Driver::get().context("build the libcni driver")?;
+        // Build now (about 2 s) rather than inside the first timed ADD.
+        cni_runtime::driver();
         let confdir = cluster.dir.path().join("cni");
         std::fs::create_dir_all(&confdir).context("create conflist dir")?;
         for i in 0..cluster.nodes.len() {
@@ -51,30 +51,24 @@ impl Pods {
             )
             .context("write conflist")?;
         }
-        let cache = cluster.dir.path().join("cni-cache");
         Ok(Self {
-            runtime,
             confdir,
-            cache,
+            cache: cluster.dir.path().join("cni-cache"),
         })
     }
 
-    /// The libcni call for a pod of `node`.
-    pub fn invocation(&self, node: usize, name: &str, netns: &TestNetns, id: &str) -> Invocation {
-        Invocation {
-            conflist: self.confdir.join(format!("node{node}.conflist")),
-            netns: netns.path(),
-            container_id: id.to_owned(),
-            ifname: "eth0".into(),
-            cni_args: vec![
-                ("K8S_POD_NAMESPACE".into(), "default".into()),
-                ("K8S_POD_NAME".into(), name.to_owned()),
-                ("K8S_POD_UID".into(), format!("uid-{id}")),
-                ("K8S_POD_INFRA_CONTAINER_ID".into(), id.to_owned()),
-            ],
-            plugin_dirs: vec![crate::bins::target_dir()],
-            cache_dir: self.cache.clone(),
-        }
+    /// The conflist file of `node`.
+    pub fn conflist(&self, node: usize) -> PathBuf {
+        self.confdir.join(format!("node{node}.conflist"))
+    }
+
+    /// The libcni runtime as a kubelet would configure it for pod `name` (CNI_ARGS with the pod
+    /// identity), finding `hostnic` among the workspace's binaries.
+    pub fn runtime(&self, name: &str, container_id: &str) -> CniRuntime {
+        CniRuntime::new([crate::bins::target_dir()], &self.cache).cni_args(&format!(
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_UID=uid-{container_id};\
+             K8S_POD_INFRA_CONTAINER_ID={container_id}"
+        ))
     }
 
     /// CNI ADD of a new pod on `node`. A failed ADD is followed by a DEL, as kubelet does
@@ -82,12 +76,13 @@ impl Pods {
     pub fn add(&self, node: usize, name: &str) -> Result<Pod> {
         let netns = TestNetns::new("pod");
         let container_id = format!("ctr-{}", netns.name());
-        let inv = self.invocation(node, name, &netns, &container_id);
-        let result = match self.runtime.add(&inv) {
+        let rt = self.runtime(name, &container_id);
+        let conflist = self.conflist(node);
+        let result = match rt.add(&conflist, &container_id, &netns.path(), "eth0") {
             Ok(r) => r,
             Err(e) => {
-                let _ = self.runtime.del(&inv);
-                return Err(e.context(format!("CNI ADD {name}")));
+                let _ = rt.del(&conflist, &container_id, &netns.path(), "eth0");
+                return Err(anyhow!("CNI ADD {name}: {e}"));
             }
         };
         let ip = result["ips"][0]["address"]
@@ -110,7 +105,7 @@ impl Pods {
         })
     }
 
-    /// CNI ADD, retried while the answer is "try again later" (no free NIC yet), as kubelet
+    /// CNI ADD, retried while it fails (no free NIC yet: "try again later"), as kubelet
     /// retries a sandbox.
     pub fn add_retrying(&self, node: usize, name: &str, timeout: Duration) -> Result<Pod> {
         let deadline = Instant::now() + timeout;
@@ -127,8 +122,13 @@ impl Pods {
 
     /// CNI DEL of a pod (its netns goes when the `Pod` is dropped).
     pub fn del(&self, pod: &Pod) -> Result<()> {
-        self.runtime
-            .del(&self.invocation(pod.node, &pod.name, &pod.netns, &pod.container_id))
-            .with_context(|| format!("CNI DEL {}", pod.name))
+        self.runtime(&pod.name, &pod.container_id)
+            .del(
+                &self.conflist(pod.node),
+                &pod.container_id,
+                &pod.netns.path(),
+                "eth0",
+            )
+            .map_err(|e| anyhow!("CNI DEL {}: {e}", pod.name))
     }
 }
