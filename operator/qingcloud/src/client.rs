@@ -18,8 +18,8 @@ use crate::ratelimit::{Priority, RateLimiter};
 use crate::signer;
 use crate::wire::{
     Action, CreateNicsResponse, DescribeInstancesResponse, DescribeJobsResponse,
-    DescribeNicsResponse, DescribeVxnetsResponse, Empty, Envelope, Instance, Job, JobResponse, Nic,
-    NicStatus, RetCode, Vxnet,
+    DescribeNicsResponse, DescribeVxnetsResponse, Empty, Envelope, Instance, Job, JobResponse,
+    JobStatus, Nic, NicStatus, RetCode, Vxnet,
 };
 
 /// The server's page size cap: larger `limit`s are silently reduced to it.
@@ -71,6 +71,17 @@ pub struct NicFilter {
     pub status: Option<NicStatus>,
     /// Only NICs with this name (exact or substring match: not confirmed, compare yourself).
     pub nic_name: Option<String>,
+}
+
+/// DescribeJobs filters; empty fields do not filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only these jobs.
+    pub jobs: Vec<JobId>,
+    /// Only jobs in one of these states.
+    pub status: Vec<JobStatus>,
+    /// Only jobs started by this action.
+    pub job_action: Option<Action>,
 }
 
 /// ModifyNicAttributes changes; `None` leaves a field alone.
@@ -254,9 +265,27 @@ impl Client {
 
     /// DescribeJobs: the given jobs (all jobs of the account when empty).
     pub async fn describe_jobs(&self, jobs: &[JobId]) -> Result<Vec<Job>> {
+        self.describe_jobs_filtered(&JobFilter {
+            jobs: jobs.to_vec(),
+            ..JobFilter::default()
+        })
+        .await
+    }
+
+    /// DescribeJobs with filters, e.g. the unfinished ones: `status: [Pending, Working]`
+    /// (cheaper than listing every job the account ever ran).
+    pub async fn describe_jobs_filtered(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         let action = Action::DescribeJobs;
         let mut p = Params::default();
-        p.list(action, "jobs", jobs, false)?;
+        p.list(action, "jobs", &filter.jobs, false)?;
+        if filter.status.contains(&JobStatus::Unknown) {
+            return Err(invalid(action, "cannot filter on status unknown".into()));
+        }
+        let status: Vec<&str> = filter.status.iter().map(|s| s.as_str()).collect();
+        p.list(action, "status", &status, false)?;
+        if let Some(a) = filter.job_action {
+            p.push("job_action", a);
+        }
         self.describe_all(action, p, |r: DescribeJobsResponse| {
             (r.job_set, r.total_count)
         })

@@ -5,6 +5,9 @@ use crate::config::ConfigError;
 use crate::ids::IdError;
 use crate::wire::{Action, RetCode};
 
+/// The text of the transient 1400 that CSI and CCM retry.
+const LEASE_NOT_READY: &str = "lease info not ready";
+
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -91,13 +94,15 @@ impl Error {
     }
 
     /// True when repeating the same request later may succeed: 5000, 5100, 5300, transport
-    /// errors, timeouts, HTTP 5xx and undecodable bodies. Not 1100/1200/1300/1400/2100/2500.
+    /// errors, timeouts, HTTP 5xx and undecodable bodies, and the one transient 1400 ("lease
+    /// info not ready yet" on freshly created resources). Not 1100/1200/1300/1400/2100/2500.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Api { code, .. } => matches!(
-                *code,
-                RetCode::INTERNAL | RetCode::SERVER_BUSY | RetCode::UPGRADING
-            ),
+            Self::Api { code, message, .. } => match *code {
+                RetCode::INTERNAL | RetCode::SERVER_BUSY | RetCode::UPGRADING => true,
+                RetCode::PERMISSION_DENIED => message.contains(LEASE_NOT_READY),
+                _ => false,
+            },
             Self::Transport { .. } | Self::Timeout { .. } | Self::Decode { .. } => true,
             Self::Http { status, .. } => *status >= 500,
             Self::InvalidArgument { .. }
@@ -174,6 +179,24 @@ mod tests {
             code: RetCode(code),
             message: String::new(),
         }
+    }
+
+    #[test]
+    fn lease_not_ready_is_the_only_retryable_1400() {
+        let lease = Error::Api {
+            action: Action::AttachNics,
+            code: RetCode::PERMISSION_DENIED,
+            message: "PermissionDenied, resource lease info not ready yet, please try later".into(),
+        };
+        assert!(lease.is_retryable());
+        assert!(lease.is_retryable_without_side_effects());
+        assert!(lease.is_permission_denied());
+        let busy = Error::Api {
+            action: Action::AttachNics,
+            code: RetCode::PERMISSION_DENIED,
+            message: "PermissionDenied, nic [52:54:00:00:00:01] is in-use".into(),
+        };
+        assert!(!busy.is_retryable());
     }
 
     #[test]

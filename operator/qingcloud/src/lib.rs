@@ -29,7 +29,7 @@ pub mod signer;
 pub mod wire;
 
 pub use batch::BatchReport;
-pub use client::{Client, NewNic, NicChanges, NicFilter};
+pub use client::{Client, JobFilter, NewNic, NicChanges, NicFilter};
 pub use config::{ClientSettings, CloudConfig, ConfigError, Protocol, Secret};
 pub use error::{Error, Result};
 pub use ids::{IdError, InstanceId, JobId, NicId, VxnetId};

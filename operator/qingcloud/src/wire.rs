@@ -214,6 +214,18 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The wire text (`"unknown"` for [`JobStatus::Unknown`], which the API never sends).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Working => "working",
+            Self::Successful => "successful",
+            Self::Failed => "failed",
+            Self::DoneWithFailure => "done with failure",
+            Self::Unknown => "unknown",
+        }
+    }
+
     /// True once the job will not change any more.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -589,6 +601,16 @@ mod tests {
             r#""done with failure""#
         );
         assert!(JobStatus::DoneWithFailure.is_terminal());
+        for s in [
+            JobStatus::Pending,
+            JobStatus::DoneWithFailure,
+            JobStatus::Unknown,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
         assert!(!JobStatus::Working.is_terminal());
     }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use qingcloud::wire::{InstanceStatus, JobStatus, NicStatus};
 use qingcloud::{
-    Client, ClientSettings, CloudConfig, Error, InstanceId, JobOutcome, NicChanges, NicFilter,
-    NicId, RetCode, VxnetId,
+    Client, ClientSettings, CloudConfig, Error, InstanceId, JobFilter, JobOutcome, NicChanges,
+    NicFilter, NicId, RetCode, VxnetId,
 };
 use qingcloud_sim::{
     Fault, FaultKind, InstanceSpec, JobOutcome as SimJobOutcome, Quota, SimHandle, Simulator,
@@ -402,6 +402,23 @@ async fn transient_api_errors_are_retried() {
 }
 
 #[tokio::test]
+async fn lease_not_ready_is_retried_other_1400s_are_not() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let ids = create(&c, 1, "lease").await;
+    sim.reset_calls();
+    // The simulator's default 1400 message is "lease info not ready yet, please try later".
+    sim.inject(Fault::error(1400).on("AttachNics").next(1));
+    attach(&c, &ids).await;
+    assert_eq!(sim.calls().action("AttachNics"), 2);
+    // Attaching it again is a real 1400 (in use): answered at once.
+    let err = c.attach_nics(&node(), &ids).await.unwrap_err();
+    assert!(err.is_permission_denied() && !err.is_retryable(), "{err}");
+    assert_eq!(sim.calls().action("AttachNics"), 3);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn transport_faults_are_retried() {
     let sim = sim().await;
     let c = client(&sim);
@@ -536,6 +553,19 @@ async fn job_failures_and_timeouts() {
         JobOutcome::Unknown,
         "a timeout is unknown, never failure"
     );
+
+    // Unfinished jobs can be listed without paging through the account's history.
+    let running = c
+        .describe_jobs_filtered(&JobFilter {
+            status: vec![JobStatus::Pending, JobStatus::Working],
+            job_action: Some(qingcloud::Action::AttachNics),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].job_id, job.as_str());
+    assert!(sim.jobs().len() > 3);
 
     // 5100 while polling is tolerated.
     sim.inject(Fault::error(5100).on("DescribeJobs").next(6));
