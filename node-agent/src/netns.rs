@@ -41,7 +41,12 @@ impl Netns {
             source: e.into(),
         })?;
         let fs_type = fs.filesystem_type();
-        if fs_type != NSFS_MAGIC && fs_type != PROC_SUPER_MAGIC {
+        // A bind-mounted netns is an nsfs file; under /proc only `ns/net` links qualify.
+        let is_proc_netns = || {
+            std::fs::read_link(&path)
+                .is_ok_and(|target| target.to_string_lossy().starts_with("net:["))
+        };
+        if fs_type != NSFS_MAGIC && !(fs_type == PROC_SUPER_MAGIC && is_proc_netns()) {
             return Err(Error::NotANetns { path });
         }
         Ok(Self { file, path })
@@ -131,6 +136,14 @@ mod tests {
         let file = tempfile::NamedTempFile::new().unwrap();
         assert!(matches!(
             Netns::open(file.path()),
+            Err(Error::NotANetns { .. })
+        ));
+    }
+
+    #[test]
+    fn other_proc_files_are_not_a_netns() {
+        assert!(matches!(
+            Netns::open("/proc/self/status"),
             Err(Error::NotANetns { .. })
         ));
     }

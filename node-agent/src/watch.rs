@@ -6,10 +6,9 @@
 //! Reading a stale object is still safe: every write is optimistic and a 409 picks again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hostnic_crds::{HostNic, NicPool};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,8 +25,6 @@ pub struct View {
     pools: Store<NicPool>,
     /// name -> (resourceVersion our write replaced, the object we wrote).
     own_writes: Mutex<HashMap<String, OwnWrite>>,
-    /// Set once both reflectors have listed.
-    synced: Arc<AtomicBool>,
     /// Woken on every watch event, so the link reporter reacts at once.
     pub changed: Arc<Notify>,
 }
@@ -48,23 +45,15 @@ impl View {
         let pool_stream = watcher(Api::<NicPool>::all(client), watcher::Config::default())
             .default_backoff()
             .reflect(pool_writer);
-        let synced = Arc::new(AtomicBool::new(false));
-        let (n, p, flag) = (nics.clone(), pools.clone(), synced.clone());
         let tasks = vec![
             tokio::spawn(drive(nic_stream, changed.clone(), "hostnics")),
             tokio::spawn(drive(pool_stream, changed.clone(), "nicpools")),
-            tokio::spawn(async move {
-                if n.wait_until_ready().await.is_ok() && p.wait_until_ready().await.is_ok() {
-                    flag.store(true, Ordering::SeqCst);
-                }
-            }),
         ];
         let view = Arc::new(Self {
             node: node.to_owned(),
             nics,
             pools,
             own_writes: Mutex::new(HashMap::new()),
-            synced,
             changed,
         });
         (view, tasks)
@@ -84,7 +73,9 @@ impl View {
 
     /// Whether both reflectors have listed once.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::SeqCst)
+        let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
+        ready(self.nics.wait_until_ready().now_or_never())
+            && ready(self.pools.wait_until_ready().now_or_never())
     }
 
     /// This node's HostNics, our own latest writes overlaid.
