@@ -62,7 +62,17 @@ pub fn apply_patch(kind: PatchType, target: &Value, patch: &Value) -> ApiResult<
                     "the server rejected our request due to an error in our request: {e}"
                 ))
             })?;
-            json_patch::patch(&mut doc, &ops.0)
+            // Kubernetes treats `test` of a missing path against null as a match;
+            // kube-runtime's finalizer helper relies on it to add the first finalizer.
+            let ops: Vec<json_patch::PatchOperation> = ops
+                .0
+                .into_iter()
+                .filter(|op| {
+                    !matches!(op, json_patch::PatchOperation::Test(t)
+                        if t.value.is_null() && doc.pointer(t.path.as_str()).is_none())
+                })
+                .collect();
+            json_patch::patch(&mut doc, &ops)
                 .map_err(|e| ApiError::unprocessable(e.to_string()))?;
         }
         PatchType::Strategic => strategic_merge(&mut doc, patch),
