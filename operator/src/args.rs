@@ -62,6 +62,14 @@ pub struct Args {
     )]
     pub instance_label: String,
 
+    /// Sustained QingCloud requests per second (the account quota is ~2000/hour, shared).
+    #[arg(long, env = "HOSTNIC_CLOUD_QPS", default_value_t = 0.5)]
+    pub cloud_qps: f64,
+
+    /// QingCloud request burst after idling.
+    #[arg(long, env = "HOSTNIC_CLOUD_BURST", default_value_t = 20)]
+    pub cloud_burst: u32,
+
     /// Most NICs per AttachNics call (the API may refuse more than 5).
     #[arg(long, env = "HOSTNIC_MAX_ATTACH_BATCH", default_value_t = 5)]
     pub max_attach_batch: usize,

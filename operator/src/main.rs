@@ -1,13 +1,128 @@
-//! `hostnic-operator` (skeleton).
+//! `hostnic-operator`: parses flags, starts logs, the probe/metrics server, leader election
+//! and the controllers, and stops them gracefully on SIGTERM.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
 use clap::Parser;
+use hostnic_crds::NicPool;
+use hostnic_operator::args::Args;
+use hostnic_operator::cloud::batch::BatchConfig;
+use hostnic_operator::cloud::qingcloud::QingCloud;
+use hostnic_operator::controller::Checkpoint;
+use hostnic_operator::http::{self, Probes};
+use hostnic_operator::metrics::Metrics;
+use hostnic_operator::run::{LeaseConfig, Operator};
+use hostnic_operator::telemetry;
+use kube::api::ListParams;
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
-/// Reconciles NicPool and HostNic resources against the QingCloud API.
-#[derive(Parser, Debug)]
-#[command(name = "hostnic-operator", version, about)]
-struct Args {}
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(&args.log);
+    let settings = args.settings();
+    let Args {
+        cluster_name,
+        cloud_config,
+        metrics_addr,
+        lease_namespace,
+        lease_name,
+        identity,
+        lease_seconds,
+        instance_annotation: _,
+        instance_label: _,
+        cloud_qps,
+        cloud_burst,
+        max_attach_batch,
+        max_detach_batch,
+        batch_window_ms,
+        job_poll_seconds: _,
+        job_timeout_seconds,
+        shrink_delay_seconds: _,
+        cloud_cache_seconds: _,
+        gc_interval_seconds: _,
+        gc_grace_seconds: _,
+        gc_dry_run: _,
+        resync_seconds: _,
+        concurrency: _,
+        log: _,
+    } = args;
+    // The fields marked `_` reach the reconcilers through `settings`.
+    let identity = identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("hostnic-operator-{}", std::process::id()));
+    tracing::info!(%cluster_name, %identity, config = %cloud_config.display(), "starting");
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let cloud_metrics = qingcloud::Metrics::register(&mut registry);
+    let config = qingcloud::CloudConfig::load(&cloud_config)
+        .with_context(|| format!("read cloud credentials from {}", cloud_config.display()))?;
+    let client_settings = qingcloud::ClientSettings {
+        qps: cloud_qps,
+        burst: cloud_burst,
+        max_batch: max_attach_batch,
+        job_timeout: Duration::from_secs(job_timeout_seconds),
+        ..Default::default()
+    };
+    let cloud = qingcloud::Client::new(config, client_settings, Some(cloud_metrics))
+        .context("build the QingCloud client")?;
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connect to the Kubernetes API")?;
+    // Fail fast, and say how to fix it, when the CRDs are missing.
+    kube::Api::<NicPool>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("list NicPools: are the CRDs installed? kubectl apply -k crds/")?;
+
+    let stop = CancellationToken::new();
+    let probes = Arc::new(Probes {
+        registry,
+        ready: Default::default(),
+    });
+    let bound = http::serve(metrics_addr, probes.clone(), stop.clone())
+        .await
+        .with_context(|| format!("bind {metrics_addr}"))?;
+    tracing::info!(addr = %bound, "serving /healthz /readyz /metrics");
+
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutting down");
+        on_signal.cancel();
+    });
+
+    let operator = Operator {
+        client,
+        cloud: Arc::new(QingCloud::new(cloud)),
+        settings,
+        batch: BatchConfig {
+            window: Duration::from_millis(batch_window_ms),
+            max_attach: max_attach_batch,
+            max_detach: max_detach_batch,
+        },
+        identity,
+        lease: Some(LeaseConfig {
+            namespace: lease_namespace,
+            name: lease_name,
+            duration: Duration::from_secs(u64::from(lease_seconds)),
+        }),
+        checkpoint: Arc::new(Checkpoint::default()),
+        metrics,
+    };
+    probes.ready.store(true, Ordering::Relaxed);
+    operator.run(stop).await;
+    tracing::info!("stopped");
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The HTTP client: signs GET requests, decodes the envelope, retries transient failures with
+//! The HTTP client: signs GET (or POST) requests, decodes the envelope, retries transient failures with
 //! jittered exponential backoff inside a bounded budget, and takes a rate-limiter token for
 //! every attempt. Typed calls for the NIC actions live here; job waiting and batching build on
 //! them in their own modules.
@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use reqwest::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
@@ -419,23 +420,30 @@ impl Client {
         ] {
             all.push((k.to_string(), v.to_string()));
         }
-        let signature = signer::sign(cfg.secret_access_key.expose(), "GET", &cfg.uri, &all);
+        let method = if self.inner.settings.post {
+            "POST"
+        } else {
+            "GET"
+        };
+        let signature = signer::sign(cfg.secret_access_key.expose(), method, &cfg.uri, &all);
         // Sent exactly as signed: canonical order, signature last.
-        let url = format!(
-            "{}{}?{}&signature={}",
-            cfg.base_url(),
-            cfg.uri,
+        let query = format!(
+            "{}&signature={}",
             signer::canonical_query(&all),
             signer::percent_encode(&signature)
         );
-        debug!(action = %action, "qingcloud request");
-        let resp = self
-            .inner
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| transport(action, e))?;
+        let endpoint = format!("{}{}", cfg.base_url(), cfg.uri);
+        debug!(action = %action, method, "qingcloud request");
+        let request = if self.inner.settings.post {
+            self.inner
+                .http
+                .post(endpoint)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(query)
+        } else {
+            self.inner.http.get(format!("{endpoint}?{query}"))
+        };
+        let resp = request.send().await.map_err(|e| transport(action, e))?;
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(Error::Http { action, status });

@@ -303,6 +303,9 @@ pub struct ClientSettings {
     pub job_poll_interval: Duration,
     /// How long `wait_job` polls before answering "unknown". Default 300 s (hostnic's).
     pub job_timeout: Duration,
+    /// Send parameters in a form-encoded POST body instead of the query string. Default
+    /// false (GET, as the Go SDK does); both are signed and accepted by the API.
+    pub post: bool,
 }
 
 impl Default for ClientSettings {
@@ -317,6 +320,7 @@ impl Default for ClientSettings {
             max_batch: 5,
             job_poll_interval: Duration::from_secs(5),
             job_timeout: Duration::from_secs(300),
+            post: false,
         }
     }
 }

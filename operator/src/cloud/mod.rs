@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod fake;
 pub mod metered;
+pub mod qingcloud;
 
 use std::fmt;
 

@@ -1,0 +1,482 @@
+//! Test environment: the in-memory API server, the QingCloud simulator (over real HTTP, through
+//! the real client), a stand-in agent that reports LinkReady once the simulator says a NIC is
+//! attached, and the operator as a task that can be stopped or killed and restarted.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hostnic_crds::{HostNic, HostNicPhase, NicPool, NicPoolSpec, PodRef, ReclaimPolicy};
+use hostnic_operator::args::Settings;
+use hostnic_operator::cloud::CloudApi;
+use hostnic_operator::cloud::batch::BatchConfig;
+use hostnic_operator::cloud::qingcloud::QingCloud;
+use hostnic_operator::controller::Checkpoint;
+use hostnic_operator::metrics::Metrics;
+use hostnic_operator::run::{LeaseConfig, Operator};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use qingcloud_sim::{InstanceSpec, JobLatency, Latency, SimHandle, Simulator, VxnetSpec};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const PREFIX: &str = "hostnic-test-";
+pub const VX_A: &str = "vxnet-aaaaaaa";
+pub const VX_B: &str = "vxnet-bbbbbbb";
+
+/// What a test environment is made of.
+pub struct Setup {
+    /// (vxnet id, cidr).
+    pub vxnets: Vec<(&'static str, &'static str)>,
+    /// (instance id = node name, vxnet of its primary NIC).
+    pub nodes: Vec<(&'static str, &'static str)>,
+    /// Fixed job latency (pending + working), ms.
+    pub job_ms: u64,
+    /// Operator settings.
+    pub settings: Settings,
+    /// Batch config.
+    pub batch: BatchConfig,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            vxnets: vec![(VX_A, "10.10.0.0/24"), (VX_B, "10.20.0.0/24")],
+            nodes: vec![("i-node0001", VX_A)],
+            job_ms: 200,
+            settings: test_settings(),
+            batch: BatchConfig {
+                window: Duration::from_millis(50),
+                max_attach: 5,
+                max_detach: 20,
+            },
+        }
+    }
+}
+
+pub fn test_settings() -> Settings {
+    Settings {
+        nic_prefix: PREFIX.into(),
+        instance_annotation: "node.beta.kubernetes.io/instance-id".into(),
+        instance_label: "hostnic.qingcloud.com/instance-id".into(),
+        job_poll: Duration::from_millis(100),
+        job_timeout: Duration::from_secs(20),
+        shrink_delay: Duration::ZERO,
+        cloud_cache: Duration::from_secs(1),
+        gc_interval: Duration::from_millis(500),
+        gc_grace: Duration::ZERO,
+        gc_dry_run: false,
+        resync: Duration::from_secs(5),
+        concurrency: 16,
+    }
+}
+
+pub struct Env {
+    pub kube: kube_mem::KubeMemHandle,
+    pub client: kube::Client,
+    pub sim: SimHandle,
+    pub qc: qingcloud::Client,
+    pub setup_settings: Settings,
+    pub batch: BatchConfig,
+    pub metrics: Arc<Metrics>,
+    agent: JoinHandle<()>,
+    op: Option<(JoinHandle<()>, CancellationToken)>,
+}
+
+pub fn crds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds")
+}
+
+impl Env {
+    pub async fn start(setup: Setup) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let kube = kube_mem::KubeMem::builder()
+            .with_crds_from_dir(crds_dir())
+            .start()
+            .await
+            .expect("start kube-mem");
+        let client = kube.client().await.expect("kube client");
+        let mut b = Simulator::builder().job_latency(JobLatency {
+            pending: Latency::FixedMs(setup.job_ms / 2),
+            working: Latency::FixedMs(setup.job_ms - setup.job_ms / 2),
+        });
+        for (id, cidr) in &setup.vxnets {
+            b = b.vxnet(VxnetSpec::new(id, cidr.parse().expect("cidr")));
+        }
+        for (id, vx) in &setup.nodes {
+            let mut spec = InstanceSpec::new(id);
+            spec.vxnet = Some((*vx).to_string());
+            b = b.instance(spec);
+        }
+        let sim = b.start().await.expect("start simulator");
+        let cfg = qingcloud::CloudConfig::from_yaml(&sim.config_yaml(), "sim.yaml".as_ref())
+            .expect("sim config");
+        let qc = qingcloud::Client::new(
+            cfg,
+            qingcloud::ClientSettings {
+                qps: 10_000.0,
+                burst: 10_000,
+                backoff_base: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(200),
+                retry_budget: Duration::from_secs(1),
+                job_poll_interval: Duration::from_millis(100),
+                ..Default::default()
+            },
+            None,
+        )
+        .expect("qingcloud client");
+        for (id, _) in &setup.nodes {
+            add_node(&client, id).await;
+        }
+        let agent = tokio::spawn(fake_agent(client.clone(), qc.clone()));
+        let mut reg = prometheus_client::registry::Registry::default();
+        Self {
+            kube,
+            client,
+            sim,
+            qc,
+            setup_settings: setup.settings,
+            batch: setup.batch,
+            metrics: Arc::new(Metrics::new(&mut reg)),
+            agent,
+            op: None,
+        }
+    }
+
+    pub fn cloud(&self) -> Arc<dyn CloudApi> {
+        Arc::new(QingCloud::new(self.qc.clone()))
+    }
+
+    pub fn operator(
+        &self,
+        checkpoint: Arc<Checkpoint>,
+        lease: Option<LeaseConfig>,
+        identity: &str,
+    ) -> Operator {
+        Operator {
+            client: self.client.clone(),
+            cloud: self.cloud(),
+            settings: self.setup_settings.clone(),
+            batch: self.batch,
+            identity: identity.into(),
+            lease,
+            checkpoint,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Starts the operator (no leader election).
+    pub fn start_operator(&mut self) {
+        self.start_with(Arc::new(Checkpoint::default()));
+    }
+
+    pub fn start_with(&mut self, checkpoint: Arc<Checkpoint>) {
+        let stop = CancellationToken::new();
+        let op = self.operator(checkpoint, None, "test-operator");
+        let s = stop.clone();
+        let handle = tokio::spawn(async move { op.run(s).await });
+        self.op = Some((handle, stop));
+    }
+
+    /// Kills the operator task where it stands (a crash: no graceful shutdown).
+    pub async fn kill_operator(&mut self) {
+        if let Some((h, stop)) = self.op.take() {
+            h.abort();
+            let _ = h.await;
+            stop.cancel();
+        }
+    }
+
+    pub async fn stop_operator(&mut self) {
+        if let Some((h, stop)) = self.op.take() {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+        }
+    }
+
+    pub fn hostnics(&self) -> Api<HostNic> {
+        Api::all(self.client.clone())
+    }
+
+    pub fn pools(&self) -> Api<NicPool> {
+        Api::all(self.client.clone())
+    }
+
+    pub fn nodes(&self) -> Api<Node> {
+        Api::all(self.client.clone())
+    }
+
+    pub async fn create_pool(&self, name: &str, spec: NicPoolSpec) {
+        self.pools()
+            .create(&PostParams::default(), &NicPool::new(name, spec))
+            .await
+            .expect("create pool");
+    }
+
+    pub async fn pool(&self, name: &str) -> Option<NicPool> {
+        self.pools().get_opt(name).await.expect("get pool")
+    }
+
+    pub async fn all_hostnics(&self) -> Vec<HostNic> {
+        self.hostnics()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+    }
+
+    /// Phases of a pool's pod NICs on a node.
+    pub async fn phases(&self, pool: &str, node: &str) -> BTreeMap<String, u32> {
+        let mut m = BTreeMap::new();
+        for h in self.all_hostnics().await {
+            if h.spec.pool == pool
+                && h.spec.node == node
+                && h.spec.role == hostnic_crds::NicRole::Pod
+            {
+                let p = h.status.map(|s| s.phase).unwrap_or_default();
+                *m.entry(format!("{p:?}")).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    pub async fn count(&self, pool: &str, node: &str, phase: HostNicPhase) -> u32 {
+        self.phases(pool, node)
+            .await
+            .get(&format!("{phase:?}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Cloud NICs named with the test cluster's prefix: (id, name).
+    pub fn cloud_nics(&self) -> Vec<(String, String)> {
+        self.sim
+            .nics()
+            .into_iter()
+            .filter(|n| n.nic.nic_name.starts_with(PREFIX))
+            .map(|n| (n.nic.nic_id, n.nic.nic_name))
+            .collect()
+    }
+
+    /// The invariants: cloud NICs == HostNics' NICs, no duplicates on either side.
+    pub async fn assert_invariants(&self) {
+        let cloud = self.cloud_nics();
+        let cloud_ids: HashSet<String> = cloud.iter().map(|(i, _)| i.clone()).collect();
+        let names: HashSet<&String> = cloud.iter().map(|(_, n)| n).collect();
+        assert_eq!(
+            names.len(),
+            cloud.len(),
+            "two cloud NICs share a name: {cloud:?}"
+        );
+        let hn = self.all_hostnics().await;
+        let ids: Vec<String> = hn
+            .iter()
+            .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.clone()))
+            .collect();
+        let id_set: HashSet<String> = ids.iter().cloned().collect();
+        assert_eq!(id_set.len(), ids.len(), "two HostNics own one NIC: {ids:?}");
+        assert_eq!(cloud_ids, id_set, "cloud NICs and HostNics differ");
+    }
+
+    /// Waits until a pool reports `per_node` available on each of `nodes` and nothing in
+    /// flight, and the invariants hold.
+    pub async fn converged(&self, pool: &str, nodes: &[&str], per_node: u32, within: Duration) {
+        eventually(
+            &format!("pool {pool} converges to {per_node}/node"),
+            within,
+            || async {
+                for n in nodes {
+                    let p = self.phases(pool, n).await;
+                    let avail = p.get("Available").copied().unwrap_or(0);
+                    let other: u32 = p
+                        .iter()
+                        .filter(|(k, _)| *k != "Available" && *k != "Bound")
+                        .map(|(_, v)| v)
+                        .sum();
+                    if avail != per_node || other != 0 {
+                        return false;
+                    }
+                }
+                let Some(pool) = self.pool(pool).await else {
+                    return false;
+                };
+                let Some(s) = pool.status else { return false };
+                s.observed_generation == pool.metadata.generation
+                    && s.warm_per_node == per_node
+                    && s.in_progress == 0
+            },
+        )
+        .await;
+        eventually("cloud matches HostNics", within, || async {
+            let cloud: HashSet<String> = self.cloud_nics().into_iter().map(|(i, _)| i).collect();
+            let hn: HashSet<String> = self
+                .all_hostnics()
+                .await
+                .into_iter()
+                .filter_map(|h| h.status.and_then(|s| s.nic_id))
+                .collect();
+            cloud == hn
+        })
+        .await;
+        self.assert_invariants().await;
+    }
+
+    /// Plays the agent claiming a free NIC for a pod.
+    pub async fn bind(&self, name: &str) {
+        let mut h = self.hostnics().get(name).await.expect("get");
+        let s = h.status.get_or_insert_with(Default::default);
+        assert_eq!(s.phase, HostNicPhase::Available);
+        s.phase = HostNicPhase::Bound;
+        s.pod = Some(PodRef {
+            namespace: "default".into(),
+            name: format!("pod-{name}"),
+            uid: None,
+            container_id: "c0ffee".into(),
+            netns: "/var/run/netns/x".into(),
+            interface: "eth0".into(),
+        });
+        self.hostnics()
+            .replace_status(name, &PostParams::default(), &h)
+            .await
+            .expect("bind");
+    }
+
+    /// Plays the agent releasing a NIC.
+    pub async fn release(&self, name: &str) {
+        let mut h = self.hostnics().get(name).await.expect("get");
+        let s = h.status.get_or_insert_with(Default::default);
+        s.phase = HostNicPhase::Released;
+        s.released_at = Some(Time(Timestamp::now()));
+        self.hostnics()
+            .replace_status(name, &PostParams::default(), &h)
+            .await
+            .expect("release");
+    }
+
+    pub async fn delete_pool(&self, name: &str) {
+        self.pools()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete pool");
+    }
+
+    pub async fn patch_pool(&self, name: &str, spec: serde_json::Value) {
+        self.pools()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch pool");
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop_operator().await;
+        self.agent.abort();
+        self.kube.shutdown().await;
+        self.sim.shutdown().await;
+    }
+}
+
+pub fn spec(vxnets: &[&str], size: u32) -> NicPoolSpec {
+    NicPoolSpec {
+        vxnets: vxnets.iter().map(|s| s.to_string()).collect(),
+        node_selector: Default::default(),
+        size,
+        max_per_node: 63,
+        routes: vec![],
+        reclaim_policy: ReclaimPolicy::Delete,
+        quarantine_seconds: 0,
+    }
+}
+
+pub async fn add_node(client: &kube::Client, name: &str) {
+    let mut n = Node::default();
+    n.metadata.name = Some(name.into());
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &n)
+        .await
+        .expect("create node");
+}
+
+/// Polls `f` until it is true, panicking with `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(start.elapsed() < within, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The agent's part of the contract, enough for the operator: once the cloud says a NIC is
+/// attached, report LinkReady=True (the real agent sees the hot-plugged link).
+async fn fake_agent(client: kube::Client, qc: qingcloud::Client) {
+    let api: Api<HostNic> = Api::all(client);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(list) = api.list(&ListParams::default()).await else {
+            continue;
+        };
+        let waiting: Vec<HostNic> = list
+            .items
+            .into_iter()
+            .filter(|h| {
+                h.status.as_ref().is_some_and(|s| {
+                    s.phase == HostNicPhase::Attaching
+                        && s.nic_id.is_some()
+                        && !s
+                            .conditions
+                            .iter()
+                            .any(|c| c.type_ == "LinkReady" && c.status == "True")
+                })
+            })
+            .collect();
+        if waiting.is_empty() {
+            continue;
+        }
+        let Ok(nics) = qc.describe_nics(&qingcloud::NicFilter::default()).await else {
+            continue;
+        };
+        for mut h in waiting {
+            let s = h.status.as_mut().expect("status");
+            let attached = nics.iter().any(|n| {
+                Some(n.nic_id.as_str()) == s.nic_id.as_deref()
+                    && n.status == qingcloud::wire::NicStatus::InUse
+                    && n.attached_to() == s.instance.as_deref()
+            });
+            if !attached {
+                continue;
+            }
+            s.host_interface = Some("eth9".into());
+            s.conditions.push(Condition {
+                type_: "LinkReady".into(),
+                status: "True".into(),
+                reason: "LinkFound".into(),
+                message: "eth9".into(),
+                observed_generation: None,
+                last_transition_time: Time(Timestamp::now()),
+            });
+            let _ = api
+                .replace_status(&h.name_any(), &PostParams::default(), &h)
+                .await;
+        }
+    }
+}
