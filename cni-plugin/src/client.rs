@@ -67,6 +67,16 @@ impl fmt::Display for ClientError {
     }
 }
 
+impl ClientError {
+    /// Whether the agent may have acted on the request although the plugin saw no answer.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout { .. } | ClientError::Io(_) | ClientError::BadResponse(_)
+        )
+    }
+}
+
 /// The agent's socket and the deadline of each request.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -79,6 +89,14 @@ impl Client {
     pub fn new(socket: &Path, timeout: Duration) -> Self {
         Self {
             socket: socket.to_path_buf(),
+            timeout,
+        }
+    }
+
+    /// The same agent with another deadline.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            socket: self.socket.clone(),
             timeout,
         }
     }

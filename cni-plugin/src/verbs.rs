@@ -2,7 +2,7 @@
 //! and turns the answer into the spec's output. No state is kept here; the agent owns it.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hostnic_agent_api::{
     AgentStatus, Attachment, CheckRequest, ClaimRequest, GcRequest, GcResponse, ReleaseRequest,
@@ -127,9 +127,17 @@ fn add(
         mtu: conf.mtu,
         routes: conf.routes.clone(),
     };
-    let attachment: Attachment = client
-        .post(path::CLAIM, &req)
-        .map_err(|e| CniError::from_client(e, false))?;
+    let attachment: Attachment = match client.post(path::CLAIM, &req) {
+        Ok(a) => a,
+        Err(e) => {
+            if e.outcome_unknown() {
+                // The claim may complete after we gave up, and the runtime will not DEL after a
+                // failed ADD: ask for a release so no NIC stays with a sandbox that never started.
+                undo_claim(env, &client.with_timeout(UNDO_TIMEOUT), log);
+            }
+            return Err(CniError::from_client(e, false));
+        }
+    };
     let mut result = conf.prev_result.clone().unwrap_or_default();
     result.push_attachment(&attachment);
     if result.dns.is_empty() {
@@ -137,11 +145,7 @@ fn add(
     }
     if let Err(err) = write_out(out, &result.to_json(conf.version).to_string()) {
         // The runtime will not see the result and will not DEL: give the NIC back now.
-        let undo = ReleaseRequest {
-            key: env.key.clone(),
-            netns: Some(env.netns.clone()),
-        };
-        let _ = client.post::<_, Released>(path::RELEASE, &undo);
+        undo_claim(env, client, log);
         return Err(err);
     }
     log.log(
@@ -156,6 +160,30 @@ fn add(
         ],
     );
     Ok(())
+}
+
+/// Deadline of the release that undoes a claim whose outcome is unknown.
+const UNDO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Best-effort release after a failed ADD; a failure is only logged (the agent's own hygiene
+/// releases NICs of sandboxes that do not exist).
+fn undo_claim(env: &AttachmentEnv, client: &Client, log: &mut Logger) {
+    let req = ReleaseRequest {
+        key: env.key.clone(),
+        netns: Some(env.netns.clone()),
+    };
+    match client.post::<_, Released>(path::RELEASE, &req) {
+        Ok(r) => log.log(
+            Level::Warn,
+            "released the claim of a failed ADD",
+            &[("hostnic", &r.hostnic.as_deref().unwrap_or("none"))],
+        ),
+        Err(e) => log.log(
+            Level::Warn,
+            "could not release the claim of a failed ADD",
+            &[("error", &e)],
+        ),
+    }
 }
 
 fn del(

@@ -261,6 +261,10 @@ fn agent_slow_times_out_with_an_io_error() {
     let conf = net_conf("1.0.0", &agent, json!({"timeoutSeconds": 1}));
     let msg = run_plugin(&cni_env("ADD", "c"), &conf).cni_error(5);
     assert!(msg.contains("timeoutSeconds"), "{msg}");
+    // The claim may still complete: the plugin asked for it to be undone.
+    let releases = agent.requests_to(path::RELEASE);
+    assert_eq!(releases.len(), 1, "{:?}", agent.requests());
+    assert_eq!(releases[0].body["container_id"], "c");
 }
 
 #[test]
@@ -280,6 +284,8 @@ fn agent_errors_map_to_cni_codes() {
     assert!(msg.contains("no free NIC"), "{msg}");
     agent.set(|_| api_error(400, ErrorKind::InvalidRequest, "no NicPool named x"));
     run_plugin(&cni_env("ADD", "c"), &conf).cni_error(7);
+    // The agent answered: it rolled back itself, so no release is sent.
+    assert!(agent.requests_to(path::RELEASE).is_empty());
     agent.set(|_| api_error(500, ErrorKind::Internal, "netlink: EBUSY"));
     let run = run_plugin(&cni_env("ADD", "c"), &conf);
     run.cni_error(999);
