@@ -551,3 +551,32 @@ async fn metrics_count_requests_and_errors() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn secret_never_shows_in_debug_or_errors() {
+    let stub = Stub::start(|_, _| Reply::Status(500)).await;
+    let client = stub.client(|_| {});
+    assert!(!format!("{client:?}").contains(SECRET));
+    let err = client.describe_jobs(&[]).await.unwrap_err();
+    assert!(!format!("{err:?}").contains(SECRET));
+    assert!(!err.to_string().contains(SECRET));
+}
+
+#[tokio::test]
+async fn the_rate_limiter_paces_requests() {
+    let stub =
+        Stub::start(|_, _| Reply::Json(r#"{"ret_code":0,"job_set":[],"total_count":0}"#.into()))
+            .await;
+    let client = stub.client(|s| {
+        s.qps = 20.0;
+        s.burst = 2;
+    });
+    let start = std::time::Instant::now();
+    for _ in 0..6 {
+        client.describe_jobs(&[]).await.unwrap();
+    }
+    let took = start.elapsed();
+    // Two from the burst, then one per 50 ms: at least 200 ms for the other four.
+    println!("6 requests at qps 20 / burst 2 took {took:?}");
+    assert!(took >= Duration::from_millis(195), "{took:?}");
+}

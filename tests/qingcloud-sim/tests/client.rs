@@ -224,6 +224,30 @@ async fn full_nic_lifecycle() {
 }
 
 #[tokio::test]
+async fn post_requests_work_too() {
+    let sim = sim().await;
+    let c = client_with(
+        &sim,
+        ClientSettings {
+            post: true,
+            ..settings()
+        },
+    );
+    let ids = create(&c, 2, "posted name").await;
+    attach(&c, &ids).await;
+    let found = c
+        .describe_nics(&NicFilter {
+            nic_name: Some("posted name".into()),
+            status: Some(NicStatus::InUse),
+            ..NicFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn batched_calls_respect_max_batch() {
     let sim = sim().await;
     let c = client_with(
