@@ -38,17 +38,20 @@ impl Invocation<'_> {
     pub fn run(&self, out: &mut dyn Write, log: &mut Logger) -> Result<(), CniError> {
         let command = Command::parse((self.env)("CNI_COMMAND").as_deref())?;
         log.add_context("cmd", &format!("{command:?}").to_uppercase());
-        if command == Command::Version {
-            return write_out(out, &version::version_info());
-        }
-        let attachment = match command {
-            Command::Add | Command::Del | Command::Check => {
-                let env = AttachmentEnv::read(command, self.env)?;
-                log.add_context("container_id", &env.key.container_id);
-                log.add_context("ifname", &env.key.ifname);
-                Some(env)
-            }
-            _ => None,
+        // The environment is checked before the config, as libcni's skel does.
+        let attachment = |log: &mut Logger| {
+            let env = AttachmentEnv::read(command, self.env)?;
+            log.add_context("container_id", &env.key.container_id);
+            log.add_context("ifname", &env.key.ifname);
+            Ok::<_, CniError>(env)
+        };
+        let verb = match command {
+            Command::Version => return write_out(out, &version::version_info()),
+            Command::Add => Verb::Add(attachment(log)?),
+            Command::Del => Verb::Del(attachment(log)?),
+            Command::Check => Verb::Check(attachment(log)?),
+            Command::Gc => Verb::Gc,
+            Command::Status => Verb::Status,
         };
         let conf = NetConf::from_value(parse_json(self.stdin)?)?;
         if let Some(file) = &conf.log_file {
@@ -72,27 +75,32 @@ impl Invocation<'_> {
         };
         let client = Client::new(&conf.socket, conf.timeout);
         let started = Instant::now();
-        match (command, attachment) {
-            (Command::Add, Some(env)) => add(&conf, &env, &client, out, log, started),
-            (Command::Del, Some(env)) => del(&env, &client, log, started),
-            (Command::Check, Some(env)) => {
+        match verb {
+            Verb::Add(env) => add(&conf, &env, &client, out, log, started),
+            Verb::Del(env) => del(&env, &client, log, started),
+            Verb::Check(env) => {
                 needs(conf.version.has_check(), "CHECK", "0.4.0")?;
                 check(&conf, &env, &client, log)
             }
-            (Command::Gc, _) => {
+            Verb::Gc => {
                 needs(conf.version.has_gc_and_status(), "GC", "1.1.0")?;
                 gc(&conf, &client, log)
             }
-            (Command::Status, _) => {
+            Verb::Status => {
                 needs(conf.version.has_gc_and_status(), "STATUS", "1.1.0")?;
                 status(&client, log)
             }
-            _ => Err(CniError::new(
-                Code::Other,
-                "internal: verb without its environment",
-            )),
         }
     }
+}
+
+/// A verb that talks to the agent, with the environment it needs.
+enum Verb {
+    Add(AttachmentEnv),
+    Del(AttachmentEnv),
+    Check(AttachmentEnv),
+    Gc,
+    Status,
 }
 
 fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CniError> {
