@@ -59,7 +59,7 @@ pub(crate) async fn handle(
             if let Some(list) = vxnets.as_array_mut() {
                 for v in list {
                     let id = v["vxnet_id"].as_str().unwrap_or_default().to_owned();
-                    v["netns"] = to_value(shared.vxnet_netns(&id).await);
+                    v["netns"] = to_value(shared.vxnet_netns(&id));
                 }
             }
             Ok(reply(vxnets))

@@ -97,7 +97,7 @@ impl Hotplug {
                     if i > 0 {
                         hp.vxnets.insert(id.clone(), ns.clone());
                     }
-                    hp.teardown();
+                    delete_netns(hp.vxnets.values());
                     return Err(e);
                 }
             }
@@ -107,8 +107,9 @@ impl Hotplug {
         Ok(hp)
     }
 
-    pub(crate) fn vxnet_netns(&self, vxnet: &str) -> Option<String> {
-        self.vxnets.get(vxnet).cloned()
+    /// vxnet id → the netns made for it.
+    pub(crate) fn vxnet_netns(&self) -> &HashMap<String, String> {
+        &self.vxnets
     }
 
     /// Plugs or unplugs a NIC. `node` is the instance's netns; unmapped instances get no link.
@@ -173,18 +174,21 @@ impl Hotplug {
             }
         }
     }
+}
 
-    /// Deletes every vxnet netns (and with them every pair). Blocking: also used from `Drop`.
-    pub(crate) fn teardown(&mut self) {
-        for (vxnet, ns) in self.vxnets.drain() {
-            let out = std::process::Command::new("ip")
-                .args(["netns", "del", &ns])
-                .output();
-            if !matches!(&out, Ok(o) if o.status.success()) {
-                tracing::warn!(%vxnet, netns = %ns, ?out, "cannot delete vxnet netns");
-            }
+/// Deletes the netns the simulator made (and with them every veth pair, wherever the NIC ends
+/// went); ones already gone are skipped. Blocking, so `Drop` can use it.
+pub(crate) fn delete_netns<'a>(names: impl IntoIterator<Item = &'a String>) {
+    for ns in names {
+        if !std::path::Path::new("/var/run/netns").join(ns).exists() {
+            continue;
         }
-        self.plugged.clear();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "del", ns])
+            .output();
+        if !matches!(&out, Ok(o) if o.status.success()) {
+            tracing::warn!(netns = %ns, ?out, "cannot delete vxnet netns");
+        }
     }
 }
 
@@ -224,10 +228,4 @@ fn link_names(json: &str) -> Vec<String> {
         .iter()
         .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
         .collect()
-}
-
-impl Drop for Hotplug {
-    fn drop(&mut self) {
-        self.teardown();
-    }
 }

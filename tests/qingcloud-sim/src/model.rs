@@ -195,6 +195,13 @@ struct Nic {
     hidden_polls: u32,
 }
 
+impl Nic {
+    /// Whether clients see it `in-use` (a detaching NIC still is; an attaching one not yet).
+    fn shown_in_use(&self) -> bool {
+        matches!(self.state, NicState::InUse | NicState::Detaching)
+    }
+}
+
 /// A NIC whose link must appear in (plug) or vanish from (unplug) its instance's node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LinkChange {
@@ -945,7 +952,7 @@ impl Model {
     }
 
     fn nic_view(&self, nic: &Nic) -> wire::Nic {
-        let shown_in_use = matches!(nic.state, NicState::InUse | NicState::Detaching);
+        let shown_in_use = nic.shown_in_use();
         wire::Nic {
             nic_id: nic.id.clone(),
             nic_name: nic.name.clone(),
@@ -1060,11 +1067,14 @@ impl Model {
         let mut rows = Vec::new();
         let mut revealed = Vec::new();
         for (serial, nic) in &self.nics {
-            let view = self.nic_view(nic);
+            let shown_in_use = nic.shown_in_use();
+            let shown_instance = nic.instance.as_deref().filter(|_| shown_in_use);
             let matches = (f.nics.is_empty() || f.nics.contains(&nic.id))
-                && (f.instances.is_empty() || f.instances.contains(&view.instance_id))
+                && (f.instances.is_empty()
+                    || shown_instance.is_some_and(|i| f.instances.iter().any(|x| x == i)))
                 && (f.vxnets.is_empty() || f.vxnets.contains(&nic.vxnet))
-                && f.status.is_none_or(|s| s == view.status)
+                && f.status
+                    .is_none_or(|s| (s == NicStatus::InUse) == shown_in_use)
                 && f.name.as_ref().is_none_or(|n| *n == nic.name);
             if !matches {
                 continue;
@@ -1072,18 +1082,21 @@ impl Model {
             if nic.hidden_polls > 0 {
                 revealed.push(*serial);
             } else {
-                rows.push(view);
+                rows.push(nic);
             }
         }
+        // Views (with their timestamps) only for the page returned: listings can be large.
+        let (total, rows) = page.apply(rows);
+        let rows = rows.into_iter().map(|n| self.nic_view(n)).collect();
         for serial in revealed {
             if let Some(nic) = self.nics.get_mut(&serial) {
                 nic.hidden_polls -= 1;
             }
         }
-        page.apply(rows)
+        (total, rows)
     }
 
-    /// DescribeJobs. Unknown ids simply match nothing.
+    /// DescribeJobs, newest first. Unknown ids simply match nothing.
     pub(crate) fn describe_jobs(
         &self,
         ids: &[String],
@@ -1091,16 +1104,21 @@ impl Model {
         action: Option<&str>,
         page: Page,
     ) -> (u64, Vec<wire::Job>) {
-        let rows: Vec<wire::Job> = self
-            .jobs
-            .iter()
-            .rev()
-            .filter(|j| ids.is_empty() || ids.contains(&j.id))
+        let rows: Vec<&Job> = if ids.is_empty() {
+            self.jobs.iter().rev().collect()
+        } else {
+            ids.iter()
+                .filter_map(|id| self.job_index.get(id))
+                .map(|i| &self.jobs[*i])
+                .collect()
+        };
+        let rows: Vec<&Job> = rows
+            .into_iter()
             .filter(|j| action.is_none_or(|a| a == j.kind.action()))
-            .map(|j| self.job_view(j))
-            .filter(|j| statuses.is_empty() || statuses.contains(&j.status))
+            .filter(|j| statuses.is_empty() || statuses.contains(&self.job_status(j).0))
             .collect();
-        page.apply(rows)
+        let (total, rows) = page.apply(rows);
+        (total, rows.into_iter().map(|j| self.job_view(j)).collect())
     }
 
     pub(crate) fn describe_vxnets(

@@ -2,6 +2,7 @@
 //! the job driver that finishes due jobs (applying hot-plug before a job turns terminal, so a
 //! client that sees `successful` finds the link already there).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use crate::Error;
 use crate::clock::Clock;
 use crate::config::{InstanceSpec, JobLatency, Quota, SimConfig, VxnetSpec};
 use crate::faults::{Fault, FaultSet, InstalledFault};
-use crate::hotplug::Hotplug;
+use crate::hotplug::{Hotplug, delete_netns};
 use crate::model::{InstanceInfo, Model, NicInfo};
 use crate::server::{self, CallStats};
 
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// `None` when hot-plug is off. Also serializes job completion with link checks.
     hotplug: tokio::sync::Mutex<Option<Hotplug>>,
+    /// vxnet id → the netns made for it (fixed at start, so teardown needs no lock).
+    vxnet_netns: HashMap<String, String>,
     /// Wakes the driver when a job is created or latencies change.
     pub(crate) wake: Notify,
 }
@@ -90,8 +93,8 @@ impl Shared {
         }
     }
 
-    pub(crate) async fn vxnet_netns(&self, vxnet: &str) -> Option<String> {
-        self.hotplug.lock().await.as_ref()?.vxnet_netns(vxnet)
+    pub(crate) fn vxnet_netns(&self, vxnet: &str) -> Option<String> {
+        self.vxnet_netns.get(vxnet).cloned()
     }
 }
 
@@ -175,15 +178,6 @@ impl Simulator {
         let config = self.config;
         let clock = Arc::new(Clock::new(config.manual_clock));
         let model = Model::new(&config, clock.clone()).map_err(Error::Config)?;
-        let hotplug = if config.hotplug {
-            Some(
-                Hotplug::setup(&model.vxnet_networks())
-                    .await
-                    .map_err(Error::Hotplug)?,
-            )
-        } else {
-            None
-        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -194,7 +188,21 @@ impl Simulator {
             addr: config.listen,
             source,
         })?;
+        // Netns last: nothing after this can fail, so they cannot leak.
+        let hotplug = if config.hotplug {
+            Some(
+                Hotplug::setup(&model.vxnet_networks())
+                    .await
+                    .map_err(Error::Hotplug)?,
+            )
+        } else {
+            None
+        };
         let quota = config.quota;
+        let vxnet_netns = hotplug
+            .as_ref()
+            .map(|hp| hp.vxnet_netns().clone())
+            .unwrap_or_default();
         let shared = Arc::new(Shared {
             config,
             clock,
@@ -206,6 +214,7 @@ impl Simulator {
                 window: (Duration::ZERO, 0),
             }),
             hotplug: tokio::sync::Mutex::new(hotplug),
+            vxnet_netns,
             wake: Notify::new(),
         });
         let cancel = CancellationToken::new();
@@ -382,8 +391,8 @@ impl SimHandle {
 
     /// The netns the simulator made for a vxnet (hot-plug on only): its bridge `br0` holds the
     /// gateway address.
-    pub async fn vxnet_netns(&self, vxnet: &str) -> Option<String> {
-        self.shared.vxnet_netns(vxnet).await
+    pub fn vxnet_netns(&self, vxnet: &str) -> Option<String> {
+        self.shared.vxnet_netns(vxnet)
     }
 
     /// Moves a manual clock forward and finishes the jobs that became due.
@@ -403,21 +412,13 @@ impl SimHandle {
                 tracing::warn!(%error, "simulator task ended badly");
             }
         }
-        if let Some(mut hp) = self.shared.hotplug.lock().await.take() {
-            hp.teardown();
-        }
+        delete_netns(self.shared.vxnet_netns.values());
     }
 }
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
         self.cancel.cancel();
-        // The driver may hold the lock mid-operation; then the Hotplug's own Drop cleans up
-        // when the last task lets go of the shared state.
-        if let Ok(mut hp) = self.shared.hotplug.try_lock()
-            && let Some(mut hp) = hp.take()
-        {
-            hp.teardown();
-        }
+        delete_netns(self.shared.vxnet_netns.values());
     }
 }

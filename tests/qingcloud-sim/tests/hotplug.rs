@@ -1,0 +1,155 @@
+//! Hot-plug into real network namespaces (root): attached NICs become links with their MAC in
+//! the node netns, reach the vxnet gateway and each other, vanish on detach, come back to the
+//! node when a pod netns holding one dies, and every netns the simulator made goes away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Api, Netns, netns_exists, require_root};
+use qingcloud_sim::{
+    InstanceSpec, JobLatency, Latency, NicState, SimHandle, Simulator, VxnetSpec, link_name,
+};
+
+const VX: &str = "vxnet-pods001";
+const NODE: &str = "i-node0001";
+
+async fn start(node: InstanceSpec) -> (SimHandle, Api) {
+    let sim = Simulator::builder()
+        .vxnet(VxnetSpec::new(VX, "172.22.0.0/24".parse().unwrap()))
+        .instance(node)
+        .instance(InstanceSpec::new("i-unmapped"))
+        .hotplug(true)
+        .job_latency(JobLatency {
+            pending: Latency::FixedMs(10),
+            working: Latency::FixedMs(20),
+        })
+        .configure(|c| c.hotplug_check_ms = 50)
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&sim);
+    (sim, api)
+}
+
+fn ip_of(sim: &SimHandle, nic: &str) -> String {
+    sim.nics()
+        .into_iter()
+        .find(|n| n.nic.nic_id == nic)
+        .unwrap()
+        .nic
+        .private_ip
+}
+
+#[tokio::test]
+async fn attached_nics_reach_the_gateway_and_each_other_and_vanish_on_detach() {
+    if !require_root("attached_nics_reach_the_gateway_and_each_other_and_vanish_on_detach") {
+        return;
+    }
+    let node = Netns::new("node");
+    let pod = Netns::new("pod");
+    // The node given as a path, as a CNI runtime would name it.
+    let (sim, api) =
+        start(InstanceSpec::new(NODE).node_netns(&format!("/var/run/netns/{}", node.name))).await;
+    let vxns = sim.vxnet_netns(VX).expect("vxnet netns");
+    assert!(netns_exists(&vxns));
+
+    let nics = api.create(VX, 2).await;
+    let other = api.create(VX, 1).await;
+    assert!(node.link_by_mac(&nics[0]).is_none());
+    let job = api.job("AttachNics", Some(NODE), &nics).await;
+    let unmapped = api.job("AttachNics", Some("i-unmapped"), &other).await;
+    assert_eq!(api.wait_job(&job).await, "successful");
+    assert_eq!(api.wait_job(&unmapped).await, "successful");
+
+    // Present as soon as the job says successful, named as MAC-based naming would.
+    let l0 = node.link_by_mac(&nics[0]).expect("NIC 0 link in the node");
+    assert_eq!(l0, link_name(&nics[0]));
+    let l1 = node.link_by_mac(&nics[1]).expect("NIC 1 link in the node");
+    assert!(
+        node.link_by_mac(&other[0]).is_none(),
+        "unmapped instance gets no link"
+    );
+
+    // NIC 0 configured on the node, NIC 1 moved into a pod as eth0.
+    let (ip0, ip1) = (ip_of(&sim, &nics[0]), ip_of(&sim, &nics[1]));
+    node.ip(&["addr", "add", &format!("{ip0}/24"), "dev", &l0]);
+    node.ip(&["link", "set", &l0, "up"]);
+    node.ip(&["link", "set", &l1, "netns", &pod.name, "name", "eth0"]);
+    pod.ip(&["addr", "add", &format!("{ip1}/24"), "dev", "eth0"]);
+    pod.ip(&["link", "set", "eth0", "up"]);
+    assert!(node.ping("172.22.0.1"), "node NIC reaches the gateway");
+    assert!(pod.ping("172.22.0.1"), "pod NIC reaches the gateway");
+    assert!(
+        pod.ping(&ip0),
+        "pod reaches the node's NIC through the vxnet"
+    );
+
+    // Detach removes each link wherever it is now.
+    let job = api.job("DetachNics", None, &nics).await;
+    assert_eq!(api.wait_job(&job).await, "successful");
+    assert!(node.link_by_mac(&nics[0]).is_none());
+    assert!(pod.link_by_mac(&nics[1]).is_none());
+
+    sim.shutdown().await;
+    assert!(!netns_exists(&vxns), "vxnet netns removed on shutdown");
+}
+
+#[tokio::test]
+async fn nic_returns_to_its_node_when_the_pod_netns_dies() {
+    if !require_root("nic_returns_to_its_node_when_the_pod_netns_dies") {
+        return;
+    }
+    let node = Netns::new("node");
+    let (sim, api) = start(InstanceSpec::new(NODE).node_netns(&node.name)).await;
+    let nics = api.create(VX, 1).await;
+    let job = api.job("AttachNics", Some(NODE), &nics).await;
+    assert_eq!(api.wait_job(&job).await, "successful");
+    let link = node.link_by_mac(&nics[0]).expect("link");
+
+    {
+        let pod = Netns::new("pod");
+        node.ip(&["link", "set", &link, "netns", &pod.name, "name", "eth0"]);
+        assert!(pod.link_by_mac(&nics[0]).is_some());
+        assert!(node.link_by_mac(&nics[0]).is_none());
+    } // the pod netns is deleted here, and the veth pair with it
+
+    let mut back = None;
+    for _ in 0..200 {
+        back = node.link_by_mac(&nics[0]);
+        if back.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        back,
+        Some(link_name(&nics[0])),
+        "NIC back on the node with its MAC"
+    );
+    let info = sim
+        .nics()
+        .into_iter()
+        .find(|n| n.nic.nic_id == nics[0])
+        .unwrap();
+    assert_eq!(
+        info.state,
+        NicState::InUse,
+        "still attached as far as the cloud knows"
+    );
+
+    // Dropping the handle without shutdown also cleans up.
+    let vxns = sim.vxnet_netns(VX).unwrap();
+    drop(sim);
+    assert!(!netns_exists(&vxns), "vxnet netns removed on drop");
+    // The kernel destroys a deleted netns's devices asynchronously.
+    let mut gone = false;
+    for _ in 0..100 {
+        gone = node.link_by_mac(&nics[0]).is_none();
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the NIC end died with its pair");
+}
