@@ -1,0 +1,320 @@
+//! The real kubectl (1.32, /usr/bin/kubectl) against the server: CRDs, printer columns, short
+//! names, categories, scale, patch, apply, describe, explain, delete. Also runs against a real
+//! cluster with `HOSTNIC_TEST_KUBECONFIG`.
+
+mod common;
+
+use std::path::Path;
+use tokio::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+struct Kubectl {
+    kubeconfig: std::path::PathBuf,
+    /// A private discovery cache, so a server on a reused port is never confused with another.
+    cache: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Kubectl {
+    fn new(env: &Env) -> Option<Kubectl> {
+        if !Path::new(KUBECTL).exists() {
+            assert!(std::env::var_os("CI").is_none(), "kubectl missing in CI");
+            println!("skipped: no {KUBECTL}");
+            return None;
+        }
+        Some(Kubectl {
+            kubeconfig: env.kubeconfig.clone(),
+            cache: tempfile::tempdir().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    /// Runs kubectl without blocking the runtime (the server may run on the same one).
+    async fn run(&self, args: &[&str]) -> Out {
+        let out = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    }
+
+    /// Runs and asserts success; returns stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args).await;
+        assert!(o.ok, "kubectl {args:?} failed:\n{}\n{}", o.stdout, o.stderr);
+        o.stdout
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into()
+    }
+}
+
+/// Upper-cased printer column names of a CRD file, as kubectl prints them.
+fn printer_columns(crd_file: &Path) -> Vec<String> {
+    let crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(crd_file).unwrap()).unwrap();
+    crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c.get("priority").and_then(Value::as_i64).unwrap_or(0) == 0)
+        .map(|c| c["name"].as_str().unwrap().to_uppercase())
+        .collect()
+}
+
+#[tokio::test]
+async fn kubectl_manages_hostnic_resources() {
+    let env = Env::start().await;
+    let Some(k) = Kubectl::new(&env) else { return };
+    let crds = repo_crds();
+    let nicpools_crd = crds.join("hostnic.qingcloud.com_nicpools.yaml");
+    let hostnics_crd = crds.join("hostnic.qingcloud.com_hostnics.yaml");
+    let applied = k
+        .ok(&[
+            "apply",
+            "-f",
+            &nicpools_crd.to_string_lossy(),
+            "-f",
+            &hostnics_crd.to_string_lossy(),
+        ])
+        .await;
+    assert!(
+        applied.contains(
+            "customresourcedefinition.apiextensions.k8s.io/nicpools.hostnic.qingcloud.com"
+        ),
+        "{applied}"
+    );
+    eventually("nicpools served", || async {
+        k.run(&["get", "nicpools"]).await.ok
+    })
+    .await;
+
+    let pool = unique("pool");
+    let manifest = format!(
+        "apiVersion: hostnic.qingcloud.com/v1alpha1\nkind: NicPool\nmetadata:\n  name: {pool}\nspec:\n  vxnets: [vxnet-abc]\n"
+    );
+    let f = k.file("pool.yaml", &manifest);
+    assert!(
+        k.ok(&["apply", "-f", &f])
+            .await
+            .contains(&format!("nicpool.hostnic.qingcloud.com/{pool} created"))
+    );
+
+    let table = k.ok(&["get", "nicpools,hostnics"]).await;
+    let header = table.lines().next().unwrap();
+    for col in printer_columns(&nicpools_crd) {
+        assert!(header.contains(&col), "column {col} in {header:?}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.contains(&pool))
+        .unwrap_or_else(|| panic!("row for {pool} in {table}"));
+    assert!(
+        row.contains("[\"vxnet-abc\"]"),
+        "array cells print as JSON: {row}"
+    );
+    assert!(
+        row.trim_end().ends_with('s'),
+        "AGE column from a date column: {row}"
+    );
+
+    assert!(
+        k.ok(&["get", "np", &pool, "-o", "name"])
+            .await
+            .contains(&pool),
+        "short name np"
+    );
+    k.ok(&["get", "hn"]).await;
+    k.ok(&["get", "hostnic"]).await;
+    assert!(
+        k.ok(&["get", "nicpool", &pool, "-o", "wide"])
+            .await
+            .contains(&pool)
+    );
+
+    assert!(
+        k.ok(&["scale", "nicpool", &pool, "--replicas=5"])
+            .await
+            .contains("scaled")
+    );
+    assert_eq!(
+        k.ok(&["get", "nicpool", &pool, "-o", "jsonpath={.spec.size}"])
+            .await,
+        "5"
+    );
+
+    let bad = k
+        .run(&[
+            "patch",
+            "nicpool",
+            &pool,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"size":70}}"#,
+        ])
+        .await;
+    assert!(
+        !bad.ok && bad.stderr.contains("spec.size: Invalid value: 70"),
+        "{}",
+        bad.stderr
+    );
+    k.ok(&[
+        "patch",
+        "nicpool",
+        &pool,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"team":"net"}}}"#,
+    ])
+    .await;
+    k.ok(&[
+        "patch",
+        "nicpool",
+        &pool,
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/size","value":4}]"#,
+    ])
+    .await;
+    assert!(
+        k.ok(&["get", "nicpools", "-l", "team=net", "-o", "name"])
+            .await
+            .contains(&pool)
+    );
+    assert_eq!(
+        k.ok(&["get", "nicpool", &pool, "-o", "jsonpath={.spec.size}"])
+            .await,
+        "4"
+    );
+
+    let resized = k.file(
+        "pool2.yaml",
+        &manifest.replace("vxnets: [vxnet-abc]", "vxnets: [vxnet-abc]\n  size: 2"),
+    );
+    assert!(
+        k.ok(&["apply", "-f", &resized])
+            .await
+            .contains("configured")
+    );
+    let json: Value =
+        serde_json::from_str(&k.ok(&["get", "nicpool", &pool, "-o", "json"]).await).unwrap();
+    assert_eq!(json["spec"]["size"], 2);
+    assert_eq!(
+        json["metadata"]["labels"]["team"], "net",
+        "client-side apply keeps fields it does not own"
+    );
+
+    let described = k.ok(&["describe", "nicpool", &pool]).await;
+    assert!(
+        described.contains(&format!("Name:         {pool}")) && described.contains("Spec:"),
+        "{described}"
+    );
+    let explained = k.ok(&["explain", "nicpool.spec.size"]).await;
+    assert!(explained.contains("FIELD: size <integer>"), "{explained}");
+
+    assert!(
+        k.ok(&["delete", "nicpool", &pool])
+            .await
+            .contains("deleted")
+    );
+    let gone = k.run(&["get", "nicpool", &pool]).await;
+    assert!(
+        !gone.ok && gone.stderr.contains("NotFound"),
+        "{}",
+        gone.stderr
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn kubectl_builtins_and_widget_columns() {
+    let env = Env::start().await;
+    let Some(k) = Kubectl::new(&env) else { return };
+    let ns = env.ns.clone();
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: {ns}\ndata:\n  a: \"1\"\n"
+    );
+    let f = k.file("cm.yaml", &cm);
+    assert!(
+        k.ok(&["apply", "-f", &f])
+            .await
+            .contains("configmap/cfg created")
+    );
+    let f2 = k.file("cm2.yaml", &cm.replace("a: \"1\"", "a: \"2\"\n  b: \"3\""));
+    assert!(
+        k.ok(&["apply", "-f", &f2])
+            .await
+            .contains("configmap/cfg configured"),
+        "strategic merge patch of a built-in"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "cfg",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.data.a}{.data.b}"
+        ])
+        .await,
+        "23"
+    );
+    k.ok(&["label", "cm", "cfg", "-n", &ns, "x=y"]).await;
+    assert!(
+        k.ok(&["get", "cm", "-n", &ns, "-l", "x=y", "-o", "name"])
+            .await
+            .contains("configmap/cfg")
+    );
+    assert!(k.ok(&["get", "namespaces"]).await.contains(&ns));
+
+    let w = format!(
+        "apiVersion: conformance.kube-mem.hostnic.io/v1\nkind: Widget\nmetadata:\n  name: wid\n  namespace: {ns}\nspec:\n  color: red\n  tags: [a, b]\n"
+    );
+    let f = k.file("w.yaml", &w);
+    k.ok(&["apply", "-f", &f]).await;
+    let table = k.ok(&["get", "wd", "-n", &ns]).await;
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        vec!["NAME", "COLOR", "REPLICAS", "TAGS", "READY", "AGE"]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    // READY has no value yet: kubectl prints an empty cell, so only AGE follows the tags.
+    assert_eq!(&row[..4], &["wid", "red", "1", "[\"a\",\"b\"]"]);
+    assert_eq!(row.len(), 5, "{row:?}");
+    assert!(
+        k.ok(&["get", "kmtest", "-n", &ns, "-o", "name"])
+            .await
+            .contains("widget.conformance.kube-mem.hostnic.io/wid"),
+        "category"
+    );
+    k.ok(&["delete", "-f", &f]).await;
+    k.ok(&["delete", "-f", &f2]).await;
+    env.cleanup().await;
+}
