@@ -1,8 +1,9 @@
-//! The HTTP client: signs GET (or POST) requests, decodes the envelope, retries transient failures with
-//! jittered exponential backoff inside a bounded budget, and takes a rate-limiter token for
-//! every attempt. Typed calls for the NIC actions live here; job waiting and batching build on
+//! The HTTP client: signs GET (or POST) requests, decodes the envelope, retries transient
+//! failures with jittered exponential backoff inside a bounded budget, and takes a
+//! rate-limiter token for every attempt. Typed calls for the NIC actions live here; job waiting and batching build on
 //! them in their own modules.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -322,7 +323,8 @@ impl Client {
         JobId::parse(&resp.job_id).map_err(|source| Error::InvalidId { action, source })
     }
 
-    /// Fetches every page of a Describe action.
+    /// Fetches every page of a Describe action. Rows that moved to a later page while paging
+    /// (a resource created meanwhile shifts the order) are kept once.
     async fn describe_all<R, I>(
         &self,
         action: Action,
@@ -331,8 +333,10 @@ impl Client {
     ) -> Result<Vec<I>>
     where
         R: DeserializeOwned,
+        I: Keyed,
     {
-        let mut items = Vec::new();
+        let mut items: Vec<I> = Vec::new();
+        let mut seen = HashSet::new();
         let mut offset = 0;
         for _ in 0..MAX_PAGES {
             let mut p = filters.clone();
@@ -340,7 +344,11 @@ impl Client {
             p.push("limit", PAGE_LIMIT);
             let (page, total) = split(self.call(action, p).await?);
             let len = page.len();
-            items.extend(page);
+            for item in page {
+                if seen.insert(item.key().to_string()) {
+                    items.push(item);
+                }
+            }
             match next_offset(offset, len, total) {
                 Some(next) => offset = next,
                 None => return Ok(items),
@@ -353,6 +361,7 @@ impl Client {
     }
 
     /// One logical call: rate limit, send, classify, retry within the budget.
+    #[tracing::instrument(level = "debug", skip_all, fields(action = %action, priority = self.priority.as_str()))]
     async fn call<T: DeserializeOwned>(&self, action: Action, params: Params) -> Result<T> {
         let settings = &self.inner.settings;
         let attempts = self.inner.config.connection_retries.saturating_add(1);
@@ -450,6 +459,35 @@ impl Client {
         }
         let body = resp.bytes().await.map_err(|e| transport(action, e))?;
         decode(action, &body)
+    }
+}
+
+/// Rows of Describe answers, identified by their id.
+trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for Nic {
+    fn key(&self) -> &str {
+        &self.nic_id
+    }
+}
+
+impl Keyed for Job {
+    fn key(&self) -> &str {
+        &self.job_id
+    }
+}
+
+impl Keyed for Vxnet {
+    fn key(&self) -> &str {
+        &self.vxnet_id
+    }
+}
+
+impl Keyed for Instance {
+    fn key(&self) -> &str {
+        &self.instance_id
     }
 }
 

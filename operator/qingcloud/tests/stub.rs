@@ -281,6 +281,27 @@ async fn describe_pages_until_total_count() {
 }
 
 #[tokio::test]
+async fn rows_shifted_between_pages_are_kept_once() {
+    // The second page starts one row early, as if a NIC had been inserted before it.
+    let stub = Stub::start(|req, _| {
+        let offset: usize = req.get("offset").unwrap().parse().unwrap();
+        let start = offset.saturating_sub(1);
+        let set: Vec<String> = (start..(offset + 100).min(150)).map(nic_json).collect();
+        Reply::Json(format!(
+            r#"{{"ret_code":0,"total_count":150,"nic_set":[{}]}}"#,
+            set.join(",")
+        ))
+    })
+    .await;
+    let nics = stub
+        .client(|_| {})
+        .describe_nics(&NicFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(nics.len(), 150);
+}
+
+#[tokio::test]
 async fn busy_and_internal_errors_are_retried() {
     let stub = Stub::start(|_, i| match i {
         0 => api_error(5100),
