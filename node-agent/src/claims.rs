@@ -103,13 +103,15 @@ impl Agent {
             nics = self.view.nics();
         }
 
-        let annotation = match req.pool {
-            Some(_) => None,
-            None => {
-                self.pod_pool_annotation(&req.pod.namespace, &req.pod.name)
-                    .await?
-            }
-        };
+        // The pod's annotation may choose the pool, and its UID marks that it was seen in the
+        // API: only such claims are swept when the pod disappears from the API.
+        let pod = self.kube.get_pod(&req.pod.namespace, &req.pod.name).await?;
+        let annotation = pod.as_ref().and_then(|p| {
+            p.annotations()
+                .get(hostnic_crds::POD_POOL_ANNOTATION)
+                .cloned()
+        });
+        let api_uid = pod.and_then(|p| p.metadata.uid);
         let pools = self.view.pools();
         let pool = decide::choose_pool(req.pool.as_deref(), annotation.as_deref(), &pools, &nics)
             .map_err(|why| Error::NoPool {
@@ -120,7 +122,7 @@ impl Agent {
         let pod_ref = PodRef {
             namespace: req.pod.namespace.clone(),
             name: req.pod.name.clone(),
-            uid: req.pod.uid.clone(),
+            uid: api_uid,
             container_id: req.key.container_id.clone(),
             netns: req.netns.clone(),
             interface: req.key.ifname.clone(),
@@ -233,14 +235,6 @@ impl Agent {
             }
             _ => None,
         })
-    }
-
-    async fn pod_pool_annotation(&self, namespace: &str, name: &str) -> Result<Option<String>> {
-        Ok(self.kube.get_pod(namespace, name).await?.and_then(|p| {
-            p.annotations()
-                .get(hostnic_crds::POD_POOL_ANNOTATION)
-                .cloned()
-        }))
     }
 
     /// Puts a claim that could not be completed back to Available, unless someone else
@@ -460,18 +454,26 @@ impl Agent {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Whether a bound NIC's link is in its pod netns under its pod name.
+    /// Whether a bound NIC is fully set up in its pod: link under its pod name, address and
+    /// routes (a claim killed halfway leaves the link moved but not configured).
     pub(crate) async fn is_live(&self, nic: &HostNic) -> bool {
-        let (Some(pod), Some(mac)) = (
-            nic.status.as_ref().and_then(|s| s.pod.clone()),
-            decide::mac(nic),
-        ) else {
+        let Some(pod) = nic.status.as_ref().and_then(|s| s.pod.clone()) else {
             return false;
         };
         let Ok(ns) = Netns::open(&pod.netns) else {
             return false;
         };
-        matches!(attach::inspect(Arc::new(ns), mac).await, Ok(Some(link)) if link.name == pod.interface)
+        let Ok(spec) = decide::attach_spec(
+            nic,
+            &self.view.pools(),
+            self.view.node(),
+            &pod.interface,
+            None,
+            &[],
+        ) else {
+            return false;
+        };
+        matches!(attach::check(Arc::new(ns), spec).await, Ok(problems) if problems.is_empty())
     }
 }
 

@@ -87,13 +87,18 @@ pub async fn sweep(agent: &Agent) -> usize {
             continue;
         };
         let netns_gone = !Netns::exists(&pod.netns);
-        let pod_gone = match agent.kube.get_pod(&pod.namespace, &pod.name).await {
-            Ok(None) => true,
-            Ok(Some(p)) => matches!((&pod.uid, &p.metadata.uid), (Some(a), Some(b)) if a != b),
-            Err(error) => {
-                warn!(%error, "could not look up pod; keeping its NIC for now");
-                false
-            }
+        // `uid` is recorded only when the claim saw the pod in the API; without it the API
+        // cannot tell us the pod is gone (a runtime used without a Kubernetes pod).
+        let pod_gone = match &pod.uid {
+            None => false,
+            Some(uid) => match agent.kube.get_pod(&pod.namespace, &pod.name).await {
+                Ok(None) => true,
+                Ok(Some(p)) => p.metadata.uid.as_ref() != Some(uid),
+                Err(error) => {
+                    warn!(%error, "could not look up pod; keeping its NIC for now");
+                    false
+                }
+            },
         };
         if !netns_gone && !pod_gone {
             continue;

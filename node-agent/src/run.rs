@@ -13,7 +13,7 @@ use crate::kube_io::KubeIo;
 use crate::metrics::Metrics;
 use crate::netns::Netns;
 use crate::watch::View;
-use crate::{Error, Result, health, hygiene, server};
+use crate::{Result, health, hygiene, server};
 
 /// A running agent; dropping it stops every task (the socket file stays, as after a crash).
 pub struct Running {
@@ -21,8 +21,8 @@ pub struct Running {
     pub agent: Arc<Agent>,
     /// Socket path.
     pub socket: PathBuf,
-    /// Address the health server listens on.
-    pub health_addr: std::net::SocketAddr,
+    /// Address the health server listens on, unless its port was taken.
+    pub health_addr: Option<std::net::SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -68,18 +68,20 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
     ));
 
     let listener = server::bind(&socket)?;
-    let health = tokio::net::TcpListener::bind(health_addr)
-        .await
-        .map_err(|source| Error::Io {
-            context: "bind health address",
-            source,
-        })?;
-    let health_addr = health.local_addr().map_err(|source| Error::Io {
-        context: "health address",
-        source,
-    })?;
     tasks.push(tokio::spawn(server::serve(listener, agent.clone())));
-    tasks.push(tokio::spawn(health::serve(health, agent.clone())));
+    // Health is for probes and scraping; the CNI socket matters more, so a taken port only
+    // costs the health endpoints (and says so loudly).
+    let health_addr = match tokio::net::TcpListener::bind(health_addr).await {
+        Ok(health) => {
+            let addr = health.local_addr().ok();
+            tasks.push(tokio::spawn(health::serve(health, agent.clone())));
+            addr
+        }
+        Err(error) => {
+            tracing::error!(%health_addr, %error, "cannot serve /healthz, /readyz and /metrics");
+            None
+        }
+    };
     let a = agent.clone();
     tasks.push(tokio::spawn(async move {
         a.recover().await;
@@ -93,7 +95,7 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
         ));
         let _ = tokio::join!(scan, sweep);
     }));
-    tracing::info!(node = %node_name, socket = %socket.display(), %health_addr, "agent started");
+    tracing::info!(node = %node_name, socket = %socket.display(), health_addr = ?health_addr, "agent started");
     Ok(Running {
         agent,
         socket,

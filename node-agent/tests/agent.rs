@@ -723,3 +723,198 @@ async fn sweep_releases_nics_of_vanished_pods() {
     assert!(lab.node.link_by_mac(&mac(2)).is_some());
     assert!(gone_pod.links().iter().all(|l| l.name == "lo"));
 }
+
+// === the real binary, killed mid-claim ===
+
+/// The agent binary as a child process; killed with SIGKILL on drop.
+struct AgentProcess(std::process::Child);
+
+impl AgentProcess {
+    fn spawn(lab: &Lab) -> Self {
+        let kubeconfig = lab.dir.path().join("kubeconfig");
+        lab.server.write_kubeconfig(&kubeconfig).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hostnic-agent"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("NODE_NAME", &lab.node_name)
+            .env("RUST_LOG", "hostnic_agent=info")
+            .arg("--node-netns")
+            .arg(lab.node.path())
+            .arg("--socket")
+            .arg(lab.socket())
+            .args(["--health-addr", "127.0.0.1:0", "--link-scan-seconds", "1"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start hostnic-agent");
+        Self(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until the agent on the lab's socket reports `free` free NICs and has synced.
+async fn wait_ready(lab: &Lab, free: u32) {
+    let wait = async {
+        loop {
+            if lab.socket().exists()
+                && let Ok(Ok(stream)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::UnixStream::connect(lab.socket()),
+                )
+                .await
+            {
+                drop(stream);
+                let (code, body) = call(&lab.socket(), Method::GET, path::STATUS, vec![]).await;
+                if code == StatusCode::OK
+                    && let Ok(s) = serde_json::from_value::<AgentStatus>(body)
+                    && s.synced
+                    && s.free_nics >= free
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .expect("agent became ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_claim_and_restarted_keeps_the_invariants() {
+    if !require_root("killed_mid_claim_and_restarted_keeps_the_invariants") {
+        return;
+    }
+    const NICS: usize = 6;
+    const PODS: usize = 10;
+    let mut lab = Lab::new().await;
+    for i in 1..=NICS {
+        lab.add_nic(i).await;
+    }
+    let pods: Vec<Arc<TestNetns>> = (0..PODS).map(|_| Arc::new(TestNetns::new("pod"))).collect();
+    for i in 0..PODS {
+        lab.create_pod(&format!("c{i}")).await;
+    }
+    let mut agent = AgentProcess::spawn(&lab);
+    wait_ready(&lab, NICS as u32).await;
+
+    let socket = lab.socket();
+    let mut tasks = Vec::new();
+    for (i, pod) in pods.iter().enumerate() {
+        let (socket, pod) = (socket.clone(), pod.clone());
+        tasks.push(tokio::spawn(async move {
+            post(&socket, path::CLAIM, &claim_req(&pod, &format!("c{i}"))).await
+        }));
+    }
+    // Kill as soon as the first claim is answered: others are somewhere between steps.
+    let mut first = None;
+    while first.is_none() {
+        for t in &tasks {
+            if t.is_finished() {
+                first = Some(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    agent.kill();
+    for t in tasks {
+        // Claims cut off by the kill fail at the HTTP layer; the test client panics then.
+        let _ = t.await;
+    }
+
+    let _agent = AgentProcess::spawn(&lab);
+    wait_ready(&lab, 0).await;
+    assert_invariants(&lab, &pods).await;
+    let bound = lab
+        .hostnics()
+        .await
+        .iter()
+        .filter(|n| phase(n) == HostNicPhase::Bound)
+        .count();
+    assert!(bound >= 1, "the answered claim was lost");
+}
+
+// === through libcni and the hostnic plugin ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libcni_add_check_del_through_the_plugin() {
+    if !require_root("libcni_add_check_del_through_the_plugin") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    lab.add_nic(1).await;
+    let agent = lab.start_agent().await;
+    lab.wait_free(&agent, 1).await;
+    lab.create_pod("p1").await;
+    let pod = TestNetns::new("pod");
+    let conflist = lab.dir.path().join("hostnic.conflist");
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "hostnic",
+        "plugins": [{"type": "hostnic", "socket": lab.socket()}]
+    });
+    std::fs::write(&conflist, serde_json::to_vec(&conf).unwrap()).unwrap();
+    let plugin_dir = hostnic_tests::bins::bin("hostnic")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let rt =
+        hostnic_tests::cni_runtime::CniRuntime::new([plugin_dir], lab.dir.path().join("cache"))
+            .cni_args("K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1;K8S_POD_INFRA_CONTAINER_ID=ctr1");
+    let (rt, netns, conflist_path) = (Arc::new(rt), pod.path(), conflist.clone());
+
+    let blocking = |f: Box<dyn FnOnce() -> Value + Send>| tokio::task::spawn_blocking(f);
+    let (r, n, c) = (rt.clone(), netns.clone(), conflist_path.clone());
+    let result = blocking(Box::new(move || {
+        r.add(&c, "ctr1", &n, "eth0").expect("ADD")
+    }))
+    .await
+    .unwrap();
+    assert_eq!(result["interfaces"][0]["name"], "eth0", "{result}");
+    assert_eq!(
+        result["ips"][0]["address"],
+        format!("{}/24", ip(1)),
+        "{result}"
+    );
+    assert_eq!(pod.link_by_mac(&mac(1)).as_deref(), Some("eth0"));
+
+    let (r, n, c) = (rt.clone(), netns.clone(), conflist_path.clone());
+    blocking(Box::new(move || {
+        r.check(&c, "ctr1", &n, "eth0").expect("CHECK");
+        Value::Null
+    }))
+    .await
+    .unwrap();
+    pod.ip(&["addr", "flush", "dev", "eth0"]);
+    let (r, n, c) = (rt.clone(), netns.clone(), conflist_path.clone());
+    let failed = blocking(Box::new(move || {
+        json!(r.check(&c, "ctr1", &n, "eth0").is_err())
+    }))
+    .await
+    .unwrap();
+    assert_eq!(failed, json!(true), "CHECK missed a removed address");
+
+    for netns in [netns.clone(), PathBuf::new()] {
+        let (r, c) = (rt.clone(), conflist_path.clone());
+        blocking(Box::new(move || {
+            r.del(&c, "ctr1", &netns, "eth0").expect("DEL");
+            Value::Null
+        }))
+        .await
+        .unwrap();
+    }
+    assert_eq!(lab.node.link_by_mac(&mac(1)).as_deref(), Some("hn1"));
+    assert_eq!(
+        phase(&lab.hostnic(&lab.nics[&mac(1)]).await),
+        HostNicPhase::Released
+    );
+}
