@@ -17,18 +17,9 @@ use serde_json::{Value, json};
 /// What kubelet's runtime passes (IgnoreUnknown, or Debian's plugins refuse the K8S_ keys).
 const POD_ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0";
 
-/// Plugin dirs: the built `hostnic` (or the one in `HOSTNIC_BIN_DIR`, e.g. `target/release-cni`
-/// for benchmark figures) and Debian's reference plugins.
+/// Plugin dirs: the directory of the `hostnic` under test and Debian's reference plugins.
 fn plugin_dirs() -> Vec<PathBuf> {
-    let ours = std::env::var_os("HOSTNIC_BIN_DIR").map_or_else(
-        || {
-            Path::new(env!("CARGO_BIN_EXE_hostnic"))
-                .parent()
-                .unwrap()
-                .to_path_buf()
-        },
-        PathBuf::from,
-    );
+    let ours = common::plugin_bin().parent().unwrap().to_path_buf();
     vec![ours, PathBuf::from(DEBIAN_PLUGIN_DIR)]
 }
 

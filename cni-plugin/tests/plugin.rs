@@ -497,3 +497,42 @@ fn log_file_gets_the_logs_and_stderr_stays_quiet() {
     );
     assert!(text.contains("pod=prod/web-0"), "{text}");
 }
+
+/// The plugin's own cost, without a runtime library: ADD+DEL executed directly against the fake
+/// agent, next to two executions of `/bin/true` (the floor of fork+exec). Prints figures only.
+/// `HOSTNIC_BENCH_ITERATIONS` sets the count (default 50).
+#[test]
+fn bench_direct_exec() {
+    let n: usize = std::env::var("HOSTNIC_BENCH_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50);
+    let agent = FakeAgent::start();
+    let conf = net_conf("1.0.0", &agent, json!({}));
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    let mut plugin = Vec::with_capacity(n);
+    let mut floor = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("bench-{i}");
+        let start = std::time::Instant::now();
+        assert_eq!(run_plugin(&cni_env("ADD", &id), &conf).code, 0);
+        assert_eq!(run_plugin(&cni_env("DEL", &id), &conf).code, 0);
+        plugin.push(start.elapsed().as_secs_f64() * 1000.0);
+        let start = std::time::Instant::now();
+        for _ in 0..2 {
+            let status = std::process::Command::new("/bin/true").status().unwrap();
+            assert!(status.success());
+        }
+        floor.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "bench direct n={n} plugin ADD+DEL p50={:.2}ms, 2x /bin/true p50={:.2}ms ({})",
+        median(plugin),
+        median(floor),
+        common::plugin_bin().display()
+    );
+    assert_eq!(agent.requests_to(path::CLAIM).len(), n);
+}

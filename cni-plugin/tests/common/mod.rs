@@ -300,9 +300,18 @@ impl Run {
     }
 }
 
+/// The plugin under test: cargo's build of it, or the one in `HOSTNIC_BIN_DIR` (e.g.
+/// `target/release-cni`, to test and measure the shipped build).
+pub fn plugin_bin() -> PathBuf {
+    std::env::var_os("HOSTNIC_BIN_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_hostnic")),
+        |dir| PathBuf::from(dir).join("hostnic"),
+    )
+}
+
 /// Runs the plugin with exactly these environment variables and stdin.
 pub fn run_plugin(env: &BTreeMap<String, String>, stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hostnic"))
+    let mut child = Command::new(plugin_bin())
         .env_clear()
         .envs(env)
         .stdin(Stdio::piped())
