@@ -22,6 +22,7 @@ mod events;
 mod jsonpath;
 mod openapi;
 mod patch;
+mod protobuf;
 mod resources;
 mod schema;
 mod selector;

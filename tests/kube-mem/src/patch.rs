@@ -27,15 +27,12 @@ impl PatchType {
     }
 }
 
-/// The envelope prefix of Kubernetes protobuf bodies (not decoded here).
-const PROTOBUF_MAGIC: &[u8] = b"k8s\0";
-
 /// Parses a request body as JSON, or YAML for apply patches.
 pub fn parse_body(body: &[u8], yaml_ok: bool) -> ApiResult<Value> {
-    if body.starts_with(PROTOBUF_MAGIC) {
-        return Err(ApiError::unsupported_media_type(
-            "application/vnd.kubernetes.protobuf",
-        ));
+    if body.starts_with(crate::protobuf::MAGIC) {
+        return crate::protobuf::decode(body).ok_or_else(|| {
+            ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf")
+        });
     }
     match serde_json::from_slice(body) {
         Ok(v) => Ok(v),

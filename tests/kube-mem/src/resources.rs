@@ -375,7 +375,12 @@ pub fn builtins() -> Vec<Arc<ResourceDef>> {
                     storage: true,
                     schema: None,
                     status_subresource: b.status,
-                    scale: None,
+                    // Deployments scale like a CRD with spec/status replicas paths.
+                    scale: (b.group == "apps" && b.plural == "deployments").then(|| ScaleDef {
+                        spec_replicas_path: ".spec.replicas".into(),
+                        status_replicas_path: ".status.replicas".into(),
+                        label_selector_path: None,
+                    }),
                     columns: builtin_columns(b.group, b.plural),
                     selectable_fields: Vec::new(),
                 }],

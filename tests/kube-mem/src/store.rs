@@ -647,6 +647,12 @@ impl Store {
     fn prepare_builtin(&self, t: &Target, body: &mut Value, causes: &mut Vec<Cause>) {
         match (t.def.group.as_str(), t.def.plural.as_str()) {
             ("", "namespaces") => {
+                // The real server labels every namespace with its own name.
+                let name = json!(meta_str(body, "name"));
+                let labels = meta_mut(body).entry("labels").or_insert_with(|| json!({}));
+                if let Some(l) = labels.as_object_mut() {
+                    l.insert("kubernetes.io/metadata.name".into(), name);
+                }
                 body["spec"] = json!({"finalizers": ["kubernetes"]});
                 body["status"] = json!({"phase": "Active"});
             }

@@ -292,6 +292,68 @@ async fn kubectl_builtins_and_widget_columns() {
     );
     assert!(k.ok(&["get", "namespaces"]).await.contains(&ns));
 
+    // Typed-client commands send protobuf bodies.
+    k.ok(&[
+        "create",
+        "configmap",
+        "gen",
+        "-n",
+        &ns,
+        "--from-literal=k=v",
+    ])
+    .await;
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "-n",
+        &ns,
+        "--from-literal=p=q",
+    ])
+    .await;
+    k.ok(&["create", "serviceaccount", "bot", "-n", &ns]).await;
+    assert_eq!(
+        k.ok(&["get", "cm", "gen", "-n", &ns, "-o", "jsonpath={.data.k}"])
+            .await,
+        "v"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secret",
+            "sec",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.data.p}"
+        ])
+        .await,
+        "cQ=="
+    );
+    k.ok(&["get", "sa", "bot", "-n", &ns]).await;
+
+    let deploy = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n  namespace: {ns}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: d}}\n  template:\n    metadata:\n      labels: {{app: d}}\n    spec:\n      containers:\n      - {{name: c, image: busybox}}\n"
+    );
+    let fd = k.file("d.yaml", &deploy);
+    k.ok(&["apply", "-f", &fd]).await;
+    k.ok(&["scale", "deployment", "d", "-n", &ns, "--replicas=3"])
+        .await;
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deployment",
+            "d",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ])
+        .await,
+        "3"
+    );
+
     let w = format!(
         "apiVersion: conformance.kube-mem.hostnic.io/v1\nkind: Widget\nmetadata:\n  name: wid\n  namespace: {ns}\nspec:\n  color: red\n  tags: [a, b]\n"
     );
