@@ -4,9 +4,11 @@
 //! and restarted. Everything is torn down on drop; [`Cluster::leftovers`] checks that nothing of
 //! the system is left in the cloud or the kernel.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -94,10 +96,16 @@ impl Cluster {
     /// Starts everything and waits until the API server, the simulator and the operator answer.
     /// `progress` is told about each step.
     pub fn start(config: ClusterConfig, progress: &mut dyn FnMut(&str)) -> Result<Self> {
+        // HOSTNIC_KEEP_LOGS=1 keeps the directory (component logs, configs) for a post-mortem.
+        let keep = std::env::var_os("HOSTNIC_KEEP_LOGS").is_some();
         let dir = tempfile::Builder::new()
             .prefix("hn-cluster-")
+            .disable_cleanup(keep)
             .tempdir()
             .context("create cluster dir")?;
+        if keep {
+            progress(&format!("logs kept in {}", dir.path().display()));
+        }
         let root = dir.path().to_owned();
 
         progress("starting the in-memory Kubernetes API server (kube-mem)");
@@ -294,6 +302,17 @@ impl Cluster {
         Ok(left)
     }
 
+    /// Names of every netns the system made: the nodes' and the simulator's vxnet netns.
+    pub fn netns_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.netns.as_ref().map(|ns| ns.name().to_owned()))
+            .collect();
+        names.extend(self.sim.vxnet_netns()?);
+        Ok(names)
+    }
+
     /// Tails of every component's log, for failure messages.
     pub fn logs(&self, lines: usize) -> String {
         let mut out = String::new();
@@ -330,7 +349,7 @@ pub fn phase(nic: &serde_json::Value) -> &str {
 }
 
 /// The set of NIC ids (MACs, lowercase) the HostNics own.
-pub fn hostnic_ids(nics: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+pub fn hostnic_ids(nics: &[serde_json::Value]) -> BTreeSet<String> {
     nics.iter()
         .filter_map(|n| n["status"]["nicId"].as_str())
         .map(str::to_ascii_lowercase)
@@ -358,10 +377,20 @@ pub fn wait_for(
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released: the child binds it right after).
+/// A free TCP port on 127.0.0.1 (bound and released: the child binds it right after). The
+/// kernel may offer a just-released port again before its first taker has bound it, so ports
+/// handed out by this process are never handed out twice.
 pub fn free_port() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("find a free port")?;
-    l.local_addr().context("local addr")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").context("find a free port")?;
+        let addr = l.local_addr().context("local addr")?;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(addr.port()) {
+            return Ok(addr);
+        }
+    }
+    bail!("no fresh free port found")
 }
 
 /// The generated CRD YAML files of the workspace (`crds/<group>_<plural>.yaml`).

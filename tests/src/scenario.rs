@@ -3,6 +3,7 @@
 //! tear down and prove nothing is left.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -104,39 +105,34 @@ fn on_path(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Names of the network namespaces that exist now.
-pub fn netns_names() -> BTreeSet<String> {
-    std::fs::read_dir("/var/run/netns")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Runs the whole flow; `Ok` only if every step worked and nothing is left afterwards.
 pub fn run(p: &mut dyn Progress) -> Result<()> {
-    let before = netns_names();
-    let outcome = run_cluster(p);
-    let after = netns_names();
-    let leaked: Vec<_> = after.difference(&before).collect();
-    if outcome.is_err() && !leaked.is_empty() {
-        eprintln!("network namespaces left behind: {leaked:?}");
+    let mut ours = BTreeSet::new();
+    let outcome = run_cluster(p, &mut ours);
+    let left: Vec<&String> = ours
+        .iter()
+        .filter(|n| Path::new("/var/run/netns").join(n).exists())
+        .collect();
+    if outcome.is_err() && !left.is_empty() {
+        eprintln!("network namespaces left behind: {left:?}");
     }
     outcome?;
-    p.step("checking the machine: no network namespace left behind");
-    if !leaked.is_empty() {
-        bail!("network namespaces left behind: {leaked:?}");
+    p.step("checking the machine: none of the demo's network namespaces is left");
+    if !left.is_empty() {
+        bail!("network namespaces left behind: {left:?}");
     }
-    p.info("none left");
+    p.info(&format!(
+        "{} namespaces were made (nodes, pods, vxnets); none is left",
+        ours.len()
+    ));
     Ok(())
 }
 
-fn run_cluster(p: &mut dyn Progress) -> Result<()> {
+fn run_cluster(p: &mut dyn Progress, ours: &mut BTreeSet<String>) -> Result<()> {
     p.step("starting the system: kube-mem, QingCloud simulator, operator, 2 node agents");
     let cluster = Cluster::start(ClusterConfig::default(), &mut |s| p.info(s))?;
-    let res = flow(&cluster, p);
+    ours.extend(cluster.netns_names()?);
+    let res = flow(&cluster, p, ours);
     if res.is_err() {
         eprintln!(
             "\n===== component logs (last lines) =====\n{}",
@@ -150,7 +146,7 @@ fn run_cluster(p: &mut dyn Progress) -> Result<()> {
     Ok(())
 }
 
-fn flow(cluster: &Cluster, p: &mut dyn Progress) -> Result<()> {
+fn flow(cluster: &Cluster, p: &mut dyn Progress, ours: &mut BTreeSet<String>) -> Result<()> {
     let vxnets: Vec<&str> = cluster
         .config()
         .vxnets
@@ -181,6 +177,7 @@ fn flow(cluster: &Cluster, p: &mut dyn Progress) -> Result<()> {
             pod.gateway,
             pod.netns.name()
         ));
+        ours.insert(pod.netns.name().to_owned());
         running.push(pod);
     }
     check_pods_bound(cluster, &running)?;
@@ -207,11 +204,9 @@ fn flow(cluster: &Cluster, p: &mut dyn Progress) -> Result<()> {
     // add pods on node 1 until two pods on different nodes share one.
     let mut extra = 0;
     while cross_node_pair(&running).is_none() && extra < 3 {
-        running.push(pods.add_retrying(
-            1,
-            &format!("pod-extra-{extra}"),
-            Duration::from_secs(30),
-        )?);
+        let pod = pods.add_retrying(1, &format!("pod-extra-{extra}"), Duration::from_secs(30))?;
+        ours.insert(pod.netns.name().to_owned());
+        running.push(pod);
         extra += 1;
     }
     let (a, b) =

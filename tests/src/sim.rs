@@ -105,6 +105,18 @@ impl Sim {
             .collect())
     }
 
+    /// Names of the per-vxnet netns the simulator made for hot-plug.
+    pub fn vxnet_netns(&self) -> Result<Vec<String>> {
+        let v = http::get_json(self.addr, "/admin/vxnets")?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["netns"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// API calls served so far, per action.
     pub fn calls(&self) -> Result<BTreeMap<String, u64>> {
         let v = http::get_json(self.addr, "/admin/calls")?;
