@@ -12,16 +12,18 @@ use hostnic_tests::kubectl::Kubectl;
 use hostnic_tests::process::{Proc, Spec};
 use serde::Deserialize;
 
+use crate::admin::Admin;
 use crate::rbac::{Access, ServiceAccount};
 
 /// A running kube-mem with an admin kubeconfig.
-#[derive(Debug)]
 pub struct ApiServer {
     url: String,
     proc: Proc,
     dir: PathBuf,
-    /// kubectl as the admin (bypasses RBAC).
+    /// kubectl as the admin. Only without accounts: kubectl sends no bearer token over http.
     pub admin: Kubectl,
+    /// A kube Client as the admin (bypasses RBAC), which works with tokens too.
+    pub client: Admin,
 }
 
 impl ApiServer {
@@ -42,8 +44,12 @@ impl ApiServer {
         }
         let proc = Proc::start(spec, dir)?;
         let admin = Kubectl::new(&kubeconfig);
+        let mut client = None;
         wait_for("kube-mem to answer", Duration::from_secs(30), || {
-            Ok(kubeconfig.exists() && admin.run(&["get", "--raw", "/api"]).is_ok())
+            if client.is_none() && kubeconfig.exists() {
+                client = Some(Admin::connect(&kubeconfig)?);
+            }
+            Ok(client.as_ref().is_some_and(|c| c.get_raw("/api").is_ok()))
         })
         .with_context(|| proc.log_tail(20))?;
         Ok(Self {
@@ -51,6 +57,7 @@ impl ApiServer {
             proc,
             dir: dir.to_owned(),
             admin,
+            client: client.context("admin client")?,
         })
     }
 
@@ -76,7 +83,7 @@ impl ApiServer {
 
     /// Every request the server saw so far.
     pub fn audit(&self) -> Result<Vec<AuditEntry>> {
-        let text = self.admin.run(&["get", "--raw", "/kube-mem/audit"])?;
+        let text = self.client.get_raw("/kube-mem/audit")?;
         serde_json::from_str(&text).context("parse the kube-mem audit log")
     }
 

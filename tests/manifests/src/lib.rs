@@ -3,6 +3,7 @@
 //! operator and the agent really use. The tests under `tests/` drive these against the
 //! rendered output, the in-memory API server and the CNI installer script.
 
+pub mod admin;
 pub mod apiserver;
 pub mod rbac;
 pub mod render;
