@@ -2,13 +2,14 @@
 //! crate's wire types, so both sides agree on field names by construction).
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use qingcloud::wire::{self, Envelope, InstanceStatus, JobStatus, NicStatus};
 use serde::Serialize;
 
 use crate::api_error::ApiError;
 use crate::faults::Decision;
-use crate::model::{JobOutcome, Model, NicFilter, PAGE_CAP, Page, VxnetInstance};
+use crate::model::{JobFaults, Model, NicFilter, PAGE_CAP, Page, VxnetInstance};
 use crate::params::Params;
 
 /// Every action the simulator implements.
@@ -37,7 +38,11 @@ pub(crate) fn run(
     p: &Params,
     faults: &Decision,
 ) -> Result<String, ApiError> {
-    let outcome = faults.job.unwrap_or(JobOutcome::Successful);
+    let job_faults = JobFaults {
+        outcome: faults.job,
+        status_lag_polls: faults.status_lag,
+        link_delay: Duration::from_millis(faults.link_delay_ms),
+    };
     match action {
         "CreateNics" => {
             let vxnet = p.required("vxnet")?;
@@ -69,12 +74,12 @@ pub(crate) fn run(
         "AttachNics" => {
             let instance = p.required("instance")?;
             let nics = p.required_list("nics")?;
-            let job_id = model.attach_nics(instance, &nics, outcome)?;
+            let job_id = model.attach_nics(instance, &nics, job_faults)?;
             ok(action, wire::JobResponse { job_id })
         }
         "DetachNics" => {
             let nics = p.required_list("nics")?;
-            let job_id = model.detach_nics(&nics, outcome)?;
+            let job_id = model.detach_nics(&nics, job_faults)?;
             ok(action, wire::JobResponse { job_id })
         }
         "DeleteNics" => {

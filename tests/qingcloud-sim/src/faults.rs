@@ -93,13 +93,20 @@ pub enum FaultKind {
     Job(JobOutcome),
     /// CreateNics: the new NICs are left out of this many DescribeNics calls that match them.
     HideNewNics(u32),
+    /// AttachNics/DetachNics: after the job ends, DescribeNics shows the NICs' old status for
+    /// this many calls that match them.
+    NicStatusLag(u32),
+    /// AttachNics: the NIC's link appears in the node this many milliseconds after the job
+    /// ends (hot-plug on).
+    LinkDelayMs(u64),
 }
 
 impl FaultKind {
     /// Whether the fault means anything for `action`.
     fn applies_to(&self, action: &str) -> bool {
         match self {
-            Self::Job(_) => matches!(action, "AttachNics" | "DetachNics"),
+            Self::Job(_) | Self::NicStatusLag(_) => matches!(action, "AttachNics" | "DetachNics"),
+            Self::LinkDelayMs(_) => action == "AttachNics",
             Self::HideNewNics(_) => action == "CreateNics",
             _ => true,
         }
@@ -116,7 +123,11 @@ impl FaultKind {
             Self::NonJson => Some(ResponseFault::NonJson),
             Self::MissingRetCode => Some(ResponseFault::MissingRetCode),
             Self::Reset => Some(ResponseFault::Reset),
-            Self::DelayMs(_) | Self::Job(_) | Self::HideNewNics(_) => None,
+            Self::DelayMs(_)
+            | Self::Job(_)
+            | Self::HideNewNics(_)
+            | Self::NicStatusLag(_)
+            | Self::LinkDelayMs(_) => None,
         }
     }
 }
@@ -158,6 +169,8 @@ pub(crate) struct Decision {
     pub(crate) delay_ms: u64,
     pub(crate) job: Option<JobOutcome>,
     pub(crate) hide_polls: u32,
+    pub(crate) status_lag: u32,
+    pub(crate) link_delay_ms: u64,
 }
 
 /// The installed rules, in installation order.
@@ -204,6 +217,8 @@ impl FaultSet {
                 k if k.response().is_some() => d.response.is_none(),
                 FaultKind::DelayMs(_) => d.delay_ms == 0,
                 FaultKind::Job(_) => d.job.is_none(),
+                FaultKind::NicStatusLag(_) => d.status_lag == 0,
+                FaultKind::LinkDelayMs(_) => d.link_delay_ms == 0,
                 _ => d.hide_polls == 0,
             };
             if !slot_free {
@@ -224,6 +239,8 @@ impl FaultSet {
                 FaultKind::DelayMs(ms) => d.delay_ms = *ms,
                 FaultKind::Job(outcome) => d.job = Some(*outcome),
                 FaultKind::HideNewNics(polls) => d.hide_polls = *polls,
+                FaultKind::NicStatusLag(polls) => d.status_lag = *polls,
+                FaultKind::LinkDelayMs(ms) => d.link_delay_ms = *ms,
                 kind => d.response = kind.response().map(|r| (r, rule.fault.after)),
             }
         }

@@ -2,7 +2,7 @@
 //! instance's node netns, detached NICs vanish, and a NIC whose link died with a pod netns comes
 //! back to the node, as a real hot-plugged NIC returns to the host.
 //!
-//! Layout, per vxnet: a netns made by the simulator (`hn-vx-<random>`) holding bridge `br0`
+//! Layout, per vxnet: a netns made by the simulator (`hn-vx-<pid>-<random>`) holding bridge `br0`
 //! with the vxnet gateway address. Per attached NIC: a veth pair created inside that vxnet
 //! netns; the end named `v<mac hex>` stays on the bridge, the other end gets the NIC's MAC and
 //! is moved into the node netns as `enx<mac hex>` (the name MAC-based udev naming gives a real
@@ -24,6 +24,10 @@ use crate::model::LinkChange;
 
 /// The bridge inside each vxnet netns.
 const BRIDGE: &str = "br0";
+
+/// Vxnet netns are named `hn-vx-<pid>-<random>`: the pid of the simulator's process lets a
+/// later simulator remove those of one that was killed (SIGKILL leaves no chance to clean up).
+const NETNS_PREFIX: &str = "hn-vx-";
 
 /// An attached NIC with a link on its node.
 #[derive(Debug)]
@@ -76,14 +80,15 @@ async fn ip(args: &[&str]) -> Result<String, String> {
 impl Hotplug {
     /// Creates one netns with a gateway bridge per vxnet. On failure, removes what it made.
     pub(crate) async fn setup(networks: &[(String, Ipv4Net, Ipv4Addr)]) -> Result<Self, String> {
+        sweep_orphans();
         let mut hp = Self::default();
         for (id, cidr, gateway) in networks {
             let suffix: String = rand::rng()
                 .sample_iter(rand::distr::Alphanumeric)
-                .take(6)
+                .take(4)
                 .map(|c| char::from(c).to_ascii_lowercase())
                 .collect();
-            let ns = format!("hn-vx-{suffix}");
+            let ns = format!("{NETNS_PREFIX}{}-{suffix}", std::process::id());
             let addr = format!("{gateway}/{}", cidr.prefix_len());
             let steps: [&[&str]; 5] = [
                 &["netns", "add", &ns],
@@ -190,6 +195,26 @@ pub(crate) fn delete_netns<'a>(names: impl IntoIterator<Item = &'a String>) {
             tracing::warn!(netns = %ns, ?out, "cannot delete vxnet netns");
         }
     }
+}
+
+/// Deletes the vxnet netns of simulator processes that no longer exist.
+fn sweep_orphans() {
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    let orphans: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            name.strip_prefix(NETNS_PREFIX)
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !std::path::Path::new("/proc").join(pid.to_string()).exists())
+        })
+        .collect();
+    for ns in &orphans {
+        tracing::info!(netns = %ns, "removing the vxnet netns of a simulator that is gone");
+    }
+    delete_netns(&orphans);
 }
 
 /// Creates the pair in the vxnet netns and moves the NIC end into the node (one request

@@ -65,6 +65,8 @@
 //! `{"kind":{"delay_ms":2000},"trigger":{"next":1}}`,
 //! `{"kind":{"job":"never_finish"},"trigger":{"next":1}}` (also `failed`,
 //! `done_with_failure`), `{"kind":{"hide_new_nics":3},"trigger":{"next":1}}`,
+//! `{"kind":{"nic_status_lag":2},...}` (DescribeNics shows the old status for 2 more polls
+//! after the job), `{"kind":{"link_delay_ms":1500},...}` (the link appears after the job),
 //! `{"kind":"missing_ret_code",...}`; `"after": true` runs the action before replacing its
 //! response (a lost response).
 

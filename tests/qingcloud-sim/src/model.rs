@@ -79,6 +79,17 @@ pub enum JobOutcome {
     NeverFinish,
 }
 
+/// How an injected fault shapes one attach/detach job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct JobFaults {
+    pub(crate) outcome: Option<JobOutcome>,
+    /// DescribeNics keeps showing the NICs' old status for this many matching calls after
+    /// the job ends.
+    pub(crate) status_lag_polls: u32,
+    /// Attach only: the link appears this long after the job ends.
+    pub(crate) link_delay: Duration,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum JobKind {
     Attach,
@@ -113,6 +124,7 @@ struct Job {
     pending_until: Duration,
     working_until: Option<Duration>,
     outcome: JobOutcome,
+    faults: JobFaults,
     phase: Phase,
     status_changed: Duration,
 }
@@ -193,12 +205,26 @@ struct Nic {
     created: Duration,
     status_changed: Duration,
     hidden_polls: u32,
+    /// What DescribeNics still shows after a job with a status-lag fault: (in use, instance,
+    /// polls left).
+    stale: Option<(bool, Option<String>, u32)>,
 }
 
 impl Nic {
     /// Whether clients see it `in-use` (a detaching NIC still is; an attaching one not yet).
     fn shown_in_use(&self) -> bool {
-        matches!(self.state, NicState::InUse | NicState::Detaching)
+        match &self.stale {
+            Some((in_use, _, _)) => *in_use,
+            None => matches!(self.state, NicState::InUse | NicState::Detaching),
+        }
+    }
+
+    /// The `instance_id` clients see.
+    fn shown_instance(&self) -> Option<&str> {
+        match &self.stale {
+            Some((_, instance, _)) => instance.as_deref(),
+            None => self.instance.as_deref().filter(|_| self.shown_in_use()),
+        }
     }
 }
 
@@ -288,6 +314,8 @@ pub(crate) struct Model {
     jobs: Vec<Job>,
     job_index: HashMap<String, usize>,
     active_jobs: BTreeSet<usize>,
+    /// Plugs held back by a link-delay fault, with their due time.
+    delayed_links: Vec<(Duration, LinkChange)>,
 }
 
 impl Model {
@@ -309,6 +337,7 @@ impl Model {
             jobs: Vec::new(),
             job_index: HashMap::new(),
             active_jobs: BTreeSet::new(),
+            delayed_links: Vec::new(),
         };
         for v in &cfg.vxnets {
             m.add_vxnet(v)?;
@@ -563,6 +592,7 @@ impl Model {
                     created: now,
                     status_changed: now,
                     hidden_polls,
+                    stale: None,
                 },
             );
             out.push((mac, ip));
@@ -588,7 +618,7 @@ impl Model {
         &mut self,
         instance: &str,
         nics: &[String],
-        outcome: JobOutcome,
+        faults: JobFaults,
     ) -> Result<String, ApiError> {
         let inst = self
             .instances
@@ -618,7 +648,7 @@ impl Model {
             .iter()
             .map(|n| (n.clone(), instance.to_owned()))
             .collect();
-        let job = self.new_job(JobKind::Attach, pairs, outcome);
+        let job = self.new_job(JobKind::Attach, pairs, faults);
         for id in &nics {
             if let Some(nic) = self.nic_mut(id) {
                 nic.state = NicState::Attaching;
@@ -633,7 +663,7 @@ impl Model {
     pub(crate) fn detach_nics(
         &mut self,
         nics: &[String],
-        outcome: JobOutcome,
+        faults: JobFaults,
     ) -> Result<String, ApiError> {
         let nics = self.known_nics(nics)?;
         let mut pairs = Vec::with_capacity(nics.len());
@@ -649,7 +679,7 @@ impl Model {
                 _ => return Err(ApiError::denied(format!("nic [{id}] is not in use"))),
             }
         }
-        let job = self.new_job(JobKind::Detach, pairs, outcome);
+        let job = self.new_job(JobKind::Detach, pairs, faults);
         for id in &nics {
             if let Some(nic) = self.nic_mut(id) {
                 nic.state = NicState::Detaching;
@@ -754,12 +784,8 @@ impl Model {
         Ok(())
     }
 
-    fn new_job(
-        &mut self,
-        kind: JobKind,
-        nics: Vec<(String, String)>,
-        outcome: JobOutcome,
-    ) -> String {
+    fn new_job(&mut self, kind: JobKind, nics: Vec<(String, String)>, faults: JobFaults) -> String {
+        let outcome = faults.outcome.unwrap_or(JobOutcome::Successful);
         let id = loop {
             let id = self.random_id("j-", 8);
             if !self.job_index.contains_key(&id) {
@@ -779,6 +805,7 @@ impl Model {
             pending_until,
             working_until,
             outcome,
+            faults,
             phase: Phase::Running,
             status_changed: now,
         });
@@ -792,16 +819,14 @@ impl Model {
     /// Simulated time until the next job finishes, if any will.
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
         let now = self.now();
-        self.active_jobs
-            .iter()
-            .filter_map(|i| {
-                let job = &self.jobs[*i];
-                (job.phase == Phase::Running)
-                    .then_some(job.working_until)
-                    .flatten()
-            })
-            .min()
-            .map(|t| t.saturating_sub(now))
+        let jobs = self.active_jobs.iter().filter_map(|i| {
+            let job = &self.jobs[*i];
+            (job.phase == Phase::Running)
+                .then_some(job.working_until)
+                .flatten()
+        });
+        let links = self.delayed_links.iter().map(|(t, _)| *t);
+        jobs.chain(links).min().map(|t| t.saturating_sub(now))
     }
 
     /// Jobs whose time is up, now marked finishing (still shown `working`).
@@ -816,41 +841,53 @@ impl Model {
                 job.phase == Phase::Running && job.working_until.is_some_and(|t| t <= now)
             })
             .collect();
-        due.into_iter()
-            .map(|index| {
-                let job = &mut self.jobs[index];
-                job.phase = Phase::Finishing;
-                let ok = match job.outcome {
-                    JobOutcome::Successful | JobOutcome::NeverFinish => job.nics.len(),
-                    JobOutcome::Failed => 0,
-                    JobOutcome::DoneWithFailure => job.nics.len().saturating_sub(1),
+        let mut out = Vec::with_capacity(due.len());
+        for index in due {
+            let job = &mut self.jobs[index];
+            job.phase = Phase::Finishing;
+            let ok = match job.outcome {
+                JobOutcome::Successful | JobOutcome::NeverFinish => job.nics.len(),
+                JobOutcome::Failed => 0,
+                JobOutcome::DoneWithFailure => job.nics.len().saturating_sub(1),
+            };
+            let (kind, delay) = (job.kind, job.faults.link_delay);
+            let pairs = job.nics[..ok].to_vec();
+            let mut changes = Vec::with_capacity(pairs.len());
+            for (mac, instance) in &pairs {
+                let change = LinkChange {
+                    mac: mac.clone(),
+                    vxnet: self.nic(mac).map(|n| n.vxnet.clone()).unwrap_or_default(),
+                    instance: instance.clone(),
+                    plug: kind == JobKind::Attach,
                 };
-                let succeeded: Vec<String> =
-                    job.nics[..ok].iter().map(|(n, _)| n.clone()).collect();
-                let changes = job.nics[..ok]
-                    .iter()
-                    .map(|(mac, instance)| LinkChange {
-                        mac: mac.clone(),
-                        vxnet: String::new(),
-                        instance: instance.clone(),
-                        plug: job.kind == JobKind::Attach,
-                    })
-                    .collect::<Vec<_>>();
-                let changes = changes
-                    .into_iter()
-                    .map(|mut c| {
-                        c.vxnet = self
-                            .nic(&c.mac)
-                            .map(|n| n.vxnet.clone())
-                            .unwrap_or_default();
-                        c
-                    })
-                    .collect();
-                DueJob {
-                    index,
-                    succeeded,
-                    changes,
+                if change.plug && !delay.is_zero() {
+                    self.delayed_links.push((now + delay, change));
+                } else {
+                    changes.push(change);
                 }
+            }
+            out.push(DueJob {
+                index,
+                succeeded: pairs.into_iter().map(|(n, _)| n).collect(),
+                changes,
+            });
+        }
+        out
+    }
+
+    /// Delayed plugs whose time is up, for NICs still attached where they were going.
+    pub(crate) fn take_due_links(&mut self) -> Vec<LinkChange> {
+        let now = self.now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed_links)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.delayed_links = later;
+        due.into_iter()
+            .map(|(_, c)| c)
+            .filter(|c| {
+                self.nic(&c.mac).is_some_and(|n| {
+                    n.state == NicState::InUse && n.instance.as_deref() == Some(c.instance.as_str())
+                })
             })
             .collect()
     }
@@ -858,9 +895,14 @@ impl Model {
     /// Commits a due job: NIC states flip, the job becomes terminal.
     pub(crate) fn finish_job(&mut self, due: DueJob) {
         let now = self.now();
-        let (kind, nics, outcome) = {
+        let (kind, nics, outcome, lag) = {
             let job = &self.jobs[due.index];
-            (job.kind, job.nics.clone(), job.outcome)
+            (
+                job.kind,
+                job.nics.clone(),
+                job.outcome,
+                job.faults.status_lag_polls,
+            )
         };
         for (mac, instance) in &nics {
             let ok = due.succeeded.contains(mac);
@@ -872,6 +914,10 @@ impl Model {
             let Some(nic) = self.nic_mut(mac) else {
                 continue;
             };
+            if ok && lag > 0 {
+                let old = (kind == JobKind::Detach).then(|| instance.clone());
+                nic.stale = Some((kind == JobKind::Detach, old, lag));
+            }
             nic.job = None;
             nic.status_changed = now;
             match (kind, ok) {
@@ -961,11 +1007,7 @@ impl Model {
             } else {
                 NicStatus::Available
             },
-            instance_id: if shown_in_use {
-                nic.instance.clone().unwrap_or_default()
-            } else {
-                String::new()
-            },
+            instance_id: nic.shown_instance().unwrap_or_default().to_owned(),
             vxnet_id: nic.vxnet.clone(),
             private_ip: nic.ip.map(|ip| ip.to_string()).unwrap_or_default(),
             role: Some(u8::from(nic.primary)),
@@ -1062,13 +1104,15 @@ impl Model {
     // === describe ===
 
     /// DescribeNics; NICs hidden by the eventual-consistency fault are left out, and each
-    /// call that would have matched one uses up one of its hidden polls.
+    /// call that would have matched one uses up one of its hidden polls. Likewise each call
+    /// showing a NIC's stale status (status-lag fault) uses up one of those polls.
     pub(crate) fn describe_nics(&mut self, f: &NicFilter, page: Page) -> (u64, Vec<wire::Nic>) {
         let mut rows = Vec::new();
         let mut revealed = Vec::new();
+        let mut shown_stale = Vec::new();
         for (serial, nic) in &self.nics {
             let shown_in_use = nic.shown_in_use();
-            let shown_instance = nic.instance.as_deref().filter(|_| shown_in_use);
+            let shown_instance = nic.shown_instance();
             let matches = (f.nics.is_empty() || f.nics.contains(&nic.id))
                 && (f.instances.is_empty()
                     || shown_instance.is_some_and(|i| f.instances.iter().any(|x| x == i)))
@@ -1082,6 +1126,9 @@ impl Model {
             if nic.hidden_polls > 0 {
                 revealed.push(*serial);
             } else {
+                if nic.stale.is_some() {
+                    shown_stale.push(*serial);
+                }
                 rows.push(nic);
             }
         }
@@ -1091,6 +1138,16 @@ impl Model {
         for serial in revealed {
             if let Some(nic) = self.nics.get_mut(&serial) {
                 nic.hidden_polls -= 1;
+            }
+        }
+        for serial in shown_stale {
+            if let Some(nic) = self.nics.get_mut(&serial)
+                && let Some((_, _, polls)) = &mut nic.stale
+            {
+                *polls = polls.saturating_sub(1);
+                if *polls == 0 {
+                    nic.stale = None;
+                }
             }
         }
         (total, rows)
@@ -1235,6 +1292,17 @@ mod tests {
         Model::new(&cfg, Arc::new(Clock::new(true))).unwrap()
     }
 
+    fn ok() -> JobFaults {
+        JobFaults::default()
+    }
+
+    fn with(outcome: JobOutcome) -> JobFaults {
+        JobFaults {
+            outcome: Some(outcome),
+            ..JobFaults::default()
+        }
+    }
+
     fn all() -> Page {
         Page {
             offset: 0,
@@ -1276,9 +1344,7 @@ mod tests {
     fn attach_runs_through_pending_and_working() {
         let mut m = model();
         let nics = create(&mut m, 2);
-        let job = m
-            .attach_nics("i-node0001", &nics, JobOutcome::Successful)
-            .unwrap();
+        let job = m.attach_nics("i-node0001", &nics, ok()).unwrap();
         let status = |m: &Model| {
             m.describe_jobs(std::slice::from_ref(&job), &[], None, all())
                 .1[0]
@@ -1308,8 +1374,7 @@ mod tests {
     fn attaching_nic_shows_available_and_is_busy() {
         let mut m = model();
         let nics = create(&mut m, 1);
-        m.attach_nics("i-node0001", &nics, JobOutcome::Successful)
-            .unwrap();
+        m.attach_nics("i-node0001", &nics, ok()).unwrap();
         let (_, rows) = m.describe_nics(
             &NicFilter {
                 nics: nics.clone(),
@@ -1320,29 +1385,20 @@ mod tests {
         assert_eq!(rows[0].status, NicStatus::Available);
         assert_eq!(rows[0].instance_id, "");
         assert_eq!(
-            m.attach_nics("i-node0002", &nics, JobOutcome::Successful)
-                .unwrap_err()
-                .code
-                .0,
+            m.attach_nics("i-node0002", &nics, ok()).unwrap_err().code.0,
             1400
         );
         assert_eq!(m.delete_nics(&nics).unwrap_err().code.0, 1400);
-        assert_eq!(
-            m.detach_nics(&nics, JobOutcome::Successful)
-                .unwrap_err()
-                .code
-                .0,
-            1400
-        );
+        assert_eq!(m.detach_nics(&nics, ok()).unwrap_err().code.0, 1400);
     }
 
     #[test]
     fn failed_and_partial_jobs() {
         let mut m = model();
         let nics = create(&mut m, 3);
-        m.attach_nics("i-node0001", &nics[..1], JobOutcome::Failed)
+        m.attach_nics("i-node0001", &nics[..1], with(JobOutcome::Failed))
             .unwrap();
-        m.attach_nics("i-node0002", &nics[1..], JobOutcome::DoneWithFailure)
+        m.attach_nics("i-node0002", &nics[1..], with(JobOutcome::DoneWithFailure))
             .unwrap();
         m.clock.advance(Duration::from_secs(1));
         let changes = run_due(&mut m);
@@ -1367,7 +1423,7 @@ mod tests {
         let mut m = model();
         let nics = create(&mut m, 1);
         let job = m
-            .attach_nics("i-node0001", &nics, JobOutcome::NeverFinish)
+            .attach_nics("i-node0001", &nics, with(JobOutcome::NeverFinish))
             .unwrap();
         m.clock.advance(Duration::from_secs(3600));
         assert!(run_due(&mut m).is_empty());
@@ -1382,13 +1438,7 @@ mod tests {
     fn detach_rules() {
         let mut m = model();
         let nics = create(&mut m, 1);
-        assert_eq!(
-            m.detach_nics(&nics, JobOutcome::Successful)
-                .unwrap_err()
-                .code
-                .0,
-            1400
-        );
+        assert_eq!(m.detach_nics(&nics, ok()).unwrap_err().code.0, 1400);
         let primary = m
             .describe_nics(
                 &NicFilter {
@@ -1401,7 +1451,7 @@ mod tests {
             .nic_id
             .clone();
         assert_eq!(
-            m.detach_nics(std::slice::from_ref(&primary), JobOutcome::Successful)
+            m.detach_nics(std::slice::from_ref(&primary), ok())
                 .unwrap_err()
                 .code
                 .0,
@@ -1409,17 +1459,16 @@ mod tests {
         );
         assert_eq!(m.delete_nics(&[primary]).unwrap_err().code.0, 1400);
         assert_eq!(
-            m.detach_nics(&["52:54:00:00:00:00".into()], JobOutcome::Successful)
+            m.detach_nics(&["52:54:00:00:00:00".into()], ok())
                 .unwrap_err()
                 .code
                 .0,
             2100
         );
-        m.attach_nics("i-node0001", &nics, JobOutcome::Successful)
-            .unwrap();
+        m.attach_nics("i-node0001", &nics, ok()).unwrap();
         m.clock.advance(Duration::from_secs(1));
         run_due(&mut m);
-        m.detach_nics(&nics, JobOutcome::Successful).unwrap();
+        m.detach_nics(&nics, ok()).unwrap();
         m.clock.advance(Duration::from_secs(1));
         let changes = run_due(&mut m);
         assert!(!changes[0].plug);
@@ -1434,17 +1483,11 @@ mod tests {
         m.set_instance_status("i-node0001", InstanceStatus::Stopped)
             .unwrap();
         assert_eq!(
-            m.attach_nics("i-node0001", &nics, JobOutcome::Successful)
-                .unwrap_err()
-                .code
-                .0,
+            m.attach_nics("i-node0001", &nics, ok()).unwrap_err().code.0,
             1400
         );
         assert_eq!(
-            m.attach_nics("i-nosuch00", &nics, JobOutcome::Successful)
-                .unwrap_err()
-                .code
-                .0,
+            m.attach_nics("i-nosuch00", &nics, ok()).unwrap_err().code.0,
             2100
         );
     }
@@ -1453,10 +1496,9 @@ mod tests {
     fn limits_per_instance_and_vxnet() {
         let mut m = model();
         let nics = create(&mut m, 64);
-        m.attach_nics("i-node0001", &nics[..63], JobOutcome::Successful)
-            .unwrap();
+        m.attach_nics("i-node0001", &nics[..63], ok()).unwrap();
         assert_eq!(
-            m.attach_nics("i-node0001", &nics[63..], JobOutcome::Successful)
+            m.attach_nics("i-node0001", &nics[63..], ok())
                 .unwrap_err()
                 .code
                 .0,
@@ -1582,6 +1624,43 @@ mod tests {
                 .0,
             2100
         );
+    }
+
+    #[test]
+    fn status_lag_and_delayed_links() {
+        let mut m = model();
+        let nics = create(&mut m, 1);
+        let faults = JobFaults {
+            status_lag_polls: 2,
+            link_delay: Duration::from_millis(500),
+            ..JobFaults::default()
+        };
+        m.attach_nics("i-node0001", &nics, faults).unwrap();
+        m.clock.advance(Duration::from_millis(300));
+        assert!(run_due(&mut m).is_empty(), "link held back");
+        assert_eq!(m.next_deadline(), Some(Duration::from_millis(500)));
+        let f = NicFilter {
+            nics: nics.clone(),
+            ..Default::default()
+        };
+        for _ in 0..2 {
+            let (_, rows) = m.describe_nics(&f, all());
+            assert_eq!(
+                (rows[0].status, rows[0].instance_id.as_str()),
+                (NicStatus::Available, "")
+            );
+        }
+        let (_, rows) = m.describe_nics(&f, all());
+        assert_eq!(
+            (rows[0].status, rows[0].instance_id.as_str()),
+            (NicStatus::InUse, "i-node0001")
+        );
+        assert!(m.take_due_links().is_empty());
+        m.clock.advance(Duration::from_millis(500));
+        let links = m.take_due_links();
+        assert_eq!(links.len(), 1);
+        assert!(links[0].plug && links[0].vxnet == "vxnet-aaaaaaa");
+        assert_eq!(m.next_deadline(), None);
     }
 
     #[test]

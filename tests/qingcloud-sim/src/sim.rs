@@ -85,6 +85,13 @@ impl Shared {
             }
             self.lock().model.finish_job(job);
         }
+        let links = self.lock().model.take_due_links();
+        if let Some(hp) = hotplug.as_mut() {
+            for change in &links {
+                let node = self.lock().model.node_netns(&change.instance);
+                hp.apply(change, node).await;
+            }
+        }
     }
 
     async fn check_links(&self) {

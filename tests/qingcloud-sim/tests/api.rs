@@ -1018,3 +1018,75 @@ async fn config_yaml_points_at_the_simulator() {
     assert!(yaml.contains("protocol: 'http'") && yaml.contains("zone: 'pek3a'"));
     assert_eq!(sim.url(), format!("http://{}/iaas", sim.addr()));
 }
+
+/// 500 instances, 3 NICs each over 8 vxnets, requests 16 at a time; prints throughput.
+#[tokio::test]
+async fn scale_500_instances_without_hotplug() {
+    let mut b = Simulator::builder().job_latency(JobLatency {
+        pending: Latency::UniformMs(5, 20),
+        working: Latency::UniformMs(10, 40),
+    });
+    for v in 0..8 {
+        b = b.vxnet(VxnetSpec::new(
+            &format!("vxnet-scale{v:02}"),
+            format!("10.{v}.0.0/24").parse().unwrap(),
+        ));
+    }
+    for i in 0..500 {
+        let mut spec = InstanceSpec::new(&format!("i-s{i:07}"));
+        spec.vxnet = Some(format!("vxnet-scale{:02}", i % 8));
+        b = b.instance(spec);
+    }
+    let sim = b.start().await.unwrap();
+    let api = std::sync::Arc::new(Api::new(&sim));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut jobs = Vec::new();
+    for chunk in (0..500).collect::<Vec<_>>().chunks(16) {
+        for &i in chunk {
+            let api = api.clone();
+            tasks.spawn(async move {
+                let nics = api.create(&format!("vxnet-scale{:02}", i % 8), 3).await;
+                api.job("AttachNics", Some(&format!("i-s{i:07}")), &nics)
+                    .await
+            });
+        }
+        while let Some(job) = tasks.join_next().await {
+            jobs.push(job.unwrap());
+        }
+    }
+    let submitted = started.elapsed();
+    for job in &jobs {
+        assert_eq!(api.wait_job(job).await, "successful");
+    }
+    let mut seen = 0;
+    let mut offset = 0;
+    loop {
+        let v = api
+            .ok(
+                "DescribeNics",
+                &[
+                    ("status", "in-use"),
+                    ("limit", "100"),
+                    ("offset", &offset.to_string()),
+                ],
+            )
+            .await;
+        let page = v["nic_set"].as_array().unwrap().len();
+        seen += page;
+        offset += page;
+        if offset as u64 >= v["total_count"].as_u64().unwrap() {
+            break;
+        }
+    }
+    assert_eq!(seen, 2000, "500 primaries + 1500 secondaries in use");
+    let calls = sim.calls();
+    eprintln!(
+        "scale: 1000 create/attach calls in {:?} ({:.0} req/s, debug build); all done in {:?}; {} calls total, {:.2} per secondary NIC",
+        submitted,
+        1000.0 / submitted.as_secs_f64(),
+        started.elapsed(),
+        calls.total,
+        calls.total as f64 / 1500.0
+    );
+}

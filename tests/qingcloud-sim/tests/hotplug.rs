@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{Api, Netns, netns_exists, require_root};
 use qingcloud_sim::{
-    InstanceSpec, JobLatency, Latency, NicState, SimHandle, Simulator, VxnetSpec, link_name,
+    Fault, FaultKind, InstanceSpec, JobLatency, Latency, NicState, SimHandle, Simulator, VxnetSpec,
+    link_name,
 };
 
 const VX: &str = "vxnet-pods001";
@@ -30,6 +31,17 @@ async fn start(node: InstanceSpec) -> (SimHandle, Api) {
         .unwrap();
     let api = Api::new(&sim);
     (sim, api)
+}
+
+/// Waits (generously) until the link with `mac` is present or absent in `ns`.
+async fn wait_link(ns: &Netns, mac: &str, present: bool) -> bool {
+    for _ in 0..200 {
+        if ns.link_by_mac(mac).is_some() == present {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 fn ip_of(sim: &SimHandle, nic: &str) -> String {
@@ -83,6 +95,17 @@ async fn attached_nics_reach_the_gateway_and_each_other_and_vanish_on_detach() {
     assert!(
         pod.ping(&ip0),
         "pod reaches the node's NIC through the vxnet"
+    );
+
+    // A link-delay fault: the job succeeds first, the link shows up later.
+    sim.inject(Fault::new(FaultKind::LinkDelayMs(300)).next(1));
+    let late = api.create(VX, 1).await;
+    let job = api.job("AttachNics", Some(NODE), &late).await;
+    assert_eq!(api.wait_job(&job).await, "successful");
+    assert!(node.link_by_mac(&late[0]).is_none(), "not yet");
+    assert!(
+        wait_link(&node, &late[0], true).await,
+        "appears after the delay"
     );
 
     // Detach removes each link wherever it is now.
@@ -143,13 +166,30 @@ async fn nic_returns_to_its_node_when_the_pod_netns_dies() {
     drop(sim);
     assert!(!netns_exists(&vxns), "vxnet netns removed on drop");
     // The kernel destroys a deleted netns's devices asynchronously.
-    let mut gone = false;
-    for _ in 0..100 {
-        gone = node.link_by_mac(&nics[0]).is_none();
-        if gone {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        wait_link(&node, &nics[0], false).await,
+        "the NIC end died with its pair"
+    );
+}
+
+#[tokio::test]
+async fn vxnet_netns_of_a_killed_simulator_are_swept() {
+    if !require_root("vxnet_netns_of_a_killed_simulator_are_swept") {
+        return;
     }
-    assert!(gone, "the NIC end died with its pair");
+    // No process can have a pid above the kernel's maximum (4194304).
+    let orphan = "hn-vx-99999999-test";
+    common::run(&["netns", "add", orphan]);
+    let guard = Netns {
+        name: orphan.to_owned(),
+    };
+    let node = Netns::new("node");
+    let (sim, _api) = start(InstanceSpec::new(NODE).node_netns(&node.name)).await;
+    assert!(!netns_exists(&guard.name), "orphan swept at start");
+    let mine = sim.vxnet_netns(VX).unwrap();
+    assert!(
+        mine.starts_with(&format!("hn-vx-{}-", std::process::id())),
+        "{mine}"
+    );
+    sim.shutdown().await;
 }
