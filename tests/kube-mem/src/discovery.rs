@@ -77,7 +77,7 @@ fn entries(d: &ResourceDef, version: &str) -> Vec<Value> {
         "singularName": d.singular,
         "namespaced": d.namespaced,
         "kind": d.kind,
-        "verbs": VERBS,
+        "verbs": if d.is_review() { &["create"][..] } else { VERBS },
     });
     if !d.short_names.is_empty() {
         main["shortNames"] = json!(d.short_names);

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use audit::AuditRecord;
-pub use auth::{Auth, Identity};
+pub use auth::{Attributes, Auth, Identity};
 pub use status::ApiError;
 
 use server::Shared;
@@ -330,6 +330,11 @@ impl KubeMemHandle {
 
     pub fn clear_audit(&self) {
         self.shared.audit.clear();
+    }
+
+    /// Whether the stored RBAC objects let `who` do `what` (what `kubectl auth can-i` asks).
+    pub fn authorize(&self, who: &Identity, what: &auth::Attributes) -> bool {
+        auth::authorize(&self.shared.store(), who, what)
     }
 
     /// Drops the watch-event history: watches from any earlier version then get 410 Gone.

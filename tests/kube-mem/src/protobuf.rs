@@ -1,5 +1,6 @@
 //! Just enough of the Kubernetes protobuf encoding to accept what kubectl's typed clients send
-//! (`kubectl create namespace|configmap|secret|serviceaccount` POST protobuf bodies). Other
+//! (`kubectl create namespace|configmap|secret|serviceaccount` and `kubectl auth can-i` POST
+//! protobuf bodies). Other
 //! kinds in protobuf get 415; answers are always JSON, which kubectl also accepts.
 
 use base64::Engine;
@@ -113,6 +114,53 @@ fn object_meta(b: &[u8]) -> Option<Value> {
     Some(Value::Object(m))
 }
 
+/// A message of string fields, named by field number.
+fn strings(b: &[u8], names: &[(u64, &str)]) -> Option<Value> {
+    let mut m = Map::new();
+    for (n, w) in fields(b)? {
+        if let (Some((_, name)), Wire::Bytes(x)) = (names.iter().find(|(f, _)| *f == n), w) {
+            if !x.is_empty() {
+                m.insert(name.to_string(), json!(text(x)?));
+            }
+        }
+    }
+    Some(Value::Object(m))
+}
+
+/// (Self)SubjectAccessReviewSpec, as `kubectl auth can-i` sends it.
+fn review_spec(b: &[u8]) -> Option<Value> {
+    const RESOURCE: &[(u64, &str)] = &[
+        (1, "namespace"),
+        (2, "verb"),
+        (3, "group"),
+        (4, "version"),
+        (5, "resource"),
+        (6, "subresource"),
+        (7, "name"),
+    ];
+    let mut m = Map::new();
+    for (n, w) in fields(b)? {
+        let Wire::Bytes(x) = w else { continue };
+        match n {
+            1 => _ = m.insert("resourceAttributes".into(), strings(x, RESOURCE)?),
+            2 => {
+                _ = m.insert(
+                    "nonResourceAttributes".into(),
+                    strings(x, &[(1, "path"), (2, "verb")])?,
+                )
+            }
+            3 => _ = m.insert("user".into(), json!(text(x)?)),
+            4 => m
+                .entry("groups")
+                .or_insert_with(|| json!([]))
+                .as_array_mut()?
+                .push(json!(text(x)?)),
+            _ => {}
+        }
+    }
+    Some(Value::Object(m))
+}
+
 /// Decodes a protobuf body of a supported kind into its JSON form.
 pub fn decode(body: &[u8]) -> Option<Value> {
     let unknown = body.strip_prefix(MAGIC)?;
@@ -147,7 +195,10 @@ pub fn decode(body: &[u8]) -> Option<Value> {
             ("Secret", 2, Wire::Bytes(x)) => insert_entry(&mut obj, "data", x, true)?,
             ("Secret", 3, Wire::Bytes(x)) => _ = obj.insert("type".into(), json!(text(x)?)),
             ("Secret", 4, Wire::Bytes(x)) => insert_entry(&mut obj, "stringData", x, false)?,
-            ("ConfigMap" | "Secret", _, _) => {}
+            ("SelfSubjectAccessReview" | "SubjectAccessReview", 2, Wire::Bytes(x)) => {
+                _ = obj.insert("spec".into(), review_spec(x)?)
+            }
+            ("ConfigMap" | "Secret" | "SelfSubjectAccessReview" | "SubjectAccessReview", _, _) => {}
             _ => return None,
         }
     }

@@ -90,6 +90,11 @@ impl ResourceDef {
         }
     }
 
+    /// Access reviews are answered, never stored (create only).
+    pub fn is_review(&self) -> bool {
+        self.group == "authorization.k8s.io"
+    }
+
     pub fn is_events_v1(&self) -> bool {
         self.group == "events.k8s.io" && self.plural == "events"
     }
@@ -303,6 +308,26 @@ const BUILTINS: &[Builtin] = &[
         short: &["ds"],
         categories: &["all"],
         status: true,
+    },
+    Builtin {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+        status: false,
+    },
+    Builtin {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SubjectAccessReview",
+        plural: "subjectaccessreviews",
+        namespaced: false,
+        short: &[],
+        categories: &[],
+        status: false,
     },
 ];
 

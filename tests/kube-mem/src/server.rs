@@ -157,6 +157,25 @@ pub async fn handle(
             }
         }
     };
+    let identity = match impersonated(&req) {
+        None => identity,
+        Some(who) if identity.is_admin() => who,
+        Some(who) => {
+            let a = Attributes {
+                verb: "impersonate".into(),
+                api_group: String::new(),
+                resource: "users".into(),
+                name: who.user.clone(),
+                ..Default::default()
+            };
+            shared.audit.record(&identity, &a, false, 403);
+            let msg = format!(
+                "users \"{}\" is forbidden: User \"{}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+                who.user, identity.user
+            );
+            return Ok(error_response(&ApiError::forbidden(msg)));
+        }
+    };
     let rp = parse_resource_path(&path);
     let watch = truthy(&q, "watch");
     let attrs = match &rp {
@@ -186,7 +205,7 @@ pub async fn handle(
         return Ok(error_response(&e));
     }
     let resp = match rp {
-        Some(rp) => resource_request(&shared, req, rp, q).await,
+        Some(rp) => resource_request(&shared, &identity, req, rp, q).await,
         None => non_resource(&shared, &method, &path),
     };
     let resp = resp.unwrap_or_else(|e| error_response(&e));
@@ -252,6 +271,7 @@ fn list_opts(q: &HashMap<String, String>) -> ListOpts {
 
 async fn resource_request(
     shared: &Arc<Shared>,
+    identity: &Identity,
     req: Request<Incoming>,
     rp: ResourcePath,
     q: HashMap<String, String>,
@@ -287,6 +307,9 @@ async fn resource_request(
         name: rp.name,
         subresource: rp.subresource,
     };
+    if t.def.is_review() {
+        return review(shared, identity, &t, req).await;
+    }
     let accept = header_str(&req, header::ACCEPT).to_string();
     let as_table = wants_table(&accept) && t.subresource.is_none();
     let include = IncludeObject::parse(q.get("includeObject").map(String::as_str));
@@ -389,6 +412,88 @@ async fn resource_request(
             "{m} is not supported here"
         ))),
     }
+}
+
+/// `Impersonate-User` / `Impersonate-Group` headers (`kubectl --as`), if present.
+fn impersonated(req: &Request<Incoming>) -> Option<Identity> {
+    let user = req.headers().get("impersonate-user")?.to_str().ok()?;
+    let mut id = match user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    {
+        Some((ns, name)) => Identity::service_account(ns, name),
+        None => Identity::user(user),
+    };
+    for g in req.headers().get_all("impersonate-group") {
+        if let Ok(g) = g.to_str() {
+            id.groups.push(g.to_string());
+        }
+    }
+    Some(id)
+}
+
+/// Answers a (Self)SubjectAccessReview from the stored RBAC objects (`kubectl auth can-i`).
+async fn review(
+    shared: &Arc<Shared>,
+    identity: &Identity,
+    t: &Target,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    if req.method() != Method::POST || t.name.is_some() {
+        return Err(ApiError::method_not_allowed(
+            "access reviews only support create",
+        ));
+    }
+    let mut body = parse_body(&read_body(req).await?, false)?;
+    let spec = body.get("spec").cloned().unwrap_or_default();
+    let s = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let who = if t.def.plural == "selfsubjectaccessreviews" {
+        identity.clone()
+    } else {
+        let groups = spec
+            .get("groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        Identity {
+            user: s(&spec, "user"),
+            groups: groups
+                .filter_map(|g| g.as_str().map(String::from))
+                .collect(),
+        }
+    };
+    let attrs = match (
+        spec.get("resourceAttributes"),
+        spec.get("nonResourceAttributes"),
+    ) {
+        (Some(r), _) => Attributes {
+            verb: s(r, "verb"),
+            api_group: s(r, "group"),
+            resource: s(r, "resource"),
+            subresource: s(r, "subresource"),
+            namespace: s(r, "namespace"),
+            name: s(r, "name"),
+            path: String::new(),
+        },
+        (None, Some(n)) => Attributes {
+            verb: s(n, "verb"),
+            path: s(n, "path"),
+            ..Default::default()
+        },
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "spec.resourceAttributes or spec.nonResourceAttributes is required",
+            ));
+        }
+    };
+    let allowed = authorize(&shared.store(), &who, &attrs);
+    body["status"] = json!({"allowed": allowed});
+    Ok(json_response(201, &body))
 }
 
 fn columns(t: &Target) -> &[crate::resources::Column] {

@@ -376,6 +376,36 @@ async fn kubectl_builtins_and_widget_columns() {
             .contains("widget.conformance.kube-mem.hostnic.io/wid"),
         "category"
     );
+
+    // RBAC through kubectl: impersonation (--as) and SelfSubjectAccessReview (auth can-i).
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: wr\n  namespace: {ns}\nrules:\n- apiGroups: [conformance.kube-mem.hostnic.io]\n  resources: [widgets]\n  verbs: [get, list]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: wr\n  namespace: {ns}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: wr}}\nsubjects:\n- {{kind: ServiceAccount, name: bot, namespace: {ns}}}\n"
+    );
+    let fr = k.file("rbac.yaml", &rbac);
+    k.ok(&["apply", "-f", &fr]).await;
+    let bot = format!("--as=system:serviceaccount:{ns}:bot");
+    assert_eq!(
+        k.ok(&["auth", "can-i", "list", "widgets", "-n", &ns, &bot])
+            .await
+            .trim(),
+        "yes"
+    );
+    let no = k
+        .run(&["auth", "can-i", "delete", "widgets", "-n", &ns, &bot])
+        .await;
+    assert_eq!(no.stdout.trim(), "no");
+    assert!(
+        k.ok(&["get", "widgets", "-n", &ns, &bot])
+            .await
+            .contains("wid")
+    );
+    let denied = k.run(&["delete", "widget", "wid", "-n", &ns, &bot]).await;
+    assert!(
+        !denied.ok && denied.stderr.contains("forbidden"),
+        "{}",
+        denied.stderr
+    );
+
     k.ok(&["delete", "-f", &f]).await;
     k.ok(&["delete", "-f", &f2]).await;
     env.cleanup().await;
