@@ -118,10 +118,11 @@ fn object_meta(b: &[u8]) -> Option<Value> {
 fn strings(b: &[u8], names: &[(u64, &str)]) -> Option<Value> {
     let mut m = Map::new();
     for (n, w) in fields(b)? {
-        if let (Some((_, name)), Wire::Bytes(x)) = (names.iter().find(|(f, _)| *f == n), w) {
-            if !x.is_empty() {
-                m.insert(name.to_string(), json!(text(x)?));
-            }
+        let name = names.iter().find(|(f, _)| *f == n).map(|(_, name)| name);
+        if let (Some(name), Wire::Bytes(x)) = (name, w)
+            && !x.is_empty()
+        {
+            m.insert(name.to_string(), json!(text(x)?));
         }
     }
     Some(Value::Object(m))
