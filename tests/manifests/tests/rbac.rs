@@ -198,7 +198,11 @@ fn scenario(sys: &System) -> Result<()> {
         "apiVersion": CRD_VERSION,
         "kind": "NicPool",
         "metadata": {"name": POOL, "annotations": {"hostnic.qingcloud.com/is-default-pool": "true"}},
-        "spec": {"vxnets": ["vxnet-hnrbac1"], "size": 2, "quarantineSeconds": 0},
+        "spec": {
+            "vxnets": ["vxnet-hnrbac1"], "size": 2, "quarantineSeconds": 0,
+            // A route through the node (gateway 0.0.0.0) brings in the gateway-NIC paths.
+            "routes": [{"destination": "10.96.0.0/12", "gateway": "0.0.0.0"}],
+        },
     })])?;
     wait_for("2 Available HostNics", Duration::from_secs(60), || {
         Ok(sys.count("Available")? == 2)
