@@ -127,9 +127,6 @@ pub struct CloudConfig {
     pub connection_timeout: Duration,
 }
 
-/// Default location used by the Go SDK (hostnic mounts its Secret there).
-pub const DEFAULT_CONFIG_PATH: &str = "/root/.qingcloud/config.yaml";
-
 impl CloudConfig {
     /// A config with the documented defaults for everything but the three required keys.
     pub fn new(access_key_id: &str, secret_access_key: Secret, zone: &str) -> Self {
