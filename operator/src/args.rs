@@ -115,6 +115,26 @@ pub struct Args {
     #[arg(long, env = "HOSTNIC_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
 
+    /// Seconds a reconcile waits after the cloud throttled it (2500, 5100).
+    #[arg(
+        long,
+        env = "HOSTNIC_BACKOFF_THROTTLED_SECONDS",
+        default_value_t = 30.0
+    )]
+    pub backoff_throttled_seconds: f64,
+
+    /// Seconds a reconcile waits after a transient failure.
+    #[arg(long, env = "HOSTNIC_BACKOFF_TRANSIENT_SECONDS", default_value_t = 5.0)]
+    pub backoff_transient_seconds: f64,
+
+    /// Seconds a reconcile waits after a failure retrying cannot fix (bad spec, credentials).
+    #[arg(
+        long,
+        env = "HOSTNIC_BACKOFF_PERMANENT_SECONDS",
+        default_value_t = 300.0
+    )]
+    pub backoff_permanent_seconds: f64,
+
     /// Reconciles run in parallel per controller.
     #[arg(long, env = "HOSTNIC_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
@@ -151,6 +171,12 @@ pub struct Settings {
     pub resync: Duration,
     /// Reconcile concurrency.
     pub concurrency: u16,
+    /// Back-off after throttling.
+    pub backoff_throttled: Duration,
+    /// Back-off after a transient failure.
+    pub backoff_transient: Duration,
+    /// Back-off after a permanent failure.
+    pub backoff_permanent: Duration,
 }
 
 impl Args {
@@ -169,6 +195,9 @@ impl Args {
             gc_dry_run: self.gc_dry_run,
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             concurrency: self.concurrency,
+            backoff_throttled: Duration::from_secs_f64(self.backoff_throttled_seconds.max(0.0)),
+            backoff_transient: Duration::from_secs_f64(self.backoff_transient_seconds.max(0.0)),
+            backoff_permanent: Duration::from_secs_f64(self.backoff_permanent_seconds.max(0.0)),
         }
     }
 }

@@ -50,6 +50,9 @@ async fn main() -> anyhow::Result<()> {
         gc_dry_run: _,
         resync_seconds: _,
         concurrency: _,
+        backoff_throttled_seconds: _,
+        backoff_transient_seconds: _,
+        backoff_permanent_seconds: _,
         log: _,
     } = args;
     // The fields marked `_` reach the reconcilers through `settings`.

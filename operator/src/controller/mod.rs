@@ -189,9 +189,9 @@ pub fn backoff(error: &Error, settings: &Settings) -> Duration {
         return Duration::from_millis(100);
     }
     match error.class() {
-        ErrorClass::Throttled => Duration::from_secs(30),
-        ErrorClass::Transient => Duration::from_secs(5),
-        ErrorClass::BadSpec => Duration::from_secs(300),
+        ErrorClass::Throttled => settings.backoff_throttled,
+        ErrorClass::Transient => settings.backoff_transient,
+        ErrorClass::BadSpec => settings.backoff_permanent,
         ErrorClass::Waiting => settings.job_poll,
     }
 }

@@ -75,6 +75,9 @@ pub fn test_settings() -> Settings {
         gc_dry_run: false,
         resync: Duration::from_secs(5),
         concurrency: 16,
+        backoff_throttled: Duration::from_millis(500),
+        backoff_transient: Duration::from_millis(200),
+        backoff_permanent: Duration::from_secs(1),
     }
 }
 
@@ -86,6 +89,7 @@ pub struct Env {
     pub setup_settings: Settings,
     pub batch: BatchConfig,
     pub metrics: Arc<Metrics>,
+    pub registry: prometheus_client::registry::Registry,
     agent: JoinHandle<()>,
     op: Option<(JoinHandle<()>, CancellationToken)>,
 }
@@ -140,6 +144,7 @@ impl Env {
         }
         let agent = tokio::spawn(fake_agent(client.clone(), qc.clone()));
         let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut reg));
         Self {
             kube,
             client,
@@ -147,7 +152,8 @@ impl Env {
             qc,
             setup_settings: setup.settings,
             batch: setup.batch,
-            metrics: Arc::new(Metrics::new(&mut reg)),
+            metrics,
+            registry: reg,
             agent,
             op: None,
         }
@@ -266,6 +272,18 @@ impl Env {
             .filter(|n| n.nic.nic_name.starts_with(PREFIX))
             .map(|n| (n.nic.nic_id, n.nic.nic_name))
             .collect()
+    }
+
+    /// No two cloud NICs share an owner's name (a create was never repeated blindly), unless
+    /// the simulator hid a new NIC on purpose.
+    pub fn assert_no_duplicate_names(&self) {
+        let cloud = self.cloud_nics();
+        let names: HashSet<&String> = cloud.iter().map(|(_, n)| n).collect();
+        assert_eq!(
+            names.len(),
+            cloud.len(),
+            "two cloud NICs share a name: {cloud:?}"
+        );
     }
 
     /// The invariants: cloud NICs == HostNics' NICs, no duplicates on either side.

@@ -1,0 +1,91 @@
+//! The deterministic crash-point test: the operator is frozen at lifecycle step k (each status
+//! write and each mutating cloud call is a step), killed there, and a fresh operator finishes
+//! the job. For every k of a full lifecycle (fill a pool of 2, then delete it) the invariants
+//! must hold: cloud NICs == HostNics, no duplicates, counts converged, nothing left at the end.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use hostnic_operator::controller::Checkpoint;
+
+const T: Duration = Duration::from_secs(40);
+const NODE: &str = "i-node0001";
+
+/// Drives one lifecycle of pool `name`; returns early (true) if the checkpoint froze.
+async fn lifecycle(
+    env: &Env,
+    name: &str,
+    cp: &Checkpoint,
+    created: &mut bool,
+    deleted: &mut bool,
+) -> bool {
+    let drive = async {
+        if !*created {
+            env.create_pool(name, spec(&[VX_A], 2)).await;
+            *created = true;
+        }
+        env.converged(name, &[NODE], 2, T).await;
+        env.delete_pool(name).await;
+        *deleted = true;
+        eventually("pool gone", T, || async { env.pool(name).await.is_none() }).await;
+    };
+    tokio::select! {
+        () = cp.hit.notified() => true,
+        () = drive => false,
+    }
+}
+
+async fn finish(env: &Env, name: &str, created: bool, deleted: bool) {
+    if !created {
+        env.create_pool(name, spec(&[VX_A], 2)).await;
+    }
+    if !deleted {
+        env.converged(name, &[NODE], 2, T).await;
+        env.delete_pool(name).await;
+    }
+    eventually("pool gone", T, || async { env.pool(name).await.is_none() }).await;
+    eventually("no NIC left", T, || async {
+        env.cloud_nics().is_empty() && env.all_hostnics().await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_between_every_pair_of_steps() {
+    let mut setup = Setup::default();
+    // One HostNic reconcile at a time keeps the step order the same run after run.
+    setup.settings.concurrency = 1;
+    let mut env = Env::start(setup).await;
+
+    // Count the steps of a clean lifecycle.
+    let counter = Arc::new(Checkpoint::default());
+    env.start_with(counter.clone());
+    let (mut c, mut d) = (false, false);
+    assert!(!lifecycle(&env, "p0", &counter, &mut c, &mut d).await);
+    finish(&env, "p0", c, d).await;
+    let steps = counter.steps();
+    env.stop_operator().await;
+    eprintln!("a clean lifecycle of 2 NICs takes {steps} steps");
+    assert!(steps >= 20, "every NIC has at least 10 steps, saw {steps}");
+
+    for k in 1..=steps {
+        let name = format!("p{k}");
+        let cp = Arc::new(Checkpoint::crash_at(k));
+        env.start_with(cp.clone());
+        let (mut created, mut deleted) = (false, false);
+        let crashed = lifecycle(&env, &name, &cp, &mut created, &mut deleted).await;
+        env.kill_operator().await;
+        eprintln!("k={k}: crashed={crashed} created={created} deleted={deleted}");
+        if crashed {
+            env.assert_no_duplicate_names();
+        }
+        env.start_operator();
+        finish(&env, &name, created, deleted).await;
+        env.assert_invariants().await;
+        env.stop_operator().await;
+    }
+    env.shutdown().await;
+}
