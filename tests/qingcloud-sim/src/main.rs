@@ -2,6 +2,7 @@
 //! without an account. Prints the endpoint and a client config file, then serves until
 //! SIGINT/SIGTERM and removes every netns it made.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -167,11 +168,20 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let sim = Simulator::from_config(cfg).start().await?;
-    println!("endpoint: {}", sim.url());
-    println!("admin: http://{}/admin/nics", sim.addr());
-    println!("--- client config (qingcloud config.yaml) ---");
-    print!("{}", sim.config_yaml());
-    println!("---");
+    let banner = format!(
+        "endpoint: {}\nadmin: http://{}/admin/nics\n--- client config (qingcloud config.yaml) ---\n{}---\n",
+        sim.url(),
+        sim.addr(),
+        sim.config_yaml()
+    );
+    // One write, and a closed stdout is no reason to stop serving.
+    let mut stdout = std::io::stdout();
+    if let Err(error) = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        tracing::warn!(%error, "cannot print the endpoint");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,
