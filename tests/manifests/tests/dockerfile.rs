@@ -1,0 +1,241 @@
+//! No Docker engine runs here, so the Dockerfile is checked by reading it against the
+//! workspace: the packages and profiles it builds exist, the binaries it copies are what those
+//! packages produce, and the paths the manifests run (entrypoints, the CNI installer, the
+//! plugin it installs, the non-root user) are what the images contain.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use hostnic_manifests_tests::{manifests_dir, render, repo_root};
+use serde_json::Value;
+
+fn dockerfile() -> String {
+    std::fs::read_to_string(manifests_dir().join("images/Dockerfile")).unwrap()
+}
+
+/// Instructions with line continuations joined, comments dropped.
+fn instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => current.push_str(part),
+            None => {
+                current.push_str(trimmed);
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    out
+}
+
+/// Stage name -> its instructions.
+fn stages(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut stages = BTreeMap::new();
+    let mut name = String::new();
+    for ins in instructions(text) {
+        if ins.starts_with("FROM ") {
+            name = ins.split_whitespace().last().unwrap().to_owned();
+        }
+        stages
+            .entry(name.clone())
+            .or_insert_with(Vec::new)
+            .push(ins);
+    }
+    stages
+}
+
+/// Workspace package -> its binary targets.
+fn workspace_bins() -> BTreeMap<String, Vec<String>> {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let bins = p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect();
+            (p["name"].as_str().unwrap().to_owned(), bins)
+        })
+        .collect()
+}
+
+fn words(ins: &str) -> Vec<&str> {
+    ins.split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_builder_builds_existing_packages_with_existing_profiles() {
+    let text = dockerfile();
+    let stages = stages(&text);
+    let builder = stages.get("builder").expect("a builder stage");
+    let bins = workspace_bins();
+    let cargo_toml = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let mut built = Vec::new();
+    let commands = builder.iter().flat_map(|i| i.split(';'));
+    for ins in commands.filter(|c| c.contains("cargo build")) {
+        let w = words(ins);
+        for (i, word) in w.iter().enumerate() {
+            if *word == "-p" {
+                let pkg = w[i + 1];
+                assert!(
+                    bins.contains_key(pkg),
+                    "the Dockerfile builds unknown package {pkg}"
+                );
+                built.extend(bins[pkg].iter().cloned());
+            }
+            if *word == "--profile" {
+                let profile = w[i + 1];
+                assert!(
+                    cargo_toml.contains(&format!("[profile.{profile}]")),
+                    "profile {profile} is not in Cargo.toml"
+                );
+            }
+        }
+        assert!(w.contains(&"--locked"), "builds must use Cargo.lock: {ins}");
+    }
+    built.sort();
+    assert_eq!(built, vec!["hostnic", "hostnic-agent", "hostnic-operator"]);
+    // The plugin alone, small and static: its own invocation with the CNI profile.
+    let plugin_build = builder
+        .iter()
+        .flat_map(|i| i.split(';'))
+        .find(|c| c.contains("-p hostnic-cni"))
+        .unwrap();
+    assert!(plugin_build.contains("--profile release-cni") && plugin_build.contains("musl"));
+
+    // The toolchain is at least the workspace's rust-version.
+    let want: String = cargo_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let have = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG RUST_VERSION="))
+        .unwrap();
+    let v = |s: &str| -> Vec<u32> { s.split('.').map(|p| p.parse().unwrap()).collect() };
+    assert!(
+        v(have) >= v(&want),
+        "RUST_VERSION {have} < rust-version {want}"
+    );
+}
+
+#[test]
+fn every_copied_artifact_is_produced_and_every_entrypoint_exists() {
+    let text = dockerfile();
+    let stages = stages(&text);
+    // What the builder leaves in /out: `cp SRC... /out/` keeps names, `cp SRC /out/NAME` renames.
+    let mut produced = Vec::new();
+    for cp in stages["builder"].iter().flat_map(|i| i.split(';')) {
+        let w = words(cp);
+        if w.first() != Some(&"cp") {
+            continue;
+        }
+        let dest = *w.last().unwrap();
+        match dest.strip_prefix("/out/") {
+            Some("") => produced.extend(
+                w[1..w.len() - 1]
+                    .iter()
+                    .map(|src| src.rsplit('/').next().unwrap().trim_matches('"').to_owned()),
+            ),
+            Some(name) => produced.push(name.to_owned()),
+            None => {}
+        }
+    }
+    // "" holds the ARGs before the first FROM.
+    for (name, ins) in stages
+        .iter()
+        .filter(|(n, _)| !["builder", ""].contains(&n.as_str()))
+    {
+        let mut files = Vec::new();
+        for i in ins.iter().filter(|i| i.starts_with("COPY ")) {
+            let w = words(i);
+            let (src, dst) = (w[w.len() - 2], w[w.len() - 1]);
+            if i.contains("--from=builder") {
+                let file = src.strip_prefix("/out/").unwrap();
+                assert!(
+                    produced.iter().any(|p| p == file),
+                    "{name}: copies {src}, which the builder does not produce ({produced:?})"
+                );
+            } else {
+                assert!(
+                    repo_root().join(src).is_file(),
+                    "{name}: copies missing {src}"
+                );
+            }
+            files.push(dst.to_owned());
+        }
+        let entrypoint = ins
+            .iter()
+            .find_map(|i| i.strip_prefix("ENTRYPOINT "))
+            .unwrap_or_else(|| panic!("{name} has no ENTRYPOINT"));
+        let entry: Vec<String> = serde_json::from_str(entrypoint).unwrap();
+        assert!(
+            files.contains(&entry[0]),
+            "{name}: ENTRYPOINT {} is not copied in",
+            entry[0]
+        );
+    }
+}
+
+#[test]
+fn the_images_fit_what_the_manifests_run() {
+    let text = dockerfile();
+    let stages = stages(&text);
+    let objs = render::kustomize(&manifests_dir()).unwrap();
+    let workload =
+        |kind: &str| &objs.iter().find(|o| o["kind"] == kind).unwrap()["spec"]["template"]["spec"];
+
+    // Operator: the Deployment runs as uid 65532, and so does the image.
+    let operator = &stages["operator"];
+    assert!(operator.iter().any(|i| i == "USER 65532:65532"));
+    assert_eq!(
+        workload("Deployment")["securityContext"]["runAsUser"],
+        65532
+    );
+
+    // Agent: the init container's command and the plugin the installer copies by default.
+    let agent = stages["agent"].join("\n");
+    let init = &workload("DaemonSet")["initContainers"][0];
+    let command = init["command"][0].as_str().unwrap();
+    assert!(
+        agent.contains(&format!(" {command}")),
+        "the agent image lacks {command}"
+    );
+    let installer = std::fs::read_to_string(manifests_dir().join("images/install-cni.sh")).unwrap();
+    let default_plugin = installer
+        .lines()
+        .find_map(|l| l.strip_prefix("plugin=${HOSTNIC_PLUGIN:-"))
+        .unwrap()
+        .trim_end_matches('}');
+    assert!(agent.contains(&format!("/out/hostnic {default_plugin}")));
+    // The installer is a POSIX shell script: the agent's base image must have a shell.
+    assert!(installer.starts_with("#!/bin/sh"));
+    assert!(!stages["agent"][0].contains("distroless"));
+
+    // kustomization `images:` names the two stages' images.
+    let kustomization =
+        std::fs::read_to_string(manifests_dir().join("kustomization.yaml")).unwrap();
+    for image in ["hostnic-operator", "hostnic-agent"] {
+        assert!(kustomization.contains(&format!("- name: {image}")));
+    }
+}
