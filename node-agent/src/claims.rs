@@ -83,9 +83,7 @@ impl Agent {
 
     async fn claim_inner(self: &Arc<Self>, req: ClaimRequest) -> Result<Attachment> {
         decide::validate_claim(&req)?;
-        if !self.view.is_synced() {
-            return Err(Error::NotReady("HostNics not synced yet".into()));
-        }
+        self.ensure_recovered()?;
         let pod_ns =
             Arc::new(Netns::open(&req.netns).map_err(|e| Error::InvalidRequest(e.to_string()))?);
         let _serial = self.lock.lock().await;
@@ -286,9 +284,7 @@ impl Agent {
         if let Some(ns) = req.netns.as_deref().filter(|n| !n.is_empty()) {
             decide::validate_netns(ns)?;
         }
-        if !self.view.is_synced() {
-            return Err(Error::NotReady("HostNics not synced yet".into()));
-        }
+        self.ensure_recovered()?;
         let _serial = self.lock.lock().await;
         let nics = self.view.nics();
         let Some(nic) = decide::find_bound(&nics, &req.key).cloned() else {
@@ -395,9 +391,7 @@ impl Agent {
 
     /// CNI GC: releases every bound NIC of this node whose attachment the runtime no longer has.
     pub async fn gc(&self, req: GcRequest) -> Result<GcResponse> {
-        if !self.view.is_synced() {
-            return Err(Error::NotReady("HostNics not synced yet".into()));
-        }
+        self.ensure_recovered()?;
         let valid: HashSet<_> = req.valid_attachments.into_iter().collect();
         let _serial = self.lock.lock().await;
         let mut released = Vec::new();
@@ -411,6 +405,17 @@ impl Agent {
             }
         }
         Ok(GcResponse { released })
+    }
+
+    /// Refuses to change anything before start-up recovery has rebuilt the agent's view.
+    fn ensure_recovered(&self) -> Result<()> {
+        if self.recovered.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(Error::NotReady(
+                "HostNics and the kernel not synced yet".into(),
+            ))
+        }
     }
 
     /// CNI STATUS: ready once synced and recovered, with a free NIC or one on its way.
