@@ -21,7 +21,7 @@ use crate::openapi;
 use crate::patch::{PatchType, parse_body};
 use crate::status::{ApiError, ApiResult};
 use crate::store::{DeleteOpts, ListOpts, PatchOpts, Store, Target, WatchFilter, WatchStart};
-use crate::table::{IncludeObject, table, wants_table};
+use crate::table::{IncludeObject, View, partial, table};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -311,18 +311,31 @@ async fn resource_request(
         return review(shared, identity, &t, req).await;
     }
     let accept = header_str(&req, header::ACCEPT).to_string();
-    let as_table = wants_table(&accept) && t.subresource.is_none();
     let include = IncludeObject::parse(q.get("includeObject").map(String::as_str));
+    let view = match View::from_accept(&accept, include) {
+        _ if t.subresource.is_some() => View::Object,
+        v => v,
+    };
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
     let method = req.method().clone();
     match (method, t.name.is_some()) {
-        (Method::GET, false) if truthy(&q, "watch") => {
-            start_watch(shared, t, &q, as_table.then_some(include))
-        }
+        (Method::GET, false) if truthy(&q, "watch") => start_watch(shared, t, &q, view),
         (Method::GET, false) => {
             let store = shared.store();
             let list = store.list(&t, &list_opts(&q))?;
-            if as_table {
+            if view == View::Metadata {
+                let items: Vec<Value> = list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(partial)
+                    .collect();
+                let meta = list["metadata"].clone();
+                let kind = "PartialObjectMetadataList";
+                let out = json!({"kind": kind, "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items});
+                return Ok(json_response(200, &out));
+            }
+            if let View::Table(include) = view {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 let mut tbl = table(
                     columns(&t),
@@ -341,7 +354,10 @@ async fn resource_request(
         }
         (Method::GET, true) => {
             let obj = shared.store().get(&t)?;
-            if as_table {
+            if view == View::Metadata {
+                return Ok(json_response(200, &partial(&obj)));
+            }
+            if let View::Table(include) = view {
                 let rv = obj["metadata"]["resourceVersion"]
                     .as_str()
                     .unwrap_or_default()
@@ -514,7 +530,7 @@ struct WatchTask {
     shared: Arc<Shared>,
     t: Target,
     filter: WatchFilter,
-    table: Option<IncludeObject>,
+    view: View,
     bookmarks: bool,
     initial_end_bookmark: bool,
     timeout: Duration,
@@ -522,15 +538,16 @@ struct WatchTask {
 
 impl WatchTask {
     fn render(&self, obj: &Value) -> Value {
-        match self.table {
-            Some(include) => {
+        match self.view {
+            View::Metadata => partial(obj),
+            View::Table(include) => {
                 let rv = obj["metadata"]["resourceVersion"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
                 table(columns(&self.t), std::slice::from_ref(obj), &rv, include)
             }
-            None => obj.clone(),
+            View::Object => obj.clone(),
         }
     }
 
@@ -598,7 +615,7 @@ fn start_watch(
     shared: &Arc<Shared>,
     t: Target,
     q: &HashMap<String, String>,
-    table: Option<IncludeObject>,
+    view: View,
 ) -> ApiResult<Response<Body>> {
     let opts = list_opts(q);
     let send_initial = truthy(q, "sendInitialEvents");
@@ -620,7 +637,7 @@ fn start_watch(
                 shared: shared.clone(),
                 t,
                 filter,
-                table,
+                view,
                 bookmarks,
                 initial_end_bookmark: send_initial && bookmarks,
                 timeout,

@@ -24,12 +24,35 @@ impl IncludeObject {
     }
 }
 
-/// Whether an Accept header asks for a Table.
-pub fn wants_table(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table"))
+/// The representation a GET/watch answers with, from its Accept header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Object,
+    Table(IncludeObject),
+    /// `as=PartialObjectMetadata(List)`: metadata only (kube-runtime's metadata_watcher).
+    Metadata,
+}
+
+impl View {
+    pub fn from_accept(accept: &str, include: IncludeObject) -> View {
+        let first = accept.split(',').next().unwrap_or_default();
+        if first.contains("as=Table") {
+            View::Table(include)
+        } else if first.contains("as=PartialObjectMetadata") {
+            View::Metadata
+        } else {
+            View::Object
+        }
+    }
+}
+
+/// An object reduced to `meta.k8s.io/v1` PartialObjectMetadata.
+pub fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_default(),
+    })
 }
 
 /// `HumanDuration` from k8s.io/apimachinery, which kubectl shows in AGE columns.
@@ -130,11 +153,7 @@ fn row_object(obj: &Value, include: IncludeObject) -> Value {
     match include {
         IncludeObject::None => Value::Null,
         IncludeObject::Object => obj.clone(),
-        IncludeObject::Metadata => json!({
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": obj.get("metadata").cloned().unwrap_or_default(),
-        }),
+        IncludeObject::Metadata => partial(obj),
     }
 }
 

@@ -786,3 +786,66 @@ async fn namespace_deletion_removes_content() {
     assert_eq!(e.code, 404, "creating in a missing namespace: {e:?}");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn metadata_only_views() {
+    let env = Env::start().await;
+    let api = env.widgets();
+    let mut w = widget("m", "red");
+    w.metadata.labels = Some([("k".to_string(), "v".to_string())].into());
+    api.create(&PostParams::default(), &w).await.unwrap();
+    let meta = api.get_metadata("m").await.unwrap();
+    assert_eq!(
+        meta.metadata
+            .labels
+            .unwrap_or_default()
+            .get("k")
+            .map(String::as_str),
+        Some("v")
+    );
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let mut events = kube::runtime::watcher(
+        Api::<kube::core::PartialObjectMeta<Widget>>::namespaced(env.client.clone(), &env.ns),
+        kube::runtime::watcher::Config::default(),
+    )
+    .boxed();
+    let synced = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut applied = Vec::new();
+        loop {
+            match events
+                .try_next()
+                .await
+                .unwrap()
+                .expect("watcher stream open")
+            {
+                kube::runtime::watcher::Event::InitApply(m) => applied.push(m.name_any()),
+                kube::runtime::watcher::Event::InitDone => return applied,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("metadata watcher synced");
+    assert_eq!(synced, vec!["m"]);
+    api.patch(
+        "m",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"k": "w"}}})),
+    )
+    .await
+    .unwrap();
+    let changed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let kube::runtime::watcher::Event::Apply(m) =
+                events.try_next().await.unwrap().expect("open")
+            {
+                return m.metadata.labels.unwrap_or_default().get("k").cloned();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(changed.as_deref(), Some("w"));
+    env.cleanup().await;
+}
