@@ -165,6 +165,14 @@ impl Hotplug {
                 if names.contains(&peer_name(mac)) {
                     continue;
                 }
+                // A vanished node (netns deleted) is not retried until it exists again.
+                if !netns_path(&p.node).exists() {
+                    if !p.lost {
+                        tracing::warn!(nic = %mac, node = %p.node, "node netns gone; NIC link not re-created");
+                        p.lost = true;
+                    }
+                    continue;
+                }
                 match plug(ns, mac, &p.node).await {
                     Ok(()) => {
                         tracing::info!(nic = %mac, node = %p.node, "NIC link vanished; back on its node");
@@ -185,7 +193,7 @@ impl Hotplug {
 /// went); ones already gone are skipped. Blocking, so `Drop` can use it.
 pub(crate) fn delete_netns<'a>(names: impl IntoIterator<Item = &'a String>) {
     for ns in names {
-        if !std::path::Path::new("/var/run/netns").join(ns).exists() {
+        if !netns_path(ns).exists() {
             continue;
         }
         let out = std::process::Command::new("ip")
@@ -194,6 +202,15 @@ pub(crate) fn delete_netns<'a>(names: impl IntoIterator<Item = &'a String>) {
         if !matches!(&out, Ok(o) if o.status.success()) {
             tracing::warn!(netns = %ns, ?out, "cannot delete vxnet netns");
         }
+    }
+}
+
+/// The file of a netns given by name (under `/var/run/netns`) or path.
+fn netns_path(netns: &str) -> std::path::PathBuf {
+    if netns.contains('/') {
+        netns.into()
+    } else {
+        std::path::Path::new("/var/run/netns").join(netns)
     }
 }
 

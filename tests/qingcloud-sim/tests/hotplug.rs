@@ -193,3 +193,35 @@ async fn vxnet_netns_of_a_killed_simulator_are_swept() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn deleted_node_leaves_the_nic_attached_and_detachable() {
+    if !require_root("deleted_node_leaves_the_nic_attached_and_detachable") {
+        return;
+    }
+    let node = Netns::new("node");
+    let (sim, api) = start(InstanceSpec::new(NODE).node_netns(&node.name)).await;
+    let nics = api.create(VX, 1).await;
+    let job = api.job("AttachNics", Some(NODE), &nics).await;
+    assert_eq!(api.wait_job(&job).await, "successful");
+    let vxns = sim.vxnet_netns(VX).unwrap();
+    drop(node);
+    // The pair dies with the node (asynchronously) and is not re-created while checks run.
+    let peer = format!("v{}", nics[0].replace(':', ""));
+    let has_peer = || common::run(&["-n", &vxns, "-br", "link"]).contains(&peer);
+    let mut gone = false;
+    for _ in 0..100 {
+        gone = !has_peer();
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "pair died with the node");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!has_peer(), "not re-created without a node");
+    let job = api.job("DetachNics", None, &nics).await;
+    assert_eq!(api.wait_job(&job).await, "successful");
+    api.ok("DeleteNics", &[("nics.1", &nics[0])]).await;
+    sim.shutdown().await;
+}
