@@ -376,6 +376,70 @@ fn validate_object(map: &Map<String, Value>, schema: &Value, path: &str, causes:
     }
 }
 
+const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
+/// Checks `metadata.labels`: qualified-name keys and label values, as the server does.
+pub fn validate_labels(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) else {
+        return causes;
+    };
+    let value_re = regex(LABEL_VALUE);
+    let bad_chars = |what: &str, example: &str, shown: &str| {
+        format!(
+            "{what} consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. {example}, regex used for validation is '{shown}')"
+        )
+    };
+    for (k, v) in labels {
+        let (prefix, name) = k
+            .rsplit_once('/')
+            .map_or((None, k.as_str()), |(p, n)| (Some(p), n));
+        let key_ok = !name.is_empty()
+            && name.len() <= 63
+            && value_re.as_ref().is_some_and(|r| r.is_match(name))
+            && prefix.is_none_or(|p| validate_name(p, false).is_none());
+        if !key_ok {
+            let msg = bad_chars(
+                "name part must",
+                "'MyName',  or 'my.name',  or '123-abc'",
+                "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]",
+            );
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                "metadata.labels",
+                format!("Invalid value: \"{k}\": {msg}"),
+            ));
+        }
+        let Some(v) = v.as_str() else {
+            causes.push(Cause::new(
+                "FieldValueTypeInvalid",
+                format!("metadata.labels.{k}"),
+                "Invalid value: label values must be strings",
+            ));
+            continue;
+        };
+        if v.len() > 63 {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                "metadata.labels",
+                format!("Invalid value: \"{v}\": must be no more than 63 characters"),
+            ));
+        } else if value_re.as_ref().is_some_and(|r| !r.is_match(v)) {
+            let msg = bad_chars(
+                "a valid label must be an empty string or",
+                "'MyValue',  or 'my_value',  or '12345'",
+                "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?",
+            );
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                "metadata.labels",
+                format!("Invalid value: \"{v}\": {msg}"),
+            ));
+        }
+    }
+    causes
+}
+
 const DNS1123_SUBDOMAIN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
@@ -465,6 +529,28 @@ mod tests {
             "{lines:?}"
         );
         assert!(lines.contains(&"spec.size: Invalid value: \"string\": spec.size in body must be of type integer: \"string\"".to_string()), "{lines:?}");
+    }
+
+    #[test]
+    fn labels() {
+        assert!(
+            validate_labels(
+                &json!({"metadata": {"labels": {"hostnic.qingcloud.com/node": "n-1", "a": ""}}})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            validate_labels(&json!({"metadata": {"labels": {"a": "bad value"}}})).len(),
+            1
+        );
+        assert_eq!(
+            validate_labels(&json!({"metadata": {"labels": {"a": "x".repeat(64)}}})).len(),
+            1
+        );
+        assert_eq!(
+            validate_labels(&json!({"metadata": {"labels": {"Bad_Prefix/a": "v"}}})).len(),
+            1
+        );
     }
 
     #[test]

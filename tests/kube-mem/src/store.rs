@@ -586,6 +586,7 @@ impl Store {
         let mut causes: Vec<Cause> = schema::validate_name(&name, t.def.plural == "namespaces")
             .into_iter()
             .collect();
+        causes.extend(schema::validate_labels(&body));
         if let Some(m) = body
             .as_object_mut()
             .filter(|_| t.def.custom && ver.status_subresource)
@@ -687,7 +688,15 @@ impl Store {
     /// PUT: replaces the object (or its status, or its scale).
     pub fn update(&mut self, t: &Target, body: Value, dry_run: bool) -> ApiResult<Value> {
         let name = t.name().to_string();
-        let old = self.lookup(t, &name)?.clone();
+        let old = match self.lookup(t, &name) {
+            Ok(o) => o.clone(),
+            Err(_) if t.subresource.is_none() && allows_create_on_update(&t.def) => {
+                let mut body = body;
+                meta_mut(&mut body).insert("name".into(), json!(name));
+                return self.create(t, body, dry_run);
+            }
+            Err(e) => return Err(e),
+        };
         match t.subresource.as_deref() {
             Some("scale") => return self.write_scale(t, old, body, dry_run),
             Some("status") | None => {}
@@ -881,7 +890,7 @@ impl Store {
             );
             m.insert("kind".into(), json!(t.def.kind));
         }
-        let mut causes = Vec::new();
+        let mut causes = schema::validate_labels(&new);
         if t.def.plural == "customresourcedefinitions"
             && t.def.group == "apiextensions.k8s.io"
             && part == Part::Main
@@ -1181,6 +1190,18 @@ impl Registry {
             .find(|d| d.custom && format!("{}.{}", d.plural, d.group) == crd_name)
             .cloned()
     }
+}
+
+/// Kinds whose PUT creates a missing object, as their real registry strategies allow.
+fn allows_create_on_update(def: &ResourceDef) -> bool {
+    matches!(
+        (def.group.as_str(), def.plural.as_str()),
+        ("coordination.k8s.io", "leases")
+            | ("", "events")
+            | ("events.k8s.io", "events")
+            | ("", "services")
+            | ("rbac.authorization.k8s.io", _)
+    )
 }
 
 fn record_manager(obj: &mut Value, opts: &PatchOpts, operation: &str) {
