@@ -167,6 +167,17 @@ async fn validation_names_the_field() {
         e.message
     );
 
+    let mut labelled = widget("lab", "red");
+    labelled.metadata.labels = Some([("k".to_string(), "bad value".to_string())].into());
+    let e = api_err(api.create(&PostParams::default(), &labelled).await);
+    assert_eq!(e.code, 422);
+    assert!(
+        e.message
+            .contains("metadata.labels: Invalid value: \"bad value\""),
+        "{}",
+        e.message
+    );
+
     let e = api_err(
         api.create(&PostParams::default(), &widget("Bad_Name", "red"))
             .await,
@@ -725,6 +736,17 @@ async fn leases_and_events() {
         .code,
         409
     );
+
+    // Leases may be created by PUT (their registry strategy allows create-on-update).
+    let fresh: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "fresh"}, "spec": {"holderIdentity": "z"}}),
+    )
+    .unwrap();
+    leases
+        .replace("fresh", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    assert!(leases.get_opt("fresh").await.unwrap().is_some());
 
     // A kube-runtime Recorder publishes events.k8s.io/v1 Events; core v1 sees the same ones.
     let w = env
