@@ -19,6 +19,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use rand::Rng;
 use tokio::process::Command;
+use tokio::task::JoinSet;
 
 use crate::model::LinkChange;
 
@@ -117,32 +118,59 @@ impl Hotplug {
         &self.vxnets
     }
 
-    /// Plugs or unplugs a NIC. `node` is the instance's netns; unmapped instances get no link.
-    pub(crate) async fn apply(&mut self, change: &LinkChange, node: Option<String>) {
-        if change.plug {
-            let (Some(node), Some(vx)) = (node, self.vxnets.get(&change.vxnet).cloned()) else {
-                return;
-            };
-            let result = plug(&vx, &change.mac, &node).await;
-            if let Err(error) = &result {
-                tracing::warn!(nic = %change.mac, %node, %error, "hot-plug failed");
-            }
-            self.plugged.insert(
-                change.mac.clone(),
-                Plugged {
-                    vxnet: change.vxnet.clone(),
-                    node,
-                    lost: result.is_err(),
-                },
-            );
-        } else if let Some(p) = self.plugged.remove(&change.mac)
-            && let Some(vx) = self.vxnets.get(&p.vxnet)
-        {
-            // Deleting our end deletes the pair, wherever the NIC end is now (node or pod).
-            if let Err(error) = ip(&["-n", vx, "link", "del", &peer_name(&change.mac)]).await
-                && !error.contains("Cannot find device")
+    /// Plugs or unplugs NICs, all at once (each is a few `ip` processes). `node` is the
+    /// instance's netns; unmapped instances get no link.
+    pub(crate) async fn apply(&mut self, changes: Vec<(LinkChange, Option<String>)>) {
+        let mut running = JoinSet::new();
+        for (change, node) in changes {
+            if change.plug {
+                let (Some(node), Some(vx)) = (node, self.vxnets.get(&change.vxnet).cloned()) else {
+                    continue;
+                };
+                running.spawn(async move {
+                    let result = plug(&vx, &change.mac, &node).await;
+                    (change, node, result)
+                });
+            } else if let Some(p) = self.plugged.remove(&change.mac)
+                && let Some(vx) = self.vxnets.get(&p.vxnet).cloned()
             {
-                tracing::warn!(nic = %change.mac, %error, "hot-unplug failed");
+                running.spawn(async move {
+                    // Deleting our end deletes the pair, wherever the NIC end is (node or pod).
+                    let result =
+                        match ip(&["-n", &vx, "link", "del", &peer_name(&change.mac)]).await {
+                            Err(e) if !e.contains("Cannot find device") => Err(e),
+                            _ => Ok(()),
+                        };
+                    (change, p.node, result)
+                });
+            }
+        }
+        while let Some(done) = running.join_next().await {
+            let (change, node, result) = match done {
+                Ok(done) => done,
+                Err(error) => {
+                    tracing::warn!(%error, "hot-plug task failed");
+                    continue;
+                }
+            };
+            let (nic, link) = (&change.mac, link_name(&change.mac));
+            match (&result, change.plug) {
+                (Ok(()), true) => tracing::info!(%nic, %node, %link, "NIC hot-plugged"),
+                (Ok(()), false) => tracing::info!(%nic, %node, "NIC hot-unplugged"),
+                (Err(error), _) => {
+                    tracing::warn!(%nic, %node, %error, plug = change.plug, "hot-plug failed")
+                }
+            }
+            if change.plug {
+                let lost = result.is_err();
+                self.plugged.insert(
+                    change.mac,
+                    Plugged {
+                        vxnet: change.vxnet,
+                        node,
+                        lost,
+                    },
+                );
             }
         }
     }

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::{InstanceSpec, JobLatency, Quota, SimConfig, VxnetSpec};
 use crate::faults::{Fault, FaultSet, InstalledFault};
 use crate::hotplug::{Hotplug, delete_netns};
-use crate::model::{InstanceInfo, Model, NicInfo};
+use crate::model::{InstanceInfo, LinkChange, Model, NicInfo};
 use crate::server::{self, CallStats};
 
 /// Mutable state behind one lock (never held across an await).
@@ -76,22 +76,30 @@ impl Shared {
     pub(crate) async fn tick(&self) {
         let mut hotplug = self.hotplug.lock().await;
         let due = self.lock().model.take_due_jobs();
+        if let Some(hp) = hotplug.as_mut() {
+            // A NIC is in at most one unfinished job, so the jobs' changes never collide.
+            let changes: Vec<_> = due.iter().flat_map(|job| job.changes.clone()).collect();
+            hp.apply(self.with_nodes(changes)).await;
+        }
         for job in due {
-            if let Some(hp) = hotplug.as_mut() {
-                for change in &job.changes {
-                    let node = self.lock().model.node_netns(&change.instance);
-                    hp.apply(change, node).await;
-                }
-            }
             self.lock().model.finish_job(job);
         }
         let links = self.lock().model.take_due_links();
         if let Some(hp) = hotplug.as_mut() {
-            for change in &links {
-                let node = self.lock().model.node_netns(&change.instance);
-                hp.apply(change, node).await;
-            }
+            hp.apply(self.with_nodes(links)).await;
         }
+    }
+
+    /// Pairs each change with its instance's node netns.
+    fn with_nodes(&self, changes: Vec<LinkChange>) -> Vec<(LinkChange, Option<String>)> {
+        let st = self.lock();
+        changes
+            .into_iter()
+            .map(|c| {
+                let node = st.model.node_netns(&c.instance);
+                (c, node)
+            })
+            .collect()
     }
 
     async fn check_links(&self) {
