@@ -120,6 +120,15 @@ fn rbac_verb(method: &Method, has_name: bool, watch: bool) -> &'static str {
     }
 }
 
+/// `X` of a `fieldSelector` containing `metadata.name=X` (or `==`).
+fn pinned_name(q: &HashMap<String, String>) -> Option<String> {
+    q.get("fieldSelector")?.split(',').find_map(|term| {
+        let v = term.trim().strip_prefix("metadata.name")?;
+        let v = v.strip_prefix("==").or_else(|| v.strip_prefix('='))?;
+        Some(v.trim().to_string()).filter(|v| !v.is_empty())
+    })
+}
+
 fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
     q.get(k).is_some_and(|v| v == "true" || v == "1")
 }
@@ -185,7 +194,13 @@ pub async fn handle(
             resource: rp.plural.clone(),
             subresource: rp.subresource.clone().unwrap_or_default(),
             namespace: rp.namespace.clone().unwrap_or_default(),
-            name: rp.name.clone().unwrap_or_default(),
+            // Like the real request-info resolver, a list/watch pinned to one name by a
+            // field selector is authorized as that name (RBAC resourceNames apply).
+            name: rp
+                .name
+                .clone()
+                .or_else(|| pinned_name(&q))
+                .unwrap_or_default(),
             path: String::new(),
         },
         None => Attributes {

@@ -119,6 +119,46 @@ async fn rbac_allows_what_roles_grant_and_audit_records_it() {
         403,
         "resourceNames limit the rule"
     );
+    // resourceNames also cover list/watch pinned to the name by a field selector.
+    let cr = dynamic(
+        &admin,
+        None,
+        "rbac.authorization.k8s.io",
+        "ClusterRole",
+        "clusterroles",
+    );
+    let rule = json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"], "resourceNames": ["node-a"]});
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "own-node"}, "rules": [rule]});
+    cr.create(&PostParams::default(), &obj(role)).await.unwrap();
+    let crb = dynamic(
+        &admin,
+        None,
+        "rbac.authorization.k8s.io",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+    );
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "own-node"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "own-node"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "team"}]});
+    crb.create(&PostParams::default(), &obj(binding))
+        .await
+        .unwrap();
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(reader.clone());
+    nodes
+        .list(&kube::api::ListParams::default().fields("metadata.name=node-a"))
+        .await
+        .unwrap();
+    assert_eq!(api_err(nodes.list(&Default::default()).await).code, 403);
+    assert_eq!(
+        api_err(
+            nodes
+                .list(&kube::api::ListParams::default().fields("metadata.name=node-b"))
+                .await
+        )
+        .code,
+        403
+    );
+
     let other_ns: Api<Widget> = Api::namespaced(reader.clone(), "default");
     assert_eq!(
         api_err(other_ns.list(&Default::default()).await).code,
