@@ -42,6 +42,9 @@ pub struct SimConfig {
     pub timestamp_tolerance_s: u64,
     /// Account-level API request quota; `None` means unlimited.
     pub quota: Option<Quota>,
+    /// Most NICs one AttachNics/DetachNics call may name (more → 1100); `None` = no limit.
+    /// hostnic issue #74 reports 5, unconfirmed by the API docs.
+    pub nic_batch_limit: Option<usize>,
     /// Whether job time only moves through [`crate::SimHandle::advance`] (tests of the job
     /// state machine without sleeping).
     pub manual_clock: bool,
@@ -66,6 +69,7 @@ impl Default for SimConfig {
             capacity_error_code: 1400,
             timestamp_tolerance_s: 60,
             quota: None,
+            nic_batch_limit: None,
             manual_clock: false,
         }
     }

@@ -37,6 +37,7 @@
 //!   error, `count` < 1 is 1100. With `private_ips.N`, one NIC per address is created.
 //! - A wrong `zone` is 1100; `limit=0` means the default 20; `time_stamp` may be off by the
 //!   tolerance (60 s) in either direction; a past `expires` is 1300.
+//! - Attach/DetachNics take any number of NICs unless `nic_batch_limit` is set (more → 1100).
 //! - DescribeJobs with an unknown id returns an empty set; DescribeVxnetInstances with an
 //!   unknown vxnet too.
 //!

@@ -54,6 +54,9 @@ struct Args {
     /// ret_code of capacity errors (1400, 2500 or 5200).
     #[arg(long)]
     capacity_error_code: Option<i32>,
+    /// Most NICs per AttachNics/DetachNics call (more → 1100).
+    #[arg(long)]
+    nic_batch_limit: Option<usize>,
     /// Account request quota, `REQUESTS/WINDOW_MS` (e.g. 2000/3600000).
     #[arg(long, value_name = "N/MS")]
     quota: Option<String>,
@@ -83,6 +86,7 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
         pending_ms,
         working_ms,
         capacity_error_code,
+        nic_batch_limit,
         quota,
         dump_config,
     } = args;
@@ -140,6 +144,9 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
     }
     if let Some(code) = capacity_error_code {
         cfg.capacity_error_code = code;
+    }
+    if nic_batch_limit.is_some() {
+        cfg.nic_batch_limit = nic_batch_limit;
     }
     if let Some(q) = quota {
         let Some((n, ms)) = q.split_once('/') else {

@@ -302,6 +302,7 @@ pub(crate) struct Model {
     zone: String,
     owner: String,
     capacity_code: i32,
+    batch_limit: Option<usize>,
     latency: JobLatency,
     pub(crate) rng: StdRng,
     vxnets: Vec<Vxnet>,
@@ -326,6 +327,7 @@ impl Model {
             zone: cfg.zone.clone(),
             owner: cfg.owner.clone(),
             capacity_code: cfg.capacity_error_code,
+            batch_limit: cfg.nic_batch_limit,
             latency: cfg.job_latency,
             rng: StdRng::seed_from_u64(cfg.seed),
             vxnets: Vec::new(),
@@ -600,7 +602,15 @@ impl Model {
         Ok(out)
     }
 
-    fn known_nics(&self, nics: &[String]) -> Result<Vec<String>, ApiError> {
+    /// The distinct NICs of an Attach/Detach/Delete call, all known (else 2100), at most the
+    /// batch limit for jobs (else 1100).
+    fn known_nics(&self, nics: &[String], job: bool) -> Result<Vec<String>, ApiError> {
+        if let Some(limit) = self.batch_limit.filter(|l| job && nics.len() > *l) {
+            return Err(ApiError::invalid(
+                "nics",
+                &format!("at most {limit} NICs per request"),
+            ));
+        }
         let mut out: Vec<String> = Vec::with_capacity(nics.len());
         for id in nics {
             if self.nic(id).is_none() {
@@ -624,7 +634,7 @@ impl Model {
             .instances
             .get(instance)
             .ok_or_else(|| ApiError::not_found("instance", instance))?;
-        let nics = self.known_nics(nics)?;
+        let nics = self.known_nics(nics, true)?;
         if inst.status != InstanceStatus::Running {
             return Err(ApiError::denied(format!(
                 "instance [{instance}] is not running"
@@ -665,7 +675,7 @@ impl Model {
         nics: &[String],
         faults: JobFaults,
     ) -> Result<String, ApiError> {
-        let nics = self.known_nics(nics)?;
+        let nics = self.known_nics(nics, true)?;
         let mut pairs = Vec::with_capacity(nics.len());
         for id in &nics {
             let nic = self.nic(id).ok_or_else(|| ApiError::not_found("nic", id))?;
@@ -691,7 +701,7 @@ impl Model {
 
     /// DeleteNics: synchronous; every NIC `available` and in no job.
     pub(crate) fn delete_nics(&mut self, nics: &[String]) -> Result<(), ApiError> {
-        let nics = self.known_nics(nics)?;
+        let nics = self.known_nics(nics, false)?;
         for id in &nics {
             let nic = self.nic(id).ok_or_else(|| ApiError::not_found("nic", id))?;
             if nic.state != NicState::Available {

@@ -611,6 +611,38 @@ async fn capacity_limits_use_the_configured_code() {
 }
 
 #[tokio::test]
+async fn optional_nic_batch_limit() {
+    let sim = builder()
+        .configure(|c| c.nic_batch_limit = Some(5))
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&sim);
+    let nics = api.create(VX, 6).await;
+    let keys: Vec<String> = (1..=6).map(|i| format!("nics.{i}")).collect();
+    let p: Vec<(&str, &str)> = keys
+        .iter()
+        .map(String::as_str)
+        .zip(nics.iter().map(String::as_str))
+        .collect();
+    let mut attach = p.clone();
+    attach.push(("instance", NODE));
+    assert_eq!(api.get("AttachNics", &attach).await.ret_code(), 1100);
+    let job = api.job("AttachNics", Some(NODE), &nics[..5]).await;
+    api.wait_job(&job).await;
+    assert_eq!(api.get("DetachNics", &p).await.ret_code(), 1100);
+    // DeleteNics is not a job: no limit.
+    let more = api.create(VX, 6).await;
+    let keys: Vec<String> = (1..=6).map(|i| format!("nics.{i}")).collect();
+    let p: Vec<(&str, &str)> = keys
+        .iter()
+        .map(String::as_str)
+        .zip(more.iter().map(String::as_str))
+        .collect();
+    assert_eq!(api.get("DeleteNics", &p).await.ret_code(), 0);
+}
+
+#[tokio::test]
 async fn paging_caps_limit_at_100_and_reports_total() {
     let (_sim, api) = start().await;
     api.create(VX, 150).await;
