@@ -73,12 +73,23 @@ pub async fn attach(node: Arc<Netns>, pod: Arc<Netns>, spec: AttachSpec) -> Resu
                 mac: spec.mac.clone(),
                 netns: node_name,
             })?;
+        let started = std::time::Instant::now();
         netlink::set_down_with_alias(nh, link.index, &link.name).await?;
+        let aliased = started.elapsed();
         if let Err(e) = netlink::move_to(nh, link.index, pod_fd, &spec.ifname).await {
             let _ = netlink::set_down_with_alias(nh, link.index, "").await;
             return Err(e);
         }
-        match configure(ph, &spec).await {
+        let moved = started.elapsed();
+        let configured = configure(ph, &spec).await;
+        tracing::debug!(
+            mac = %spec.mac,
+            alias_ms = aliased.as_secs_f64() * 1e3,
+            move_ms = (moved - aliased).as_secs_f64() * 1e3,
+            configure_ms = (started.elapsed() - moved).as_secs_f64() * 1e3,
+            "attach steps"
+        );
+        match configured {
             Ok(mtu) => Ok(Attached {
                 host_name: link.name,
                 mtu,

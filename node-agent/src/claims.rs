@@ -74,9 +74,9 @@ impl Agent {
     pub async fn claim(self: &Arc<Self>, req: ClaimRequest) -> Result<Attachment> {
         let started = Instant::now();
         let result = self.claim_inner(req).await;
-        self.metrics
-            .claim_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
+        tracing::debug!(ms = elapsed * 1e3, ok = result.is_ok(), "claim served");
+        self.metrics.claim_seconds.observe(elapsed);
         Metrics::count(&self.metrics.claims, &result);
         result
     }
@@ -170,12 +170,15 @@ impl Agent {
             agent: self.clone(),
             claimed: Some((written.clone(), req.key.clone(), pod_ns.clone())),
         };
-        match attach::attach(self.node_netns.clone(), pod_ns.clone(), spec.clone()).await {
+        let kernel_started = Instant::now();
+        let attached = attach::attach(self.node_netns.clone(), pod_ns.clone(), spec.clone()).await;
+        let kernel_ms = kernel_started.elapsed().as_secs_f64() * 1e3;
+        match attached {
             Ok(attached) => {
                 guard.claimed = None;
                 let att = decide::attachment(&written, &spec, &req.netns, attached.mtu);
                 self.answered().insert(req.key.clone(), att.clone());
-                info!(hostnic = %written.name_any(), mac = %spec.mac, host_name = %attached.host_name, "claimed");
+                info!(hostnic = %written.name_any(), mac = %spec.mac, host_name = %attached.host_name, kernel_ms, "claimed");
                 self.spawn_event(
                     written,
                     false,

@@ -975,3 +975,95 @@ async fn libcni_add_check_del_through_the_plugin() {
         HostNicPhase::Released
     );
 }
+
+// === gateway NICs and figures ===
+
+#[tokio::test]
+async fn gateway_nics_are_configured_on_the_node_and_never_claimed() {
+    if !require_root("gateway_nics_are_configured_on_the_node_and_never_claimed") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_nic(9).await;
+    let api: Api<HostNic> = Api::all(lab.client.clone());
+    let mut nic = api.get(&name).await.unwrap();
+    nic.spec.role = NicRole::Gateway;
+    let nic = api
+        .replace(&name, &PostParams::default(), &nic)
+        .await
+        .unwrap();
+    assert_eq!(nic.spec.role, NicRole::Gateway);
+    let agent = lab.start_agent().await;
+    let wait = async {
+        while lab.node.addresses("hn9") != vec![format!("{}/24", ip(9))] {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("gateway NIC configured");
+    assert!(
+        lab.node
+            .links()
+            .iter()
+            .find(|l| l.name == "hn9")
+            .unwrap()
+            .up
+    );
+    let status = agent.agent.status();
+    assert_eq!((status.free_nics, status.ready), (0, false), "{status:?}");
+    let pod = TestNetns::new("pod");
+    lab.create_pod("c1").await;
+    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(error_kind(&body), ErrorKind::TryAgainLater);
+}
+
+/// Prints claim and release round-trip times over the socket (no timing assertions).
+#[tokio::test]
+async fn claim_and_release_figures() {
+    if !require_root("claim_and_release_figures") {
+        return;
+    }
+    const N: usize = 12;
+    let mut lab = Lab::new().await;
+    for i in 1..=N {
+        lab.add_nic(i).await;
+    }
+    let agent = lab.start_agent().await;
+    lab.wait_free(&agent, N as u32).await;
+    let pods: Vec<TestNetns> = (0..N).map(|_| TestNetns::new("pod")).collect();
+    for i in 0..N {
+        lab.create_pod(&format!("c{i}")).await;
+    }
+    let socket = lab.socket();
+    let (mut claims, mut releases) = (Vec::new(), Vec::new());
+    for (i, pod) in pods.iter().enumerate() {
+        let t = std::time::Instant::now();
+        let (code, body) = post(&socket, path::CLAIM, &claim_req(pod, &format!("c{i}"))).await;
+        claims.push(t.elapsed());
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+    for (i, pod) in pods.iter().enumerate() {
+        let t = std::time::Instant::now();
+        let (code, body) = post(
+            &socket,
+            path::RELEASE,
+            &release_req(&format!("c{i}"), Some(pod)),
+        )
+        .await;
+        releases.push(t.elapsed());
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+    for (what, mut v) in [("claim", claims), ("release", releases)] {
+        v.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        eprintln!(
+            "{what}: n={} p50={:.2} ms p99={:.2} ms max={:.2} ms",
+            v.len(),
+            ms(v[v.len() / 2]),
+            ms(v[(v.len() * 99 / 100).min(v.len() - 1)]),
+            ms(v[v.len() - 1])
+        );
+    }
+}
