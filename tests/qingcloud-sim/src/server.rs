@@ -47,16 +47,9 @@ impl CallStats {
 }
 
 /// The closed connection of a `reset` fault (hyper drops the connection on a service error).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("injected connection reset")]
 pub(crate) struct Reset;
-
-impl std::fmt::Display for Reset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("injected connection reset")
-    }
-}
-
-impl std::error::Error for Reset {}
 
 pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
@@ -202,34 +195,28 @@ fn process(shared: &Shared, method: &str, path: &str, text: &str) -> (Reply, u64
                 &format!("zone [{zone}] is not served here"),
             ));
         }
-        let body = actions::run(&mut st.model, &action, &params, &decision)?;
-        if actions::starts_job(&action) {
+        let result = actions::run(&mut st.model, &action, &params, &decision);
+        if result.is_ok() && actions::starts_job(&action) {
             shared.wake.notify_one();
         }
-        Ok(match decision.response {
-            Some((kind, true)) => Reply::Fault(kind, action.clone()),
-            _ => Reply::Json(body),
-        })
+        match decision.response {
+            // A lost response: whatever the action did, the client sees the fault.
+            Some((kind, true)) => Ok(Reply::Fault(kind, action.clone())),
+            _ => result.map(Reply::Json),
+        }
     })();
-    let reply = result.unwrap_or_else(|e| Reply::Json(error_body(&e)));
-    let code = match &reply {
-        Reply::Json(body) => Some(ret_code_of(body)),
-        Reply::Fault(ResponseFault::ApiError { code, .. }, _) => Some(*code),
-        Reply::Fault(..) => None,
+    let code = match &result {
+        Ok(Reply::Json(_)) => Some(0),
+        Ok(Reply::Fault(ResponseFault::ApiError { code, .. }, _)) => Some(*code),
+        Ok(Reply::Fault(..)) => None,
+        Err(e) => Some(e.code.0),
     };
     if let Some(code) = code {
         *st.calls.by_ret_code.entry(code).or_default() += 1;
     }
+    let reply = result.unwrap_or_else(|e| Reply::Json(error_body(&e)));
     tracing::debug!(%action, ?code, "api call");
     (reply, delay)
-}
-
-fn ret_code_of(body: &str) -> i32 {
-    #[derive(Deserialize)]
-    struct Code {
-        ret_code: i32,
-    }
-    serde_json::from_str::<Code>(body).map_or(-1, |c| c.ret_code)
 }
 
 fn render_fault(kind: ResponseFault, action: &str) -> Result<HttpResponse, Reset> {
