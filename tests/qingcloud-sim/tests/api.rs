@@ -1122,3 +1122,42 @@ async fn scale_500_instances_without_hotplug() {
         calls.total as f64 / 1500.0
     );
 }
+
+/// The reference's worked example, sent byte for byte (its 2024 time_stamp needs a huge
+/// tolerance): the server must accept the published signatures for GET `/iaas/`, GET `/iaas`
+/// and POST, and reject the GET signature on the other path.
+#[tokio::test]
+async fn reference_worked_example_verbatim() {
+    let sim = Simulator::builder()
+        .access_key(
+            "EXAMPLEAKID00000000",
+            "ExampleSecretKey/0123456789abcdefXYZ",
+        )
+        .zone("pek3a")
+        .configure(|c| c.timestamp_tolerance_s = 20 * 365 * 24 * 3600)
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&sim);
+    let query = "access_key_id=EXAMPLEAKID00000000&action=DescribeNics&limit=100\
+        &nic_name=pod%20nic%2F1%2B%CE%B1~&nics.1=52%3A54%3A9a%3A1b%3A2c%3A3d\
+        &nics.2=52%3A54%3A0e%3Af0%3Aaa%3A01&offset=0&signature_method=HmacSHA256\
+        &signature_version=1&status=in-use&time_stamp=2024-05-01T08%3A09%3A10Z&version=1&zone=pek3a";
+    let get_slash = "flY7C9VYsUfF9D%2Faw99og4s4EEteRmqB2Vc4OFqsKV0%3D";
+    let get_bare = "4UO2Bx58LqZB%2FlCKfBK4V1KnqYM1fYml8HkrRiH14PA%3D";
+    let post = "6MvKxf4hdHVvB5yfmu7zgzuqPrl1NHvEFXX%2F4nDQYZM%3D";
+    let send = |method: &'static str, path: &'static str, sig: &'static str| {
+        let api = &api;
+        async move {
+            api.send(method, path, format!("{query}&signature={sig}"))
+                .await
+                .unwrap()
+                .ret_code()
+        }
+    };
+    assert_eq!(send("GET", "/iaas/", get_slash).await, 0);
+    assert_eq!(send("GET", "/iaas", get_bare).await, 0);
+    assert_eq!(send("POST", "/iaas/", post).await, 0);
+    assert_eq!(send("GET", "/iaas", get_slash).await, 1200);
+    assert_eq!(send("POST", "/iaas/", get_slash).await, 1200);
+}
