@@ -1,6 +1,6 @@
 //! The account's resources (vxnets, instances, NICs, jobs) and every rule the real API
 //! enforces on them. Pure state: no I/O; the job driver applies hot-plug effects between
-//! [`Model::take_due_jobs`] and [`Model::finish_job`].
+//! `take_due_jobs` and `finish_job`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
