@@ -35,11 +35,12 @@ const NETNS_PREFIX: &str = "hn-vx-";
 struct Plugged {
     vxnet: String,
     node: String,
-    /// Re-creating it failed (node netns gone?): warn once, keep trying quietly.
+    /// Its link could not be (re-)created: warn once, keep trying quietly while the node
+    /// netns exists.
     lost: bool,
 }
 
-/// The kernel side of the simulator; disabled = every operation is a no-op.
+/// The kernel side of the simulator (absent when hot-plug is off).
 #[derive(Debug, Default)]
 pub(crate) struct Hotplug {
     /// vxnet id → netns name.

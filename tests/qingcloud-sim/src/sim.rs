@@ -62,7 +62,7 @@ pub(crate) struct Shared {
     hotplug: tokio::sync::Mutex<Option<Hotplug>>,
     /// vxnet id → the netns made for it (fixed at start, so teardown needs no lock).
     vxnet_netns: HashMap<String, String>,
-    /// Wakes the driver when a job is created or latencies change.
+    /// Wakes the driver when a job is created (its deadline may be the next one).
     pub(crate) wake: Notify,
 }
 
