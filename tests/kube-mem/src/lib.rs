@@ -20,6 +20,7 @@ pub mod auth;
 mod discovery;
 mod events;
 mod jsonpath;
+mod managed;
 mod openapi;
 mod patch;
 mod protobuf;
@@ -243,7 +244,7 @@ fn create_object(store: &mut Store, obj: Value) -> Result<(), Error> {
         subresource: None,
     };
     store
-        .create(&t, obj, false)
+        .create(&t, obj, &store::WriteOpts::default())
         .map(|_| ())
         .map_err(|source| Error::Load { what, source })
 }

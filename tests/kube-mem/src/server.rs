@@ -20,7 +20,7 @@ use crate::discovery;
 use crate::openapi;
 use crate::patch::{PatchType, parse_body};
 use crate::status::{ApiError, ApiResult};
-use crate::store::{DeleteOpts, ListOpts, PatchOpts, Store, Target, WatchFilter, WatchStart};
+use crate::store::{DeleteOpts, ListOpts, Store, Target, WatchFilter, WatchStart, WriteOpts};
 use crate::table::{IncludeObject, View, partial, table};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -333,6 +333,21 @@ async fn resource_request(
     };
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
     let method = req.method().clone();
+    // Without fieldManager, writes are attributed like the real server does: to the
+    // User-Agent's product name. Apply requires an explicit one.
+    let explicit_manager = q.get("fieldManager").cloned();
+    let user_agent = header_str(&req, header::USER_AGENT)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let write = WriteOpts {
+        field_manager: explicit_manager
+            .clone()
+            .or(Some(user_agent).filter(|u| !u.is_empty())),
+        force: truthy(&q, "force"),
+        dry_run,
+    };
     match (method, t.name.is_some()) {
         (Method::GET, false) if truthy(&q, "watch") => start_watch(shared, t, &q, view),
         (Method::GET, false) => {
@@ -386,20 +401,23 @@ async fn resource_request(
         }
         (Method::POST, false) => {
             let body = parse_body(&read_body(req).await?, false)?;
-            let obj = shared.store().create(&t, body, dry_run)?;
+            let obj = shared.store().create(&t, body, &write)?;
             Ok(json_response(201, &obj))
         }
         (Method::PUT, true) => {
             let body = parse_body(&read_body(req).await?, false)?;
-            let obj = shared.store().update(&t, body, dry_run)?;
+            let obj = shared.store().update(&t, body, &write)?;
             Ok(json_response(200, &obj))
         }
         (Method::PATCH, true) => {
             let kind = PatchType::from_content_type(header_str(&req, header::CONTENT_TYPE))?;
             let body = parse_body(&read_body(req).await?, kind == PatchType::Apply)?;
-            let opts = PatchOpts {
-                field_manager: q.get("fieldManager").cloned(),
-                dry_run,
+            let opts = match kind {
+                PatchType::Apply => WriteOpts {
+                    field_manager: explicit_manager,
+                    ..write
+                },
+                _ => write,
             };
             let (obj, created) = shared.store().patch(&t, kind, body, &opts)?;
             Ok(json_response(if created { 201 } else { 200 }, &obj))

@@ -176,6 +176,31 @@ impl ApiError {
         }
     }
 
+    /// A server-side apply that would take fields other managers own.
+    pub fn apply_conflicts(conflicts: &[(String, Vec<String>)]) -> Self {
+        let fields: Vec<String> = conflicts
+            .iter()
+            .map(|(m, p)| format!("conflict with \"{m}\": {}", crate::managed::dotted(p)))
+            .collect();
+        let n = conflicts.len();
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(m, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": crate::managed::dotted(p)}))
+            .collect();
+        ApiError {
+            details: Some(json!({"causes": causes})),
+            ..Self::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {n} conflict{}: {}",
+                    if n == 1 { "" } else { "s" },
+                    fields.join(", ")
+                ),
+            )
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

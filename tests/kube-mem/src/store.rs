@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::events;
 use crate::jsonpath::{JsonPath, set_path};
+use crate::managed::{self, Op};
 use crate::patch::{PatchType, apply_patch};
 use crate::resources::{Registry, ResKey, ResourceDef, VersionDef, from_crd};
 use crate::schema;
@@ -97,11 +98,22 @@ pub struct DeleteOpts {
     pub dry_run: bool,
 }
 
-/// Options of a patch request.
+/// Options of a write (create, update, patch).
 #[derive(Debug, Clone, Default)]
-pub struct PatchOpts {
+pub struct WriteOpts {
+    /// `fieldManager` (or the default the server derived from the User-Agent).
     pub field_manager: Option<String>,
+    /// `force` of an apply: take conflicting fields from other managers.
+    pub force: bool,
     pub dry_run: bool,
+}
+
+impl WriteOpts {
+    fn manager(&self) -> String {
+        self.field_manager
+            .clone()
+            .unwrap_or_else(|| "unknown".into())
+    }
 }
 
 /// The matching part of a watch: resource, namespace and selectors.
@@ -222,7 +234,17 @@ fn without_rv(obj: &Value) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
-        m.remove("managedFields");
+        // Only the timestamps: a write that changes ownership is not a no-op.
+        for e in m
+            .get_mut("managedFields")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(e) = e.as_object_mut() {
+                e.remove("time");
+            }
+        }
     }
     o
 }
@@ -284,7 +306,7 @@ impl Store {
                 subresource: None,
             };
             // The built-in namespaces cannot fail validation.
-            let _ = s.create(&t, json!({"metadata": {"name": ns}}), false);
+            let _ = s.create(&t, json!({"metadata": {"name": ns}}), &WriteOpts::default());
         }
         s
     }
@@ -522,7 +544,18 @@ impl Store {
         })
     }
 
-    pub fn create(&mut self, t: &Target, mut body: Value, dry_run: bool) -> ApiResult<Value> {
+    pub fn create(&mut self, t: &Target, body: Value, w: &WriteOpts) -> ApiResult<Value> {
+        self.create_as(t, body, w, Op::Update(w.manager()))
+    }
+
+    fn create_as(
+        &mut self,
+        t: &Target,
+        mut body: Value,
+        w: &WriteOpts,
+        op: Op,
+    ) -> ApiResult<Value> {
+        let dry_run = w.dry_run;
         if t.subresource.is_some() {
             return Err(ApiError::method_not_allowed(
                 "create is not supported on subresources",
@@ -637,6 +670,11 @@ impl Store {
             );
             m.insert("kind".into(), json!(t.def.kind));
         }
+        let mut entries = Vec::new();
+        let fields = managed::leaves(&body, false, ver.status_subresource);
+        let av = t.def.api_version(&t.version);
+        managed::record(&mut entries, &op, "", fields, &av, &now());
+        managed::store(&mut body, entries);
         if dry_run {
             return Ok(Self::render(t, &body));
         }
@@ -686,19 +724,19 @@ impl Store {
     }
 
     /// PUT: replaces the object (or its status, or its scale).
-    pub fn update(&mut self, t: &Target, body: Value, dry_run: bool) -> ApiResult<Value> {
+    pub fn update(&mut self, t: &Target, body: Value, w: &WriteOpts) -> ApiResult<Value> {
         let name = t.name().to_string();
         let old = match self.lookup(t, &name) {
             Ok(o) => o.clone(),
             Err(_) if t.subresource.is_none() && allows_create_on_update(&t.def) => {
                 let mut body = body;
                 meta_mut(&mut body).insert("name".into(), json!(name));
-                return self.create(t, body, dry_run);
+                return self.create(t, body, w);
             }
             Err(e) => return Err(e),
         };
         match t.subresource.as_deref() {
-            Some("scale") => return self.write_scale(t, old, body, dry_run),
+            Some("scale") => return self.write_scale(t, old, body, w),
             Some("status") | None => {}
             Some(other) => return Err(ApiError::path_not_found(other)),
         }
@@ -728,7 +766,7 @@ impl Store {
         } else {
             Part::Main
         };
-        self.commit(t, old, body, part, dry_run)
+        self.commit(t, old, body, part, w, Op::Update(w.manager()))
     }
 
     pub fn patch(
@@ -736,11 +774,10 @@ impl Store {
         t: &Target,
         kind: PatchType,
         patch: Value,
-        opts: &PatchOpts,
+        w: &WriteOpts,
     ) -> ApiResult<(Value, bool)> {
         let name = t.name().to_string();
-        if kind == PatchType::Apply && opts.field_manager.as_deref().unwrap_or_default().is_empty()
-        {
+        if kind == PatchType::Apply && w.field_manager.as_deref().unwrap_or_default().is_empty() {
             return Err(ApiError::bad_request(
                 "PATCH, application/apply-patch+yaml requires a non-empty fieldManager parameter",
             ));
@@ -753,12 +790,18 @@ impl Store {
         let old = match self.lookup(t, &name) {
             Ok(o) => o.clone(),
             Err(e) if kind == PatchType::Apply && t.subresource.is_none() => {
-                let mut body = patch;
+                let body = patch;
                 if meta_str(&body, "name") != name {
                     return Err(e);
                 }
-                record_manager(&mut body, opts, "Apply");
-                return Ok((self.create(t, body, opts.dry_run)?, true));
+                let status_sub = t.def.has_status(&t.version);
+                let fields = managed::leaves(&body, false, status_sub);
+                let op = Op::Apply {
+                    manager: w.manager(),
+                    fields,
+                    force: w.force,
+                };
+                return Ok((self.create_as(t, body, w, op)?, true));
             }
             Err(e) => return Err(e),
         };
@@ -769,7 +812,7 @@ impl Store {
             Some("scale") => {
                 let view = scale_view(t, &Self::render(t, &old))?;
                 let patched = apply_patch(kind, &view, &patch)?;
-                return Ok((self.write_scale(t, old, patched, opts.dry_run)?, false));
+                return Ok((self.write_scale(t, old, patched, w)?, false));
             }
             Some(other) => return Err(ApiError::path_not_found(other)),
         };
@@ -778,10 +821,31 @@ impl Store {
         if !new_rv.is_empty() && new_rv != old_rv {
             return Err(ApiError::conflict(t.subject(&name)));
         }
-        if kind == PatchType::Apply {
-            record_manager(&mut patched, opts, "Apply");
-        }
-        Ok((self.commit(t, old, patched, part, opts.dry_run)?, false))
+        let op = if kind == PatchType::Apply {
+            let status_part = part == Part::Status;
+            let sub = if status_part { "status" } else { "" };
+            let applied = managed::leaves(&patch, status_part, t.def.has_status(&t.version));
+            let entries = managed::entries(&old);
+            let manager = w.manager();
+            if !w.force {
+                let live = Self::render(t, &old);
+                let conflicts = managed::conflicts(&entries, &manager, &applied, &live, &patch);
+                if !conflicts.is_empty() {
+                    return Err(ApiError::apply_conflicts(&conflicts));
+                }
+            }
+            for path in managed::dropped(&entries, &manager, sub, &applied) {
+                managed::remove_at(&mut patched, &path);
+            }
+            Op::Apply {
+                manager,
+                fields: applied,
+                force: w.force,
+            }
+        } else {
+            Op::Update(w.manager())
+        };
+        Ok((self.commit(t, old, patched, part, w, op)?, false))
     }
 
     fn write_scale(
@@ -789,7 +853,7 @@ impl Store {
         t: &Target,
         old: Value,
         scale: Value,
-        dry_run: bool,
+        w: &WriteOpts,
     ) -> ApiResult<Value> {
         let sd = t
             .ver()?
@@ -830,7 +894,7 @@ impl Store {
             &fields.iter().map(String::as_str).collect::<Vec<_>>(),
             json!(replicas),
         );
-        let obj = self.commit(t, old, new, Part::Main, dry_run)?;
+        let obj = self.commit(t, old, new, Part::Main, w, Op::Update(w.manager()))?;
         scale_view(t, &obj)
     }
 
@@ -842,8 +906,10 @@ impl Store {
         old: Value,
         mut new: Value,
         part: Part,
-        dry_run: bool,
+        w: &WriteOpts,
+        op: Op,
     ) -> ApiResult<Value> {
+        let dry_run = w.dry_run;
         let name = t.name().to_string();
         let ver = t.ver()?.clone();
         if t.def.is_events_v1() {
@@ -912,6 +978,16 @@ impl Store {
                 .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
+        let status_part = part == Part::Status;
+        let mut entries = managed::entries(&old);
+        let changed = managed::leaves(&new, status_part, ver.status_subresource)
+            .into_iter()
+            .filter(|p| managed::value_at(&old, p) != managed::value_at(&new, p))
+            .collect();
+        let sub = if status_part { "status" } else { "" };
+        let av = t.def.api_version(&t.version);
+        managed::record(&mut entries, &op, sub, changed, &av, &now());
+        managed::store(&mut new, entries);
         if without_rv(&new) == without_rv(&old) {
             return Ok(Self::render(t, &old));
         }
@@ -1202,20 +1278,6 @@ fn allows_create_on_update(def: &ResourceDef) -> bool {
             | ("", "services")
             | ("rbac.authorization.k8s.io", _)
     )
-}
-
-fn record_manager(obj: &mut Value, opts: &PatchOpts, operation: &str) {
-    let Some(fm) = opts.field_manager.clone() else {
-        return;
-    };
-    let api_version = obj.get("apiVersion").cloned().unwrap_or_default();
-    let meta = meta_mut(obj);
-    let entry = json!({"manager": fm, "operation": operation, "apiVersion": api_version, "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}});
-    let list = meta.entry("managedFields").or_insert_with(|| json!([]));
-    if let Some(a) = list.as_array_mut() {
-        a.retain(|e| e.get("manager").and_then(Value::as_str) != Some(fm.as_str()));
-        a.push(entry);
-    }
 }
 
 fn check_type(t: &Target, body: &Value) -> ApiResult<()> {

@@ -871,3 +871,76 @@ async fn metadata_only_views() {
     assert_eq!(changed.as_deref(), Some("w"));
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn server_side_apply_ownership() {
+    let env = Env::start().await;
+    let api = env.widgets();
+    let apply = |color: &str, extra: serde_json::Value| {
+        let mut spec = json!({"color": color});
+        if let Some(m) = extra.as_object() {
+            for (k, v) in m {
+                spec[k] = v.clone();
+            }
+        }
+        Patch::Apply(
+            json!({"apiVersion": "conformance.kube-mem.hostnic.io/v1", "kind": "Widget", "metadata": {"name": "ssa"}, "spec": spec}),
+        )
+    };
+    let created = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("a"),
+            &apply("red", json!({"label": "x"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.spec.label.as_deref(), Some("x"));
+    assert!(
+        created
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("a") && m.operation.as_deref() == Some("Apply"))
+    );
+
+    let dropped = api
+        .patch("ssa", &PatchParams::apply("a"), &apply("red", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        dropped.spec.label, None,
+        "a field its only applier stops applying is removed"
+    );
+
+    let pp = PatchParams {
+        field_manager: Some("b".into()),
+        ..Default::default()
+    };
+    api.patch("ssa", &pp, &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .unwrap();
+
+    let e = api_err(
+        api.patch(
+            "ssa",
+            &PatchParams::apply("c"),
+            &apply("red", json!({"replicas": 5})),
+        )
+        .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(e.message.contains("conflict with \"b\""), "{}", e.message);
+    let forced = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("c").force(),
+            &apply("red", json!({"replicas": 5})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.spec.replicas, Some(5));
+    assert_eq!(forced.spec.color, "red");
+    env.cleanup().await;
+}
