@@ -264,6 +264,21 @@ impl Cluster {
         Ok(start.elapsed())
     }
 
+    /// Waits until every node has at least `at_least` Available HostNics of `pool` (whatever
+    /// else is still on its way).
+    pub fn wait_available(&self, pool: &str, at_least: usize, timeout: Duration) -> Result<()> {
+        wait_for("NICs to be Available", timeout, || {
+            let nics = self.hostnics()?;
+            Ok(self.nodes.iter().all(|node| {
+                nics.iter()
+                    .filter(|n| n["spec"]["node"] == node.name.as_str())
+                    .filter(|n| n["spec"]["pool"] == pool && phase(n) == "Available")
+                    .count()
+                    >= at_least
+            }))
+        })
+    }
+
     /// Deletes every NicPool and waits until no HostNic and no cloud NIC of ours is left.
     pub fn delete_pools(&self, timeout: Duration) -> Result<()> {
         self.kubectl

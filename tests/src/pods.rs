@@ -66,7 +66,8 @@ impl Pods {
     /// identity), finding `hostnic` among the workspace's binaries.
     pub fn runtime(&self, name: &str, container_id: &str) -> CniRuntime {
         CniRuntime::new([crate::bins::target_dir()], &self.cache).cni_args(&format!(
-            "K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_UID=uid-{container_id};\
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};\
+             K8S_POD_UID=uid-{container_id};\
              K8S_POD_INFRA_CONTAINER_ID={container_id}"
         ))
     }
