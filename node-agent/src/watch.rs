@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use hostnic_crds::{HostNic, NicPool};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -25,6 +25,8 @@ pub struct View {
     pools: Store<NicPool>,
     /// name -> (resourceVersion our write replaced, the object we wrote).
     own_writes: Mutex<HashMap<String, OwnWrite>>,
+    /// Becomes true once both reflectors have listed.
+    synced: tokio::sync::watch::Receiver<bool>,
     /// Woken on every watch event, so the link reporter reacts at once.
     pub changed: Arc<Notify>,
 }
@@ -45,15 +47,25 @@ impl View {
         let pool_stream = watcher(Api::<NicPool>::all(client), watcher::Config::default())
             .default_backoff()
             .reflect(pool_writer);
+        // A store's readiness future keeps only its latest poller's waker, so exactly one task
+        // awaits it and publishes the result for everyone else.
+        let (synced_tx, synced) = tokio::sync::watch::channel(false);
+        let (n, p) = (nics.clone(), pools.clone());
         let tasks = vec![
             tokio::spawn(drive(nic_stream, changed.clone(), "hostnics")),
             tokio::spawn(drive(pool_stream, changed.clone(), "nicpools")),
+            tokio::spawn(async move {
+                if n.wait_until_ready().await.is_ok() && p.wait_until_ready().await.is_ok() {
+                    let _ = synced_tx.send(true);
+                }
+            }),
         ];
         let view = Arc::new(Self {
             node: node.to_owned(),
             nics,
             pools,
             own_writes: Mutex::new(HashMap::new()),
+            synced,
             changed,
         });
         (view, tasks)
@@ -66,16 +78,14 @@ impl View {
 
     /// Waits until both reflectors have listed once.
     pub async fn wait_synced(&self) {
-        // Errors only when the writer is dropped, i.e. the agent is shutting down.
-        let _ = self.nics.wait_until_ready().await;
-        let _ = self.pools.wait_until_ready().await;
+        let mut synced = self.synced.clone();
+        // Errors only when the agent is shutting down.
+        let _ = synced.wait_for(|s| *s).await;
     }
 
     /// Whether both reflectors have listed once.
     pub fn is_synced(&self) -> bool {
-        let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
-        ready(self.nics.wait_until_ready().now_or_never())
-            && ready(self.pools.wait_until_ready().now_or_never())
+        *self.synced.borrow()
     }
 
     /// This node's HostNics, our own latest writes overlaid.
