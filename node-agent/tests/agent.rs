@@ -1067,3 +1067,67 @@ async fn claim_and_release_figures() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_claim_failing_in_the_kernel_is_undone_and_reported() {
+    if !require_root("a_claim_failing_in_the_kernel_is_undone_and_reported") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_nic(1).await;
+    let agent = lab.start_agent().await;
+    lab.wait_free(&agent, 1).await;
+    let pod = TestNetns::new("pod");
+    lab.create_pod("c1").await;
+    let mut req = claim_req(&pod, "c1");
+    // The kernel refuses a next hop outside the pod's subnet: the last step fails.
+    req.routes.push(hostnic_agent_api::Route {
+        dst: "10.200.0.0/16".into(),
+        gw: Some("192.168.99.1".into()),
+    });
+    let (code, body) = post(&lab.socket(), path::CLAIM, &req).await;
+    assert_eq!(
+        (code, error_kind(&body)),
+        (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("add route"),
+        "{body}"
+    );
+    let nic = lab.hostnic(&name).await;
+    assert_eq!(phase(&nic), HostNicPhase::Available);
+    assert_eq!(nic.status.unwrap().pod, None);
+    assert_eq!(lab.node.link_by_mac(&mac(1)).as_deref(), Some("hn1"));
+    assert!(pod.links().iter().all(|l| l.name == "lo"));
+
+    // The NIC is free again and the next claim gets it; both outcomes are events on it.
+    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(lab.client.clone(), "default");
+    let wait = async {
+        loop {
+            let reasons: Vec<String> = events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+                })
+                .filter_map(|e| e.reason)
+                .collect();
+            if reasons.contains(&"ClaimFailed".to_owned())
+                && reasons.contains(&"Claimed".to_owned())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("ClaimFailed and Claimed events");
+}
