@@ -91,7 +91,9 @@ impl fmt::Display for Figures {
     }
 }
 
-/// Fault rules the run draws from (the simulator's `Fault` JSON).
+/// Fault rules the run draws from (the simulator's `Fault` JSON). Jobs that never finish are
+/// left out: the simulated cloud then keeps their NICs busy for ever, so no operator could
+/// converge afterwards (the operator's own tests cover its job timeout).
 fn fault_menu() -> Vec<Value> {
     vec![
         json!({"kind": {"api_error": {"code": 5000}}, "trigger": {"next": 3}}),
@@ -103,7 +105,6 @@ fn fault_menu() -> Vec<Value> {
         json!({"action": "AttachNics", "kind": {"job": "failed"}, "trigger": {"next": 1}}),
         json!({"action": "AttachNics", "kind": {"job": "done_with_failure"}, "trigger": {"next": 1}}),
         json!({"action": "DetachNics", "kind": {"job": "failed"}, "trigger": {"next": 1}}),
-        json!({"action": "AttachNics", "kind": {"job": "never_finish"}, "trigger": {"next": 1}}),
         json!({"action": "CreateNics", "kind": {"api_error": {"code": 5000}}, "trigger": {"next": 1}, "after": true}),
     ]
 }
