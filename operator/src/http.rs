@@ -80,3 +80,47 @@ pub async fn serve(
     });
     Ok(local)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn probes_and_metrics() {
+        let mut registry = Registry::default();
+        let metrics = crate::metrics::Metrics::new(&mut registry);
+        metrics.cloud_call("CreateNics", "ok");
+        let probes = Arc::new(Probes {
+            registry,
+            ready: AtomicBool::new(false),
+        });
+        let stop = CancellationToken::new();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), probes.clone(), stop.clone())
+            .await
+            .unwrap();
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        probes.ready.store(true, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let m = get(addr, "/metrics").await;
+        assert!(
+            m.contains("hostnic_operator_cloud_calls_total{action=\"CreateNics\",result=\"ok\"} 1"),
+            "{m}"
+        );
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        stop.cancel();
+    }
+}

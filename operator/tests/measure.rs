@@ -40,13 +40,14 @@ async fn calls_per_nic(per_node: u32) {
     .await;
     let all = env.sim.calls();
     println!(
-        "MEASURE pool of {per_node}/node: fill {} calls in {:.1}s ({:.2}/NIC), full lifecycle {} calls = {:.2} calls/NIC; by action {:?}",
+        "MEASURE pool of {per_node}/node: fill {} calls in {:.1}s ({:.2}/NIC), full lifecycle {} calls = {:.2} calls/NIC; by action {:?}; by ret_code {:?}",
         fill.total,
         filled.as_secs_f64(),
         fill.total as f64 / f64::from(per_node),
         all.total,
         all.total as f64 / f64::from(per_node),
-        all.by_action
+        all.by_action,
+        all.by_ret_code
     );
     env.shutdown().await;
 }

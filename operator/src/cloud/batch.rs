@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use super::{CloudApi, CloudErrorKind, CloudResult, Job, Nic, NicQuery, Priority};
+use super::{CloudApi, CloudError, CloudErrorKind, CloudResult, Job, Nic, NicQuery, Priority};
 
 /// Runs one batched call for a key and the distinct items collected under it.
 type BatchFn<R> =
@@ -59,7 +59,10 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
                     let k = key.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(this.window).await;
-                        this.flush(&k, Some(id)).await;
+                        let due = this.take(&k, Some(id));
+                        if let Some(group) = due {
+                            this.run_group(&k, group).await;
+                        }
                     });
                     groups.entry(key.clone()).or_insert(Group {
                         id,
@@ -73,36 +76,41 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
             let mut distinct: Vec<&String> = group.waiters.iter().map(|(i, _)| i).collect();
             distinct.sort();
             distinct.dedup();
-            distinct.len() >= self.max
-        };
-        if full {
-            let this = Arc::clone(self);
-            tokio::spawn(async move { this.flush(&key, None).await });
-        }
-        rx.await.unwrap_or_else(|_| {
-            Err(super::CloudError::transient(
-                "batch",
-                "batched call was dropped",
-            ))
-        })
-    }
-
-    /// Runs the group under `key` (only if it is still group `id`, when given).
-    async fn flush(self: &Arc<Self>, key: &str, id: Option<u64>) {
-        let group = {
-            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-            match groups.get(key) {
-                Some(g) if id.is_none_or(|id| g.id == id) => groups.remove(key),
-                _ => None,
+            // A full group leaves the map at once, so no later request can join it.
+            if distinct.len() >= self.max {
+                groups.remove(&key)
+            } else {
+                None
             }
         };
-        let Some(group) = group else { return };
+        if let Some(group) = full {
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.run_group(&key, group).await });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(CloudError::transient("batch", "batched call was dropped")))
+    }
+
+    /// Removes the group under `key` (only if it is still group `id`, when given).
+    fn take(&self, key: &str, id: Option<u64>) -> Option<Group<R>> {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        match groups.get(key) {
+            Some(g) if id.is_none_or(|id| g.id == id) => groups.remove(key),
+            _ => None,
+        }
+    }
+
+    /// Makes the group's call and answers every waiter.
+    async fn run_group(self: &Arc<Self>, key: &str, group: Group<R>) {
         let mut items: Vec<String> = group.waiters.iter().map(|(i, _)| i.clone()).collect();
         items.sort();
         items.dedup();
         let result = (self.run)(key.to_string(), items.clone(), group.prio).await;
         let refused = matches!(&result, Err(e) if matches!(e.kind, CloudErrorKind::Refused | CloudErrorKind::NotFound | CloudErrorKind::Capacity));
         if self.split_on_refusal && refused && items.len() > 1 {
+            if let Err(error) = &result {
+                tracing::debug!(%error, nics = items.len(), "batch refused: retrying NIC by NIC");
+            }
             let mut singles = HashMap::new();
             for item in items {
                 let r = (self.run)(key.to_string(), vec![item.clone()], group.prio).await;
@@ -253,5 +261,107 @@ impl Batcher {
             .submit(String::new(), id.to_string(), prio)
             .await?;
         Ok(all.iter().find(|j| j.id == id).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::fake::FakeCloud;
+    use crate::cloud::{CloudApi, NicState};
+
+    fn cfg() -> BatchConfig {
+        BatchConfig {
+            window: Duration::from_millis(30),
+            max_attach: 3,
+            max_detach: 10,
+        }
+    }
+
+    async fn nics(cloud: &FakeCloud, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let c = cloud
+                .create_nic("vxnet-a".into(), format!("n{i}"), Priority::Refill)
+                .await
+                .unwrap();
+            out.push(c.id);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn concurrent_attaches_share_calls_up_to_the_batch_limit() {
+        let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
+        cloud.add_vxnet("vxnet-a", 100);
+        cloud.add_instance("i-1", "vxnet-a");
+        let ids = nics(&cloud, 7).await;
+        let b = Arc::new(Batcher::new(cloud.clone(), cfg()));
+        let jobs = futures::future::join_all(ids.iter().map(|id| {
+            let b = b.clone();
+            let id = id.clone();
+            async move { b.attach("i-1", &id, Priority::Refill).await.unwrap() }
+        }))
+        .await;
+        assert_eq!(
+            cloud.calls()["AttachNics"],
+            3,
+            "7 NICs in batches of at most 3"
+        );
+        let mut distinct = jobs.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3);
+        assert!(cloud.nics().iter().all(|n| n.state == NicState::InUse));
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_is_retried_nic_by_nic() {
+        let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
+        cloud.add_vxnet("vxnet-a", 100);
+        cloud.add_instance("i-1", "vxnet-a");
+        let mut ids = nics(&cloud, 2).await;
+        ids.push("52:54:ff:ff:ff:ff".into());
+        let b = Arc::new(Batcher::new(cloud.clone(), cfg()));
+        let results = futures::future::join_all(ids.iter().map(|id| {
+            let b = b.clone();
+            let id = id.clone();
+            async move { b.attach("i-1", &id, Priority::Refill).await }
+        }))
+        .await;
+        assert!(results[0].is_ok() && results[1].is_ok());
+        assert!(results[2].as_ref().is_err_and(CloudError::is_not_found));
+        assert_eq!(
+            cloud.calls()["AttachNics"],
+            4,
+            "one refused batch, then three singles"
+        );
+    }
+
+    #[tokio::test]
+    async fn describes_are_shared_and_errors_reach_every_waiter() {
+        let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
+        cloud.add_vxnet("vxnet-a", 100);
+        let ids = nics(&cloud, 4).await;
+        let b = Arc::new(Batcher::new(cloud.clone(), cfg()));
+        let seen = futures::future::join_all(ids.iter().map(|id| {
+            let b = b.clone();
+            let id = id.clone();
+            async move { b.nic(&id, Priority::Refill).await.unwrap().map(|n| n.id) }
+        }))
+        .await;
+        assert_eq!(seen.into_iter().flatten().collect::<Vec<_>>(), ids);
+        assert_eq!(cloud.calls()["DescribeNics"], 1);
+        cloud.inject("DescribeNics", &[5100]);
+        let r = futures::future::join_all(ids.iter().map(|id| {
+            let b = b.clone();
+            let id = id.clone();
+            async move { b.nic(&id, Priority::Refill).await }
+        }))
+        .await;
+        assert!(r.iter().all(|r| {
+            r.as_ref()
+                .is_err_and(|e| e.kind == CloudErrorKind::Throttled)
+        }));
     }
 }

@@ -116,9 +116,23 @@ async fn fail(
     Ok(Action::await_change())
 }
 
+/// The object as the API server has it now. The reflector may lag behind our own writes, and
+/// acting on a stale status would repeat a cloud call (attach, detach) already made.
+async fn fresh(ctx: &Context, nic: &HostNic) -> Result<Option<HostNic>> {
+    let api: Api<HostNic> = Api::all(ctx.client.clone());
+    api.get_opt(&nic.name_any())
+        .await
+        .map_err(Error::kube("read HostNic"))
+}
+
 async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
-    let mut cur = nic.clone();
+    let Some(mut cur) = fresh(ctx, nic).await? else {
+        return Ok(Action::await_change());
+    };
     let settings = &ctx.settings;
+    // Whether this reconcile itself recorded Creating: then no NIC can exist under our name
+    // yet and the lookup by name (needed after a crash) is skipped.
+    let mut fresh_intent = false;
     for _ in 0..MAX_STEPS {
         let status = cur.status.clone().unwrap_or_default();
         let prio = ctx.priority_for(&cur);
@@ -126,11 +140,14 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
         match apply_step(&facts(&status), quarantine, Timestamp::now()) {
             ApplyStep::BeginCreate => {
                 cur = write(ctx, &cur, |s| s.phase = HostNicPhase::Creating).await?;
+                fresh_intent = true;
             }
-            ApplyStep::FindOrCreate => match find_or_create(ctx, &cur, prio).await? {
-                Some(next) => cur = next,
-                None => return Ok(Action::await_change()),
-            },
+            ApplyStep::FindOrCreate => {
+                match find_or_create(ctx, &cur, prio, !fresh_intent).await? {
+                    Some(next) => cur = next,
+                    None => return Ok(Action::await_change()),
+                }
+            }
             ApplyStep::PollJob(id) => {
                 let job = ctx.batch.job(&id, prio).await?;
                 match job_verdict(job.as_ref(), settings.job_timeout, Timestamp::now()) {
@@ -250,9 +267,14 @@ async fn quarantine_of(ctx: &Context, nic: &HostNic) -> Duration {
     Duration::from_secs(u64::from(secs))
 }
 
-/// Creating: adopts the NIC created under our name, or creates it; then records Attaching with
+/// Creating: adopts the NIC created under our name (`look_up`), or creates it; then records Attaching with
 /// the NIC's facts (the intent of the attach). None: the HostNic failed or its node is gone.
-async fn find_or_create(ctx: &Context, cur: &HostNic, prio: Priority) -> Result<Option<HostNic>> {
+async fn find_or_create(
+    ctx: &Context,
+    cur: &HostNic,
+    prio: Priority,
+    look_up: bool,
+) -> Result<Option<HostNic>> {
     let name = nic_name(ctx, cur);
     let vxnet = cur.spec.vxnet.clone();
     let nodes: Api<Node> = Api::all(ctx.client.clone());
@@ -265,10 +287,13 @@ async fn find_or_create(ctx: &Context, cur: &HostNic, prio: Priority) -> Result<
         return Ok(None);
     };
     let instance = ctx.instances.instance_of(&node);
-    let found = ctx
-        .cloud
-        .describe_nics(NicQuery::Name(name.clone()), prio)
-        .await?;
+    let found = if look_up {
+        ctx.cloud
+            .describe_nics(NicQuery::Name(name.clone()), prio)
+            .await?
+    } else {
+        Vec::new()
+    };
     let (id, ip) = match found.into_iter().min_by(|a, b| a.id.cmp(&b.id)) {
         Some(n) => {
             tracing::info!(nic = %n.id, "adopting NIC created before a restart");
@@ -330,7 +355,9 @@ async fn node_exists(ctx: &Context, name: &str) -> Result<bool> {
 }
 
 async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
-    let mut cur = nic.clone();
+    let Some(mut cur) = fresh(ctx, nic).await? else {
+        return Ok(Action::await_change());
+    };
     let retain = nic
         .annotations()
         .get(RETAIN_ANNOTATION)

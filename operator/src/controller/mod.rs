@@ -212,3 +212,51 @@ pub fn error_policy<K: ResourceExt>(
     ctx.metrics.failure(controller, label);
     Action::requeue(backoff(error, &ctx.settings))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::{CloudError, CloudErrorKind};
+
+    fn settings() -> Settings {
+        <crate::args::Args as clap::Parser>::parse_from(["hostnic-operator"]).settings()
+    }
+
+    #[test]
+    fn backoff_follows_the_error_class() {
+        let s = settings();
+        let cloud = |code| Error::Cloud(CloudError::from_code("AttachNics", code, "x"));
+        assert_eq!(backoff(&cloud(2500), &s), s.backoff_throttled);
+        assert_eq!(backoff(&cloud(5100), &s), s.backoff_throttled);
+        assert_eq!(backoff(&cloud(5000), &s), s.backoff_transient);
+        assert_eq!(backoff(&cloud(1400), &s), s.backoff_transient);
+        assert_eq!(backoff(&cloud(1200), &s), s.backoff_permanent);
+        assert_eq!(
+            backoff(&Error::InvalidSpec("x".into()), &s),
+            s.backoff_permanent
+        );
+        assert_eq!(backoff(&Error::Waiting("x"), &s), s.job_poll);
+        assert_eq!(cloud(2500).metric_label(), "cloud_throttled");
+        assert_eq!(
+            Error::Cloud(CloudError::transient("DescribeNics", "reset")).class(),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            CloudError::from_code("x", 5200, "").kind,
+            CloudErrorKind::Capacity
+        );
+    }
+
+    #[tokio::test]
+    async fn checkpoint_freezes_at_its_step() {
+        let cp = Arc::new(Checkpoint::crash_at(2));
+        cp.step("one").await;
+        let c = cp.clone();
+        let frozen = tokio::spawn(async move { c.step("two").await });
+        cp.hit.notified().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!frozen.is_finished());
+        frozen.abort();
+        assert_eq!(cp.steps(), 2);
+    }
+}
