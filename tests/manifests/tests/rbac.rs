@@ -289,7 +289,22 @@ fn operator_and_agent_need_exactly_the_rbac_the_manifests_grant() {
         .unwrap();
     let sys = System::start(dir.path()).expect("start the system");
     if let Err(e) = scenario(&sys) {
-        panic!("scenario failed: {e:#}\n{}", sys.logs());
+        // A missing grant usually shows up as a stalled scenario: name the denied requests.
+        let denied: BTreeSet<String> = sys
+            .api
+            .audit()
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| !e.allowed)
+            .map(|e| match e.access() {
+                Some(a) => format!("{}: {}", e.user, a.without_name()),
+                None => format!("{}: {} {}", e.user, e.verb, e.path),
+            })
+            .collect();
+        panic!(
+            "scenario failed: {e:#}\ndenied requests: {denied:#?}\n{}",
+            sys.logs()
+        );
     }
     let audit = sys.api.audit().unwrap();
     let objects = render::kustomize(&manifests_dir()).unwrap();
