@@ -310,9 +310,14 @@ impl Agent {
             container_id: pod.container_id.clone(),
             ifname: pod.interface.clone(),
         };
-        let path = netns_hint.filter(|p| !p.is_empty()).unwrap_or(&pod.netns);
-        // A netns that no longer opens is gone: a real NIC came home by itself.
-        let pod_ns = Netns::open(path).ok().map(Arc::new);
+        // The runtime's path first, then the one recorded at claim time. A netns that no longer
+        // opens is gone: a real NIC came home by itself.
+        let pod_ns = netns_hint
+            .filter(|p| !p.is_empty())
+            .into_iter()
+            .chain([pod.netns.as_str()])
+            .find_map(|p| Netns::open(p).ok())
+            .map(Arc::new);
         let detached = match decide::mac(nic) {
             Some(mac) => match attach::detach(self.node_netns.clone(), pod_ns, mac).await {
                 Ok(d) => d.host_name,

@@ -844,60 +844,95 @@ async fn wait_ready(lab: &Lab, free: u32) {
     }
 }
 
+/// Ends the quarantine of every Released HostNic, as the operator does.
+async fn return_released(lab: &Lab) {
+    let api: Api<HostNic> = Api::all(lab.client.clone());
+    for mut nic in lab.hostnics().await {
+        let st = nic.status.as_mut().unwrap();
+        if st.phase == HostNicPhase::Released {
+            st.phase = HostNicPhase::Available;
+            st.pod = None;
+            st.released_at = None;
+            api.replace_status(&nic.name_any(), &PostParams::default(), &nic)
+                .await
+                .unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_claim_and_restarted_keeps_the_invariants() {
     if !require_root("killed_mid_claim_and_restarted_keeps_the_invariants") {
         return;
     }
-    const NICS: usize = 6;
-    const PODS: usize = 10;
+    const NICS: usize = 8;
+    const PODS: usize = 6;
     let mut lab = Lab::new().await;
     for i in 1..=NICS {
         lab.add_nic(i).await;
     }
-    let pods: Vec<Arc<TestNetns>> = (0..PODS).map(|_| Arc::new(TestNetns::new("pod"))).collect();
-    for i in 0..PODS {
-        lab.create_pod(&format!("c{i}")).await;
-    }
+    let mut all_pods: Vec<Arc<TestNetns>> = Vec::new();
     let mut agent = AgentProcess::spawn(&lab);
-    wait_ready(&lab, NICS as u32).await;
-
-    let socket = lab.socket();
-    let mut tasks = Vec::new();
-    for (i, pod) in pods.iter().enumerate() {
-        let (socket, pod) = (socket.clone(), pod.clone());
-        tasks.push(tokio::spawn(async move {
-            post(&socket, path::CLAIM, &claim_req(&pod, &format!("c{i}"))).await
-        }));
-    }
-    // Kill as soon as the first claim is answered: others are somewhere between steps.
-    let mut first = None;
-    while first.is_none() {
-        for t in &tasks {
-            if t.is_finished() {
-                first = Some(());
+    // Kill points: right after the first answer, and after fixed delays that land mid-claim.
+    for (round, kill_after_ms) in [None, Some(5), Some(25)].into_iter().enumerate() {
+        wait_ready(&lab, 1).await;
+        let pods: Vec<Arc<TestNetns>> =
+            (0..PODS).map(|_| Arc::new(TestNetns::new("pod"))).collect();
+        for i in 0..PODS {
+            lab.create_pod(&format!("r{round}c{i}")).await;
+        }
+        let socket = lab.socket();
+        let tasks: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let (socket, pod) = (socket.clone(), pod.clone());
+                tokio::spawn(async move {
+                    post(
+                        &socket,
+                        path::CLAIM,
+                        &claim_req(&pod, &format!("r{round}c{i}")),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        match kill_after_ms {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => {
+                while !tasks.iter().any(|t| t.is_finished()) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    agent.kill();
-    let mut answered = 0;
-    for t in tasks {
-        if matches!(t.await, Ok((StatusCode::OK, _))) {
-            answered += 1;
+        agent.kill();
+        let mut answered = 0;
+        for t in tasks {
+            if matches!(t.await, Ok((StatusCode::OK, _))) {
+                answered += 1;
+            }
         }
-    }
+        let bound_before = lab
+            .hostnics()
+            .await
+            .iter()
+            .filter(|n| phase(n) == HostNicPhase::Bound)
+            .count();
+        all_pods.extend(pods);
 
-    let _agent = AgentProcess::spawn(&lab);
-    wait_ready(&lab, 0).await;
-    assert_invariants(&lab, &pods).await;
-    let nics = lab.hostnics().await;
-    let count = |p| nics.iter().filter(|n| phase(n) == p).count();
-    let (bound, released) = (count(HostNicPhase::Bound), count(HostNicPhase::Released));
-    eprintln!(
-        "killed after {answered} answered claims; after restart {bound} bound, {released} released"
-    );
-    assert!(bound >= answered, "an answered claim was lost");
+        agent = AgentProcess::spawn(&lab);
+        wait_ready(&lab, 0).await;
+        assert_invariants(&lab, &all_pods).await;
+        let nics = lab.hostnics().await;
+        let count = |p| nics.iter().filter(|n| phase(n) == p).count();
+        let (bound, released) = (count(HostNicPhase::Bound), count(HostNicPhase::Released));
+        eprintln!(
+            "round {round}: killed after {answered} answered claims ({bound_before} recorded); \
+             after restart {bound} bound, {released} released"
+        );
+        assert!(bound >= answered, "an answered claim was lost");
+        return_released(&lab).await;
+    }
 }
 
 // === through libcni and the hostnic plugin ===
