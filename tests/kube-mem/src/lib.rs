@@ -31,6 +31,7 @@ mod server;
 pub mod status;
 mod store;
 mod table;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,8 @@ pub enum Error {
     Load { what: String, source: ApiError },
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("kube client: {0}")]
     Kube(#[from] kube::Error),
 }
@@ -96,6 +99,7 @@ pub struct Builder {
     crd_dirs: Vec<PathBuf>,
     objects: Vec<Value>,
     auth: Option<Auth>,
+    tls: bool,
     history_limit: usize,
     bookmark_interval: Duration,
 }
@@ -107,6 +111,7 @@ impl Default for Builder {
             crd_dirs: Vec::new(),
             objects: Vec::new(),
             auth: None,
+            tls: false,
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(10),
         }
@@ -136,6 +141,14 @@ impl Builder {
     /// always added (it bypasses RBAC, like `system:masters`).
     pub fn auth(mut self, auth: Auth) -> Self {
         self.auth = Some(auth.token(ADMIN_TOKEN, Identity::admin()));
+        self
+    }
+
+    /// Serve HTTPS with a CA made at start (kubeconfigs carry it). Default off. Turn it on
+    /// with [`Self::auth`] when kubectl must authenticate: it sends bearer tokens only over
+    /// TLS (kube-rs clients send them over plain HTTP too).
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
         self
     }
 
@@ -173,9 +186,19 @@ impl Builder {
             bookmark_interval: self.bookmark_interval,
             server_address: addr.to_string(),
         });
-        let task = tokio::spawn(serve(listener, shared.clone()));
+        let tls = if self.tls {
+            Some(tls::generate(addr.ip())?)
+        } else {
+            None
+        };
+        let task = tokio::spawn(serve(
+            listener,
+            shared.clone(),
+            tls.as_ref().map(|t| t.acceptor.clone()),
+        ));
         info!(%addr, "kube-mem listening");
         Ok(KubeMemHandle {
+            ca_pem: tls.map(|t| t.ca_pem),
             shared,
             addr,
             task: Mutex::new(Some(task)),
@@ -249,7 +272,7 @@ fn create_object(store: &mut Store, obj: Value) -> Result<(), Error> {
         .map_err(|source| Error::Load { what, source })
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -257,10 +280,14 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let shared = shared.clone();
+                    let tls = tls.clone();
                     conns.spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
-                        if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
-                            tracing::debug!(%error, "connection ended");
+                        match tls {
+                            None => serve_connection(stream, shared).await,
+                            Some(acceptor) => match acceptor.accept(stream).await {
+                                Ok(stream) => serve_connection(stream, shared).await,
+                                Err(error) => tracing::debug!(%error, "TLS handshake failed"),
+                            },
                         }
                     });
                 }
@@ -272,18 +299,42 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     conns.shutdown().await;
 }
 
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    if let Err(error) = conn.await {
+        tracing::debug!(%error, "connection ended");
+    }
+}
+
 /// A running server. Dropping it stops the server.
 #[derive(Debug)]
 pub struct KubeMemHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The CA of the server certificate, when serving HTTPS.
+    ca_pem: Option<String>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl KubeMemHandle {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The PEM of the CA that signed the server certificate (HTTPS only).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -301,8 +352,16 @@ impl KubeMemHandle {
             Some(t) => format!("    token: {t}\n"),
             None => "    {}\n".to_string(),
         };
+        use base64::Engine;
+        let ca = match &self.ca_pem {
+            Some(pem) => format!(
+                "    certificate-authority-data: {}\n",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            ),
+            None => String::new(),
+        };
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-mem\n  cluster:\n    server: {}\ncontexts:\n- name: kube-mem\n  context:\n    cluster: kube-mem\n    user: kube-mem\n    namespace: default\ncurrent-context: kube-mem\nusers:\n- name: kube-mem\n  user:\n{user}",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-mem\n  cluster:\n{ca}    server: {}\ncontexts:\n- name: kube-mem\n  context:\n    cluster: kube-mem\n    user: kube-mem\n    namespace: default\ncurrent-context: kube-mem\nusers:\n- name: kube-mem\n  user:\n{user}",
             self.url()
         )
     }

@@ -24,6 +24,10 @@ struct Args {
     /// name or `system:serviceaccount:NS:NAME`. The admin token is always accepted.
     #[arg(long = "token", value_name = "TOKEN=USER")]
     tokens: Vec<String>,
+    /// Serve HTTPS with a CA made at start (written into the kubeconfig). kubectl sends
+    /// bearer tokens only over TLS, so use this with --token when kubectl must authenticate.
+    #[arg(long, env = "KUBE_MEM_TLS")]
+    tls: bool,
 }
 
 #[tokio::main]
@@ -37,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         crd_dirs,
         kubeconfig,
         tokens,
+        tls,
     } = Args::parse();
     let mut builder = KubeMem::builder().listen(listen);
     for d in crd_dirs {
@@ -57,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         }
         builder = builder.auth(auth);
     }
+    builder = builder.tls(tls);
     let server = builder.start().await.context("start kube-mem")?;
     if let Some(path) = kubeconfig {
         server

@@ -33,6 +33,7 @@ async fn rbac_allows_what_roles_grant_and_audit_records_it() {
     let mem = KubeMem::builder()
         .with_crds_from_dir(fixture(""))
         .auth(Auth::new().token("reader-token", Identity::service_account("team", "reader")))
+        .tls(true)
         .start()
         .await
         .unwrap();
@@ -220,6 +221,46 @@ async fn rbac_allows_what_roles_grant_and_audit_records_it() {
             .iter()
             .any(|r| r.user == "system:anonymous" && r.code == 401)
     );
+
+    // kubectl sends tokens only over TLS: this server serves HTTPS with its own CA.
+    assert!(mem.url().starts_with("https://") && mem.ca_pem().is_some());
+    if std::path::Path::new("/usr/bin/kubectl").exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let kc = dir.path().join("reader.kubeconfig");
+        std::fs::write(&kc, mem.kubeconfig_yaml_for(Some("reader-token"))).unwrap();
+        let kubectl = |args: &[&str]| {
+            let mut c = tokio::process::Command::new("/usr/bin/kubectl");
+            c.arg("--kubeconfig")
+                .arg(&kc)
+                .arg("--cache-dir")
+                .arg(dir.path().join("cache"))
+                .args(args);
+            c
+        };
+        let out = kubectl(&["get", "widgets", "-n", "team", "-o", "name"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains("widget.conformance.kube-mem.hostnic.io/w1")
+        );
+        let out = kubectl(&["delete", "widget", "w1", "-n", "team"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("cannot delete resource")
+        );
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "kubectl missing in CI");
+    }
 
     // The admin endpoint serves the same records as JSON.
     let body: serde_json::Value = admin
