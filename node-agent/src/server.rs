@@ -187,31 +187,41 @@ where
     }
 }
 
+const KNOWN: [&str; 5] = [
+    path::CLAIM,
+    path::RELEASE,
+    path::CHECK,
+    path::GC,
+    path::STATUS,
+];
+
+/// Why a path is not served: another API version of a known verb, or nothing known at all.
+fn unknown_path(uri: &str) -> String {
+    let version = uri
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let rest = uri.trim_start_matches('/').trim_start_matches(version);
+    if !version.is_empty()
+        && version != API_VERSION
+        && !rest.is_empty()
+        && KNOWN.iter().any(|k| k.ends_with(rest))
+    {
+        format!("unsupported API version {version:?}; this agent speaks {API_VERSION}")
+    } else {
+        format!("unknown path {uri}")
+    }
+}
+
 async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Reply {
     let (method, uri) = (req.method().clone(), req.uri().path().to_owned());
-    let known = [
-        path::CLAIM,
-        path::RELEASE,
-        path::CHECK,
-        path::GC,
-        path::STATUS,
-    ];
-    if !known.contains(&uri.as_str()) {
-        let version = uri
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        let message = if version != API_VERSION
-            && known
-                .iter()
-                .any(|k| k.ends_with(uri.trim_start_matches(&format!("/{version}"))))
-        {
-            format!("unsupported API version {version:?}; this agent speaks {API_VERSION}")
-        } else {
-            format!("unknown path {uri}")
-        };
-        return api_error(StatusCode::NOT_FOUND, ErrorKind::InvalidRequest, message);
+    if !KNOWN.contains(&uri.as_str()) {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            ErrorKind::InvalidRequest,
+            unknown_path(&uri),
+        );
     }
     let want = if uri == path::STATUS {
         Method::GET
@@ -246,5 +256,18 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Reply {
             let status = agent.status();
             json(StatusCode::OK, &status)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_paths_say_whether_only_the_version_is_wrong() {
+        assert!(unknown_path("/v2/claim").contains("unsupported API version \"v2\""));
+        assert_eq!(unknown_path("/v1/steal"), "unknown path /v1/steal");
+        assert_eq!(unknown_path("/"), "unknown path /");
+        assert_eq!(unknown_path("/v2/"), "unknown path /v2/");
     }
 }
