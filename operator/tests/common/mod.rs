@@ -28,6 +28,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const PREFIX: &str = "hostnic-test-";
+/// Bearer token of the operator's own identity (a service account), so the audit log tells its
+/// requests from the test's.
+pub const OP_TOKEN: &str = "hostnic-operator-token";
+pub const OP_USER: &str = "system:serviceaccount:hostnic-system:hostnic-operator";
 pub const VX_A: &str = "vxnet-aaaaaaa";
 pub const VX_B: &str = "vxnet-bbbbbbb";
 
@@ -84,6 +88,7 @@ pub fn test_settings() -> Settings {
 pub struct Env {
     pub kube: kube_mem::KubeMemHandle,
     pub client: kube::Client,
+    pub op_client: kube::Client,
     pub sim: Arc<SimHandle>,
     pub qc: qingcloud::Client,
     pub setup_settings: Settings,
@@ -104,12 +109,16 @@ impl Env {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
+        let operator = kube_mem::Identity::service_account("hostnic-system", "hostnic-operator")
+            .with_group(kube_mem::auth::MASTERS_GROUP);
         let kube = kube_mem::KubeMem::builder()
             .with_crds_from_dir(crds_dir())
+            .auth(kube_mem::Auth::new().token(OP_TOKEN, operator))
             .start()
             .await
             .expect("start kube-mem");
         let client = kube.client().await.expect("kube client");
+        let op_client = kube.client_for(OP_TOKEN).await.expect("operator client");
         let mut b = Simulator::builder().job_latency(JobLatency {
             pending: Latency::FixedMs(setup.job_ms / 2),
             working: Latency::FixedMs(setup.job_ms - setup.job_ms / 2),
@@ -148,6 +157,7 @@ impl Env {
         Self {
             kube,
             client,
+            op_client,
             sim,
             qc,
             setup_settings: setup.settings,
@@ -170,7 +180,7 @@ impl Env {
         identity: &str,
     ) -> Operator {
         Operator {
-            client: self.client.clone(),
+            client: self.op_client.clone(),
             cloud: self.cloud(),
             settings: self.setup_settings.clone(),
             batch: self.batch,
