@@ -271,29 +271,43 @@ pub async fn on_node(
 ) -> Result<Vec<Result<Option<String>>>> {
     run_in(vec![node], move |handles| async move {
         let nh = &handles[0];
+        // One dump of links and one of addresses serve every NIC of the pass.
+        let links = netlink::links(nh).await?;
+        let addresses = netlink::addresses_by_link(nh).await?;
         let mut out = Vec::with_capacity(items.len());
         for (mac, action) in items {
-            out.push(node_action(nh, &mac, action).await);
+            let link = netlink::pick_by_mac(&links, &mac);
+            let addrs = link
+                .as_ref()
+                .and_then(|l| addresses.get(&l.index))
+                .cloned()
+                .unwrap_or_default();
+            out.push(node_action(nh, &mac, action, link, &addrs).await);
         }
         Ok(out)
     })
     .await
 }
 
-async fn node_action(nh: &Handle, mac: &str, action: NodeAction) -> Result<Option<String>> {
-    let link = netlink::link_by_mac(nh, mac).await?;
+async fn node_action(
+    nh: &Handle,
+    mac: &str,
+    action: NodeAction,
+    link: Option<Link>,
+    addrs: &[Ipv4Net],
+) -> Result<Option<String>> {
     let link = match (action, link) {
         (_, None) => None,
         (NodeAction::Look, link) => link,
         (NodeAction::Rest, Some(l)) => {
-            if l.up || l.alias.is_some() || !netlink::addresses(nh, l.index).await?.is_empty() {
+            if l.up || l.alias.is_some() || !addrs.is_empty() {
                 tidy_on_node(nh, mac).await?
             } else {
                 Some(l)
             }
         }
         (NodeAction::Gateway(addr), Some(l)) => {
-            if !netlink::addresses(nh, l.index).await?.contains(&addr) {
+            if !addrs.contains(&addr) {
                 netlink::add_address(nh, l.index, addr).await?;
             }
             if !l.up {

@@ -106,13 +106,17 @@ pub async fn links(h: &Handle) -> Result<Vec<Link>> {
 /// The link with this MAC (case-insensitive), preferring one without a master (a bridge port
 /// can share the MAC).
 pub async fn link_by_mac(h: &Handle, mac: &str) -> Result<Option<Link>> {
-    let mut found: Vec<Link> = links(h)
-        .await?
-        .into_iter()
+    Ok(pick_by_mac(&links(h).await?, mac))
+}
+
+/// The link of `links` with this MAC (case-insensitive), preferring one without a master.
+pub fn pick_by_mac(links: &[Link], mac: &str) -> Option<Link> {
+    let mut found: Vec<&Link> = links
+        .iter()
         .filter(|l| l.mac.eq_ignore_ascii_case(mac))
         .collect();
     found.sort_by_key(|l| l.has_master);
-    Ok(found.into_iter().next())
+    found.first().map(|l| (*l).clone())
 }
 
 /// The link with this name.
@@ -201,20 +205,46 @@ async fn address_messages(h: &Handle, index: u32) -> Result<Vec<AddressMessage>>
     ))
 }
 
+/// IPv4 addresses of every link, by interface index, in one dump.
+pub async fn addresses_by_link(h: &Handle) -> Result<std::collections::HashMap<u32, Vec<Ipv4Net>>> {
+    let mut last = None;
+    for _ in 0..DUMP_ATTEMPTS {
+        match h.address().get().execute().try_collect::<Vec<_>>().await {
+            Ok(msgs) => {
+                let mut by_link: std::collections::HashMap<u32, Vec<Ipv4Net>> = Default::default();
+                for m in msgs
+                    .iter()
+                    .filter(|m| m.header.family == AddressFamily::Inet)
+                {
+                    if let Some(net) = ipv4_of(m) {
+                        by_link.entry(m.header.index).or_default().push(net);
+                    }
+                }
+                return Ok(by_link);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(nl("dump addresses")(
+        last.unwrap_or(rtnetlink::Error::RequestFailed),
+    ))
+}
+
+fn ipv4_of(m: &AddressMessage) -> Option<Ipv4Net> {
+    m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
+            Ipv4Net::new(*ip, m.header.prefix_len).ok()
+        }
+        _ => None,
+    })
+}
+
 /// IPv4 addresses on the link.
 pub async fn addresses(h: &Handle, index: u32) -> Result<Vec<Ipv4Net>> {
     Ok(address_messages(h, index)
         .await?
         .iter()
-        .filter_map(|m| {
-            m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip))
-                | AddressAttribute::Address(IpAddr::V4(ip)) => {
-                    Ipv4Net::new(*ip, m.header.prefix_len).ok()
-                }
-                _ => None,
-            })
-        })
+        .filter_map(ipv4_of)
         .collect())
 }
 
