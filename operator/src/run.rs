@@ -66,8 +66,8 @@ impl std::fmt::Debug for Operator {
 impl Operator {
     /// Runs until `stop`; reconcilers run only while this replica leads.
     pub async fn run(self, stop: CancellationToken) {
-        let (tx, mut rx) = watch::channel(self.lease.is_none());
-        if let Some(l) = &self.lease {
+        let (tx, rx) = watch::channel(self.lease.is_none());
+        let elector = self.lease.as_ref().map(|l| {
             let elector = Elector::new(
                 self.client.clone(),
                 &l.namespace,
@@ -75,8 +75,17 @@ impl Operator {
                 &self.identity,
                 l.duration,
             );
-            tokio::spawn(elector.run(tx, stop.clone()));
+            tokio::spawn(elector.run(tx, stop.clone()))
+        });
+        self.lead_while_elected(rx, &stop).await;
+        // The elector hands the Lease back on the way out: wait for it.
+        if let Some(elector) = elector {
+            let _ = elector.await;
         }
+    }
+
+    /// Runs the controllers each time this replica becomes leader, until `stop`.
+    async fn lead_while_elected(&self, mut rx: watch::Receiver<bool>, stop: &CancellationToken) {
         loop {
             while !*rx.borrow_and_update() {
                 tokio::select! {
