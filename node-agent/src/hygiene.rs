@@ -18,11 +18,18 @@ pub async fn report_links_loop(agent: Arc<Agent>, interval: Duration) {
     loop {
         report_links(&agent).await;
         tokio::select! {
-            _ = agent.view.changed.notified() => {}
+            _ = agent.view.changed.notified() => {
+                // A burst of claims changes many HostNics; one pass after it is enough, and
+                // claims should not queue behind a pass per change.
+                tokio::time::sleep(DEBOUNCE).await;
+            }
             _ = tokio::time::sleep(interval) => {}
         }
     }
 }
+
+/// Wait after a HostNic change before a link pass, so bursts coalesce.
+const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// One pass: for every NIC expected on the node, find its link, apply its [`attach::NodeAction`]
 /// and write `hostInterface` and `LinkReady` when they changed.
