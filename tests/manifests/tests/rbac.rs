@@ -171,9 +171,20 @@ impl System {
     }
 
     fn logs(&self) -> String {
+        // Panics first: their backtraces would push the message out of a log tail.
+        let panics = |p: &Proc| -> String {
+            std::fs::read_to_string(p.log_path())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("panicked"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         format!(
-            "----- operator\n{}\n----- agent\n{}\n----- kube-mem\n{}",
+            "----- operator (panics: {})\n{}\n----- agent (panics: {})\n{}\n----- kube-mem\n{}",
+            panics(&self.operator),
             self.operator.log_tail(40),
+            panics(&self.agent),
             self.agent.log_tail(40),
             self.api.log_tail(10)
         )
