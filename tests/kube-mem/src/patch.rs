@@ -86,8 +86,8 @@ fn is_directive(k: &str) -> bool {
         || k == "$patch"
 }
 
-/// Strategic merge patch, approximated: a merge patch where lists of objects that all carry
-/// `name` merge by name (the merge key of containers, env, volumes, ports of services...).
+/// Strategic merge patch, approximated: a merge patch where lists of objects merge by their
+/// merge key (from `$setElementOrder`, or a known key every item has); other lists replace.
 fn strategic_merge(doc: &mut Value, patch: &Value) {
     let Value::Object(p) = patch else {
         *doc = patch.clone();
@@ -113,32 +113,12 @@ fn strategic_merge(doc: &mut Value, patch: &Value) {
             }
             Value::Object(_) => strategic_merge(d.entry(k.clone()).or_insert(Value::Null), v),
             Value::Array(items) => {
-                let by_name = |a: &[Value]| {
-                    a.iter()
-                        .all(|i| i.get("name").is_some_and(Value::is_string))
-                };
-                match d.get_mut(k) {
-                    Some(Value::Array(live))
-                        if !items.is_empty() && by_name(items) && by_name(live) =>
-                    {
-                        for item in items {
-                            let deleting =
-                                item.get("$patch").and_then(Value::as_str) == Some("delete");
-                            let pos = live.iter().position(|l| l.get("name") == item.get("name"));
-                            match (pos, deleting) {
-                                (Some(i), true) => {
-                                    live.remove(i);
-                                }
-                                (Some(i), false) => strategic_merge(&mut live[i], item),
-                                (None, false) => {
-                                    let mut fresh = item.clone();
-                                    strip_directives(&mut fresh);
-                                    live.push(fresh);
-                                }
-                                (None, true) => {}
-                            }
-                        }
-                    }
+                let order = p
+                    .get(&format!("$setElementOrder/{k}"))
+                    .and_then(Value::as_array);
+                let key = merge_key(items, order);
+                match (d.get_mut(k), key) {
+                    (Some(Value::Array(live)), Some(key)) => merge_list(live, items, key, order),
                     _ => {
                         let mut fresh = v.clone();
                         strip_directives(&mut fresh);
@@ -150,6 +130,69 @@ fn strategic_merge(doc: &mut Value, patch: &Value) {
                 d.insert(k.clone(), v.clone());
             }
         }
+    }
+}
+
+/// Merge keys of the built-in lists kubectl patches by key (containers, env, volumes: `name`;
+/// ports: `containerPort`; volumeMounts: `mountPath`; ...).
+const MERGE_KEYS: &[&str] = &[
+    "name",
+    "containerPort",
+    "port",
+    "mountPath",
+    "devicePath",
+    "ip",
+    "type",
+    "topologyKey",
+];
+
+/// The merge key of a list: the one field of `$setElementOrder` entries, or the first known
+/// key every patch item has. `None` means the list is replaced.
+fn merge_key<'a>(items: &'a [Value], order: Option<&'a Vec<Value>>) -> Option<&'a str> {
+    if let Some(k) = order
+        .and_then(|o| o.first())
+        .and_then(Value::as_object)
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.keys().next())
+    {
+        return Some(k.as_str());
+    }
+    let objects = !items.is_empty() && items.iter().all(Value::is_object);
+    MERGE_KEYS
+        .iter()
+        .copied()
+        .find(|k| objects && items.iter().all(|i| i.get(*k).is_some()))
+}
+
+/// Merges `items` into `live` by `key`: matching items merge, `$patch: delete` removes, new
+/// ones are appended; `$setElementOrder` then orders the items it names.
+fn merge_list(live: &mut Vec<Value>, items: &[Value], key: &str, order: Option<&Vec<Value>>) {
+    for item in items {
+        let deleting = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        let pos = live
+            .iter()
+            .position(|l| l.get(key).is_some() && l.get(key) == item.get(key));
+        match (pos, deleting) {
+            (Some(i), true) => {
+                live.remove(i);
+            }
+            (Some(i), false) => strategic_merge(&mut live[i], item),
+            (None, false) => {
+                let mut fresh = item.clone();
+                strip_directives(&mut fresh);
+                live.push(fresh);
+            }
+            (None, true) => {}
+        }
+    }
+    if let Some(order) = order {
+        let rank = |v: &Value| {
+            order
+                .iter()
+                .position(|o| o.get(key).is_some() && o.get(key) == v.get(key))
+                .unwrap_or(usize::MAX)
+        };
+        live.sort_by_key(rank);
     }
 }
 
@@ -210,6 +253,28 @@ mod tests {
             out,
             json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "z"}]}})
         );
+    }
+
+    #[test]
+    fn strategic_merges_by_other_keys_and_orders() {
+        let live =
+            json!({"ports": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 81}]});
+        let patch = json!({
+            "$setElementOrder/ports": [{"containerPort": 443}, {"containerPort": 80}],
+            "ports": [{"containerPort": 443}, {"containerPort": 81, "$patch": "delete"}],
+        });
+        let out = apply_patch(PatchType::Strategic, &live, &patch).unwrap();
+        assert_eq!(
+            out,
+            json!({"ports": [{"containerPort": 443}, {"containerPort": 80, "protocol": "TCP"}]})
+        );
+        let prim = apply_patch(
+            PatchType::Strategic,
+            &json!({"args": ["a"]}),
+            &json!({"args": ["b"]}),
+        )
+        .unwrap();
+        assert_eq!(prim, json!({"args": ["b"]}));
     }
 
     #[test]

@@ -338,6 +338,23 @@ async fn kubectl_builtins_and_widget_columns() {
     );
     let fd = k.file("d.yaml", &deploy);
     k.ok(&["apply", "-f", &fd]).await;
+    // Re-apply with a changed container list: kubectl sends a strategic merge patch.
+    let changed = deploy.replace(
+        "      - {name: c, image: busybox}\n",
+        "      - {name: c, image: busybox:2, ports: [{containerPort: 80}, {containerPort: 81}]}\n      - {name: s, image: sidecar}\n",
+    );
+    let fd2 = k.file("d2.yaml", &changed);
+    k.ok(&["apply", "-f", &fd2]).await;
+    let changed2 = changed.replace(
+        "[{containerPort: 80}, {containerPort: 81}]",
+        "[{containerPort: 443}, {containerPort: 80}]",
+    );
+    let fd3 = k.file("d3.yaml", &changed2);
+    k.ok(&["apply", "-f", &fd3]).await;
+    let got = k
+        .ok(&["get", "deployment", "d", "-n", &ns, "-o", "jsonpath={.spec.template.spec.containers[*].name} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[*].containerPort}"])
+        .await;
+    assert_eq!(got, "c s busybox:2 443 80");
     k.ok(&["scale", "deployment", "d", "-n", &ns, "--replicas=3"])
         .await;
     assert_eq!(
