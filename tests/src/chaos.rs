@@ -149,6 +149,10 @@ pub fn run(config: ChaosConfig, log: &mut dyn FnMut(&str)) -> Result<Figures> {
                     match pods.add(node, &format!("chaos-{serial}")) {
                         Ok(pod) => {
                             fig.adds += 1;
+                            log(&format!(
+                                "ADD {} on {}: {}",
+                                pod.name, cluster.nodes[node].name, pod.ip
+                            ));
                             live.push(pod);
                         }
                         Err(e) => {
@@ -160,6 +164,7 @@ pub fn run(config: ChaosConfig, log: &mut dyn FnMut(&str)) -> Result<Figures> {
             }
             40..70 if !live.is_empty() => {
                 let pod = live.swap_remove(rng.random_range(0..live.len()));
+                log(&format!("DEL {}", pod.name));
                 del_until_ok(&pods, pod, &mut fig, log)?;
             }
             70..78 => {
@@ -189,14 +194,21 @@ pub fn run(config: ChaosConfig, log: &mut dyn FnMut(&str)) -> Result<Figures> {
     log("churn over: clearing faults and letting the system converge");
     cluster.sim.clear_faults()?;
     let t = Instant::now();
-    converge(&cluster, &live).with_context(|| cluster.logs(30))?;
+    if let Err(e) = converge(&cluster, &live) {
+        fig.violations.push(format!("did not converge: {e:#}"));
+        log(&cluster.logs(20));
+    }
     fig.converge_s = t.elapsed().as_secs_f64();
-    fig.violations = check_invariants(&cluster, &live)?;
+    fig.violations.extend(check_invariants(&cluster, &live)?);
 
+    log("deleting the pods and the pool");
     for pod in live {
         del_until_ok(&pods, pod, &mut fig, log)?;
     }
-    cluster.delete_pools(Duration::from_secs(120))?;
+    if let Err(e) = cluster.delete_pools(Duration::from_secs(120)) {
+        fig.violations
+            .push(format!("pool deletion did not finish: {e:#}"));
+    }
     for left in cluster.leftovers()? {
         fig.violations.push(format!("left after teardown: {left}"));
     }
