@@ -1,6 +1,6 @@
 //! Just enough of the Kubernetes protobuf encoding to accept what kubectl's typed clients send
-//! (`kubectl create namespace|configmap|secret|serviceaccount` and `kubectl auth can-i` POST
-//! protobuf bodies). Other
+//! (`kubectl create namespace|configmap|secret|serviceaccount|role|clusterrole|rolebinding|
+//! clusterrolebinding` and `kubectl auth can-i` POST protobuf bodies). Other
 //! kinds in protobuf get 415; answers are always JSON, which kubectl also accepts.
 
 use base64::Engine;
@@ -128,6 +128,27 @@ fn strings(b: &[u8], names: &[(u64, &str)]) -> Option<Value> {
     Some(Value::Object(m))
 }
 
+/// An RBAC PolicyRule: repeated string fields.
+fn policy_rule(b: &[u8]) -> Option<Value> {
+    const NAMES: &[(u64, &str)] = &[
+        (1, "verbs"),
+        (2, "apiGroups"),
+        (3, "resources"),
+        (4, "resourceNames"),
+        (5, "nonResourceURLs"),
+    ];
+    let mut m = Map::new();
+    for (n, w) in fields(b)? {
+        if let (Some((_, name)), Wire::Bytes(x)) = (NAMES.iter().find(|(f, _)| *f == n), w) {
+            m.entry(name.to_string())
+                .or_insert_with(|| json!([]))
+                .as_array_mut()?
+                .push(json!(text(x)?));
+        }
+    }
+    Some(Value::Object(m))
+}
+
 /// (Self)SubjectAccessReviewSpec, as `kubectl auth can-i` sends it.
 fn review_spec(b: &[u8]) -> Option<Value> {
     const RESOURCE: &[(u64, &str)] = &[
@@ -199,7 +220,39 @@ pub fn decode(body: &[u8]) -> Option<Value> {
             ("SelfSubjectAccessReview" | "SubjectAccessReview", 2, Wire::Bytes(x)) => {
                 _ = obj.insert("spec".into(), review_spec(x)?)
             }
-            ("ConfigMap" | "Secret" | "SelfSubjectAccessReview" | "SubjectAccessReview", _, _) => {}
+            ("Role" | "ClusterRole", 2, Wire::Bytes(x)) => obj
+                .entry("rules")
+                .or_insert_with(|| json!([]))
+                .as_array_mut()?
+                .push(policy_rule(x)?),
+            ("RoleBinding" | "ClusterRoleBinding", 2, Wire::Bytes(x)) => {
+                let subject = strings(
+                    x,
+                    &[(1, "kind"), (2, "apiGroup"), (3, "name"), (4, "namespace")],
+                )?;
+                obj.entry("subjects")
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()?
+                    .push(subject)
+            }
+            ("RoleBinding" | "ClusterRoleBinding", 3, Wire::Bytes(x)) => {
+                _ = obj.insert(
+                    "roleRef".into(),
+                    strings(x, &[(1, "apiGroup"), (2, "kind"), (3, "name")])?,
+                )
+            }
+            (
+                "ConfigMap"
+                | "Secret"
+                | "SelfSubjectAccessReview"
+                | "SubjectAccessReview"
+                | "Role"
+                | "ClusterRole"
+                | "RoleBinding"
+                | "ClusterRoleBinding",
+                _,
+                _,
+            ) => {}
             _ => return None,
         }
     }
