@@ -297,24 +297,32 @@ fn the_agent_runs_on_every_node_with_the_host_access_it_needs() {
 #[test]
 fn metrics_are_scrapeable() {
     let objs = rendered();
+    for (kind, name) in [
+        ("Deployment", "hostnic-operator"),
+        ("DaemonSet", "hostnic-agent"),
+    ] {
+        let template = &find(&objs, kind, name)["spec"]["template"];
+        let annotations = &template["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics");
+        let port = annotations["prometheus.io/port"].as_str().unwrap();
+        let ports = &template["spec"]["containers"][0]["ports"];
+        assert!(
+            ports
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["containerPort"].as_u64() == port.parse().ok()),
+            "{kind}/{name}: the scrape port {port} is not a port of its container"
+        );
+    }
+    // The Service selects the operator's pods on their metrics port.
     let svc = find(&objs, "Service", "hostnic-operator-metrics");
     assert_eq!(
-        svc["metadata"]["annotations"]["prometheus.io/scrape"],
-        "true"
+        svc["spec"]["selector"]["app.kubernetes.io/name"],
+        "hostnic-operator"
     );
-    let ds = find(&objs, "DaemonSet", "hostnic-agent");
-    let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
-    assert_eq!(annotations["prometheus.io/scrape"], "true");
-    let port = annotations["prometheus.io/port"].as_str().unwrap();
-    let ports = &ds["spec"]["template"]["spec"]["containers"][0]["ports"];
-    assert!(
-        ports
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["containerPort"].as_u64() == port.parse().ok()),
-        "the scrape port {port} is not a port of the agent"
-    );
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
 }
 
 #[test]
