@@ -385,3 +385,72 @@ fn every_flag_and_env_var_the_manifests_pass_is_one_the_binary_knows() {
         }
     }
 }
+
+#[test]
+fn the_conflist_the_installer_writes_reaches_the_agent() {
+    let objs = rendered();
+    let spec = pod_spec(&objs, "DaemonSet", "hostnic-agent");
+    let cm = objs.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let (file, text) = cm["data"].as_object().unwrap().iter().next().unwrap();
+    let conflist: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+
+    // The init container reads the ConfigMap's file where the volume mounts it.
+    let init = &spec["initContainers"][0];
+    let env_value = |c: &Value, name: &str| -> String {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("{name} not set"))
+            .to_owned()
+    };
+    let mount_of = |c: &Value, volume: &str| -> String {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume)
+            .and_then(|m| m["mountPath"].as_str())
+            .unwrap_or_else(|| panic!("no mount of {volume}"))
+            .to_owned()
+    };
+    let volume_of_configmap = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == cm["metadata"]["name"])
+        .expect("a volume of the conflist ConfigMap");
+    let source = env_value(init, "HOSTNIC_CONFLIST");
+    let mount = mount_of(init, volume_of_configmap["name"].as_str().unwrap());
+    assert_eq!(source, format!("{mount}/{file}"));
+
+    // The plugin talks to the socket the agent serves, in the host directory both share.
+    let socket = conflist["plugins"][0]["socket"].as_str().unwrap();
+    let agent = &spec["containers"][0];
+    let args: Vec<&str> = agent["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&format!("--socket={socket}").as_str()),
+        "{args:?}"
+    );
+    let dir = socket.rsplit_once('/').unwrap().0;
+    assert_eq!(mount_of(agent, "run-hostnic"), dir);
+    let host_dir = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "run-hostnic")
+        .unwrap()["hostPath"]["path"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        host_dir, dir,
+        "the plugin on the host must see the agent's socket"
+    );
+}
