@@ -532,6 +532,18 @@ async fn label_and_field_selectors_and_paging() {
         }
     }
     assert_eq!(seen, vec!["a", "b", "c"]);
+
+    // deletecollection honours the selector.
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("tier"),
+    )
+    .await
+    .unwrap();
+    eventually("selected widgets deleted", || async {
+        names(api.list(&ListParams::default()).await.unwrap()) == vec!["c"]
+    })
+    .await;
     env.cleanup().await;
 }
 

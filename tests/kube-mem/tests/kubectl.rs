@@ -422,6 +422,34 @@ async fn kubectl_builtins_and_widget_columns() {
         "{}",
         denied.stderr
     );
+    // Roles made by kubectl's generators (protobuf bodies) grant too.
+    k.ok(&[
+        "create",
+        "role",
+        "wd-deleter",
+        "--verb=delete",
+        "--resource=widgets",
+        "-n",
+        &ns,
+    ])
+    .await;
+    let sa = format!("--serviceaccount={ns}:bot");
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "wd-deleter",
+        "--role=wd-deleter",
+        &sa,
+        "-n",
+        &ns,
+    ])
+    .await;
+    assert_eq!(
+        k.ok(&["auth", "can-i", "delete", "widgets", "-n", &ns, &bot])
+            .await
+            .trim(),
+        "yes"
+    );
 
     k.ok(&["delete", "-f", &f]).await;
     k.ok(&["delete", "-f", &f2]).await;
