@@ -61,11 +61,6 @@ impl ApiServer {
         })
     }
 
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Writes a kubeconfig that authenticates as `account` and returns its path.
     pub fn kubeconfig_for(&self, account: &ServiceAccount) -> Result<PathBuf> {
         let path = self.dir.join(format!("{}.kubeconfig", account.name));
