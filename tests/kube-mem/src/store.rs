@@ -695,6 +695,13 @@ impl Store {
                 body["spec"] = json!({"finalizers": ["kubernetes"]});
                 body["status"] = json!({"phase": "Active"});
             }
+            ("", "pods") if body.pointer("/status/phase").is_none() => {
+                // A new pod is Pending until a kubelet says otherwise.
+                if !body.get("status").is_some_and(Value::is_object) {
+                    body["status"] = json!({});
+                }
+                body["status"]["phase"] = json!("Pending");
+            }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 let name = meta_str(body, "name").to_string();
                 match from_crd(body) {
