@@ -75,10 +75,13 @@ impl Admin {
         })
     }
 
-    /// The objects of a kind, as JSON.
+    /// The objects of a kind in every namespace, as JSON.
     pub fn list(&self, api_version: &str, kind: &str) -> Result<Vec<Value>> {
         self.rt.block_on(async {
-            let api = self.api(api_version, kind, None).await?;
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let gvk = GroupVersionKind::gvk(group, version, kind);
+            let (ar, _) = discovery::pinned_kind(&self.client, &gvk).await?;
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
             let list = api.list(&ListParams::default()).await?;
             list.items
                 .into_iter()

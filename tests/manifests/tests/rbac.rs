@@ -37,7 +37,14 @@ const NEEDED_BEYOND_THE_SCENARIO: &[(&str, &str, &str, &str, &str)] = &[
         "events.k8s.io",
         "events",
         "kube-runtime's Recorder patches the event series when the same event repeats within \
-         its cache window (kube-runtime 5.0 events.rs `publish`); the operator's run shows it",
+         its cache window (kube-runtime 5.0 events.rs `publish`)",
+    ),
+    (
+        "hostnic-operator",
+        "patch",
+        "events.k8s.io",
+        "events",
+        "the same Recorder; whether an event repeats within the window depends on timing",
     ),
     (
         "hostnic-agent",
@@ -61,7 +68,8 @@ fn agent_account() -> ServiceAccount {
 struct System {
     api: ApiServer,
     _sim: Sim,
-    operator: Proc,
+    /// hostnic-operator-0 and -1.
+    operators: Vec<Proc>,
     agent: Proc,
     /// Owns the node netns (removed on drop) and names the agent's socket.
     node: Node,
@@ -116,24 +124,28 @@ impl System {
             ),
         )?;
 
-        let operator = Proc::start(
-            Spec::new("operator", bin("hostnic-operator"))
-                .env("KUBECONFIG", api.kubeconfig_for(&operator_account())?)
-                .env("POD_NAME", "hostnic-operator-0")
-                .env("RUST_LOG", "info")
-                .arg("--cluster-name=rbac")
-                .arg(format!("--cloud-config={}", cloud_config.display()))
-                .arg(format!("--metrics-addr={}", free_port()?))
-                .arg(format!("--lease-namespace={NAMESPACE}"))
-                .arg("--lease-seconds=3")
-                .arg("--job-poll-seconds=0.2")
-                .arg("--shrink-delay-seconds=1")
-                .arg("--cloud-cache-seconds=1")
-                .arg("--gc-interval-seconds=2")
-                .arg("--gc-grace-seconds=2")
-                .arg("--resync-seconds=5"),
-            dir,
-        )?;
+        // Two replicas, as the Deployment runs them: one leads, the other waits on the Lease.
+        let mut operators = Vec::new();
+        for replica in 0..2 {
+            operators.push(Proc::start(
+                Spec::new(&format!("operator-{replica}"), bin("hostnic-operator"))
+                    .env("KUBECONFIG", api.kubeconfig_for(&operator_account())?)
+                    .env("POD_NAME", format!("hostnic-operator-{replica}"))
+                    .env("RUST_LOG", "info")
+                    .arg("--cluster-name=rbac")
+                    .arg(format!("--cloud-config={}", cloud_config.display()))
+                    .arg(format!("--metrics-addr={}", free_port()?))
+                    .arg(format!("--lease-namespace={NAMESPACE}"))
+                    .arg("--lease-seconds=3")
+                    .arg("--job-poll-seconds=0.2")
+                    .arg("--shrink-delay-seconds=1")
+                    .arg("--cloud-cache-seconds=1")
+                    .arg("--gc-interval-seconds=2")
+                    .arg("--gc-grace-seconds=2")
+                    .arg("--resync-seconds=5"),
+                dir,
+            )?);
+        }
         let agent = Proc::start(
             Spec::new("agent", bin("hostnic-agent"))
                 .env("KUBECONFIG", api.kubeconfig_for(&agent_account())?)
@@ -147,7 +159,7 @@ impl System {
         Ok(Self {
             api,
             _sim: sim,
-            operator,
+            operators,
             agent,
             node,
             dir: dir.to_owned(),
@@ -180,14 +192,34 @@ impl System {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        format!(
-            "----- operator (panics: {})\n{}\n----- agent (panics: {})\n{}\n----- kube-mem\n{}",
-            panics(&self.operator),
-            self.operator.log_tail(40),
-            panics(&self.agent),
-            self.agent.log_tail(40),
-            self.api.log_tail(10)
-        )
+        let mut out = String::new();
+        for p in self.operators.iter().chain([&self.agent]) {
+            out.push_str(&format!(
+                "----- {} (panics: {})\n{}\n",
+                p.name(),
+                panics(p),
+                p.log_tail(30)
+            ));
+        }
+        out + &format!("----- kube-mem\n{}", self.api.log_tail(10))
+    }
+
+    /// Kills the replica holding the Lease; the other must take over.
+    fn kill_leader(&mut self) -> Result<String> {
+        let leases = self.admin().list("coordination.k8s.io/v1", "Lease")?;
+        let holder = leases
+            .iter()
+            .find(|l| l["metadata"]["name"] == "hostnic-operator")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str())
+            .context("no Lease holder")?
+            .to_owned();
+        let leader = self
+            .operators
+            .iter_mut()
+            .find(|p| holder.ends_with(p.name()))
+            .context("the holder is none of the replicas")?;
+        leader.kill9();
+        Ok(holder)
     }
 
     fn conflist(&self) -> Result<std::path::PathBuf> {
@@ -203,9 +235,8 @@ impl System {
 }
 
 /// Runs the scenario; on failure the error carries the components' logs.
-fn scenario(sys: &System) -> Result<()> {
-    let admin = sys.admin();
-    admin.create_all(&[json!({
+fn scenario(sys: &mut System) -> Result<()> {
+    sys.admin().create_all(&[json!({
         "apiVersion": CRD_VERSION,
         "kind": "NicPool",
         "metadata": {"name": POOL, "annotations": {"hostnic.qingcloud.com/is-default-pool": "true"}},
@@ -219,7 +250,13 @@ fn scenario(sys: &System) -> Result<()> {
         Ok(sys.count("Available")? == 2)
     })?;
 
+    // Fail over: the standby replica finishes the scenario with the same RBAC.
+    let killed = sys.kill_leader()?;
+    println!("killed the leader {killed}");
+    let sys = &*sys;
+
     // A pod: the API object the agent reads, and a sandbox set up through libcni.
+    let admin = sys.admin();
     admin.create_all(&[json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "web", "namespace": "default"},
@@ -298,8 +335,8 @@ fn operator_and_agent_need_exactly_the_rbac_the_manifests_grant() {
         .prefix("hn-rbac-")
         .tempdir()
         .unwrap();
-    let sys = System::start(dir.path()).expect("start the system");
-    if let Err(e) = scenario(&sys) {
+    let mut sys = System::start(dir.path()).expect("start the system");
+    if let Err(e) = scenario(&mut sys) {
         // A missing grant usually shows up as a stalled scenario: name the denied requests.
         let denied: BTreeSet<String> = sys
             .api
