@@ -1,8 +1,9 @@
-//! RBAC from the manifests is sufficient and minimal. The real operator and agent run against
-//! the in-memory API server as the manifests' ServiceAccounts, with RBAC enforced from the
-//! manifests' roles, through a whole NicPool life (fill, claim, release, scale, delete), with
-//! the QingCloud simulator hot-plugging NICs into a test-made node netns. Every request must be
-//! allowed, and the (verb, resource) pairs used must be exactly what the roles grant.
+//! RBAC from the manifests is sufficient and minimal. The real operator (two replicas, the
+//! leader killed midway) and agent run against the in-memory API server as the manifests'
+//! ServiceAccounts, with RBAC enforced from the manifests' roles, through a whole NicPool life
+//! (fill, fail over, claim, release, scale, delete), with the QingCloud simulator hot-plugging
+//! NICs into a test-made node netns. Every request must be allowed, and the (verb, resource)
+//! pairs used must be exactly what the roles grant.
 
 use std::collections::BTreeSet;
 use std::path::Path;
