@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
 use crate::bins::bin;
+use crate::interrupt;
 use crate::kubectl::Kubectl;
 use crate::netns::TestNetns;
 use crate::process::{Proc, Spec};
@@ -145,6 +146,9 @@ impl Cluster {
             let name = format!("node-{i}");
             let instance = format!("i-hnnode{i:02}");
             let netns = config.agents.then(|| TestNetns::new(&format!("n{i}")));
+            if let Some(ns) = &netns {
+                interrupt::add_netns(ns.name());
+            }
             let socket = root.join(format!("{name}.sock"));
             nodes.push(Node {
                 name,
@@ -360,6 +364,9 @@ impl Drop for Cluster {
         self.operator.kill9();
         self.sim.stop();
         self.api.kill9();
+        for ns in self.nodes.iter().filter_map(|n| n.netns.as_ref()) {
+            interrupt::remove_netns(ns.name());
+        }
     }
 }
 

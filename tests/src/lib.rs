@@ -9,6 +9,7 @@ pub mod cni_runtime;
 pub mod containerd;
 pub mod fake_agent;
 pub mod http;
+pub mod interrupt;
 pub mod kubectl;
 pub mod netns;
 pub mod pods;

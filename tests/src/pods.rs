@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::cluster::Cluster;
 use crate::cni_runtime::{self, CniRuntime};
+use crate::interrupt;
 use crate::netns::TestNetns;
 
 /// A pod sandbox with its network set up by CNI ADD.
@@ -28,6 +29,13 @@ pub struct Pod {
     pub gateway: String,
     /// The CNI result JSON.
     pub result: serde_json::Value,
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        // The netns field is deleted right after this.
+        interrupt::remove_netns(self.netns.name());
+    }
 }
 
 /// Creates pods on a cluster's nodes through libcni.
@@ -76,6 +84,7 @@ impl Pods {
     /// (StopPodSandbox), so nothing half-made stays behind.
     pub fn add(&self, node: usize, name: &str) -> Result<Pod> {
         let netns = TestNetns::new("pod");
+        interrupt::add_netns(netns.name());
         let container_id = format!("ctr-{}", netns.name());
         let rt = self.runtime(name, &container_id);
         let conflist = self.conflist(node);
@@ -83,6 +92,7 @@ impl Pods {
             Ok(r) => r,
             Err(e) => {
                 let _ = rt.del(&conflist, &container_id, &netns.path(), "eth0");
+                interrupt::remove_netns(netns.name());
                 return Err(anyhow!("CNI ADD {name}: {e}"));
             }
         };

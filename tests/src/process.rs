@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+use crate::interrupt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -24,6 +26,8 @@ pub struct Spec {
     pub args: Vec<OsString>,
     /// Extra environment.
     pub env: Vec<(OsString, OsString)>,
+    /// Whether it cleans up after itself on SIGTERM (so an interrupted run sends that first).
+    pub graceful: bool,
 }
 
 impl Spec {
@@ -34,7 +38,14 @@ impl Spec {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            graceful: false,
         }
+    }
+
+    /// Marks it as cleaning up after itself on SIGTERM.
+    pub fn graceful(mut self) -> Self {
+        self.graceful = true;
+        self
     }
 
     /// Appends an argument.
@@ -89,6 +100,7 @@ impl Proc {
             .with_context(|| {
                 format!("start {} ({})", self.spec.name, self.spec.program.display())
             })?;
+        interrupt::add_pid(child.id(), self.spec.graceful);
         self.child = Some(child);
         self.starts += 1;
         Ok(())
@@ -117,6 +129,7 @@ impl Proc {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            interrupt::remove_pid(c.id());
         }
     }
 
@@ -126,6 +139,7 @@ impl Proc {
         let Some(mut c) = self.child.take() else {
             return;
         };
+        interrupt::remove_pid(c.id());
         if let Ok(pid) = i32::try_from(c.id()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }

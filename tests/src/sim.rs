@@ -55,6 +55,7 @@ impl Sim {
             .context("write simulator config")?;
         let proc = Proc::start(
             Spec::new("qingcloud-sim", bin("qingcloud-sim"))
+                .graceful()
                 .env("RUST_LOG", "info")
                 .arg("--config")
                 .arg(&path),

@@ -27,6 +27,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    hostnic_tests::interrupt::install();
     let missing = hostnic_tests::scenario::missing_prerequisites();
     if !missing.is_empty() {
         for m in &missing {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use hostnic_tests::scenario::{self, Printer};
 
 fn main() -> ExitCode {
+    hostnic_tests::interrupt::install();
     println!("hostnic local demo: simulated QingCloud + in-memory Kubernetes API + real netns");
     let missing = scenario::missing_prerequisites();
     if !missing.is_empty() {
