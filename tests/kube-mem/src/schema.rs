@@ -9,23 +9,28 @@ use serde_json::{Map, Value};
 
 use crate::status::Cause;
 
-/// Prunes, defaults and validates `obj` (a whole custom object) against `schema`.
-pub fn process(obj: &mut Value, schema: &Value) -> Vec<Cause> {
+/// Prunes, defaults and validates `obj` (a whole custom object) against `schema`. The paths
+/// of pruned fields (`spec.bogus`) are added to `unknown` (for `fieldValidation`).
+pub fn process(obj: &mut Value, schema: &Value, unknown: &mut Vec<String>) -> Vec<Cause> {
     if let Value::Object(map) = obj {
         for (k, v) in map.iter_mut() {
             if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                 continue;
             }
             if let Some(s) = schema.pointer(&format!("/properties/{k}")) {
-                prune(v, s);
+                prune(v, s, k, unknown);
             }
         }
         let preserve = preserves(schema);
         let props = schema.get("properties");
         map.retain(|k, _| {
-            matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+            let keep = matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
                 || preserve
-                || props.and_then(|p| p.get(k)).is_some()
+                || props.and_then(|p| p.get(k)).is_some();
+            if !keep {
+                unknown.push(k.clone());
+            }
+            keep
         });
     }
     default(obj, schema);
@@ -70,7 +75,7 @@ fn preserves(schema: &Value) -> bool {
         == Some(true)
 }
 
-fn prune(v: &mut Value, schema: &Value) {
+fn prune(v: &mut Value, schema: &Value, path: &str, unknown: &mut Vec<String>) {
     if schema.get("x-kubernetes-int-or-string").is_some() && !v.is_object() {
         return;
     }
@@ -84,23 +89,28 @@ fn prune(v: &mut Value, schema: &Value) {
                 .and_then(Value::as_bool)
                 == Some(true);
             map.retain(|k, _| {
-                preserve
+                let keep = preserve
                     || props.is_some_and(|p| p.contains_key(k))
                     || additional.is_some_and(|a| a.is_object() || a == &Value::Bool(true))
-                    || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                    || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+                if !keep {
+                    unknown.push(format!("{path}.{k}"));
+                }
+                keep
             });
             for (k, child) in map.iter_mut() {
+                let child_path = format!("{path}.{k}");
                 if let Some(s) = props.and_then(|p| p.get(k)) {
-                    prune(child, s);
+                    prune(child, s, &child_path, unknown);
                 } else if let Some(s) = additional.filter(|a| a.is_object()) {
-                    prune(child, s);
+                    prune(child, s, &child_path, unknown);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(s) = schema.get("items") {
-                for i in items {
-                    prune(i, s);
+                for (n, i) in items.iter_mut().enumerate() {
+                    prune(i, s, &format!("{path}[{n}]"), unknown);
                 }
             }
         }
@@ -502,7 +512,12 @@ mod tests {
     fn defaults_prunes_and_validates() {
         let mut o = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"}, "junk": 1,
             "spec": {"vxnets": ["vxnet-a"], "unknown": true, "sel": {"a": "b"}, "free": {"x": {"y": 1}}}});
-        assert!(process(&mut o, &schema()).is_empty());
+        let mut unknown = Vec::new();
+        assert!(process(&mut o, &schema(), &mut unknown).is_empty());
+        assert_eq!(
+            unknown,
+            vec!["spec.unknown".to_string(), "junk".to_string()]
+        );
         assert_eq!(o["spec"]["size"], 3);
         assert!(o.get("junk").is_none());
         assert!(o["spec"].get("unknown").is_none());
@@ -513,7 +528,10 @@ mod tests {
     #[test]
     fn causes_name_fields_like_the_server() {
         let mut o = json!({"spec": {"size": 70, "mode": "C", "vxnets": ["bad"]}});
-        let lines: Vec<String> = process(&mut o, &schema()).iter().map(Cause::line).collect();
+        let lines: Vec<String> = process(&mut o, &schema(), &mut Vec::new())
+            .iter()
+            .map(Cause::line)
+            .collect();
         assert!(lines.contains(&"spec.size: Invalid value: 70: spec.size in body should be less than or equal to 63".to_string()), "{lines:?}");
         assert!(
             lines.contains(
@@ -523,7 +541,10 @@ mod tests {
         );
         assert!(lines.contains(&"spec.vxnets[0]: Invalid value: \"bad\": spec.vxnets[0] in body should match '^vxnet-[a-z0-9]+$'".to_string()), "{lines:?}");
         let mut o = json!({"spec": {"size": "x"}});
-        let lines: Vec<String> = process(&mut o, &schema()).iter().map(Cause::line).collect();
+        let lines: Vec<String> = process(&mut o, &schema(), &mut Vec::new())
+            .iter()
+            .map(Cause::line)
+            .collect();
         assert!(
             lines.contains(&"spec.vxnets: Required value".to_string()),
             "{lines:?}"

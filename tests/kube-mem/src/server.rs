@@ -20,7 +20,9 @@ use crate::discovery;
 use crate::openapi;
 use crate::patch::{PatchType, parse_body};
 use crate::status::{ApiError, ApiResult};
-use crate::store::{DeleteOpts, ListOpts, Store, Target, WatchFilter, WatchStart, WriteOpts};
+use crate::store::{
+    DeleteOpts, FieldValidation, ListOpts, Store, Target, WatchFilter, WatchStart, WriteOpts,
+};
 use crate::table::{IncludeObject, View, partial, table};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -347,6 +349,7 @@ async fn resource_request(
             .or(Some(user_agent).filter(|u| !u.is_empty())),
         force: truthy(&q, "force"),
         dry_run,
+        field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str)),
     };
     match (method, t.name.is_some()) {
         (Method::GET, false) if truthy(&q, "watch") => start_watch(shared, t, &q, view),
@@ -401,13 +404,13 @@ async fn resource_request(
         }
         (Method::POST, false) => {
             let body = parse_body(&read_body(req).await?, false)?;
-            let obj = shared.store().create(&t, body, &write)?;
-            Ok(json_response(201, &obj))
+            let (obj, warnings) = writing(shared, |s| s.create(&t, body, &write));
+            Ok(warn(json_response(201, &obj?), warnings))
         }
         (Method::PUT, true) => {
             let body = parse_body(&read_body(req).await?, false)?;
-            let obj = shared.store().update(&t, body, &write)?;
-            Ok(json_response(200, &obj))
+            let (obj, warnings) = writing(shared, |s| s.update(&t, body, &write));
+            Ok(warn(json_response(200, &obj?), warnings))
         }
         (Method::PATCH, true) => {
             let kind = PatchType::from_content_type(header_str(&req, header::CONTENT_TYPE))?;
@@ -419,8 +422,12 @@ async fn resource_request(
                 },
                 _ => write,
             };
-            let (obj, created) = shared.store().patch(&t, kind, body, &opts)?;
-            Ok(json_response(if created { 201 } else { 200 }, &obj))
+            let (result, warnings) = writing(shared, |s| s.patch(&t, kind, body, &opts));
+            let (obj, created) = result?;
+            Ok(warn(
+                json_response(if created { 201 } else { 200 }, &obj),
+                warnings,
+            ))
         }
         (Method::DELETE, named) => {
             let raw = read_body(req).await?;
@@ -543,6 +550,29 @@ async fn review(
     let allowed = authorize(&shared.store(), &who, &attrs);
     body["status"] = json!({"allowed": allowed});
     Ok(json_response(201, &body))
+}
+
+/// Runs a write on the store and collects the warnings it produced.
+fn writing<T>(
+    shared: &Shared,
+    f: impl FnOnce(&mut Store) -> ApiResult<T>,
+) -> (ApiResult<T>, Vec<String>) {
+    let mut store = shared.store();
+    // Start clean: the store's own writes (at start-up, cascades) warn nobody.
+    store.take_warnings();
+    let result = f(&mut store);
+    (result, store.take_warnings())
+}
+
+/// Adds `Warning: 299 - "..."` headers, which kubectl prints.
+fn warn(mut r: Response<Body>, warnings: Vec<String>) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
 }
 
 fn columns(t: &Target) -> &[crate::resources::Column] {

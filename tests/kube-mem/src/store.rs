@@ -98,9 +98,32 @@ pub struct DeleteOpts {
     pub dry_run: bool,
 }
 
+/// `fieldValidation`: what a write does with fields the schema does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and say so in `Warning` headers (the server's default).
+    #[default]
+    Warn,
+    /// Reject the write (kubectl's default).
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Strict") => FieldValidation::Strict,
+            _ => FieldValidation::Warn,
+        }
+    }
+}
+
 /// Options of a write (create, update, patch).
 #[derive(Debug, Clone, Default)]
 pub struct WriteOpts {
+    pub field_validation: FieldValidation,
     /// `fieldManager` (or the default the server derived from the User-Agent).
     pub field_manager: Option<String>,
     /// `force` of an apply: take conflicting fields from other managers.
@@ -278,6 +301,8 @@ pub struct Store {
     /// Events with a resourceVersion at or below this are no longer in the history.
     compacted: u64,
     tx: broadcast::Sender<Arc<StoredEvent>>,
+    /// Warnings of the current request (unknown fields dropped), for its response headers.
+    warnings: Vec<String>,
 }
 
 impl Store {
@@ -291,6 +316,7 @@ impl Store {
             history_limit,
             compacted: 0,
             tx,
+            warnings: Vec::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let def = s
@@ -628,7 +654,9 @@ impl Store {
         }
         self.prepare_builtin(t, &mut body, &mut causes);
         if let Some(s) = &ver.schema {
-            causes.extend(schema::process(&mut body, s));
+            let mut unknown = Vec::new();
+            causes.extend(schema::process(&mut body, s, &mut unknown));
+            self.unknown_fields(t, &unknown, w)?;
         }
         if !causes.is_empty() {
             return Err(ApiError::invalid(t.subject(&name), causes));
@@ -728,6 +756,32 @@ impl Store {
             }
             _ => {}
         }
+    }
+
+    /// Applies `fieldValidation` to the fields pruning dropped.
+    fn unknown_fields(&mut self, t: &Target, unknown: &[String], w: &WriteOpts) -> ApiResult<()> {
+        let msgs = unknown.iter().map(|f| format!("unknown field \"{f}\""));
+        match w.field_validation {
+            FieldValidation::Ignore => Ok(()),
+            FieldValidation::Warn => {
+                self.warnings.extend(msgs);
+                Ok(())
+            }
+            FieldValidation::Strict if unknown.is_empty() => Ok(()),
+            FieldValidation::Strict => {
+                let kind = &t.def.kind;
+                Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    t.version,
+                    msgs.collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+    }
+
+    /// Warnings of the writes since the last call (`Warning` headers of the response).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// PUT: replaces the object (or its status, or its scale).
@@ -971,7 +1025,9 @@ impl Store {
             self.prepare_builtin(t, &mut new, &mut causes);
         }
         if let Some(s) = &ver.schema {
-            causes.extend(schema::process(&mut new, s));
+            let mut unknown = Vec::new();
+            causes.extend(schema::process(&mut new, s, &mut unknown));
+            self.unknown_fields(t, &unknown, w)?;
         }
         if !causes.is_empty() {
             return Err(ApiError::invalid(t.subject(&name), causes));

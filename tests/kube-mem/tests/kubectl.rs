@@ -374,6 +374,27 @@ async fn kubectl_builtins_and_widget_columns() {
     let w = format!(
         "apiVersion: conformance.kube-mem.hostnic.io/v1\nkind: Widget\nmetadata:\n  name: wid\n  namespace: {ns}\nspec:\n  color: red\n  tags: [a, b]\n"
     );
+    // kubectl validates strictly on the server: unknown fields are errors, or warnings.
+    let typo = k.file(
+        "typo.yaml",
+        &w.replace("  color: red\n", "  color: red\n  bogus: 1\n"),
+    );
+    let strict = k.run(&["apply", "-f", &typo]).await;
+    assert!(
+        !strict.ok
+            && strict
+                .stderr
+                .contains("strict decoding error: unknown field \"spec.bogus\""),
+        "{}",
+        strict.stderr
+    );
+    let warned = k.run(&["apply", "--validate=warn", "-f", &typo]).await;
+    assert!(
+        warned.ok && warned.stderr.contains("unknown field \"spec.bogus\""),
+        "{}",
+        warned.stderr
+    );
+    k.ok(&["delete", "-f", &typo]).await;
     let f = k.file("w.yaml", &w);
     k.ok(&["apply", "-f", &f]).await;
     let table = k.ok(&["get", "wd", "-n", &ns]).await;
