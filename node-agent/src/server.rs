@@ -263,6 +263,23 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Reply {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn socket_is_private_and_a_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/hostnic/hostnic.sock");
+        let first = bind(&socket).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&socket), 0o600);
+        assert_eq!(mode(socket.parent().unwrap()), 0o700);
+        // A crashed agent leaves its socket behind; the next one takes the path over.
+        drop(first);
+        bind(&socket).unwrap();
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, "x").unwrap();
+        assert!(bind(&file).is_err(), "a regular file must not be removed");
+        assert!(file.exists());
+    }
+
     #[test]
     fn unknown_paths_say_whether_only_the_version_is_wrong() {
         assert!(unknown_path("/v2/claim").contains("unsupported API version \"v2\""));
