@@ -32,6 +32,7 @@ pub mod status;
 mod store;
 mod table;
 mod tls;
+mod typed;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,7 @@ use crate::resources::{Registry, ResKey, ResourceDef, VersionDef, from_crd};
 use crate::schema;
 use crate::selector::{FieldSelector, LabelSelector, extra_fields};
 use crate::status::{ApiError, ApiResult, Cause, Subject};
+use crate::typed;
 
 /// What a watch event says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -588,6 +589,10 @@ impl Store {
             ));
         }
         check_type(t, &body)?;
+        if !t.def.custom {
+            let unknown = typed::prune_unknown(&t.def.group, &t.def.kind, &mut body);
+            self.unknown_fields(t, &unknown, w)?;
+        }
         if t.def.is_events_v1() {
             body = events::to_core(body);
         }
@@ -973,6 +978,10 @@ impl Store {
         let dry_run = w.dry_run;
         let name = t.name().to_string();
         let ver = t.ver()?.clone();
+        if !t.def.custom {
+            let unknown = typed::prune_unknown(&t.def.group, &t.def.kind, &mut new);
+            self.unknown_fields(t, &unknown, w)?;
+        }
         if t.def.is_events_v1() {
             new = events::to_core(new);
         }

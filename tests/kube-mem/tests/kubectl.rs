@@ -264,6 +264,13 @@ async fn kubectl_builtins_and_widget_columns() {
             .await
             .contains("configmap/cfg created")
     );
+    let typo = k.file("cm-typo.yaml", &cm.replace("data:", "dataa:"));
+    let bad = k.run(&["apply", "-f", &typo]).await;
+    assert!(
+        !bad.ok && bad.stderr.contains("unknown field \"dataa\""),
+        "built-ins are validated too: {}",
+        bad.stderr
+    );
     let f2 = k.file("cm2.yaml", &cm.replace("a: \"1\"", "a: \"2\"\n  b: \"3\""));
     assert!(
         k.ok(&["apply", "-f", &f2])
