@@ -264,7 +264,7 @@ async fn kubectl_builtins_and_widget_columns() {
             .await
             .contains("configmap/cfg created")
     );
-    let typo = k.file("cm-typo.yaml", &cm.replace("data:", "dataa:"));
+    let typo = k.file("cm-typo.yaml", &cm.replace("\ndata:", "\ndataa:"));
     let bad = k.run(&["apply", "-f", &typo]).await;
     assert!(
         !bad.ok && bad.stderr.contains("unknown field \"dataa\""),
