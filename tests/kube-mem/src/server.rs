@@ -650,6 +650,8 @@ impl WatchTask {
             let line = tokio::select! {
                 _ = self.shared.shutdown.cancelled() => return,
                 _ = &mut deadline => return,
+                // The client went away: stop now rather than at the next event.
+                _ = tx.closed() => return,
                 _ = tick.tick(), if self.bookmarks => event_line("BOOKMARK", &self.bookmark(last_rv, false)),
                 ev = rx.recv() => match ev {
                     Ok(ev) if ev.rv <= last_rv => continue,
