@@ -67,16 +67,20 @@ impl Operator {
     /// Runs until `stop`; reconcilers run only while this replica leads.
     pub async fn run(self, stop: CancellationToken) {
         let (tx, rx) = watch::channel(self.lease.is_none());
-        let elector = self.lease.as_ref().map(|l| {
-            let elector = Elector::new(
-                self.client.clone(),
-                &l.namespace,
-                &l.name,
-                &self.identity,
-                l.duration,
-            );
-            tokio::spawn(elector.run(tx, stop.clone()))
-        });
+        // Without election the sender stays here, so `rx` never reports a lost leadership.
+        let (elector, _unelected) = match &self.lease {
+            Some(l) => {
+                let e = Elector::new(
+                    self.client.clone(),
+                    &l.namespace,
+                    &l.name,
+                    &self.identity,
+                    l.duration,
+                );
+                (Some(tokio::spawn(e.run(tx, stop.clone()))), None)
+            }
+            None => (None, Some(tx)),
+        };
         self.lead_while_elected(rx, &stop).await;
         // The elector hands the Lease back on the way out: wait for it.
         if let Some(elector) = elector {

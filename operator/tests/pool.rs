@@ -340,3 +340,38 @@ async fn gateways_reuse_the_primary_or_get_their_own_nic() {
     env.converged("gw", &["i-node0001"], 1, T).await;
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn released_nics_rest_in_quarantine() {
+    let mut env = Env::start(Setup::default()).await;
+    env.start_operator();
+    let mut s = spec(&[VX_A], 2);
+    s.quarantine_seconds = 2;
+    env.create_pool("web", s).await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    let name = kube::ResourceExt::name_any(&env.all_hostnics().await[0]);
+    env.bind(&name).await;
+    // A pod holds one: the pool refills to 2 free.
+    env.converged("web", &["i-node0001"], 2, T).await;
+    env.release(&name).await;
+    let released = std::time::Instant::now();
+    eventually("back to Available", T, || async {
+        env.hostnics()
+            .get(&name)
+            .await
+            .ok()
+            .and_then(|h| h.status)
+            .is_some_and(|s| {
+                s.phase == HostNicPhase::Available && s.pod.is_none() && s.released_at.is_none()
+            })
+    })
+    .await;
+    assert!(
+        released.elapsed() >= Duration::from_millis(1900),
+        "left quarantine after {:?}",
+        released.elapsed()
+    );
+    // Three free NICs for a size of 2: the surplus goes (shrink delay 0 in tests).
+    env.converged("web", &["i-node0001"], 2, T).await;
+    env.shutdown().await;
+}

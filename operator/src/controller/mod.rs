@@ -260,3 +260,76 @@ mod tests {
         assert_eq!(cp.steps(), 2);
     }
 }
+
+#[cfg(test)]
+mod priority_tests {
+    use super::*;
+    use hostnic_crds::{HostNicSpec, HostNicStatus, NicRole};
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+
+    fn nic(name: &str, node: &str, phase: HostNicPhase) -> HostNic {
+        let mut h = HostNic::new(
+            name,
+            HostNicSpec {
+                pool: "p".into(),
+                node: node.into(),
+                vxnet: "vxnet-a".into(),
+                role: NicRole::Pod,
+            },
+        );
+        h.metadata.labels = Some(
+            [
+                (POOL_LABEL.to_string(), "p".to_string()),
+                (NODE_LABEL.to_string(), node.to_string()),
+            ]
+            .into(),
+        );
+        h.status = Some(HostNicStatus {
+            phase,
+            ..Default::default()
+        });
+        h
+    }
+
+    #[tokio::test]
+    async fn nodes_without_a_free_nic_come_first() {
+        let (reader, mut writer) = reflector::store::<HostNic>();
+        for h in [
+            nic("a1", "a", HostNicPhase::Available),
+            nic("a2", "a", HostNicPhase::Creating),
+            nic("b1", "b", HostNicPhase::Bound),
+            nic("b2", "b", HostNicPhase::Creating),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(h));
+        }
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap()))
+                .unwrap();
+        let op = crate::run::Operator {
+            client,
+            cloud: Arc::new(crate::cloud::fake::FakeCloud::new(Duration::ZERO)),
+            settings: <crate::args::Args as clap::Parser>::parse_from(["x"]).settings(),
+            batch: crate::cloud::batch::BatchConfig {
+                window: Duration::ZERO,
+                max_attach: 5,
+                max_detach: 5,
+            },
+            identity: "t".into(),
+            lease: None,
+            checkpoint: Arc::new(Checkpoint::default()),
+            metrics: Arc::new(Metrics::new(
+                &mut prometheus_client::registry::Registry::default(),
+            )),
+        };
+        let ctx = Context::new(&op, op.cloud.clone(), reader);
+        assert_eq!(
+            ctx.priority_for(&nic("a2", "a", HostNicPhase::Creating)),
+            Priority::Refill
+        );
+        assert_eq!(
+            ctx.priority_for(&nic("b2", "b", HostNicPhase::Creating)),
+            Priority::Urgent
+        );
+    }
+}

@@ -68,6 +68,13 @@ pub fn apply_step(f: &Facts<'_>, quarantine: Duration, now: Timestamp) -> ApplyS
             _ => ApplyStep::CheckNic,
         },
         HostNicPhase::Released => {
+            // releasedAt is a metav1.Time, stored to the second: a second more never shortens
+            // the quarantine.
+            let quarantine = if quarantine.is_zero() {
+                quarantine
+            } else {
+                quarantine + Duration::from_secs(1)
+            };
             let since = f.released_at.unwrap_or(now);
             let rested = now.duration_since(since).unsigned_abs();
             if rested >= quarantine {
@@ -279,9 +286,13 @@ mod tests {
         f.released_at = Some(t(1000));
         assert_eq!(
             apply_step(&f, Q, t(1100)),
-            ApplyStep::Quarantine(Duration::from_secs(20))
+            ApplyStep::Quarantine(Duration::from_secs(21))
         );
-        assert_eq!(apply_step(&f, Q, t(1120)), ApplyStep::EndQuarantine);
+        assert_eq!(
+            apply_step(&f, Q, t(1120)),
+            ApplyStep::Quarantine(Duration::from_secs(1))
+        );
+        assert_eq!(apply_step(&f, Q, t(1121)), ApplyStep::EndQuarantine);
         assert_eq!(
             apply_step(&f, Duration::ZERO, t(1000)),
             ApplyStep::EndQuarantine

@@ -319,32 +319,20 @@ impl Env {
     /// Waits until a pool reports `per_node` available on each of `nodes` and nothing in
     /// flight, and the invariants hold.
     pub async fn converged(&self, pool: &str, nodes: &[&str], per_node: u32, within: Duration) {
-        eventually(
-            &format!("pool {pool} converges to {per_node}/node"),
-            within,
-            || async {
+        let start = Instant::now();
+        while !self.is_converged(pool, nodes, per_node).await {
+            if start.elapsed() > within {
+                let mut state = Vec::new();
                 for n in nodes {
-                    let p = self.phases(pool, n).await;
-                    let avail = p.get("Available").copied().unwrap_or(0);
-                    let other: u32 = p
-                        .iter()
-                        .filter(|(k, _)| *k != "Available" && *k != "Bound")
-                        .map(|(_, v)| v)
-                        .sum();
-                    if avail != per_node || other != 0 {
-                        return false;
-                    }
+                    state.push(format!("{n}: {:?}", self.phases(pool, n).await));
                 }
-                let Some(pool) = self.pool(pool).await else {
-                    return false;
-                };
-                let Some(s) = pool.status else { return false };
-                s.observed_generation == pool.metadata.generation
-                    && s.warm_per_node == per_node
-                    && s.in_progress == 0
-            },
-        )
-        .await;
+                let status = self.pool(pool).await.and_then(|p| p.status);
+                panic!(
+                    "pool {pool} did not converge to {per_node}/node: {state:?}; status {status:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         eventually("cloud matches HostNics", within, || async {
             let cloud: HashSet<String> = self.cloud_nics().into_iter().map(|(i, _)| i).collect();
             let hn: HashSet<String> = self
@@ -357,6 +345,28 @@ impl Env {
         })
         .await;
         self.assert_invariants().await;
+    }
+
+    async fn is_converged(&self, pool: &str, nodes: &[&str], per_node: u32) -> bool {
+        for n in nodes {
+            let p = self.phases(pool, n).await;
+            let avail = p.get("Available").copied().unwrap_or(0);
+            let other: u32 = p
+                .iter()
+                .filter(|(k, _)| *k != "Available" && *k != "Bound")
+                .map(|(_, v)| v)
+                .sum();
+            if avail != per_node || other != 0 {
+                return false;
+            }
+        }
+        let Some(pool) = self.pool(pool).await else {
+            return false;
+        };
+        let Some(s) = pool.status else { return false };
+        s.observed_generation == pool.metadata.generation
+            && s.warm_per_node == per_node
+            && s.in_progress == 0
     }
 
     /// Plays the agent claiming a free NIC for a pod.
