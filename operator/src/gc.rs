@@ -141,17 +141,25 @@ impl Collector {
             .cloud
             .describe_nics(NicQuery::NamePrefix(prefix.clone()), prio)
             .await?;
-        let jobs = ctx.cloud.running_jobs(prio).await?;
-        let v = decide(
-            &cloud,
-            &owners,
-            &jobs,
-            &prefix,
-            &self.suspects,
-            &self.missing,
-            ctx.settings.gc_grace,
-            Timestamp::now(),
-        );
+        let judge = |jobs: &[Job]| {
+            decide(
+                &cloud,
+                &owners,
+                jobs,
+                &prefix,
+                &self.suspects,
+                &self.missing,
+                ctx.settings.gc_grace,
+                Timestamp::now(),
+            )
+        };
+        let mut v = judge(&[]);
+        // Running jobs are listed (all jobs of the account, paged) only when something would
+        // be collected: most passes then cost a single DescribeNics.
+        if !v.collect.is_empty() {
+            let jobs = ctx.cloud.running_jobs(prio).await?;
+            v = judge(&jobs);
+        }
         self.suspects = v.suspects;
         self.missing = v.missing;
         let dry = ctx.settings.gc_dry_run;

@@ -69,7 +69,7 @@ fn time(s: &str) -> Option<Timestamp> {
     s.parse().ok()
 }
 
-fn nic(n: wire::Nic) -> Option<Nic> {
+fn nic(n: wire::Nic) -> Nic {
     let state = match n.status {
         NicStatus::Available => NicState::Available,
         NicStatus::InUse => NicState::InUse,
@@ -77,7 +77,7 @@ fn nic(n: wire::Nic) -> Option<Nic> {
         // while in an unknown state, only detached, which the API refuses if pointless).
         NicStatus::Unknown => NicState::InUse,
     };
-    Some(Nic {
+    Nic {
         instance: n.attached_to().map(str::to_string),
         id: n.nic_id,
         name: n.nic_name,
@@ -85,7 +85,7 @@ fn nic(n: wire::Nic) -> Option<Nic> {
         vxnet: n.vxnet_id,
         private_ip: Some(n.private_ip).filter(|s| !s.is_empty()),
         created: time(&n.create_time),
-    })
+    }
 }
 
 fn job(j: wire::Job) -> Job {
@@ -131,7 +131,7 @@ impl CloudApi for QingCloud {
                 .map_err(|e| convert(a, e))?;
             Ok(found
                 .into_iter()
-                .filter_map(nic)
+                .map(nic)
                 .filter(|n| match &query {
                     NicQuery::Ids(ids) => ids.contains(&n.id),
                     NicQuery::Name(name) => &n.name == name,
