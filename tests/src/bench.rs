@@ -227,6 +227,14 @@ fn diff(now: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap
 /// minutes).
 const SCALE_QPS: f64 = 100.0;
 
+/// Enough vxnets (`<prefix>NN`, `10.<base+NN>.0.0/22`) for `nics` NICs: a vxnet holds at
+/// most 252, so 200 each leaves room for the operator's choices.
+fn scale_vxnets(prefix: &str, base: usize, nics: usize) -> Vec<(String, String)> {
+    (0..nics.div_ceil(200).max(1))
+        .map(|i| (format!("{prefix}{i:02}"), format!("10.{}.0.0/22", base + i)))
+        .collect()
+}
+
 /// (d) The operator at scale: many simulated nodes with 3 NICs each, hot-plug off (a stand-in
 /// agent reports the links): time to converge, the operator's peak memory, API calls against
 /// the floor (one CreateNics per NIC, since each NIC is named after its HostNic, plus one
@@ -241,10 +249,8 @@ pub fn scale(profile: Profile) -> Result<Value> {
             agents: false,
             job_latency_ms: (20, 50),
             cloud_qps: SCALE_QPS,
-            vxnets: vec![
-                ("vxnet-scale01".into(), "10.10.0.0/20".into()),
-                ("vxnet-scale02".into(), "10.20.0.0/20".into()),
-            ],
+            vxnets: scale_vxnets("vxnet-scpool", 10, nodes * size),
+            primary_vxnets: scale_vxnets("vxnet-scnode", 50, nodes),
             ..ClusterConfig::default()
         },
         &mut quiet,
@@ -252,7 +258,13 @@ pub fn scale(profile: Profile) -> Result<Value> {
     let fake = FakeAgents::start(cluster.kubectl.kubeconfig())?;
     let before = cluster.sim.total_calls()?;
     let t = Instant::now();
-    cluster.apply_pool("scale", size as u32, &["vxnet-scale01", "vxnet-scale02"])?;
+    let pool_vxnets: Vec<&str> = cluster
+        .config()
+        .vxnets
+        .iter()
+        .map(|v| v.0.as_str())
+        .collect();
+    cluster.apply_pool("scale", size as u32, &pool_vxnets)?;
     wait_for(
         "every node to have its NICs",
         Duration::from_secs(1800),

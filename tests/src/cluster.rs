@@ -32,6 +32,9 @@ pub struct ClusterConfig {
     pub nodes: usize,
     /// Vxnets as `(id, cidr)`.
     pub vxnets: Vec<(String, String)>,
+    /// Vxnets only for the instances' primary NICs, filled in turn (a vxnet holds at most 252
+    /// NICs); empty puts every primary NIC in the first of `vxnets`.
+    pub primary_vxnets: Vec<(String, String)>,
     /// Whether attached NICs become links in the node netns (needs agents to be useful).
     pub hotplug: bool,
     /// Whether to start an agent per node (and make node netns).
@@ -56,6 +59,7 @@ impl Default for ClusterConfig {
                 ("vxnet-hnone01".into(), "172.30.1.0/24".into()),
                 ("vxnet-hntwo02".into(), "172.30.2.0/24".into()),
             ],
+            primary_vxnets: Vec::new(),
             hotplug: true,
             agents: true,
             job_latency_ms: (50, 150),

@@ -25,19 +25,27 @@ impl Sim {
     /// starts it.
     pub fn start(dir: &Path, config: &ClusterConfig, nodes: &[Node]) -> Result<Self> {
         let addr = free_port()?;
+        let primaries = &config.primary_vxnets;
         let instances: Vec<_> = nodes
             .iter()
-            .map(|n| {
-                serde_json::json!({
+            .enumerate()
+            .map(|(i, n)| {
+                let mut instance = serde_json::json!({
                     "id": n.instance,
                     "name": n.name,
                     "node_netns": n.netns.as_ref().map(|ns| ns.path()),
-                })
+                });
+                if !primaries.is_empty() {
+                    let per_vxnet = nodes.len().div_ceil(primaries.len());
+                    instance["vxnet"] = primaries[i / per_vxnet].0.clone().into();
+                }
+                instance
             })
             .collect();
         let vxnets: Vec<_> = config
             .vxnets
             .iter()
+            .chain(primaries)
             .map(|(id, cidr)| serde_json::json!({"id": id, "cidr": cidr}))
             .collect();
         let (pending, working) = config.job_latency_ms;
