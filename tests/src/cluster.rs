@@ -115,6 +115,8 @@ impl Cluster {
             .context("create cluster dir")?;
         if keep {
             progress(&format!("logs kept in {}", dir.path().display()));
+        } else {
+            interrupt::add_dir(dir.path());
         }
         let root = dir.path().to_owned();
 
@@ -371,6 +373,7 @@ impl Drop for Cluster {
         for ns in self.nodes.iter().filter_map(|n| n.netns.as_ref()) {
             interrupt::remove_netns(ns.name());
         }
+        interrupt::remove_dir(self.dir.path());
     }
 }
 

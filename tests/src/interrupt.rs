@@ -1,9 +1,10 @@
 //! Cleanup when the demo or the bench is interrupted (Ctrl-C, SIGTERM): the process would die
-//! without running any `Drop`, leaving child processes and network namespaces behind. Everything
-//! worth cleaning is registered here while it exists; a watcher thread removes what is still
-//! registered when a signal arrives, then exits with 130.
+//! without running any `Drop`, leaving child processes, network namespaces and temp dirs behind.
+//! Everything worth cleaning is registered here while it exists; a watcher thread removes what is
+//! still registered when a signal arrives, then exits with 130.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,11 +18,14 @@ struct Registry {
     pids: BTreeSet<(u32, bool)>,
     /// Network namespaces to delete.
     netns: BTreeSet<String>,
+    /// Working directories to remove.
+    dirs: BTreeSet<PathBuf>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     pids: BTreeSet::new(),
     netns: BTreeSet::new(),
+    dirs: BTreeSet::new(),
 });
 
 fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
@@ -46,6 +50,16 @@ pub fn add_netns(name: &str) {
 /// Forgets a netns (it has been deleted).
 pub fn remove_netns(name: &str) {
     with(|r| r.netns.remove(name));
+}
+
+/// Remembers a working directory to remove.
+pub fn add_dir(dir: &Path) {
+    with(|r| r.dirs.insert(dir.to_owned()));
+}
+
+/// Forgets a working directory (it has been removed).
+pub fn remove_dir(dir: &Path) {
+    with(|r| r.dirs.remove(dir));
 }
 
 /// Starts the watcher thread: on SIGINT or SIGTERM it stops the registered processes, deletes the
@@ -76,7 +90,7 @@ pub fn install() {
 }
 
 fn cleanup() {
-    let (pids, netns) = with(|r| (r.pids.clone(), r.netns.clone()));
+    let (pids, netns, dirs) = with(|r| (r.pids.clone(), r.netns.clone(), r.dirs.clone()));
     for (pid, graceful) in &pids {
         if let Ok(pid) = i32::try_from(*pid) {
             let signal = if *graceful {
@@ -93,5 +107,8 @@ fn cleanup() {
     }
     for name in &netns {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
+    }
+    for dir in &dirs {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
