@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::attach;
@@ -13,8 +14,9 @@ use crate::decide;
 use crate::kube_io::Write;
 use crate::netns::Netns;
 
-/// Reports links whenever the HostNics change, and every `interval` anyway.
-pub async fn report_links_loop(agent: Arc<Agent>, interval: Duration) {
+/// Reports links whenever the HostNics change or `link_events` is notified (a link came or
+/// went on the node, see [`crate::link_events`]), and every `interval` anyway.
+pub async fn report_links_loop(agent: Arc<Agent>, interval: Duration, link_events: Arc<Notify>) {
     loop {
         report_links(&agent).await;
         tokio::select! {
@@ -23,12 +25,16 @@ pub async fn report_links_loop(agent: Arc<Agent>, interval: Duration) {
                 // claims should not queue behind a pass per change.
                 tokio::time::sleep(DEBOUNCE).await;
             }
+            _ = link_events.notified() => {
+                // Hot-plugging or moving NICs comes in bursts of link events too.
+                tokio::time::sleep(DEBOUNCE).await;
+            }
             _ = tokio::time::sleep(interval) => {}
         }
     }
 }
 
-/// Wait after a HostNic change before a link pass, so bursts coalesce.
+/// Wait after a HostNic change or link event before a link pass, so bursts coalesce.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// One pass: for every NIC expected on the node, find its link, apply its [`attach::NodeAction`]

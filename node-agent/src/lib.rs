@@ -12,6 +12,7 @@ pub mod decide;
 pub mod health;
 pub mod hygiene;
 pub mod kube_io;
+pub mod link_events;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;

@@ -13,9 +13,12 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use nix::sched::{CloneFlags, setns};
 use nix::sys::statfs::{NSFS_MAGIC, PROC_SUPER_MAGIC, fstatfs};
-use rtnetlink::Handle;
+use rtnetlink::packet_core::NetlinkMessage;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::{Handle, MulticastGroup};
 
 use crate::{Error, Result};
 
@@ -102,21 +105,12 @@ where
     F: FnOnce(Vec<Handle>) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            context: "build netns thread runtime",
-            source,
-        })?;
+    let rt = thread_runtime()?;
     // netlink-sys registers its socket with the reactor of the runtime entered at creation.
     let _entered = rt.enter();
     let mut handles = Vec::with_capacity(namespaces.len());
     for ns in namespaces {
-        setns(ns.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| Error::Io {
-            context: "enter netns",
-            source: e.into(),
-        })?;
+        enter(ns)?;
         let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| Error::Io {
             context: "open rtnetlink socket",
             source,
@@ -125,6 +119,85 @@ where
         handles.push(handle);
     }
     rt.block_on(work(handles))
+}
+
+/// Calls `on_message` with every rtnetlink message of `groups` in `ns`, on a new OS thread
+/// whose socket is opened inside `ns` (see the module doc). Returns `Ok(())` when the kernel
+/// side of the subscription ends, an error when it cannot be set up. Dropping the returned
+/// future ends the thread (and closes its socket) within a moment; `ns` stays open until then.
+pub async fn subscribe_in<F>(
+    ns: Arc<Netns>,
+    groups: Vec<MulticastGroup>,
+    on_message: F,
+) -> Result<()>
+where
+    F: FnMut(&NetlinkMessage<RouteNetlinkMessage>) + Send + 'static,
+{
+    let (mut tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hostnic-nsevent".into())
+        .spawn(move || {
+            let result = subscribed(&ns, &groups, on_message, tx.closed());
+            // The receiver only goes away when the caller was cancelled; nothing to tell then.
+            let _ = tx.send(result);
+        })
+        .map_err(|source| Error::Io {
+            context: "spawn netns event thread",
+            source,
+        })?;
+    rx.await.map_err(|_| Error::NetnsThreadDied)?
+}
+
+fn subscribed<F>(
+    ns: &Netns,
+    groups: &[MulticastGroup],
+    mut on_message: F,
+    cancelled: impl Future<Output = ()>,
+) -> Result<()>
+where
+    F: FnMut(&NetlinkMessage<RouteNetlinkMessage>),
+{
+    let rt = thread_runtime()?;
+    let _entered = rt.enter();
+    enter(ns)?;
+    let (conn, _handle, mut messages) =
+        rtnetlink::new_multicast_connection(groups).map_err(|source| Error::Io {
+            context: "subscribe to rtnetlink multicast groups",
+            source,
+        })?;
+    rt.spawn(conn);
+    rt.block_on(async move {
+        tokio::pin!(cancelled);
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some((message, _)) => on_message(&message),
+                    None => return Ok(()),
+                },
+                () = &mut cancelled => return Ok(()),
+            }
+        }
+    })
+}
+
+/// A current-thread runtime for one netns thread.
+fn thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            context: "build netns thread runtime",
+            source,
+        })
+}
+
+/// Switches the calling thread into `ns`; only for threads that [`run_in`] or
+/// [`subscribe_in`] made and that end with their work.
+fn enter(ns: &Netns) -> Result<()> {
+    setns(ns.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| Error::Io {
+        context: "enter netns",
+        source: e.into(),
+    })
 }
 
 #[cfg(test)]

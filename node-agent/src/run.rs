@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::args::Args;
@@ -13,7 +14,7 @@ use crate::kube_io::KubeIo;
 use crate::metrics::Metrics;
 use crate::netns::Netns;
 use crate::watch::View;
-use crate::{Result, health, hygiene, server};
+use crate::{Result, health, hygiene, link_events, server};
 
 /// A running agent; dropping it stops every task (the socket file stays, as after a crash).
 pub struct Running {
@@ -82,12 +83,19 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
             None
         }
     };
+    // Subscribed before recovery so that links plugged meanwhile wake the first passes too.
+    let link_events = Arc::new(Notify::new());
+    tasks.push(tokio::spawn(link_events::watch_loop(
+        agent.node_netns.clone(),
+        link_events.clone(),
+    )));
     let a = agent.clone();
     tasks.push(tokio::spawn(async move {
         a.recover().await;
         let scan = tokio::spawn(hygiene::report_links_loop(
             a.clone(),
             Duration::from_secs(link_scan_seconds.max(1)),
+            link_events,
         ));
         let sweep = tokio::spawn(hygiene::sweep_loop(
             a,

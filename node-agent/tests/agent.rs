@@ -214,6 +214,11 @@ impl Lab {
     /// Adds a veth "NIC" to the node netns and an Available HostNic for it, as the operator would.
     async fn add_nic(&mut self, i: usize) -> String {
         self.node.add_fake_nic(&format!("hn{i}"), &mac(i));
+        self.add_hostnic(i).await
+    }
+
+    /// Adds an Available HostNic for NIC `i` without its link on the node.
+    async fn add_hostnic(&mut self, i: usize) -> String {
         let api: Api<HostNic> = Api::all(self.client.clone());
         let name = format!("{POOL}-{}-{i:05}", self.node_name);
         let mut nic = HostNic::new(
@@ -1165,4 +1170,64 @@ async fn a_claim_failing_in_the_kernel_is_undone_and_reported() {
     tokio::time::timeout(Duration::from_secs(10), wait)
         .await
         .expect("ClaimFailed and Claimed events");
+}
+
+/// The `LinkReady` condition's status of HostNic `name`, if reported.
+async fn link_ready(lab: &Lab, name: &str) -> Option<String> {
+    lab.hostnic(name)
+        .await
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "LinkReady")
+        .map(|c| c.status)
+}
+
+/// Waits up to `within` for HostNic `name`'s `LinkReady` to become `want`.
+async fn wait_link_ready(lab: &Lab, name: &str, want: &str, within: Duration) {
+    let wait = async {
+        while link_ready(lab, name).await.as_deref() != Some(want) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(within, wait).await.is_err() {
+        let status = lab.hostnic(name).await.status;
+        panic!("LinkReady of {name} never became {want} within {within:?}: {status:?}");
+    }
+}
+
+/// With the periodic scan an hour away, a NIC plugged into (or pulled from) the node after
+/// its HostNic exists is still reported at once: link events wake the link pass.
+#[tokio::test]
+async fn hot_plugged_link_is_reported_without_waiting_for_the_scan() {
+    if !require_root("hot_plugged_link_is_reported_without_waiting_for_the_scan") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_hostnic(5).await;
+    let args = Args {
+        link_scan_seconds: 3600,
+        ..lab.args()
+    };
+    let agent = run::start(&args, lab.client.clone()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), agent.wait_recovered())
+        .await
+        .expect("agent recovers");
+    wait_link_ready(&lab, &name, "False", Duration::from_secs(10)).await;
+    // Let the pass that the agent's own status write triggers go by, so only a link event
+    // can wake the next one.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    lab.node.add_fake_nic("hn5", &mac(5));
+    wait_link_ready(&lab, &name, "True", Duration::from_secs(5)).await;
+    let nic = lab.hostnic(&name).await;
+    assert_eq!(
+        nic.status.and_then(|s| s.host_interface).as_deref(),
+        Some("hn5")
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lab.node.ip(&["link", "del", "hn5"]);
+    wait_link_ready(&lab, &name, "False", Duration::from_secs(5)).await;
+    drop(agent);
 }
