@@ -60,26 +60,7 @@ async fn orphans_are_collected_and_vanished_nics_replaced() {
 
     // A NIC deleted behind the operator's back: its HostNic fails and is replaced.
     let victim = env.all_hostnics().await[0].clone();
-    let id: qingcloud::NicId = victim
-        .status
-        .as_ref()
-        .and_then(|s| s.nic_id.clone())
-        .expect("nic")
-        .parse()
-        .expect("id");
-    let job = env
-        .qc
-        .detach_nics(std::slice::from_ref(&id))
-        .await
-        .expect("detach");
-    env.qc
-        .wait_job(&job, Duration::from_secs(10))
-        .await
-        .expect("job");
-    env.qc
-        .delete_nics(std::slice::from_ref(&id))
-        .await
-        .expect("delete");
+    env.delete_in_cloud(&victim).await;
     let victim_name = kube::ResourceExt::name_any(&victim);
     eventually("vanished NIC replaced", T, || async {
         env.all_hostnics()

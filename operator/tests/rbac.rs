@@ -76,25 +76,7 @@ async fn kubernetes_requests_of_the_operator() {
         .into_iter()
         .find(|h| h.spec.pool == "del")
         .expect("nic");
-    let id: qingcloud::NicId = victim
-        .status
-        .and_then(|s| s.nic_id)
-        .expect("id")
-        .parse()
-        .expect("id");
-    let job = env
-        .qc
-        .detach_nics(std::slice::from_ref(&id))
-        .await
-        .expect("detach");
-    env.qc
-        .wait_job(&job, Duration::from_secs(10))
-        .await
-        .expect("job");
-    env.qc
-        .delete_nics(std::slice::from_ref(&id))
-        .await
-        .expect("delete");
+    env.delete_in_cloud(&victim).await;
     env.converged("del", &["i-node0001"], 2, T).await;
 
     env.delete_pool("del").await;

@@ -243,6 +243,25 @@ impl Env {
         self.pools().get_opt(name).await.expect("get pool")
     }
 
+    /// Detaches and deletes a HostNic's cloud NIC behind the operator's back, as a person in
+    /// the console would.
+    pub async fn delete_in_cloud(&self, nic: &HostNic) {
+        let id: qingcloud::NicId = nic
+            .status
+            .as_ref()
+            .and_then(|s| s.nic_id.clone())
+            .expect("HostNic has a nic id")
+            .parse()
+            .expect("valid nic id");
+        let ids = std::slice::from_ref(&id);
+        let job = self.qc.detach_nics(ids).await.expect("detach");
+        self.qc
+            .wait_job(&job, Duration::from_secs(10))
+            .await
+            .expect("detach job");
+        self.qc.delete_nics(ids).await.expect("delete");
+    }
+
     pub async fn all_hostnics(&self) -> Vec<HostNic> {
         self.hostnics()
             .list(&ListParams::default())
