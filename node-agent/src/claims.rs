@@ -86,6 +86,10 @@ impl Agent {
         self.ensure_recovered()?;
         let pod_ns =
             Arc::new(Netns::open(&req.netns).map_err(|e| Error::InvalidRequest(e.to_string()))?);
+        // The pod's annotation may choose the pool, and its UID marks that it was seen in the
+        // API: only such claims are swept when the pod disappears from the API. Read before
+        // taking the lock so concurrent claims do not queue behind an API round trip.
+        let pod = self.kube.get_pod(&req.pod.namespace, &req.pod.name).await?;
         let _serial = self.lock.lock().await;
         let mut nics = self.view.nics();
         if let Some(nic) = decide::find_bound(&nics, &req.key).cloned() {
@@ -101,9 +105,6 @@ impl Agent {
             nics = self.view.nics();
         }
 
-        // The pod's annotation may choose the pool, and its UID marks that it was seen in the
-        // API: only such claims are swept when the pod disappears from the API.
-        let pod = self.kube.get_pod(&req.pod.namespace, &req.pod.name).await?;
         let annotation = pod.as_ref().and_then(|p| {
             p.annotations()
                 .get(hostnic_crds::POD_POOL_ANNOTATION)
