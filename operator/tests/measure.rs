@@ -1,6 +1,7 @@
 //! Figures for the report, printed rather than asserted: cloud API calls per NIC over a full
 //! lifecycle (fill a pool, then delete it) for 3 and 30 NICs per node, and the time to refill
-//! 10 NICs against the simulator's fixed attach latency. Run with `--nocapture`.
+//! 10 NICs against the simulator's fixed attach latency. Out of the default run (they assert
+//! nothing): `cargo test -p hostnic-operator --test measure -- --ignored --nocapture`.
 
 mod common;
 
@@ -53,16 +54,19 @@ async fn calls_per_nic(per_node: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "figures only: run with --ignored --nocapture"]
 async fn api_calls_per_nic_pool_of_3() {
     calls_per_nic(3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "figures only: run with --ignored --nocapture"]
 async fn api_calls_per_nic_pool_of_30() {
     calls_per_nic(30).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "figures only: run with --ignored --nocapture"]
 async fn refill_time_for_10_nics() {
     let mut env = Env::start(setup()).await;
     env.start_operator();

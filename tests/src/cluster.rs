@@ -49,6 +49,11 @@ pub struct ClusterConfig {
     /// (0.5/s) fits a new account's quota of about 2000 requests an hour; the simulated account
     /// has no quota, and tests and demos should not wait minutes for a pool of six.
     pub cloud_qps: f64,
+    /// The API server's write latency and watch delivery delay in milliseconds. Default
+    /// (5, 10): a small real cluster's etcd commit and watch fan-out, so that API round trips
+    /// on a critical path (a CNI ADD) show up in every run instead of hiding behind an
+    /// instant in-memory store.
+    pub api_latency_ms: (u64, u64),
 }
 
 impl Default for ClusterConfig {
@@ -66,6 +71,7 @@ impl Default for ClusterConfig {
             seed: 1,
             cluster_name: "hntest".into(),
             cloud_qps: 20.0,
+            api_latency_ms: (5, 10),
         }
     }
 }
@@ -128,7 +134,11 @@ impl Cluster {
                 .arg("--listen")
                 .arg(api_addr.to_string())
                 .arg("--kubeconfig")
-                .arg(&kubeconfig),
+                .arg(&kubeconfig)
+                .arg("--write-latency-ms")
+                .arg(config.api_latency_ms.0.to_string())
+                .arg("--watch-delay-ms")
+                .arg(config.api_latency_ms.1.to_string()),
             &root,
         )?;
         let kubectl = Kubectl::new(&kubeconfig);

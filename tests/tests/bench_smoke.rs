@@ -11,6 +11,7 @@ const TINY: Profile = Profile {
 };
 
 #[test]
+#[ignore = "starts whole clusters to check figures exist: run with --ignored, or hostnic-bench"]
 fn benchmarks_produce_their_figures() {
     if !require_root("benchmarks_produce_their_figures") {
         return;

@@ -24,6 +24,7 @@ mod managed;
 mod openapi;
 mod patch;
 mod protobuf;
+mod realism;
 mod resources;
 mod schema;
 mod selector;
@@ -48,6 +49,7 @@ use tracing::{info, warn};
 
 pub use audit::AuditRecord;
 pub use auth::{Attributes, Auth, Identity};
+pub use realism::{Realism, Throttled};
 pub use status::ApiError;
 
 use server::Shared;
@@ -103,6 +105,7 @@ pub struct Builder {
     tls: bool,
     history_limit: usize,
     bookmark_interval: Duration,
+    realism: Realism,
 }
 
 impl Default for Builder {
@@ -115,6 +118,7 @@ impl Default for Builder {
             tls: false,
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(10),
+            realism: Realism::default(),
         }
     }
 }
@@ -165,6 +169,13 @@ impl Builder {
         self
     }
 
+    /// Write latency and watch delivery delay (default: instant). Use
+    /// [`Realism::etcd_like`] wherever API round trips could hide on a critical path.
+    pub fn realism(mut self, r: Realism) -> Self {
+        self.realism = r;
+        self
+    }
+
     pub async fn start(self) -> Result<KubeMemHandle, Error> {
         let mut store = Store::new(self.history_limit);
         for dir in &self.crd_dirs {
@@ -186,6 +197,7 @@ impl Builder {
             shutdown: CancellationToken::new(),
             bookmark_interval: self.bookmark_interval,
             server_address: addr.to_string(),
+            live: realism::Live::new(self.realism),
         });
         let tls = if self.tls {
             Some(tls::generate(addr.ip())?)
@@ -406,6 +418,22 @@ impl KubeMemHandle {
     /// The current (global) resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.store().resource_version()
+    }
+
+    /// Changes write latency and watch delay for requests and watches from now on.
+    pub fn set_realism(&self, r: Realism) {
+        self.shared.live.set(r);
+    }
+
+    /// Answers the next `requests` requests of the kind `which` with 429 TooManyRequests and
+    /// `Retry-After: 1`, as API Priority and Fairness does when a priority level is full.
+    pub fn throttle(&self, which: Throttled, requests: u64) {
+        self.shared.live.throttle.arm(which, requests);
+    }
+
+    /// How many requests were answered 429 so far.
+    pub fn throttled(&self) -> u64 {
+        self.shared.live.throttle.rejected()
     }
 
     /// Stops accepting, ends watches and closes connections.

@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kube_mem::{Auth, Identity, KubeMem};
+use kube_mem::{Auth, Identity, KubeMem, Realism};
 
 /// An in-memory Kubernetes API server for tests and the local demo.
 #[derive(Debug, Parser)]
@@ -28,6 +29,12 @@ struct Args {
     /// bearer tokens only over TLS, so use this with --token when kubectl must authenticate.
     #[arg(long, env = "KUBE_MEM_TLS")]
     tls: bool,
+    /// Milliseconds every write takes (an etcd commit; a small real cluster: about 5).
+    #[arg(long, env = "KUBE_MEM_WRITE_LATENCY_MS", default_value_t = 0)]
+    write_latency_ms: u64,
+    /// Milliseconds between a change and its watch event (a small real cluster: about 10).
+    #[arg(long, env = "KUBE_MEM_WATCH_DELAY_MS", default_value_t = 0)]
+    watch_delay_ms: u64,
 }
 
 #[tokio::main]
@@ -42,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
         kubeconfig,
         tokens,
         tls,
+        write_latency_ms,
+        watch_delay_ms,
     } = Args::parse();
     let mut builder = KubeMem::builder().listen(listen);
     for d in crd_dirs {
@@ -62,7 +71,10 @@ async fn main() -> anyhow::Result<()> {
         }
         builder = builder.auth(auth);
     }
-    builder = builder.tls(tls);
+    builder = builder.tls(tls).realism(Realism {
+        write_latency: Duration::from_millis(write_latency_ms),
+        watch_delay: Duration::from_millis(watch_delay_ms),
+    });
     let server = builder.start().await.context("start kube-mem")?;
     if let Some(path) = kubeconfig {
         server

@@ -19,6 +19,7 @@ use crate::auth::{Attributes, Auth, Identity, authorize, forbidden_message};
 use crate::discovery;
 use crate::openapi;
 use crate::patch::{PatchType, parse_body};
+use crate::realism::{Live, delay_lines};
 use crate::status::{ApiError, ApiResult};
 use crate::store::{
     DeleteOpts, FieldValidation, ListOpts, Store, Target, WatchFilter, WatchStart, WriteOpts,
@@ -36,6 +37,7 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub bookmark_interval: Duration,
     pub server_address: String,
+    pub live: Live,
 }
 
 impl Shared {
@@ -56,6 +58,21 @@ fn json_response(code: u16, v: &Value) -> Response<Body> {
 
 fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.to_status())
+}
+
+fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+/// What API Priority and Fairness answers when a request's priority level is full.
+fn too_many_requests() -> Response<Body> {
+    let mut r = error_response(&ApiError::too_many_requests());
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// A parsed resource URL.
@@ -220,6 +237,17 @@ pub async fn handle(
                 Some(json!({"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource}));
         }
         return Ok(error_response(&e));
+    }
+    if rp.is_some() {
+        let is_write = is_write(&method);
+        if shared.live.throttle.take(is_write) {
+            shared.audit.record(&identity, &attrs, true, 429);
+            return Ok(too_many_requests());
+        }
+        let latency = shared.live.get().write_latency;
+        if is_write && !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
     }
     let resp = match rp {
         Some(rp) => resource_request(&shared, &identity, req, rp, q).await,
@@ -714,6 +742,12 @@ fn start_watch(
         Err(e) => {
             let _ = tx.try_send(event_line("ERROR", &e.to_status()));
         }
+    }
+    let delay = shared.live.get().watch_delay;
+    if !delay.is_zero() {
+        let (delayed_tx, delayed_rx) = mpsc::channel::<Bytes>(256);
+        tokio::spawn(delay_lines(rx, delayed_tx, delay));
+        rx = delayed_rx;
     }
     let stream = futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx)

@@ -239,6 +239,17 @@ impl ApiError {
         )
     }
 
+    /// What API Priority and Fairness answers when a request's priority level is full.
+    pub fn too_many_requests() -> Self {
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        );
+        e.details = Some(json!({"retryAfterSeconds": 1}));
+        e
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
     }

@@ -1,5 +1,5 @@
 //! Figures (printed, never asserted): request rates and watch latency of kube-mem through a
-//! kube::Client on this machine. `cargo test -p kube-mem --test throughput -- --nocapture`.
+//! kube::Client on this machine. `cargo test -p kube-mem --test throughput -- --ignored --nocapture`.
 
 mod common;
 
@@ -12,6 +12,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchPar
 use serde_json::json;
 
 #[tokio::test]
+#[ignore = "figures only: run with --ignored --nocapture"]
 async fn request_rates_and_watch_latency() {
     let env = Env::start().await;
     if !env.local() {
