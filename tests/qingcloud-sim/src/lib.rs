@@ -83,10 +83,14 @@ pub mod model;
 mod params;
 mod server;
 mod sim;
+mod tls;
 
 pub use actions::ACTIONS;
 pub use api_error::ApiError;
-pub use config::{AccessKey, InstanceSpec, JobLatency, Latency, Quota, SimConfig, VxnetSpec};
+pub use config::{
+    AccessKey, InstanceJobs, InstanceSpec, JobLatency, Latency, Profile, Quota, Rules, SimConfig,
+    VxnetSpec,
+};
 pub use faults::{Fault, FaultKind, InstalledFault, Trigger};
 pub use hotplug::link_name;
 pub use model::{InstanceInfo, JobOutcome, NicInfo, NicState, VxnetInstance};
@@ -116,4 +120,7 @@ pub enum Error {
     /// An operation refused by the model (e.g. unknown instance).
     #[error("{0}")]
     Api(#[from] ApiError),
+    /// The TLS certificate could not be made or its CA not written.
+    #[error("tls setup: {0}")]
+    Tls(String),
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use qingcloud_sim::{AccessKey, InstanceSpec, Latency, Quota, SimConfig, Simulator, VxnetSpec};
+use qingcloud_sim::{
+    AccessKey, InstanceSpec, Latency, Profile, Quota, SimConfig, Simulator, VxnetSpec,
+};
 
 /// A strict QingCloud IaaS API simulator (NIC actions) with hot-plug into network namespaces.
 ///
@@ -21,6 +23,18 @@ struct Args {
     /// job_latency, seed, hotplug, capacity_error_code, quota, ...).
     #[arg(long, env = "QINGCLOUD_SIM_CONFIG")]
     config: Option<PathBuf>,
+    /// Base settings, overridden by the config file and the other flags: `realistic` makes
+    /// jobs of a few seconds serialized per instance, 5 NICs per attach/detach, VPC and DHCP
+    /// rules, a long job history and HTTPS (default: the config file's `profile`, else
+    /// `default`).
+    #[arg(long, value_enum)]
+    profile: Option<Profile>,
+    /// Serve HTTPS with a CA made at start.
+    #[arg(long)]
+    tls: bool,
+    /// Where to write the CA certificate (PEM) when serving HTTPS.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -75,6 +89,9 @@ fn latency(s: &str) -> anyhow::Result<Latency> {
 fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
     let Args {
         config,
+        profile,
+        tls,
+        ca_file,
         listen,
         zone,
         access_key_id,
@@ -94,14 +111,19 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("read {}", path.display()))?;
-            serde_saphyr::from_str::<SimConfig>(&text)
+            SimConfig::from_yaml(&text, profile)
+                .map_err(anyhow::Error::msg)
                 .with_context(|| format!("parse {}", path.display()))?
         }
         None => SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
-            ..SimConfig::default()
+            ..SimConfig::with_profile(profile.unwrap_or_default())
         },
     };
+    cfg.tls |= tls;
+    if ca_file.is_some() {
+        cfg.tls_ca_file = ca_file;
+    }
     if let Some(listen) = listen {
         cfg.listen = listen;
     }
@@ -119,11 +141,9 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
         let cidr = cidr
             .parse()
             .with_context(|| format!("--vxnet {v}: bad CIDR"))?;
-        cfg.vxnets.push(VxnetSpec {
-            id,
-            name: None,
-            cidr,
-        });
+        let mut spec = VxnetSpec::new("", cidr);
+        spec.id = id;
+        cfg.vxnets.push(spec);
     }
     for i in instances {
         let spec = match i.split_once('=') {

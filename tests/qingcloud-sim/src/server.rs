@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::{self, error_body};
@@ -62,8 +63,13 @@ pub(crate) fn json(status: StatusCode, body: String) -> HttpResponse {
     resp
 }
 
-/// Serves until `cancel` fires.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+/// Serves (over TLS when `tls` is given) until `cancel` fires.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    cancel: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -78,16 +84,36 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Ca
         };
         let shared = shared.clone();
         let cancel = cancel.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(shared.clone(), req));
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                result = conn => if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended");
-                },
+            match tls {
+                None => serve_connection(stream, shared, cancel).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        h = acceptor.accept(stream) => h,
+                    };
+                    match handshake {
+                        Ok(stream) => serve_connection(stream, shared, cancel).await,
+                        Err(error) => tracing::debug!(%error, "TLS handshake failed"),
+                    }
+                }
             }
         });
+    }
+}
+
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, cancel: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(shared.clone(), req));
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        result = conn => if let Err(error) = result {
+            tracing::debug!(%error, "connection ended");
+        },
     }
 }
 
