@@ -59,6 +59,9 @@ pub struct SimConfig {
     /// Where to write the CA certificate (PEM) when `tls` is on; default: a file in the temp
     /// directory, removed when the simulator stops.
     pub tls_ca_file: Option<PathBuf>,
+    /// An extra plain-HTTP listener serving only the admin endpoints (test harnesses without
+    /// a TLS client); the API stays on `listen` only.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for SimConfig {
@@ -86,6 +89,7 @@ impl Default for SimConfig {
             job_history: 0,
             tls: false,
             tls_ca_file: None,
+            admin_listen: None,
         }
     }
 }

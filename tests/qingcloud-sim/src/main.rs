@@ -35,6 +35,9 @@ struct Args {
     /// Where to write the CA certificate (PEM) when serving HTTPS.
     #[arg(long, value_name = "PATH")]
     ca_file: Option<PathBuf>,
+    /// Also serve the admin endpoints (only them) over plain HTTP here.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// Address to listen on.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -92,6 +95,7 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
         profile,
         tls,
         ca_file,
+        admin_listen,
         listen,
         zone,
         access_key_id,
@@ -123,6 +127,9 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
     cfg.tls |= tls;
     if ca_file.is_some() {
         cfg.tls_ca_file = ca_file;
+    }
+    if admin_listen.is_some() {
+        cfg.admin_listen = admin_listen;
     }
     if let Some(listen) = listen {
         cfg.listen = listen;
@@ -196,9 +203,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let sim = Simulator::from_config(cfg).start().await?;
     let banner = format!(
-        "endpoint: {}\nadmin: http://{}/admin/nics\n--- client config (qingcloud config.yaml) ---\n{}---\n",
+        "endpoint: {}\nadmin: {}/admin/nics\n--- client config (qingcloud config.yaml) ---\n{}---\n",
         sim.url(),
-        sim.addr(),
+        sim.admin_url(),
         sim.config_yaml()
     );
     // One write, and a closed stdout is no reason to stop serving.

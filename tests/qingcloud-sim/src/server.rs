@@ -63,11 +63,21 @@ pub(crate) fn json(status: StatusCode, body: String) -> HttpResponse {
     resp
 }
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// The API and the admin endpoints.
+    All,
+    /// Only `/admin/...` (the plain-HTTP admin port of a TLS simulator).
+    AdminOnly,
+}
+
 /// Serves (over TLS when `tls` is given) until `cancel` fires.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
+    surface: Surface,
     cancel: CancellationToken,
 ) {
     loop {
@@ -87,14 +97,14 @@ pub(crate) async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, shared, cancel).await,
+                None => serve_connection(stream, shared, surface, cancel).await,
                 Some(acceptor) => {
                     let handshake = tokio::select! {
                         _ = cancel.cancelled() => return,
                         h = acceptor.accept(stream) => h,
                     };
                     match handshake {
-                        Ok(stream) => serve_connection(stream, shared, cancel).await,
+                        Ok(stream) => serve_connection(stream, shared, surface, cancel).await,
                         Err(error) => tracing::debug!(%error, "TLS handshake failed"),
                     }
                 }
@@ -103,11 +113,15 @@ pub(crate) async fn serve(
     }
 }
 
-async fn serve_connection<S>(stream: S, shared: Arc<Shared>, cancel: CancellationToken)
-where
+async fn serve_connection<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    surface: Surface,
+    cancel: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(shared.clone(), req));
+    let service = service_fn(move |req| handle(shared.clone(), surface, req));
     let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = cancel.cancelled() => {}
@@ -117,7 +131,11 @@ where
     }
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpResponse, Reset> {
+async fn handle(
+    shared: Arc<Shared>,
+    surface: Surface,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, Reset> {
     let path = req.uri().path().to_owned();
     if path.starts_with("/admin/") {
         let method = req.method().clone();
@@ -126,6 +144,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpRespo
             Err(resp) => return Ok(resp),
         };
         return Ok(admin::handle(&shared, &method, &path, &body).await);
+    }
+    if surface == Surface::AdminOnly {
+        // The API is reachable only over the main (TLS) port.
+        return Ok(json(
+            StatusCode::NOT_FOUND,
+            r#"{"message":"not found: this port serves only /admin/"}"#.into(),
+        ));
     }
     if path != "/iaas" && path != "/iaas/" {
         return Ok(json(

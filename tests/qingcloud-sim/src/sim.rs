@@ -20,7 +20,7 @@ use crate::config::{InstanceSpec, JobLatency, Profile, Quota, Rules, SimConfig, 
 use crate::faults::{Fault, FaultSet, InstalledFault};
 use crate::hotplug::{Hotplug, delete_netns};
 use crate::model::{HISTORY_SPAN, InstanceInfo, LinkChange, Model, NicInfo};
-use crate::server::{self, CallStats};
+use crate::server::{self, CallStats, Surface};
 
 /// Mutable state behind one lock (never held across an await).
 #[derive(Debug)]
@@ -217,6 +217,18 @@ impl Simulator {
             addr: config.listen,
             source,
         })?;
+        let admin_listener = match config.admin_listen {
+            Some(a) => {
+                let l = TcpListener::bind(a)
+                    .await
+                    .map_err(|source| Error::Bind { addr: a, source })?;
+                let local = l
+                    .local_addr()
+                    .map_err(|source| Error::Bind { addr: a, source })?;
+                Some((l, local))
+            }
+            None => None,
+        };
         let tls = if config.tls {
             let tls = crate::tls::generate(addr.ip()).map_err(Error::Tls)?;
             let (path, owned) = match &config.tls_ca_file {
@@ -270,15 +282,26 @@ impl Simulator {
             Some((tls, file)) => (Some(tls.acceptor), Some((tls.ca_pem, file))),
             None => (None, None),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(server::serve(
                 listener,
                 shared.clone(),
                 acceptor,
+                Surface::All,
                 cancel.clone(),
             )),
             tokio::spawn(drive(shared.clone(), cancel.clone())),
         ];
+        let admin_addr = admin_listener.map(|(l, local)| {
+            tasks.push(tokio::spawn(server::serve(
+                l,
+                shared.clone(),
+                None,
+                Surface::AdminOnly,
+                cancel.clone(),
+            )));
+            local
+        });
         tracing::info!(%addr, zone = %shared.config.zone, tls = ca.is_some(), "qingcloud simulator listening");
         Ok(SimHandle {
             shared,
@@ -286,6 +309,7 @@ impl Simulator {
             cancel,
             tasks,
             ca,
+            admin_addr,
         })
     }
 }
@@ -329,6 +353,8 @@ pub struct SimHandle {
     tasks: Vec<JoinHandle<()>>,
     /// The CA (PEM) and its file, when serving HTTPS.
     ca: Option<(String, CaFile)>,
+    /// The plain-HTTP admin-only listener, if configured.
+    admin_addr: Option<SocketAddr>,
 }
 
 /// Where the CA certificate was written; `owned` files are removed when the simulator stops.
@@ -361,6 +387,15 @@ impl SimHandle {
     /// `http://addr` or `https://addr`; the admin endpoints are under `/admin/`.
     pub fn base_url(&self) -> String {
         format!("{}://{}", self.protocol(), self.addr)
+    }
+
+    /// Base URL of the admin endpoints: the plain-HTTP admin port when configured
+    /// (`admin_listen`), else [`Self::base_url`].
+    pub fn admin_url(&self) -> String {
+        match self.admin_addr {
+            Some(a) => format!("http://{a}"),
+            None => self.base_url(),
+        }
     }
 
     fn protocol(&self) -> &'static str {

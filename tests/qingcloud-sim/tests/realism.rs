@@ -620,3 +620,64 @@ async fn admin(sim: &SimHandle, method: &str, route: &str, body: &str) -> (u16, 
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
+
+#[tokio::test]
+async fn a_tls_simulator_can_keep_a_plain_http_admin_port() {
+    let sim = Simulator::builder()
+        .profile(Profile::Realistic)
+        .configure(|c| {
+            c.job_history = 0;
+            c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .vxnet(VxnetSpec::new(PODS, "172.22.0.0/24".parse().unwrap()))
+        .instance(InstanceSpec::new(NODE))
+        .start()
+        .await
+        .unwrap();
+    let admin_url = sim.admin_url();
+    assert!(admin_url.starts_with("http://") && admin_url != sim.base_url());
+    let (code, nics) = plain_get(&format!("{admin_url}/admin/nics")).await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(nics.as_array().map(Vec::len), Some(1), "the primary NIC");
+    // The admin port does not serve the API, and the API port speaks only TLS.
+    let (code, _) = plain_get(&format!("{admin_url}/iaas?action=DescribeNics"))
+        .await
+        .unwrap();
+    assert_eq!(code, 404);
+    let plain_api = sim.base_url().replace("https://", "http://");
+    assert!(plain_get(&format!("{plain_api}/admin/nics")).await.is_err());
+    // The real client over TLS still works.
+    let client = client_for(&sim.config_yaml());
+    assert_eq!(
+        client
+            .describe_nics(&Default::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn plain_get(url: &str) -> Result<(u16, Value), String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<hyper::body::Bytes>>();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get(url.parse().map_err(|e| format!("{e}"))?),
+    )
+    .await
+    .map_err(|_| "timeout".to_string())?
+    .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
