@@ -250,11 +250,16 @@ impl Simulator {
         };
         // Netns last: nothing after this can fail, so they cannot leak.
         let hotplug = if config.hotplug {
-            Some(
-                Hotplug::setup(&model.vxnet_networks())
-                    .await
-                    .map_err(Error::Hotplug)?,
-            )
+            match Hotplug::setup(&model.vxnet_networks()).await {
+                Ok(hp) => Some(hp),
+                Err(e) => {
+                    // The CA file written above must not outlive a failed start.
+                    if let Some((_, file)) = &tls {
+                        file.remove();
+                    }
+                    return Err(Error::Hotplug(e));
+                }
+            }
         } else {
             None
         };
