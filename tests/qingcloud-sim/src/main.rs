@@ -201,6 +201,11 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", serde_saphyr::to_string(&cfg)?);
         return Ok(());
     }
+    // Before the banner: whoever reads it may signal at once, and an uninstalled handler
+    // would let the signal kill the process without removing its netns.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let sim = Simulator::from_config(cfg).start().await?;
     let banner = format!(
         "endpoint: {}\nadmin: {}/admin/nics\n--- client config (qingcloud config.yaml) ---\n{}---\n",
@@ -216,9 +221,8 @@ async fn main() -> anyhow::Result<()> {
     {
         tracing::warn!(%error, "cannot print the endpoint");
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     sim.shutdown().await;
