@@ -12,7 +12,7 @@ use reqwest::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
-use crate::config::{ClientSettings, CloudConfig};
+use crate::config::{ClientSettings, CloudConfig, ConfigError};
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, JobId, NicId, VxnetId};
 use crate::metrics::Metrics;
@@ -118,11 +118,19 @@ impl Client {
         INSTALL_CRYPTO.call_once(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(config.connection_timeout)
-            .timeout(settings.request_timeout)
-            .build()
-            .map_err(Error::Build)?;
+            .timeout(settings.request_timeout);
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(Error::Build)?;
+            // Merged with the platform roots, so the production verifier path is the one used.
+            http = http.tls_certs_merge(certs);
+        }
+        let http = http.build().map_err(Error::Build)?;
         let limiter = RateLimiter::new(settings.qps, settings.burst);
         Ok(Self {
             inner: Arc::new(Inner {

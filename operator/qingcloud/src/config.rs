@@ -125,6 +125,9 @@ pub struct CloudConfig {
     pub connection_retries: u32,
     /// `connection_timeout` (seconds), default 30: TCP connect timeout.
     pub connection_timeout: Duration,
+    /// `ca_file` (not a Go SDK key): PEM file of extra CA certificates trusted for HTTPS, in
+    /// addition to the platform's roots (private clouds, the simulator). Default none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl CloudConfig {
@@ -140,6 +143,7 @@ impl CloudConfig {
             uri: "/iaas".to_string(),
             connection_retries: 3,
             connection_timeout: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 
@@ -192,6 +196,7 @@ impl CloudConfig {
         if let Some(s) = keys.integer("connection_timeout", 1, 3600, "seconds, 1-3600")? {
             cfg.connection_timeout = Duration::from_secs(s);
         }
+        cfg.ca_file = keys.string("ca_file")?.map(PathBuf::from);
         Ok(cfg)
     }
 
@@ -362,6 +367,11 @@ mod tests {
         assert_eq!(cfg.uri, "/iaas/");
         assert_eq!(cfg.connection_retries, 0);
         assert_eq!(cfg.connection_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.ca_file, None);
+        let cfg =
+            parse("qy_access_key_id: A\nqy_secret_access_key: s\nzone: a\nca_file: /x/ca.pem\n")
+                .unwrap();
+        assert_eq!(cfg.ca_file, Some(PathBuf::from("/x/ca.pem")));
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub(crate) fn run(
     match action {
         "CreateNics" => {
             let vxnet = p.required("vxnet")?;
+            model.check_create_target(vxnet)?;
             let ips = p
                 .list("private_ips")
                 .iter()
@@ -155,10 +156,10 @@ pub(crate) fn run(
                 model.describe_vxnets(&p.list("vxnets"), p.flag("verbose")?, page(p)?);
             ok(
                 action,
-                wire::DescribeVxnetsResponse {
+                without_null_ip_count(wire::DescribeVxnetsResponse {
                     vxnet_set,
                     total_count: Some(total),
-                },
+                })?,
             )
         }
         "DescribeInstances" => {
@@ -203,6 +204,23 @@ pub(crate) fn run(
 struct VxnetInstancesResponse {
     instance_set: Vec<VxnetInstance>,
     total_count: u64,
+}
+
+/// The response with `available_ip_count` left out (not `null`) where the model has none:
+/// the real API omits fields it does not report.
+fn without_null_ip_count(
+    resp: wire::DescribeVxnetsResponse,
+) -> Result<serde_json::Value, ApiError> {
+    let mut value = serde_json::to_value(resp)
+        .map_err(|e| ApiError::new(wire::RetCode::INTERNAL, format!("InternalError, {e}")))?;
+    if let Some(set) = value["vxnet_set"].as_array_mut() {
+        for v in set.iter_mut().filter_map(|v| v.as_object_mut()) {
+            if v.get("available_ip_count").is_some_and(|c| c.is_null()) {
+                v.remove("available_ip_count");
+            }
+        }
+    }
+    Ok(value)
 }
 
 fn ok<T: Serialize>(action: &str, body: T) -> Result<String, ApiError> {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::config::{InstanceSpec, JobLatency, Quota};
+use crate::config::{InstanceSpec, JobLatency, Quota, Rules};
 use crate::faults::Fault;
 use crate::server::{CallStats, HttpResponse, json};
 use crate::sim::Shared;
@@ -32,9 +32,22 @@ fn to_value<T: serde::Serialize>(v: T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
+/// `{"running": bool}` (start/stop) or `{"status": "suspended"}` (any instance status).
 #[derive(Deserialize)]
-struct Running {
-    running: bool,
+#[serde(untagged)]
+enum InstanceChange {
+    Running { running: bool },
+    Status { status: InstanceStatus },
+}
+
+impl InstanceChange {
+    fn status(self) -> InstanceStatus {
+        match self {
+            Self::Running { running: true } => InstanceStatus::Running,
+            Self::Running { running: false } => InstanceStatus::Stopped,
+            Self::Status { status } => status,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -71,13 +84,8 @@ pub(crate) async fn handle(
                 Err(e) => bad(StatusCode::CONFLICT, e),
             })
         }
-        ("PUT", ["instances", id]) => parse::<Running>(body).map(|r| {
-            let status = if r.running {
-                InstanceStatus::Running
-            } else {
-                InstanceStatus::Stopped
-            };
-            match shared.lock().model.set_instance_status(id, status) {
+        ("PUT", ["instances", id]) => parse::<InstanceChange>(body).map(|change| {
+            match shared.lock().model.set_instance_status(id, change.status()) {
                 Ok(()) => reply(json!({})),
                 Err(e) => bad(StatusCode::NOT_FOUND, e.message),
             }
@@ -102,6 +110,15 @@ pub(crate) async fn handle(
         ("PUT", ["quota"]) => parse::<Option<Quota>>(body).map(|q| {
             let now = shared.clock.now();
             shared.lock().set_quota(q, now);
+            reply(json!({}))
+        }),
+        ("GET", ["rules"]) => Ok(reply(to_value(shared.lock().model.rules()))),
+        ("PUT", ["rules"]) => parse::<Rules>(body).map(|r| {
+            shared.lock().model.set_rules(r);
+            reply(json!({}))
+        }),
+        ("PUT", ["nic-batch-limit"]) => parse::<Option<usize>>(body).map(|l| {
+            shared.lock().model.set_batch_limit(l);
             reply(json!({}))
         }),
         ("PUT", ["job-latency"]) => parse::<JobLatency>(body).map(|l| {

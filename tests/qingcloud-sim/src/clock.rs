@@ -6,10 +6,13 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-/// Simulated time since start, plus the wall-clock start for timestamps.
+/// Simulated time since start, plus the wall-clock start for timestamps. Simulated time
+/// starts at `origin` rather than zero when the account has a past (a seeded job history):
+/// instants before `origin` are before the simulator started.
 #[derive(Debug)]
 pub(crate) struct Clock {
     start_wall: Timestamp,
+    origin: Duration,
     source: Source,
 }
 
@@ -20,9 +23,16 @@ enum Source {
 }
 
 impl Clock {
+    #[cfg(test)]
     pub(crate) fn new(manual: bool) -> Self {
+        Self::with_past(manual, Duration::ZERO)
+    }
+
+    /// A clock whose simulated time starts at `past`, so `0..past` lies before the start.
+    pub(crate) fn with_past(manual: bool, past: Duration) -> Self {
         Self {
             start_wall: Timestamp::now(),
+            origin: past,
             source: if manual {
                 Source::Manual(Mutex::new(Duration::ZERO))
             } else {
@@ -37,10 +47,11 @@ impl Clock {
 
     /// Simulated time since start.
     pub(crate) fn now(&self) -> Duration {
-        match &self.source {
-            Source::Real(start) => start.elapsed(),
-            Source::Manual(t) => *t.lock().unwrap_or_else(|p| p.into_inner()),
-        }
+        self.origin
+            + match &self.source {
+                Source::Real(start) => start.elapsed(),
+                Source::Manual(t) => *t.lock().unwrap_or_else(|p| p.into_inner()),
+            }
     }
 
     /// Moves a manual clock forward; returns false for a real clock.
@@ -56,7 +67,12 @@ impl Clock {
 
     /// `YYYY-MM-DDThh:mm:ssZ` of a simulated instant.
     pub(crate) fn stamp(&self, at: Duration) -> String {
-        format_time(self.start_wall.checked_add(at).unwrap_or(self.start_wall))
+        let t = if at >= self.origin {
+            self.start_wall.checked_add(at - self.origin)
+        } else {
+            self.start_wall.checked_sub(self.origin - at)
+        };
+        format_time(t.unwrap_or(self.start_wall))
     }
 }
 
@@ -108,5 +124,14 @@ mod tests {
         assert!(c.advance(Duration::from_secs(3)));
         assert_eq!(c.now(), Duration::from_secs(3));
         assert!(!Clock::new(false).advance(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_past_lies_before_the_start() {
+        let c = Clock::with_past(true, Duration::from_secs(3600));
+        assert_eq!(c.now(), Duration::from_secs(3600));
+        let start = parse_time(&c.stamp(c.now())).unwrap();
+        let before = parse_time(&c.stamp(Duration::ZERO)).unwrap();
+        assert_eq!(start.duration_since(before).as_secs(), 3600);
     }
 }

@@ -4,6 +4,7 @@
 //! the three cannot drift apart.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -48,6 +49,19 @@ pub struct SimConfig {
     /// Whether job time only moves through [`crate::SimHandle::advance`] (tests of the job
     /// state machine without sleeping).
     pub manual_clock: bool,
+    /// Account rules that make the simulator as strict as the real API (see [`Rules`]).
+    pub rules: Rules,
+    /// Finished jobs the account already has at start (months of history, as a real account
+    /// has); DescribeJobs without a filter pages through all of them.
+    pub job_history: usize,
+    /// Serve HTTPS (with a CA and a server certificate made at start) instead of HTTP.
+    pub tls: bool,
+    /// Where to write the CA certificate (PEM) when `tls` is on; default: a file in the temp
+    /// directory, removed when the simulator stops.
+    pub tls_ca_file: Option<PathBuf>,
+    /// An extra plain-HTTP listener serving only the admin endpoints (test harnesses without
+    /// a TLS client); the API stays on `listen` only.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for SimConfig {
@@ -71,6 +85,130 @@ impl Default for SimConfig {
             quota: None,
             nic_batch_limit: None,
             manual_clock: false,
+            rules: Rules::default(),
+            job_history: 0,
+            tls: false,
+            tls_ca_file: None,
+            admin_listen: None,
+        }
+    }
+}
+
+/// A named set of settings (`--profile`, [`crate::Simulator::profile`], `profile:` in the
+/// config file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// Lenient and fast: short jobs, no batch limit, no serialization, HTTP.
+    #[default]
+    Default,
+    /// As the real API behaves (or is believed to, see the README): jobs of a few seconds
+    /// serialized per instance, 5 NICs per Attach/DetachNics, VPC and DHCP rules,
+    /// `available_ip_count` only when verbose, a long job history, HTTPS.
+    Realistic,
+}
+
+impl SimConfig {
+    /// The defaults with `profile` applied.
+    pub fn with_profile(profile: Profile) -> Self {
+        let mut cfg = Self::default();
+        cfg.apply_profile(profile);
+        cfg
+    }
+
+    /// Overwrites the settings `profile` governs (everything else is left alone).
+    pub fn apply_profile(&mut self, profile: Profile) {
+        let base = Self::default();
+        match profile {
+            Profile::Default => {
+                self.job_latency = base.job_latency;
+                self.nic_batch_limit = base.nic_batch_limit;
+                self.rules = base.rules;
+                self.job_history = base.job_history;
+                self.tls = base.tls;
+            }
+            Profile::Realistic => {
+                // Attach/detach jobs of 2-5 s, as observed for hot-plug on QingCloud [U].
+                self.job_latency = JobLatency {
+                    pending: Latency::UniformMs(500, 1500),
+                    working: Latency::UniformMs(1500, 3500),
+                };
+                self.nic_batch_limit = Some(5);
+                self.rules = Rules::realistic();
+                self.job_history = REALISTIC_JOB_HISTORY;
+                self.tls = true;
+            }
+        }
+    }
+}
+
+impl SimConfig {
+    /// Parses a YAML config file. Its optional `profile:` key (or `profile`, which wins) gives
+    /// the base the file's other keys override; a key absent from the file keeps the
+    /// profile's value.
+    pub fn from_yaml(text: &str, profile: Option<Profile>) -> Result<Self, String> {
+        let file: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        let mut file = match file {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => serde_json::Map::new(),
+            _ => return Err("the config must be a mapping".into()),
+        };
+        let named = match file.remove("profile") {
+            Some(p) => {
+                Some(serde_json::from_value::<Profile>(p).map_err(|e| format!("profile: {e}"))?)
+            }
+            None => None,
+        };
+        let base = Self::with_profile(profile.or(named).unwrap_or_default());
+        let mut merged = match serde_json::to_value(base).map_err(|e| e.to_string())? {
+            serde_json::Value::Object(map) => map,
+            _ => return Err("the defaults are not a mapping".into()),
+        };
+        merged.extend(file);
+        serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| e.to_string())
+    }
+}
+
+/// Jobs in the history of a realistic account: ten pages of DescribeJobs.
+pub const REALISTIC_JOB_HISTORY: usize = 1000;
+
+/// What a second AttachNics/DetachNics does while an instance has an unfinished job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceJobs {
+    /// Jobs of one instance run at the same time.
+    #[default]
+    Concurrent,
+    /// The new job is accepted and stays `pending` until the instance's earlier jobs end.
+    Queue,
+    /// The call is refused with 1400 `PermissionDenied` (instance busy).
+    Refuse,
+}
+
+/// Account rules the real API enforces; each is off in the default profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rules {
+    /// Jobs serialized per instance.
+    pub instance_jobs: InstanceJobs,
+    /// AttachNics of a NIC whose vxnet is in another VPC (router) than the instance's primary
+    /// NIC is refused with 1400.
+    pub vpc_check: bool,
+    /// CreateNics in a vxnet without a router (not in a VPC) or without a DHCP range is
+    /// refused with 1400.
+    pub routed_create_only: bool,
+    /// DescribeVxnets leaves `available_ip_count` out unless `verbose=1`.
+    pub ip_count_verbose_only: bool,
+}
+
+impl Rules {
+    /// Every rule on; instance jobs queue.
+    pub fn realistic() -> Self {
+        Self {
+            instance_jobs: InstanceJobs::Queue,
+            vpc_check: true,
+            routed_create_only: true,
+            ip_count_verbose_only: true,
         }
     }
 }
@@ -106,16 +244,46 @@ pub struct VxnetSpec {
     pub name: Option<String>,
     /// The subnet, e.g. `172.22.0.0/24`.
     pub cidr: Ipv4Net,
+    /// The VPC router (`rtr-...`) the vxnet is joined to; default: the account's one VPC.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// Whether the vxnet is in a VPC at all; `false` shows `router: null`, vxnet_type 0.
+    #[serde(default = "yes")]
+    pub vpc: bool,
+    /// Whether its router serves DHCP; `false` shows empty `dyn_ip_start`/`dyn_ip_end`.
+    #[serde(default = "yes")]
+    pub dhcp: bool,
 }
 
 impl VxnetSpec {
-    /// A vxnet with a fixed id.
+    /// A vxnet with a fixed id, in the account's VPC, with DHCP.
     pub fn new(id: &str, cidr: Ipv4Net) -> Self {
         Self {
             id: Some(id.to_owned()),
             name: None,
             cidr,
+            router: None,
+            vpc: true,
+            dhcp: true,
         }
+    }
+
+    /// Joins the vxnet to this VPC router instead of the account's default one.
+    pub fn router(mut self, router: &str) -> Self {
+        self.router = Some(router.to_owned());
+        self
+    }
+
+    /// Takes the vxnet out of any VPC (no router).
+    pub fn outside_vpc(mut self) -> Self {
+        self.vpc = false;
+        self
+    }
+
+    /// Turns DHCP off on its router.
+    pub fn without_dhcp(mut self) -> Self {
+        self.dhcp = false;
+        self
     }
 }
 

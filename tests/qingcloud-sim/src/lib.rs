@@ -1,7 +1,8 @@
 //! A strict QingCloud API simulator with hot-plug into network namespaces.
 //!
 //! It speaks the real wire protocol (`shared/reference/qingcloud-api.md`) on `/iaas` and
-//! `/iaas/`, GET (query) or POST (form body), always answering `application/json`; it verifies
+//! `/iaas/`, GET (query) or POST (form body), over HTTP or HTTPS (a CA made at start), always
+//! answering `application/json`; it verifies
 //! signatures with the client crate's signer, runs AttachNics/DetachNics as jobs with
 //! configurable latency, enforces the documented limits, injects faults on demand, and (as root,
 //! when hot-plug is on) makes attached NICs real links with the NIC's MAC in the netns that plays
@@ -40,6 +41,9 @@
 //! - Attach/DetachNics take any number of NICs unless `nic_batch_limit` is set (more → 1100).
 //! - DescribeJobs with an unknown id returns an empty set; DescribeVxnetInstances with an
 //!   unknown vxnet too.
+//! - The realistic behaviours (profile `realistic`: jobs serialized per instance, VPC and
+//!   DHCP rules, `available_ip_count` only when verbose, a long job history, HTTPS) and their
+//!   status against the reference are listed in the crate's `README.md`.
 //!
 //! # Admin endpoints (JSON, not signed)
 //!
@@ -50,7 +54,7 @@
 //! | `GET /admin/vxnets` | | every vxnet (wire `Vxnet`, verbose) + `netns` |
 //! | `GET /admin/instances` | | every instance ([`InstanceInfo`]) |
 //! | `POST /admin/instances` | [`InstanceSpec`] | adds an instance → `{"instance_id"}` |
-//! | `PUT /admin/instances/{id}` | `{"running": bool}` | starts/stops it |
+//! | `PUT /admin/instances/{id}` | `{"running": bool}` or `{"status": "suspended"}` | starts/stops it, or sets any status |
 //! | `GET /admin/calls` | | [`CallStats`] |
 //! | `POST /admin/calls/reset` | | zeroes the counters |
 //! | `GET /admin/faults` | | installed faults with ids |
@@ -58,6 +62,9 @@
 //! | `DELETE /admin/faults[/{id}]` | | removes all / one |
 //! | `PUT /admin/quota` | [`Quota`] or `null` | account request quota (→ 2500) |
 //! | `PUT /admin/job-latency` | [`JobLatency`] | latencies of new jobs |
+//! | `GET /admin/rules` | | the account [`Rules`] in force |
+//! | `PUT /admin/rules` | [`Rules`] | replaces them (absent fields: off) |
+//! | `PUT /admin/nic-batch-limit` | `5` or `null` | most NICs per Attach/DetachNics |
 //! | `POST /admin/advance` | `{"ms": n}` | moves a manual clock, finishing due jobs |
 //!
 //! Fault JSON examples: `{"action":"AttachNics","kind":{"api_error":{"code":5100}},
@@ -83,10 +90,14 @@ pub mod model;
 mod params;
 mod server;
 mod sim;
+mod tls;
 
 pub use actions::ACTIONS;
 pub use api_error::ApiError;
-pub use config::{AccessKey, InstanceSpec, JobLatency, Latency, Quota, SimConfig, VxnetSpec};
+pub use config::{
+    AccessKey, InstanceJobs, InstanceSpec, JobLatency, Latency, Profile, Quota, Rules, SimConfig,
+    VxnetSpec,
+};
 pub use faults::{Fault, FaultKind, InstalledFault, Trigger};
 pub use hotplug::link_name;
 pub use model::{InstanceInfo, JobOutcome, NicInfo, NicState, VxnetInstance};
@@ -116,4 +127,7 @@ pub enum Error {
     /// An operation refused by the model (e.g. unknown instance).
     #[error("{0}")]
     Api(#[from] ApiError),
+    /// The TLS certificate could not be made or its CA not written.
+    #[error("tls setup: {0}")]
+    Tls(String),
 }

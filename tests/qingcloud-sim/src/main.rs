@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use qingcloud_sim::{AccessKey, InstanceSpec, Latency, Quota, SimConfig, Simulator, VxnetSpec};
+use qingcloud_sim::{
+    AccessKey, InstanceSpec, Latency, Profile, Quota, SimConfig, Simulator, VxnetSpec,
+};
 
 /// A strict QingCloud IaaS API simulator (NIC actions) with hot-plug into network namespaces.
 ///
@@ -21,6 +23,21 @@ struct Args {
     /// job_latency, seed, hotplug, capacity_error_code, quota, ...).
     #[arg(long, env = "QINGCLOUD_SIM_CONFIG")]
     config: Option<PathBuf>,
+    /// Base settings, overridden by the config file and the other flags: `realistic` makes
+    /// jobs of a few seconds serialized per instance, 5 NICs per attach/detach, VPC and DHCP
+    /// rules, a long job history and HTTPS (default: the config file's `profile`, else
+    /// `default`).
+    #[arg(long, value_enum)]
+    profile: Option<Profile>,
+    /// Serve HTTPS with a CA made at start.
+    #[arg(long)]
+    tls: bool,
+    /// Where to write the CA certificate (PEM) when serving HTTPS.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// Also serve the admin endpoints (only them) over plain HTTP here.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// Address to listen on.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -75,6 +92,10 @@ fn latency(s: &str) -> anyhow::Result<Latency> {
 fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
     let Args {
         config,
+        profile,
+        tls,
+        ca_file,
+        admin_listen,
         listen,
         zone,
         access_key_id,
@@ -94,14 +115,22 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("read {}", path.display()))?;
-            serde_saphyr::from_str::<SimConfig>(&text)
+            SimConfig::from_yaml(&text, profile)
+                .map_err(anyhow::Error::msg)
                 .with_context(|| format!("parse {}", path.display()))?
         }
         None => SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
-            ..SimConfig::default()
+            ..SimConfig::with_profile(profile.unwrap_or_default())
         },
     };
+    cfg.tls |= tls;
+    if ca_file.is_some() {
+        cfg.tls_ca_file = ca_file;
+    }
+    if admin_listen.is_some() {
+        cfg.admin_listen = admin_listen;
+    }
     if let Some(listen) = listen {
         cfg.listen = listen;
     }
@@ -119,11 +148,9 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
         let cidr = cidr
             .parse()
             .with_context(|| format!("--vxnet {v}: bad CIDR"))?;
-        cfg.vxnets.push(VxnetSpec {
-            id,
-            name: None,
-            cidr,
-        });
+        let mut spec = VxnetSpec::new("", cidr);
+        spec.id = id;
+        cfg.vxnets.push(spec);
     }
     for i in instances {
         let spec = match i.split_once('=') {
@@ -174,11 +201,16 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", serde_saphyr::to_string(&cfg)?);
         return Ok(());
     }
+    // Before the banner: whoever reads it may signal at once, and an uninstalled handler
+    // would let the signal kill the process without removing its netns.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let sim = Simulator::from_config(cfg).start().await?;
     let banner = format!(
-        "endpoint: {}\nadmin: http://{}/admin/nics\n--- client config (qingcloud config.yaml) ---\n{}---\n",
+        "endpoint: {}\nadmin: {}/admin/nics\n--- client config (qingcloud config.yaml) ---\n{}---\n",
         sim.url(),
-        sim.addr(),
+        sim.admin_url(),
         sim.config_yaml()
     );
     // One write, and a closed stdout is no reason to stop serving.
@@ -189,9 +221,8 @@ async fn main() -> anyhow::Result<()> {
     {
         tracing::warn!(%error, "cannot print the endpoint");
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     sim.shutdown().await;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api_error::ApiError;
 use crate::clock::Clock;
-use crate::config::{InstanceSpec, JobLatency, SimConfig, VxnetSpec};
+use crate::config::{InstanceJobs, InstanceSpec, JobLatency, Rules, SimConfig, VxnetSpec};
 
 /// At most this many secondary NICs per instance (64 NICs including the primary).
 pub const MAX_SECONDARY_NICS: usize = 63;
@@ -134,7 +134,9 @@ struct Vxnet {
     id: String,
     name: String,
     cidr: Ipv4Net,
-    router_id: String,
+    /// The VPC router; `None` when the vxnet is in no VPC.
+    router: Option<String>,
+    dhcp: bool,
     created: Duration,
     used_ips: BTreeSet<Ipv4Addr>,
 }
@@ -303,6 +305,10 @@ pub(crate) struct Model {
     owner: String,
     capacity_code: i32,
     batch_limit: Option<usize>,
+    rules: Rules,
+    /// The router of the account's VPC, which vxnets join unless told otherwise (drawn with
+    /// the first such vxnet).
+    default_router: Option<String>,
     latency: JobLatency,
     pub(crate) rng: StdRng,
     vxnets: Vec<Vxnet>,
@@ -328,6 +334,8 @@ impl Model {
             owner: cfg.owner.clone(),
             capacity_code: cfg.capacity_error_code,
             batch_limit: cfg.nic_batch_limit,
+            rules: cfg.rules,
+            default_router: None,
             latency: cfg.job_latency,
             rng: StdRng::seed_from_u64(cfg.seed),
             vxnets: Vec::new(),
@@ -347,6 +355,7 @@ impl Model {
         for i in &cfg.instances {
             m.add_instance(i)?;
         }
+        m.seed_history(cfg.job_history);
         Ok(m)
     }
 
@@ -356,6 +365,18 @@ impl Model {
 
     pub(crate) fn set_latency(&mut self, latency: JobLatency) {
         self.latency = latency;
+    }
+
+    pub(crate) fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    pub(crate) fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
+    }
+
+    pub(crate) fn set_batch_limit(&mut self, limit: Option<usize>) {
+        self.batch_limit = limit;
     }
 
     fn now(&self) -> Duration {
@@ -396,13 +417,25 @@ impl Model {
         if spec.cidr.prefix_len() > 29 {
             return Err(format!("vxnet {id}: {} is too small", spec.cidr));
         }
-        let router_id = self.random_id("rtr-", 8);
+        let router = match (&spec.router, spec.vpc) {
+            (_, false) => None,
+            (Some(r), true) => Some(r.clone()),
+            (None, true) => Some(match &self.default_router {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self.random_id("rtr-", 8);
+                    self.default_router = Some(r.clone());
+                    r
+                }
+            }),
+        };
         let created = self.now();
         self.vxnets.push(Vxnet {
             name: spec.name.clone().unwrap_or_else(|| id.clone()),
             id: id.clone(),
             cidr: spec.cidr.trunc(),
-            router_id,
+            router,
+            dhcp: spec.dhcp,
             created,
             used_ips: BTreeSet::new(),
         });
@@ -646,6 +679,8 @@ impl Model {
                 return Err(ApiError::denied(format!("nic [{id}] is not available")));
             }
         }
+        self.check_same_vpc(instance, &nics)?;
+        self.check_not_busy(std::iter::once(instance))?;
         if self.secondary_count(instance) + nics.len() > MAX_SECONDARY_NICS {
             return Err(ApiError::capacity(
                 self.capacity_code,
@@ -689,6 +724,7 @@ impl Model {
                 _ => return Err(ApiError::denied(format!("nic [{id}] is not in use"))),
             }
         }
+        self.check_not_busy(pairs.iter().map(|(_, i)| i.as_str()))?;
         let job = self.new_job(JobKind::Detach, pairs, faults);
         for id in &nics {
             if let Some(nic) = self.nic_mut(id) {
@@ -796,16 +832,19 @@ impl Model {
 
     fn new_job(&mut self, kind: JobKind, nics: Vec<(String, String)>, faults: JobFaults) -> String {
         let outcome = faults.outcome.unwrap_or(JobOutcome::Successful);
-        let id = loop {
-            let id = self.random_id("j-", 8);
-            if !self.job_index.contains_key(&id) {
-                break id;
-            }
-        };
+        let id = self.fresh_job_id();
         let now = self.now();
-        let pending_until = now + self.latency.pending.sample(&mut self.rng);
+        let pending = self.latency.pending.sample(&mut self.rng);
         let working = self.latency.working.sample(&mut self.rng);
-        let working_until = (outcome != JobOutcome::NeverFinish).then_some(pending_until + working);
+        let (pending_until, working_until) = match self.queue_start(&nics, now) {
+            Some(start) => {
+                let pending_until = start + pending;
+                let end = (outcome != JobOutcome::NeverFinish).then_some(pending_until + working);
+                (pending_until, end)
+            }
+            // Queued behind a job that never ends: pending for ever.
+            None => (Duration::MAX, None),
+        };
         let index = self.jobs.len();
         self.jobs.push(Job {
             id: id.clone(),
@@ -822,6 +861,15 @@ impl Model {
         self.job_index.insert(id.clone(), index);
         self.active_jobs.insert(index);
         id
+    }
+
+    fn fresh_job_id(&mut self) -> String {
+        loop {
+            let id = self.random_id("j-", 8);
+            if !self.job_index.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     // === job driver ===
@@ -1041,7 +1089,14 @@ impl Model {
     }
 
     fn vxnet_view(&self, v: &Vxnet, verbose: bool) -> wire::Vxnet {
-        let (start, end) = v.dyn_range();
+        let (start, end) = if v.dhcp {
+            let (a, b) = v.dyn_range();
+            (a.to_string(), b.to_string())
+        } else {
+            (String::new(), String::new())
+        };
+        let available_ip_count = (verbose || !self.rules.ip_count_verbose_only)
+            .then(|| u32::try_from(v.free_ips()).unwrap_or(u32::MAX));
         let instance_ids = if verbose {
             let ids: BTreeSet<String> = self
                 .nics
@@ -1058,22 +1113,23 @@ impl Model {
         wire::Vxnet {
             vxnet_id: v.id.clone(),
             vxnet_name: v.name.clone(),
-            vxnet_type: Some(1),
+            // Managed (1) when joined to a router, unmanaged (0) otherwise.
+            vxnet_type: Some(u8::from(v.router.is_some())),
             zone_id: self.zone.clone(),
             create_time: self.stamp(v.created),
             description: String::new(),
             owner: self.owner.clone(),
-            vpc_router_id: v.router_id.clone(),
-            available_ip_count: Some(u32::try_from(v.free_ips()).unwrap_or(u32::MAX)),
+            vpc_router_id: v.router.clone().unwrap_or_default(),
+            available_ip_count,
             instance_ids,
             tunnel_type: "vxlan".into(),
-            router: Some(wire::Router {
-                router_id: v.router_id.clone(),
-                router_name: format!("router of {}", v.name),
+            router: v.router.as_ref().map(|router| wire::Router {
+                router_id: router.clone(),
+                router_name: format!("vpc {router}"),
                 manager_ip: v.gateway().to_string(),
                 ip_network: v.cidr.to_string(),
-                dyn_ip_start: start.to_string(),
-                dyn_ip_end: end.to_string(),
+                dyn_ip_start: start,
+                dyn_ip_end: end,
             }),
         }
     }
@@ -1274,6 +1330,154 @@ impl Model {
                 node_netns: i.node_netns.clone(),
             })
             .collect()
+    }
+}
+
+// === realism rules (issue 11): VPCs, DHCP, per-instance jobs, job history ===
+
+/// How far back the seeded job history of an account reaches.
+pub(crate) const HISTORY_SPAN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl Model {
+    /// The VPC of an instance: the router of its primary NIC's vxnet.
+    fn instance_router(&self, instance: &str) -> Option<&str> {
+        let primary = self
+            .nics
+            .values()
+            .find(|n| n.primary && n.instance.as_deref() == Some(instance))?;
+        self.vxnet(&primary.vxnet)?.router.as_deref()
+    }
+
+    /// With `vpc_check`: 1400 when a NIC's vxnet is joined to another router than the
+    /// instance's (an instance lives in one VPC).
+    fn check_same_vpc(&self, instance: &str, nics: &[String]) -> Result<(), ApiError> {
+        if !self.rules.vpc_check {
+            return Ok(());
+        }
+        let Some(home) = self.instance_router(instance) else {
+            return Ok(());
+        };
+        for id in nics {
+            let Some(nic) = self.nic(id) else { continue };
+            if let Some(router) = self.vxnet(&nic.vxnet).and_then(|v| v.router.as_deref())
+                && router != home
+            {
+                return Err(ApiError::denied(format!(
+                    "vxnet [{}] of nic [{id}] is in vpc [{router}], instance [{instance}] is in vpc [{home}]",
+                    nic.vxnet
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The unfinished jobs involving an instance.
+    fn active_jobs_of<'a>(&'a self, instance: &'a str) -> impl Iterator<Item = &'a Job> + 'a {
+        self.active_jobs
+            .iter()
+            .map(|i| &self.jobs[*i])
+            .filter(move |j| j.nics.iter().any(|(_, inst)| inst == instance))
+    }
+
+    /// With `instance_jobs: refuse`: 1400 when one of the instances has an unfinished job.
+    fn check_not_busy<'a>(
+        &self,
+        mut instances: impl Iterator<Item = &'a str>,
+    ) -> Result<(), ApiError> {
+        if self.rules.instance_jobs != InstanceJobs::Refuse {
+            return Ok(());
+        }
+        instances.try_for_each(|instance| match self.active_jobs_of(instance).next() {
+            Some(job) => Err(ApiError::denied(format!(
+                "instance [{instance}] is busy with job [{}], please try later",
+                job.id
+            ))),
+            None => Ok(()),
+        })
+    }
+
+    /// When a new job on these (nic, instance) pairs starts: now, or with `instance_jobs:
+    /// queue` when the last unfinished job of its instances ends; `None` when that job never
+    /// ends.
+    fn queue_start(&self, pairs: &[(String, String)], now: Duration) -> Option<Duration> {
+        if self.rules.instance_jobs != InstanceJobs::Queue {
+            return Some(now);
+        }
+        let mut start = now;
+        let instances: BTreeSet<&str> = pairs.iter().map(|(_, i)| i.as_str()).collect();
+        for instance in instances {
+            for job in self.active_jobs_of(instance) {
+                start = start.max(job.working_until?);
+            }
+        }
+        Some(start)
+    }
+
+    /// With `routed_create_only`: 1400 for a vxnet without router or DHCP range (an unknown
+    /// vxnet is left to CreateNics' own 2100).
+    pub(crate) fn check_create_target(&self, vxnet: &str) -> Result<(), ApiError> {
+        if !self.rules.routed_create_only {
+            return Ok(());
+        }
+        match self.vxnet(vxnet) {
+            Some(v) if v.router.is_none() => Err(ApiError::denied(format!(
+                "vxnet [{vxnet}] is not in a vpc (no router), nics need a managed vxnet"
+            ))),
+            Some(v) if !v.dhcp => Err(ApiError::denied(format!(
+                "vxnet [{vxnet}] has no dhcp range, nics cannot get an address"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fills the account's past with `n` finished AttachNics/DetachNics jobs of NICs deleted
+    /// long ago, spread over the clock's past (the time before the simulator started).
+    fn seed_history(&mut self, n: usize) {
+        let past = u64::try_from(self.now().as_millis()).unwrap_or(u64::MAX);
+        let instances: Vec<String> = self.instances.keys().cloned().collect();
+        let mut times: Vec<u64> = (0..n).map(|_| self.rng.random_range(0..=past)).collect();
+        times.sort_unstable();
+        for at in times {
+            let kind = if self.rng.random_bool(0.5) {
+                JobKind::Attach
+            } else {
+                JobKind::Detach
+            };
+            let instance = match instances.get(self.rng.random_range(0..instances.len().max(1))) {
+                Some(i) => i.clone(),
+                None => self.random_id("i-", 8),
+            };
+            let count = self.rng.random_range(1..=3);
+            let nics = (0..count)
+                .map(|_| (self.new_mac(), instance.clone()))
+                .collect();
+            let status = if self.rng.random_bool(0.95) {
+                JobStatus::Successful
+            } else {
+                JobStatus::Failed
+            };
+            let created = Duration::from_millis(at);
+            let ended = (created + Duration::from_millis(self.rng.random_range(2000..=8000)))
+                .min(self.now());
+            let id = self.fresh_job_id();
+            self.job_index.insert(id.clone(), self.jobs.len());
+            self.jobs.push(Job {
+                id,
+                kind,
+                nics,
+                created,
+                pending_until: created,
+                working_until: Some(ended),
+                outcome: if status == JobStatus::Successful {
+                    JobOutcome::Successful
+                } else {
+                    JobOutcome::Failed
+                },
+                faults: JobFaults::default(),
+                phase: Phase::Done(status),
+                status_changed: ended,
+            });
+        }
     }
 }
 

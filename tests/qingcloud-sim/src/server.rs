@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::{self, error_body};
@@ -62,8 +63,23 @@ pub(crate) fn json(status: StatusCode, body: String) -> HttpResponse {
     resp
 }
 
-/// Serves until `cancel` fires.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// The API and the admin endpoints.
+    All,
+    /// Only `/admin/...` (the plain-HTTP admin port of a TLS simulator).
+    AdminOnly,
+}
+
+/// Serves (over TLS when `tls` is given) until `cancel` fires.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    surface: Surface,
+    cancel: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -78,20 +94,48 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Ca
         };
         let shared = shared.clone();
         let cancel = cancel.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(shared.clone(), req));
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                result = conn => if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended");
-                },
+            match tls {
+                None => serve_connection(stream, shared, surface, cancel).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        h = acceptor.accept(stream) => h,
+                    };
+                    match handshake {
+                        Ok(stream) => serve_connection(stream, shared, surface, cancel).await,
+                        Err(error) => tracing::debug!(%error, "TLS handshake failed"),
+                    }
+                }
             }
         });
     }
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpResponse, Reset> {
+async fn serve_connection<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    surface: Surface,
+    cancel: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(shared.clone(), surface, req));
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        result = conn => if let Err(error) = result {
+            tracing::debug!(%error, "connection ended");
+        },
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    surface: Surface,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, Reset> {
     let path = req.uri().path().to_owned();
     if path.starts_with("/admin/") {
         let method = req.method().clone();
@@ -100,6 +144,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpRespo
             Err(resp) => return Ok(resp),
         };
         return Ok(admin::handle(&shared, &method, &path, &body).await);
+    }
+    if surface == Surface::AdminOnly {
+        // The API is reachable only over the main (TLS) port.
+        return Ok(json(
+            StatusCode::NOT_FOUND,
+            r#"{"message":"not found: this port serves only /admin/"}"#.into(),
+        ));
     }
     if path != "/iaas" && path != "/iaas/" {
         return Ok(json(

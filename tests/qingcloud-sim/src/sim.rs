@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::clock::Clock;
-use crate::config::{InstanceSpec, JobLatency, Quota, SimConfig, VxnetSpec};
+use crate::config::{InstanceSpec, JobLatency, Profile, Quota, Rules, SimConfig, VxnetSpec};
 use crate::faults::{Fault, FaultSet, InstalledFault};
 use crate::hotplug::{Hotplug, delete_netns};
-use crate::model::{InstanceInfo, LinkChange, Model, NicInfo};
-use crate::server::{self, CallStats};
+use crate::model::{HISTORY_SPAN, InstanceInfo, LinkChange, Model, NicInfo};
+use crate::server::{self, CallStats, Surface};
 
 /// Mutable state behind one lock (never held across an await).
 #[derive(Debug)]
@@ -131,6 +132,13 @@ impl Simulator {
         Self { config }
     }
 
+    /// Applies a named profile: overwrites the settings it governs (job latency, batch limit,
+    /// rules, job history, TLS), so call it before the builder methods that refine them.
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.config.apply_profile(profile);
+        self
+    }
+
     /// Replaces the accepted keys with this one.
     pub fn access_key(mut self, id: &str, secret: &str) -> Self {
         self.config.access_keys = vec![crate::config::AccessKey {
@@ -191,7 +199,13 @@ impl Simulator {
     /// Starts the HTTP server, the job driver and (if on) the vxnet netns.
     pub async fn start(self) -> Result<SimHandle, Error> {
         let config = self.config;
-        let clock = Arc::new(Clock::new(config.manual_clock));
+        // A seeded job history needs a past before the start to lie in.
+        let past = if config.job_history > 0 {
+            HISTORY_SPAN
+        } else {
+            Duration::ZERO
+        };
+        let clock = Arc::new(Clock::with_past(config.manual_clock, past));
         let model = Model::new(&config, clock.clone()).map_err(Error::Config)?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -203,13 +217,49 @@ impl Simulator {
             addr: config.listen,
             source,
         })?;
+        let admin_listener = match config.admin_listen {
+            Some(a) => {
+                let l = TcpListener::bind(a)
+                    .await
+                    .map_err(|source| Error::Bind { addr: a, source })?;
+                let local = l
+                    .local_addr()
+                    .map_err(|source| Error::Bind { addr: a, source })?;
+                Some((l, local))
+            }
+            None => None,
+        };
+        let tls = if config.tls {
+            let tls = crate::tls::generate(addr.ip()).map_err(Error::Tls)?;
+            let (path, owned) = match &config.tls_ca_file {
+                Some(p) => (p.clone(), false),
+                None => (
+                    std::env::temp_dir().join(format!(
+                        "qingcloud-sim-ca-{}-{}.pem",
+                        std::process::id(),
+                        addr.port()
+                    )),
+                    true,
+                ),
+            };
+            std::fs::write(&path, &tls.ca_pem)
+                .map_err(|e| Error::Tls(format!("write {}: {e}", path.display())))?;
+            Some((tls, CaFile { path, owned }))
+        } else {
+            None
+        };
         // Netns last: nothing after this can fail, so they cannot leak.
         let hotplug = if config.hotplug {
-            Some(
-                Hotplug::setup(&model.vxnet_networks())
-                    .await
-                    .map_err(Error::Hotplug)?,
-            )
+            match Hotplug::setup(&model.vxnet_networks()).await {
+                Ok(hp) => Some(hp),
+                Err(e) => {
+                    // The CA file written above must not outlive a failed start.
+                    if let Some((_, file)) = &tls {
+                        file.remove();
+                    }
+                    return Err(Error::Hotplug(e));
+                }
+            }
         } else {
             None
         };
@@ -233,16 +283,38 @@ impl Simulator {
             wake: Notify::new(),
         });
         let cancel = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(server::serve(listener, shared.clone(), cancel.clone())),
+        let (acceptor, ca) = match tls {
+            Some((tls, file)) => (Some(tls.acceptor), Some((tls.ca_pem, file))),
+            None => (None, None),
+        };
+        let mut tasks = vec![
+            tokio::spawn(server::serve(
+                listener,
+                shared.clone(),
+                acceptor,
+                Surface::All,
+                cancel.clone(),
+            )),
             tokio::spawn(drive(shared.clone(), cancel.clone())),
         ];
-        tracing::info!(%addr, zone = %shared.config.zone, "qingcloud simulator listening");
+        let admin_addr = admin_listener.map(|(l, local)| {
+            tasks.push(tokio::spawn(server::serve(
+                l,
+                shared.clone(),
+                None,
+                Surface::AdminOnly,
+                cancel.clone(),
+            )));
+            local
+        });
+        tracing::info!(%addr, zone = %shared.config.zone, tls = ca.is_some(), "qingcloud simulator listening");
         Ok(SimHandle {
             shared,
             addr,
             cancel,
             tasks,
+            ca,
+            admin_addr,
         })
     }
 }
@@ -284,6 +356,25 @@ pub struct SimHandle {
     addr: SocketAddr,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The CA (PEM) and its file, when serving HTTPS.
+    ca: Option<(String, CaFile)>,
+    /// The plain-HTTP admin-only listener, if configured.
+    admin_addr: Option<SocketAddr>,
+}
+
+/// Where the CA certificate was written; `owned` files are removed when the simulator stops.
+#[derive(Debug)]
+struct CaFile {
+    path: PathBuf,
+    owned: bool,
+}
+
+impl CaFile {
+    fn remove(&self) {
+        if self.owned {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl SimHandle {
@@ -292,9 +383,38 @@ impl SimHandle {
         self.addr
     }
 
-    /// The API endpoint, e.g. `http://127.0.0.1:41234/iaas` (`/iaas/` works too).
+    /// The API endpoint, e.g. `http://127.0.0.1:41234/iaas` (`/iaas/` works too; `https`
+    /// when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}/iaas", self.addr)
+        format!("{}/iaas", self.base_url())
+    }
+
+    /// `http://addr` or `https://addr`; the admin endpoints are under `/admin/`.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.protocol(), self.addr)
+    }
+
+    /// Base URL of the admin endpoints: the plain-HTTP admin port when configured
+    /// (`admin_listen`), else [`Self::base_url`].
+    pub fn admin_url(&self) -> String {
+        match self.admin_addr {
+            Some(a) => format!("http://{a}"),
+            None => self.base_url(),
+        }
+    }
+
+    fn protocol(&self) -> &'static str {
+        if self.ca.is_some() { "https" } else { "http" }
+    }
+
+    /// The CA certificate (PEM) clients must trust, when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_ref().map(|(pem, _)| pem.as_str())
+    }
+
+    /// The file holding [`Self::ca_pem`], when serving HTTPS.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca.as_ref().map(|(_, f)| f.path.as_path())
     }
 
     /// The zone served.
@@ -311,16 +431,22 @@ impl SimHandle {
             .map_or(("", ""), |k| (k.id.as_str(), k.secret.as_str()))
     }
 
-    /// A QingCloud client config file (qingcloud-sdk-go keys) pointing at this simulator.
+    /// A QingCloud client config file (qingcloud-sdk-go keys) pointing at this simulator;
+    /// when serving HTTPS it also names the CA file (`ca_file`, a hostnic client key).
     pub fn config_yaml(&self) -> String {
         let (id, secret) = self.access_key();
+        let ca = self
+            .ca_file()
+            .map(|p| format!("ca_file: '{}'\n", p.display()))
+            .unwrap_or_default();
         format!(
             "qy_access_key_id: '{id}'\nqy_secret_access_key: '{secret}'\nzone: '{zone}'\n\
-             host: '{host}'\nport: {port}\nprotocol: 'http'\nuri: '/iaas'\n\
-             connection_retries: 3\nconnection_timeout: 30\n",
+             host: '{host}'\nport: {port}\nprotocol: '{protocol}'\nuri: '/iaas'\n\
+             connection_retries: 3\nconnection_timeout: 30\n{ca}",
             zone = self.zone(),
             host = self.addr.ip(),
             port = self.addr.port(),
+            protocol = self.protocol(),
         )
     }
 
@@ -392,7 +518,27 @@ impl SimHandle {
         } else {
             InstanceStatus::Stopped
         };
+        self.set_instance_status(id, status)
+    }
+
+    /// Sets an instance's status (e.g. `Suspended`); AttachNics needs `Running`.
+    pub fn set_instance_status(&self, id: &str, status: InstanceStatus) -> Result<(), Error> {
         Ok(self.shared.lock().model.set_instance_status(id, status)?)
+    }
+
+    /// The account rules in force.
+    pub fn rules(&self) -> Rules {
+        self.shared.lock().model.rules()
+    }
+
+    /// Replaces the account rules (for calls from now on).
+    pub fn set_rules(&self, rules: Rules) {
+        self.shared.lock().model.set_rules(rules);
+    }
+
+    /// Most NICs per AttachNics/DetachNics call (`None`: no limit).
+    pub fn set_nic_batch_limit(&self, limit: Option<usize>) {
+        self.shared.lock().model.set_batch_limit(limit);
     }
 
     /// Adds an instance (a new node) at run time; returns its id.
@@ -428,6 +574,9 @@ impl SimHandle {
             }
         }
         delete_netns(self.shared.vxnet_netns.values());
+        if let Some((_, file)) = &self.ca {
+            file.remove();
+        }
     }
 }
 
@@ -435,5 +584,8 @@ impl Drop for SimHandle {
     fn drop(&mut self) {
         self.cancel.cancel();
         delete_netns(self.shared.vxnet_netns.values());
+        if let Some((_, file)) = &self.ca {
+            file.remove();
+        }
     }
 }

@@ -94,6 +94,74 @@ fn example_config_parses_and_dumps() {
     );
 }
 
+#[test]
+fn realistic_profile_from_the_flag_or_the_file() {
+    let dump = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--dump-config")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let flag = dump(&["--profile", "realistic"]);
+    for want in [
+        "tls: true",
+        "nic_batch_limit: 5",
+        "instance_jobs: queue",
+        "vpc_check: true",
+    ] {
+        assert!(flag.contains(want), "{want}: {flag}");
+    }
+    assert!(dump(&[]).contains("tls: false"));
+    let dir = std::env::temp_dir().join(format!("qc-sim-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sim.yaml");
+    std::fs::write(&file, "profile: realistic\nnic_batch_limit: 3\n").unwrap();
+    let from_file = dump(&["--config", file.to_str().unwrap()]);
+    assert!(from_file.contains("nic_batch_limit: 3"), "{from_file}");
+    assert!(
+        from_file.contains("routed_create_only: true"),
+        "{from_file}"
+    );
+    // The dump is itself a valid config file.
+    std::fs::write(&file, &flag).unwrap();
+    assert_eq!(dump(&["--config", file.to_str().unwrap()]), flag);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn realistic_profile_serves_https_and_writes_the_ca() {
+    let ca = std::env::temp_dir().join(format!("qc-sim-bin-ca-{}.pem", std::process::id()));
+    let (mut sim, url) = start(&[
+        "--profile",
+        "realistic",
+        "--listen",
+        "127.0.0.1:0",
+        "--vxnet",
+        "vxnet-flag001=10.7.0.0/24",
+        "--instance",
+        "i-flag0001",
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let pem = std::fs::read_to_string(&ca).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    terminate(&sim.0);
+    assert!(sim.0.wait().unwrap().success());
+    assert!(
+        ca.exists(),
+        "a CA file the caller named is left for the caller"
+    );
+    let _ = std::fs::remove_file(&ca);
+}
+
 #[tokio::test]
 async fn serves_from_flags_and_exits_on_sigterm() {
     let (mut sim, url) = start(&[
