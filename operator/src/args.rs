@@ -74,8 +74,9 @@ pub struct Args {
     #[arg(long, env = "HOSTNIC_MAX_ATTACH_BATCH", default_value_t = 5)]
     pub max_attach_batch: usize,
 
-    /// Most NICs per DetachNics / DeleteNics call.
-    #[arg(long, env = "HOSTNIC_MAX_DETACH_BATCH", default_value_t = 20)]
+    /// Most NICs per DetachNics / DeleteNics call (the API may refuse more than 5 per
+    /// DetachNics, as for AttachNics).
+    #[arg(long, env = "HOSTNIC_MAX_DETACH_BATCH", default_value_t = 5)]
     pub max_detach_batch: usize,
 
     /// Milliseconds the first request of a batch waits for others.

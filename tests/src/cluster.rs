@@ -54,6 +54,10 @@ pub struct ClusterConfig {
     /// on a critical path (a CNI ADD) show up in every run instead of hiding behind an
     /// instant in-memory store.
     pub api_latency_ms: (u64, u64),
+    /// The simulator's profile: `realistic` (default: HTTPS, 5 NICs per Attach/DetachNics,
+    /// jobs serialized per instance, VPC/DHCP rules, `available_ip_count` only when verbose, a
+    /// long job history; job latency stays `job_latency_ms`) or `default` (lenient).
+    pub sim_profile: &'static str,
 }
 
 impl Default for ClusterConfig {
@@ -72,6 +76,7 @@ impl Default for ClusterConfig {
             cluster_name: "hntest".into(),
             cloud_qps: 20.0,
             api_latency_ms: (5, 10),
+            sim_profile: "realistic",
         }
     }
 }
@@ -185,7 +190,7 @@ impl Cluster {
         progress("starting the QingCloud simulator (hot-plug into the node netns)");
         let sim = Sim::start(&root, &config, &nodes)?;
         let cloud_config = root.join("qingcloud.yaml");
-        std::fs::write(&cloud_config, cloud_config_yaml(sim.addr()))
+        std::fs::write(&cloud_config, sim.cloud_config_yaml(SIM_KEY_ID, SIM_SECRET))
             .context("write cloud config")?;
 
         progress("starting hostnic-operator");
@@ -467,16 +472,6 @@ fn node_list(nodes: &[Node]) -> String {
         })
         .collect();
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
-}
-
-fn cloud_config_yaml(sim: SocketAddr) -> String {
-    format!(
-        "qy_access_key_id: '{SIM_KEY_ID}'\nqy_secret_access_key: '{SIM_SECRET}'\nzone: 'pek3a'\n\
-         host: '{}'\nport: {}\nprotocol: 'http'\nuri: '/iaas'\nconnection_retries: 3\n\
-         connection_timeout: 10\n",
-        sim.ip(),
-        sim.port()
-    )
 }
 
 fn operator_spec(config: &ClusterConfig, kubeconfig: &Path, cloud: &Path) -> Result<Spec> {

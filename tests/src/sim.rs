@@ -17,14 +17,20 @@ use crate::process::{Proc, Spec};
 #[derive(Debug)]
 pub struct Sim {
     proc: Proc,
+    /// The QingCloud API (HTTPS in the realistic profile).
+    api: SocketAddr,
+    /// The admin endpoints (plain HTTP; the API's own port when that is plain HTTP too).
     addr: SocketAddr,
+    /// The CA the API's certificate chains to, when it serves HTTPS.
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl Sim {
     /// Writes the simulator's config (vxnets, one instance per node mapped to its netns) and
     /// starts it.
     pub fn start(dir: &Path, config: &ClusterConfig, nodes: &[Node]) -> Result<Self> {
-        let addr = free_port()?;
+        let api = free_port()?;
+        let realistic = config.sim_profile == "realistic";
         let primaries = &config.primary_vxnets;
         let instances: Vec<_> = nodes
             .iter()
@@ -50,14 +56,26 @@ impl Sim {
             .collect();
         let (pending, working) = config.job_latency_ms;
         // JSON is YAML: the simulator reads its config file as YAML.
-        let sim_config = serde_json::json!({
-            "listen": addr.to_string(),
+        let mut sim_config = serde_json::json!({
+            "profile": config.sim_profile,
+            "listen": api.to_string(),
             "vxnets": vxnets,
             "instances": instances,
             "job_latency": {"pending": {"fixed_ms": pending}, "working": {"fixed_ms": working}},
             "seed": config.seed,
             "hotplug": config.hotplug,
         });
+        // The realistic profile serves HTTPS: the operator trusts the CA the simulator makes at
+        // start, the harness reads the admin endpoints over a second, plain-HTTP port.
+        let (addr, ca_file) = if realistic {
+            let admin = free_port()?;
+            let ca = dir.join("qingcloud-sim-ca.pem");
+            sim_config["admin_listen"] = admin.to_string().into();
+            sim_config["tls_ca_file"] = ca.display().to_string().into();
+            (admin, Some(ca))
+        } else {
+            (api, None)
+        };
         let path = dir.join("qingcloud-sim.yaml");
         std::fs::write(&path, serde_json::to_string_pretty(&sim_config)?)
             .context("write simulator config")?;
@@ -69,7 +87,12 @@ impl Sim {
                 .arg(&path),
             dir,
         )?;
-        let sim = Self { proc, addr };
+        let sim = Self {
+            proc,
+            api,
+            addr,
+            ca_file,
+        };
         wait_for("the simulator to answer", Duration::from_secs(20), || {
             Ok(sim.nics().is_ok())
         })
@@ -77,9 +100,24 @@ impl Sim {
         Ok(sim)
     }
 
-    /// Address of the API (and admin endpoints).
+    /// Address of the admin endpoints.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The operator's cloud config (qingcloud-sdk-go style YAML) for this simulator.
+    pub fn cloud_config_yaml(&self, key_id: &str, secret: &str) -> String {
+        let (protocol, ca) = match &self.ca_file {
+            Some(ca) => ("https", format!("ca_file: '{}'\n", ca.display())),
+            None => ("http", String::new()),
+        };
+        format!(
+            "qy_access_key_id: '{key_id}'\nqy_secret_access_key: '{secret}'\nzone: 'pek3a'\n\
+             host: '{}'\nport: {}\nprotocol: '{protocol}'\nuri: '/iaas'\nconnection_retries: 3\n\
+             connection_timeout: 10\n{ca}",
+            self.api.ip(),
+            self.api.port()
+        )
     }
 
     /// The process.

@@ -307,6 +307,8 @@ impl Client {
         let action = Action::DescribeVxnets;
         let mut p = Params::default();
         p.list(action, "vxnets", vxnets, false)?;
+        // The API leaves available_ip_count out unless asked for verbose rows.
+        p.push("verbose", 1);
         self.describe_all(action, p, |r: DescribeVxnetsResponse| {
             (r.vxnet_set, r.total_count)
         })

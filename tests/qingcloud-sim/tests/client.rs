@@ -100,8 +100,19 @@ async fn full_nic_lifecycle() {
     let sim = sim().await;
     let c = client(&sim);
 
+    // The real API leaves available_ip_count out unless asked for verbose rows: the client
+    // must ask, or every vxnet looks full.
+    sim.set_rules(qingcloud_sim::Rules {
+        ip_count_verbose_only: true,
+        ..Default::default()
+    });
     let vxnets = c.describe_vxnets(&[vxnet()]).await.unwrap();
     assert_eq!(vxnets.len(), 1);
+    assert!(
+        vxnets[0].available_ip_count.is_some_and(|n| n > 0),
+        "{:?}",
+        vxnets[0].available_ip_count
+    );
     let router = vxnets[0]
         .router
         .as_ref()
