@@ -85,9 +85,12 @@ pub struct NetConf {
     pub timeout: Duration,
     /// Where to log; stderr when unset.
     pub log_file: Option<PathBuf>,
-    /// NicPool to claim from: the pod's annotation (when the runtime passes annotations), else
-    /// the config's `pool`, else the agent decides.
+    /// The config's `pool`: the NicPool of pods without a `hostnic.qingcloud.com/pool`
+    /// annotation. The annotation wins even when the runtime does not pass it (the agent reads
+    /// the pod), so this is only a default.
     pub pool: Option<String>,
+    /// The pod's pool annotation, when the runtime passes pod annotations.
+    pub pod_pool: Option<String>,
     /// MTU for the pod interface.
     pub mtu: Option<u32>,
     /// Extra routes (`ipam.routes`), passed to the agent.
@@ -96,8 +99,9 @@ pub struct NetConf {
     pub dns: Dns,
     /// The previous plugin's result, when chained.
     pub prev_result: Option<CniResult>,
-    /// GC: attachments the runtime still knows.
-    pub valid_attachments: Vec<AttachmentKey>,
+    /// GC: attachments of this network the runtime still knows; `None` when the key is absent
+    /// (GC refuses to run then).
+    pub valid_attachments: Option<Vec<AttachmentKey>>,
     /// Things that are accepted but worth a log line.
     pub warnings: Vec<String>,
 }
@@ -199,16 +203,16 @@ impl NetConf {
             .map(CniResult::from_prev)
             .transpose()?;
         // Passed on unvalidated: an entry dropped here would make the agent release a live
-        // attachment, and the agent only compares keys.
-        let valid_attachments = raw
-            .valid_attachments
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| AttachmentKey {
-                container_id: a.container_id,
-                ifname: a.ifname,
-            })
-            .collect();
+        // attachment, and the agent only compares keys. An absent key stays absent: it is not
+        // "nothing is valid".
+        let valid_attachments = raw.valid_attachments.map(|list| {
+            list.into_iter()
+                .map(|a| AttachmentKey {
+                    container_id: a.container_id,
+                    ifname: a.ifname,
+                })
+                .collect()
+        });
 
         Ok(Self {
             version,
@@ -216,7 +220,8 @@ impl NetConf {
             socket,
             timeout: Duration::from_secs(timeout_secs),
             log_file,
-            pool: annotation_pool.or(config_pool),
+            pool: config_pool,
+            pod_pool: annotation_pool,
             mtu: raw.mtu,
             routes,
             dns: raw.dns.unwrap_or_default(),
@@ -273,14 +278,20 @@ fn validate_pool_name(pool: &str, what: &str) -> Result<(), CniError> {
     }
 }
 
-/// `ipam.routes[]`: `dst` a CIDR, `gw` an address where `0.0.0.0` means "the node's NIC in the
-/// pod's vxnet" (the agent substitutes it).
+/// `ipam.routes[]`: `dst` an IPv4 CIDR, `gw` an IPv4 address where `0.0.0.0` means "the node's
+/// NIC in the pod's vxnet" (the agent substitutes it). QingCloud vxnets and so pod NICs are
+/// IPv4-only: an IPv6 route could never be set up, so it is refused here rather than failing
+/// every ADD in the agent.
 fn validate_route(r: RawRoute) -> Result<Route, CniError> {
     let bad = |what: String| {
         CniError::config(format!(
             "ipam.routes: {what}; each route is {{\"dst\": \"10.96.0.0/12\", \"gw\": \"0.0.0.0\"}} \
              (gw 0.0.0.0 = the node's NIC in the pod's vxnet)"
         ))
+    };
+    let shown = match &r.gw {
+        Some(gw) => format!("{{dst {:?}, gw {gw:?}}}", r.dst),
+        None => format!("{{dst {:?}}}", r.dst),
     };
     let (addr, len) = r
         .dst
@@ -292,6 +303,11 @@ fn validate_route(r: RawRoute) -> Result<Route, CniError> {
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if !len.parse::<u8>().is_ok_and(|l| l <= max) {
         return Err(bad(format!("dst {:?} has a bad prefix length", r.dst)));
+    }
+    if addr.is_ipv6() {
+        return Err(bad(format!(
+            "route {shown} is IPv6, but pod NICs carry only IPv4 (QingCloud vxnets are IPv4)"
+        )));
     }
     if let Some(gw) = &r.gw {
         let gw_addr: IpAddr = gw
@@ -337,7 +353,8 @@ mod tests {
         assert_eq!(c.version, SpecVersion::V1_1_0);
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
-        assert_eq!((c.pool, c.mtu, c.log_file), (None, None, None));
+        assert_eq!((c.pool, c.pod_pool, c.mtu), (None, None, None));
+        assert_eq!(c.log_file, None);
         assert!(c.routes.is_empty() && c.warnings.is_empty() && c.prev_result.is_none());
     }
 
@@ -375,16 +392,22 @@ mod tests {
     }
 
     #[test]
-    fn pod_annotation_pool_wins_over_config_pool() {
+    fn pod_annotation_pool_and_config_pool_are_kept_apart() {
+        // The agent decides (the annotation wins); the config's pool is only a default, so it
+        // must not mask the annotation when the runtime passes none.
         let c = parse(with(json!({
             "pool": "node-default",
             "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {
                 "hostnic.qingcloud.com/pool": "fast", "other": "x"}}
         })))
         .unwrap();
-        assert_eq!(c.pool.as_deref(), Some("fast"));
-        let c = parse(with(json!({"pool": "node-default", "runtimeConfig": {}}))).unwrap();
+        assert_eq!(c.pod_pool.as_deref(), Some("fast"));
         assert_eq!(c.pool.as_deref(), Some("node-default"));
+        let c = parse(with(json!({"pool": "node-default", "runtimeConfig": {}}))).unwrap();
+        assert_eq!(
+            (c.pool.as_deref(), c.pod_pool),
+            (Some("node-default"), None)
+        );
     }
 
     #[test]
@@ -418,6 +441,18 @@ mod tests {
             (
                 json!({"ipam": {"routes": [{"dst": "10.96.0.0/12", "gw": "fd00::1"}]}}),
                 "family",
+            ),
+            (
+                json!({"ipam": {"routes": [{"dst": "fd00:96::/108"}]}}),
+                "route {dst \"fd00:96::/108\"} is IPv6",
+            ),
+            (
+                json!({"ipam": {"routes": [{"dst": "fd00:96::/108", "gw": "fd00::1"}]}}),
+                "gw \"fd00::1\"} is IPv6",
+            ),
+            (
+                json!({"cni.dev/valid-attachments": {"containerID": "a", "ifname": "eth0"}}),
+                "valid-attachments",
             ),
             (
                 json!({"cni.dev/valid-attachments": [{"containerID": "a"}]}),
@@ -463,8 +498,13 @@ mod tests {
         .unwrap();
         // Even ids this plugin would refuse in CNI_CONTAINERID are kept: dropping one would
         // make the agent release it.
-        assert_eq!(c.valid_attachments.len(), 3);
-        assert_eq!(c.valid_attachments[1].container_id, "c2");
-        assert_eq!(c.valid_attachments[1].ifname, "net1");
+        let valid = c.valid_attachments.unwrap();
+        assert_eq!(valid.len(), 3);
+        assert_eq!(valid[1].container_id, "c2");
+        assert_eq!(valid[1].ifname, "net1");
+        // Absent is not the same as empty: GC refuses to guess.
+        assert_eq!(parse(minimal()).unwrap().valid_attachments, None);
+        let empty = parse(with(json!({"cni.dev/valid-attachments": []}))).unwrap();
+        assert_eq!(empty.valid_attachments, Some(vec![]));
     }
 }
