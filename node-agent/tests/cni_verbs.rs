@@ -254,7 +254,8 @@ impl Lab {
         let mut plugin = plugin;
         plugin["type"] = json!("hostnic");
         plugin["socket"] = json!(self.socket());
-        let list = json!({"cniVersion": "1.1.0", "name": "hostnic", "plugins": [plugin]});
+        // Debian's libcni (1.1.2) converts results up to 1.0.0 only.
+        let list = json!({"cniVersion": "1.0.0", "name": "hostnic", "plugins": [plugin]});
         std::fs::write(&path, list.to_string()).unwrap();
         path
     }
@@ -453,7 +454,15 @@ async fn check_follows_the_cached_result_not_todays_pool() {
         let (rt, conflist, netns) = (rt.clone(), conflist.clone(), netns.clone());
         blocking(move || rt.add(&conflist, "ctr1", &netns, "eth0").expect("ADD")).await
     };
-    assert_eq!(result["interfaces"][0]["mtu"], 1400, "{result}");
+    assert_eq!(
+        result["ips"][0]["address"],
+        format!("{}/24", ip(1)),
+        "{result}"
+    );
+    assert!(
+        pod.ip(&["-j", "link", "show", "eth0"])
+            .contains("\"mtu\":1400")
+    );
     check().await.expect("CHECK right after ADD");
 
     // The pool gains a route and the node's gateway NIC is replaced (new address).
@@ -538,4 +547,30 @@ async fn pool_annotation_wins_and_bad_names_say_what_to_fix() {
         .hostnic(&format!("pool-a-{}-00001", lab.node_name))
         .await;
     assert_eq!(phase(&nic), HostNicPhase::Available);
+}
+
+/// A NIC whose link left the node after the agent last saw it (unplugged; the link pass runs
+/// only after a debounce) does not fail the ADD: the claim is undone and the next free NIC
+/// serves the pod.
+#[tokio::test]
+async fn a_vanished_link_makes_the_claim_take_the_next_free_nic() {
+    if !require_root("a_vanished_link_makes_the_claim_take_the_next_free_nic") {
+        return;
+    }
+    let lab = Lab::new().await;
+    lab.apply_pool("pool-a", true, &[], "10.78.0.254").await;
+    let first = lab.add_nic("pool-a", 1).await;
+    lab.add_nic("pool-a", 2).await;
+    let agent = lab.start_agent().await;
+    lab.wait_free(&agent, 2).await;
+    let pod = TestNetns::new("pod");
+    lab.create_pod("c1", None).await;
+    // The claim goes in before the link pass (100 ms after the link event) can report it.
+    lab.node.ip(&["link", "del", "hn1"]);
+    let att = claimed(&lab.socket(), &claim_req(&pod, "c1", Some("hostnic"))).await;
+    assert_eq!(att.mac, mac(2));
+    assert_eq!(pod.link_by_mac(&mac(2)).as_deref(), Some("eth0"));
+    let nic = lab.hostnic(&first).await;
+    assert_ne!(phase(&nic), HostNicPhase::Bound);
+    assert_eq!(nic.status.unwrap().pod, None);
 }
