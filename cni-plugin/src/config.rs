@@ -232,6 +232,35 @@ impl NetConf {
     }
 }
 
+impl NetConf {
+    /// ADD and CHECK set up or verify `ipam.routes`, and pod NICs carry only IPv4 (QingCloud
+    /// vxnets are IPv4): an IPv6 route could never be set up, so it is a config error (7)
+    /// before the agent is asked. DEL, GC and STATUS do not use the routes and accept such a
+    /// config, so a sandbox whose ADD failed on it can still be torn down.
+    pub fn require_ipv4_routes(&self) -> Result<(), CniError> {
+        let v6 = self.routes.iter().find(|r| {
+            r.dst
+                .split('/')
+                .next()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_some_and(|a| a.is_ipv6())
+        });
+        match v6 {
+            None => Ok(()),
+            Some(r) => {
+                let shown = match &r.gw {
+                    Some(gw) => format!("{{dst {:?}, gw {gw:?}}}", r.dst),
+                    None => format!("{{dst {:?}}}", r.dst),
+                };
+                Err(CniError::config(format!(
+                    "ipam.routes: route {shown} is IPv6, but pod NICs carry only IPv4 \
+                     (QingCloud vxnets are IPv4); remove it"
+                )))
+            }
+        }
+    }
+}
+
 /// serde's error on a `Value` does not say which field is wrong; every field of [`RawConf`] is
 /// optional, so deserializing each top-level key alone finds it.
 fn field_error(value: &Value, err: serde_json::Error) -> CniError {
@@ -278,20 +307,15 @@ fn validate_pool_name(pool: &str, what: &str) -> Result<(), CniError> {
     }
 }
 
-/// `ipam.routes[]`: `dst` an IPv4 CIDR, `gw` an IPv4 address where `0.0.0.0` means "the node's
-/// NIC in the pod's vxnet" (the agent substitutes it). QingCloud vxnets and so pod NICs are
-/// IPv4-only: an IPv6 route could never be set up, so it is refused here rather than failing
-/// every ADD in the agent.
+/// `ipam.routes[]`: `dst` a CIDR, `gw` an address of the same family where `0.0.0.0` means "the
+/// node's NIC in the pod's vxnet" (the agent substitutes it). IPv6 is refused by
+/// [`NetConf::require_ipv4_routes`] for the verbs that use the routes.
 fn validate_route(r: RawRoute) -> Result<Route, CniError> {
     let bad = |what: String| {
         CniError::config(format!(
             "ipam.routes: {what}; each route is {{\"dst\": \"10.96.0.0/12\", \"gw\": \"0.0.0.0\"}} \
              (gw 0.0.0.0 = the node's NIC in the pod's vxnet)"
         ))
-    };
-    let shown = match &r.gw {
-        Some(gw) => format!("{{dst {:?}, gw {gw:?}}}", r.dst),
-        None => format!("{{dst {:?}}}", r.dst),
     };
     let (addr, len) = r
         .dst
@@ -303,11 +327,6 @@ fn validate_route(r: RawRoute) -> Result<Route, CniError> {
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if !len.parse::<u8>().is_ok_and(|l| l <= max) {
         return Err(bad(format!("dst {:?} has a bad prefix length", r.dst)));
-    }
-    if addr.is_ipv6() {
-        return Err(bad(format!(
-            "route {shown} is IPv6, but pod NICs carry only IPv4 (QingCloud vxnets are IPv4)"
-        )));
     }
     if let Some(gw) = &r.gw {
         let gw_addr: IpAddr = gw
@@ -443,14 +462,6 @@ mod tests {
                 "family",
             ),
             (
-                json!({"ipam": {"routes": [{"dst": "fd00:96::/108"}]}}),
-                "route {dst \"fd00:96::/108\"} is IPv6",
-            ),
-            (
-                json!({"ipam": {"routes": [{"dst": "fd00:96::/108", "gw": "fd00::1"}]}}),
-                "gw \"fd00::1\"} is IPv6",
-            ),
-            (
                 json!({"cni.dev/valid-attachments": {"containerID": "a", "ifname": "eth0"}}),
                 "valid-attachments",
             ),
@@ -467,6 +478,27 @@ mod tests {
         let mut no_name = minimal();
         no_name.as_object_mut().unwrap().remove("name");
         assert_eq!(parse(no_name).unwrap_err().code, Code::InvalidConfig);
+    }
+
+    #[test]
+    fn ipv6_routes_are_refused_for_the_verbs_that_use_routes() {
+        for (routes, needle) in [
+            (
+                json!([{"dst": "fd00:96::/108"}]),
+                "route {dst \"fd00:96::/108\"} is IPv6",
+            ),
+            (
+                json!([{"dst": "10.96.0.0/12"}, {"dst": "fd00:96::/108", "gw": "fd00::1"}]),
+                "gw \"fd00::1\"} is IPv6",
+            ),
+        ] {
+            let c = parse(with(json!({"ipam": {"routes": routes}}))).unwrap();
+            let err = c.require_ipv4_routes().unwrap_err();
+            assert_eq!(err.code, Code::InvalidConfig);
+            assert!(err.msg.contains(needle), "{}", err.msg);
+        }
+        let v4 = parse(with(json!({"ipam": {"routes": [{"dst": "10.96.0.0/12"}]}}))).unwrap();
+        v4.require_ipv4_routes().unwrap();
     }
 
     #[test]

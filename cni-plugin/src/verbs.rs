@@ -76,10 +76,14 @@ impl Invocation<'_> {
         let client = Client::new(&conf.socket, conf.timeout);
         let started = Instant::now();
         match verb {
-            Verb::Add(env) => add(&conf, &env, &client, out, log, started),
+            Verb::Add(env) => {
+                conf.require_ipv4_routes()?;
+                add(&conf, &env, &client, out, log, started)
+            }
             Verb::Del(env) => del(&env, &client, log, started),
             Verb::Check(env) => {
                 needs(conf.version.has_check(), "CHECK", "0.4.0")?;
+                conf.require_ipv4_routes()?;
                 check(&conf, &env, &client, log)
             }
             Verb::Gc => {

@@ -173,6 +173,26 @@ fn del_is_idempotent_and_accepts_an_empty_netns() {
     assert_eq!(releases[3].netns, None);
 }
 
+/// An IPv6 route can never be set up (error 7 at ADD, before the agent is asked), but the DEL
+/// the runtime sends after that failed ADD must still succeed.
+#[test]
+fn ipv6_route_fails_add_but_not_the_teardown_del() {
+    let agent = FakeAgent::start();
+    let conf = net_conf(
+        "1.0.0",
+        &agent,
+        json!({"ipam": {"routes": [{"dst": "fd00:96::/108"}]}}),
+    );
+    let msg = run_plugin(&cni_env("ADD", "ctr6"), &conf).cni_error(7);
+    assert!(
+        msg.contains("fd00:96::/108") && msg.contains("IPv6"),
+        "{msg}"
+    );
+    assert!(agent.requests().is_empty());
+    run_plugin(&cni_env("DEL", "ctr6"), &conf).silent_success();
+    assert_eq!(agent.requests_to(path::RELEASE).len(), 1);
+}
+
 #[test]
 fn check_verifies_prev_result_against_the_agent() {
     let agent = FakeAgent::start();
