@@ -85,9 +85,12 @@ pub struct NetConf {
     pub timeout: Duration,
     /// Where to log; stderr when unset.
     pub log_file: Option<PathBuf>,
-    /// NicPool to claim from: the pod's annotation (when the runtime passes annotations), else
-    /// the config's `pool`, else the agent decides.
+    /// The config's `pool`: the NicPool of pods without a `hostnic.qingcloud.com/pool`
+    /// annotation. The annotation wins even when the runtime does not pass it (the agent reads
+    /// the pod), so this is only a default.
     pub pool: Option<String>,
+    /// The pod's pool annotation, when the runtime passes pod annotations.
+    pub pod_pool: Option<String>,
     /// MTU for the pod interface.
     pub mtu: Option<u32>,
     /// Extra routes (`ipam.routes`), passed to the agent.
@@ -96,8 +99,9 @@ pub struct NetConf {
     pub dns: Dns,
     /// The previous plugin's result, when chained.
     pub prev_result: Option<CniResult>,
-    /// GC: attachments the runtime still knows.
-    pub valid_attachments: Vec<AttachmentKey>,
+    /// GC: attachments of this network the runtime still knows; `None` when the key is absent
+    /// (GC refuses to run then).
+    pub valid_attachments: Option<Vec<AttachmentKey>>,
     /// Things that are accepted but worth a log line.
     pub warnings: Vec<String>,
 }
@@ -199,16 +203,16 @@ impl NetConf {
             .map(CniResult::from_prev)
             .transpose()?;
         // Passed on unvalidated: an entry dropped here would make the agent release a live
-        // attachment, and the agent only compares keys.
-        let valid_attachments = raw
-            .valid_attachments
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| AttachmentKey {
-                container_id: a.container_id,
-                ifname: a.ifname,
-            })
-            .collect();
+        // attachment, and the agent only compares keys. An absent key stays absent: it is not
+        // "nothing is valid".
+        let valid_attachments = raw.valid_attachments.map(|list| {
+            list.into_iter()
+                .map(|a| AttachmentKey {
+                    container_id: a.container_id,
+                    ifname: a.ifname,
+                })
+                .collect()
+        });
 
         Ok(Self {
             version,
@@ -216,7 +220,8 @@ impl NetConf {
             socket,
             timeout: Duration::from_secs(timeout_secs),
             log_file,
-            pool: annotation_pool.or(config_pool),
+            pool: config_pool,
+            pod_pool: annotation_pool,
             mtu: raw.mtu,
             routes,
             dns: raw.dns.unwrap_or_default(),
@@ -224,6 +229,35 @@ impl NetConf {
             valid_attachments,
             warnings,
         })
+    }
+}
+
+impl NetConf {
+    /// ADD and CHECK set up or verify `ipam.routes`, and pod NICs carry only IPv4 (QingCloud
+    /// vxnets are IPv4): an IPv6 route could never be set up, so it is a config error (7)
+    /// before the agent is asked. DEL, GC and STATUS do not use the routes and accept such a
+    /// config, so a sandbox whose ADD failed on it can still be torn down.
+    pub fn require_ipv4_routes(&self) -> Result<(), CniError> {
+        let v6 = self.routes.iter().find(|r| {
+            r.dst
+                .split('/')
+                .next()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_some_and(|a| a.is_ipv6())
+        });
+        match v6 {
+            None => Ok(()),
+            Some(r) => {
+                let shown = match &r.gw {
+                    Some(gw) => format!("{{dst {:?}, gw {gw:?}}}", r.dst),
+                    None => format!("{{dst {:?}}}", r.dst),
+                };
+                Err(CniError::config(format!(
+                    "ipam.routes: route {shown} is IPv6, but pod NICs carry only IPv4 \
+                     (QingCloud vxnets are IPv4); remove it"
+                )))
+            }
+        }
     }
 }
 
@@ -273,8 +307,9 @@ fn validate_pool_name(pool: &str, what: &str) -> Result<(), CniError> {
     }
 }
 
-/// `ipam.routes[]`: `dst` a CIDR, `gw` an address where `0.0.0.0` means "the node's NIC in the
-/// pod's vxnet" (the agent substitutes it).
+/// `ipam.routes[]`: `dst` a CIDR, `gw` an address of the same family where `0.0.0.0` means "the
+/// node's NIC in the pod's vxnet" (the agent substitutes it). IPv6 is refused by
+/// [`NetConf::require_ipv4_routes`] for the verbs that use the routes.
 fn validate_route(r: RawRoute) -> Result<Route, CniError> {
     let bad = |what: String| {
         CniError::config(format!(
@@ -337,7 +372,8 @@ mod tests {
         assert_eq!(c.version, SpecVersion::V1_1_0);
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
-        assert_eq!((c.pool, c.mtu, c.log_file), (None, None, None));
+        assert_eq!((c.pool, c.pod_pool, c.mtu), (None, None, None));
+        assert_eq!(c.log_file, None);
         assert!(c.routes.is_empty() && c.warnings.is_empty() && c.prev_result.is_none());
     }
 
@@ -375,16 +411,22 @@ mod tests {
     }
 
     #[test]
-    fn pod_annotation_pool_wins_over_config_pool() {
+    fn pod_annotation_pool_and_config_pool_are_kept_apart() {
+        // The agent decides (the annotation wins); the config's pool is only a default, so it
+        // must not mask the annotation when the runtime passes none.
         let c = parse(with(json!({
             "pool": "node-default",
             "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {
                 "hostnic.qingcloud.com/pool": "fast", "other": "x"}}
         })))
         .unwrap();
-        assert_eq!(c.pool.as_deref(), Some("fast"));
-        let c = parse(with(json!({"pool": "node-default", "runtimeConfig": {}}))).unwrap();
+        assert_eq!(c.pod_pool.as_deref(), Some("fast"));
         assert_eq!(c.pool.as_deref(), Some("node-default"));
+        let c = parse(with(json!({"pool": "node-default", "runtimeConfig": {}}))).unwrap();
+        assert_eq!(
+            (c.pool.as_deref(), c.pod_pool),
+            (Some("node-default"), None)
+        );
     }
 
     #[test]
@@ -420,6 +462,10 @@ mod tests {
                 "family",
             ),
             (
+                json!({"cni.dev/valid-attachments": {"containerID": "a", "ifname": "eth0"}}),
+                "valid-attachments",
+            ),
+            (
                 json!({"cni.dev/valid-attachments": [{"containerID": "a"}]}),
                 "valid-attachments",
             ),
@@ -432,6 +478,27 @@ mod tests {
         let mut no_name = minimal();
         no_name.as_object_mut().unwrap().remove("name");
         assert_eq!(parse(no_name).unwrap_err().code, Code::InvalidConfig);
+    }
+
+    #[test]
+    fn ipv6_routes_are_refused_for_the_verbs_that_use_routes() {
+        for (routes, needle) in [
+            (
+                json!([{"dst": "fd00:96::/108"}]),
+                "route {dst \"fd00:96::/108\"} is IPv6",
+            ),
+            (
+                json!([{"dst": "10.96.0.0/12"}, {"dst": "fd00:96::/108", "gw": "fd00::1"}]),
+                "gw \"fd00::1\"} is IPv6",
+            ),
+        ] {
+            let c = parse(with(json!({"ipam": {"routes": routes}}))).unwrap();
+            let err = c.require_ipv4_routes().unwrap_err();
+            assert_eq!(err.code, Code::InvalidConfig);
+            assert!(err.msg.contains(needle), "{}", err.msg);
+        }
+        let v4 = parse(with(json!({"ipam": {"routes": [{"dst": "10.96.0.0/12"}]}}))).unwrap();
+        v4.require_ipv4_routes().unwrap();
     }
 
     #[test]
@@ -463,8 +530,13 @@ mod tests {
         .unwrap();
         // Even ids this plugin would refuse in CNI_CONTAINERID are kept: dropping one would
         // make the agent release it.
-        assert_eq!(c.valid_attachments.len(), 3);
-        assert_eq!(c.valid_attachments[1].container_id, "c2");
-        assert_eq!(c.valid_attachments[1].ifname, "net1");
+        let valid = c.valid_attachments.unwrap();
+        assert_eq!(valid.len(), 3);
+        assert_eq!(valid[1].container_id, "c2");
+        assert_eq!(valid[1].ifname, "net1");
+        // Absent is not the same as empty: GC refuses to guess.
+        assert_eq!(parse(minimal()).unwrap().valid_attachments, None);
+        let empty = parse(with(json!({"cni.dev/valid-attachments": []}))).unwrap();
+        assert_eq!(empty.valid_attachments, Some(vec![]));
     }
 }

@@ -13,6 +13,8 @@ use crate::client::ClientError;
 pub enum Code {
     /// 1: the config's cniVersion is not supported.
     IncompatibleVersion,
+    /// 3: the container (its netns) is unknown or does not exist.
+    UnknownContainer,
     /// 4: a CNI_* environment variable is missing or malformed.
     InvalidEnvironment,
     /// 5: the agent cannot be reached or did not answer in time.
@@ -34,6 +36,7 @@ impl Code {
     pub fn number(self) -> u32 {
         match self {
             Code::IncompatibleVersion => 1,
+            Code::UnknownContainer => 3,
             Code::InvalidEnvironment => 4,
             Code::Io => 5,
             Code::Decoding => 6,
@@ -117,7 +120,8 @@ impl CniError {
             ErrorKind::InvalidRequest => Code::InvalidConfig,
             // An agent that has not synced yet will be able to serve the ADD shortly.
             ErrorKind::TryAgainLater | ErrorKind::NotReady => Code::TryAgainLater,
-            ErrorKind::CheckFailed | ErrorKind::Internal => Code::Other,
+            ErrorKind::UnknownContainer => Code::UnknownContainer,
+            ErrorKind::CheckFailed | ErrorKind::Internal | ErrorKind::Unknown => Code::Other,
         };
         let details = match error.details {
             Some(d) => format!("agent answered {status}: {d}"),
@@ -160,6 +164,8 @@ mod tests {
         assert_eq!(code(api(ErrorKind::InvalidRequest), false), 7);
         assert_eq!(code(api(ErrorKind::CheckFailed), false), 999);
         assert_eq!(code(api(ErrorKind::Internal), false), 999);
+        assert_eq!(code(api(ErrorKind::UnknownContainer), false), 3);
+        assert_eq!(code(api(ErrorKind::Unknown), false), 999);
         assert_eq!(code(ClientError::Timeout { secs: 1 }, false), 5);
         assert_eq!(
             code(

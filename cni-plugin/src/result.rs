@@ -1,18 +1,23 @@
 //! The CNI result: built from the agent's [`Attachment`], merged with a `prevResult` when the
 //! plugin is chained after another, and printed in the format of the config's cniVersion
-//! (0.3.x/0.4.0 tag each ip with `"version"`; 1.1.0 adds interface `mtu`).
+//! (0.3.x/0.4.0 tag each ip with `"version"`; 1.1.0 adds interface `mtu`). Fields of a
+//! prevResult this plugin does not know (1.1.0's `routes[].mtu/advmss/priority/table/scope`,
+//! `interfaces[].socketPath/pciID`, anything newer) are kept as they came and printed again:
+//! the spec says a plugin MUST pass prevResult through.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use hostnic_agent_api::Attachment;
+use hostnic_agent_api::{Attachment, Expected, Route as ApiRoute};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::{CniError, Code};
 use crate::version::SpecVersion;
 
-/// A result in version-independent form. Unknown fields of a `prevResult` are dropped, as
-/// libcni does when it converts results.
+/// Fields of a result object this plugin does not interpret, passed through unchanged.
+pub type Extra = Map<String, Value>;
+
+/// A result in version-independent form.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct CniResult {
     /// Interfaces created by the chain.
@@ -27,6 +32,9 @@ pub struct CniResult {
     /// DNS settings.
     #[serde(default)]
     pub dns: Dns,
+    /// Top-level fields not known here.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// An interface in a result.
@@ -43,6 +51,9 @@ pub struct Interface {
     /// Netns path; absent for host-side interfaces.
     #[serde(default)]
     pub sandbox: Option<String>,
+    /// Other fields (`socketPath`, `pciID`, ...).
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// An address in a result.
@@ -56,6 +67,9 @@ pub struct IpConfig {
     /// Index into `interfaces`.
     #[serde(default)]
     pub interface: Option<usize>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// A route in a result.
@@ -66,6 +80,9 @@ pub struct Route {
     /// Next hop.
     #[serde(default)]
     pub gw: Option<String>,
+    /// Other fields (`mtu`, `advmss`, `priority`, `table`, `scope`, ...).
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// DNS settings in a result or config.
@@ -83,17 +100,26 @@ pub struct Dns {
     /// Resolver options.
     #[serde(default)]
     pub options: Vec<String>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl CniResult {
     /// Decodes a `prevResult` (any supported version's format).
     pub fn from_prev(value: &Value) -> Result<Self, CniError> {
-        Self::deserialize(value).map_err(|e| {
+        let mut result = Self::deserialize(value).map_err(|e| {
             CniError::new(
                 Code::Decoding,
                 format!("prevResult is not a CNI result: {e}"),
             )
-        })
+        })?;
+        // Both depend on the output version and are written by `to_json`, not passed through.
+        result.extra.remove("cniVersion");
+        for ip in &mut result.ips {
+            ip.extra.remove("version");
+        }
+        Ok(result)
     }
 
     /// Appends the agent's attachment: one interface, its address and its routes.
@@ -104,20 +130,23 @@ impl CniResult {
             mac: a.mac.clone(),
             mtu: (a.mtu > 0).then_some(a.mtu),
             sandbox: Some(a.sandbox.clone()),
+            extra: Extra::new(),
         });
         self.ips.push(IpConfig {
             address: a.address.clone(),
             gateway: (!a.gateway.is_empty()).then(|| a.gateway.clone()),
             interface: Some(index),
+            extra: Extra::new(),
         });
         self.routes.extend(a.routes.iter().map(|r| Route {
             dst: r.dst.clone(),
             gw: r.gw.clone(),
+            extra: Extra::new(),
         }));
     }
 
     /// Whether the result holds the attachment's interface in its sandbox with its address:
-    /// CHECK's comparison of the runtime's cached result against the agent's view.
+    /// CHECK's comparison of the runtime's cached result against what the agent recorded.
     pub fn contains(&self, a: &Attachment) -> Result<(), String> {
         let Some(index) = self
             .interfaces
@@ -142,13 +171,91 @@ impl CniResult {
         Ok(())
     }
 
+    /// What CHECK expects of interface `ifname` in `sandbox`: its MAC and IPv4 address from
+    /// this (cached) result, the MTU (`mtu` from the config, else the result's), and as routes
+    /// the result's routes through the interface (next hop in its subnet) plus the config's
+    /// `ipam.routes`. Routes of other interfaces, or with no next hop, are left to their
+    /// plugins: a later chained plugin may add or own them.
+    pub fn expected(
+        &self,
+        ifname: &str,
+        sandbox: &str,
+        conf_routes: &[ApiRoute],
+        conf_mtu: Option<u32>,
+    ) -> Result<Expected, String> {
+        let (index, iface) = self
+            .interfaces
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.name == ifname && i.sandbox.as_deref() == Some(sandbox))
+            .ok_or_else(|| format!("prevResult has no interface {ifname} in sandbox {sandbox}"))?;
+        let ip = self
+            .ips
+            .iter()
+            .filter(|ip| ip.interface == Some(index))
+            .find_map(|ip| Some((ip, V4Net::parse(&ip.address)?)))
+            .ok_or_else(|| format!("prevResult gives {ifname} no IPv4 address"))?;
+        let (ip, subnet) = ip;
+        let mut routes: Vec<ApiRoute> = Vec::new();
+        let mut push = |r: ApiRoute| {
+            let dst = V4Net::parse(&r.dst).map(V4Net::trunc);
+            if !routes
+                .iter()
+                .any(|have| V4Net::parse(&have.dst).map(V4Net::trunc) == dst && have.gw == r.gw)
+            {
+                routes.push(r);
+            }
+        };
+        let ours: Vec<&Route> = self
+            .routes
+            .iter()
+            .filter(|r| {
+                r.gw.as_deref()
+                    .and_then(|g| g.parse::<Ipv4Addr>().ok())
+                    .is_some_and(|g| subnet.contains(g))
+                    && V4Net::parse(&r.dst).is_some()
+            })
+            .collect();
+        for r in &ours {
+            push(ApiRoute {
+                dst: r.dst.clone(),
+                gw: r.gw.clone(),
+            });
+        }
+        for r in conf_routes {
+            let dst = V4Net::parse(&r.dst).map(V4Net::trunc);
+            let cached = ours
+                .iter()
+                .find(|have| V4Net::parse(&have.dst).map(V4Net::trunc) == dst);
+            let gw = match r.gw.as_deref() {
+                // The vxnet gateway, as the agent resolves it on ADD.
+                None | Some("") => ip.gateway.clone().unwrap_or_else(|| ANY_GW.to_owned()),
+                // The node's address in the vxnet: what ADD resolved it to, else any next hop.
+                Some(ANY_GW) => cached
+                    .and_then(|c| c.gw.clone())
+                    .unwrap_or_else(|| ANY_GW.to_owned()),
+                Some(g) => g.to_owned(),
+            };
+            push(ApiRoute {
+                dst: r.dst.clone(),
+                gw: Some(gw),
+            });
+        }
+        Ok(Expected {
+            mac: iface.mac.clone(),
+            address: ip.address.clone(),
+            mtu: conf_mtu.or(iface.mtu),
+            routes,
+        })
+    }
+
     /// The result as JSON in `version`'s format.
     pub fn to_json(&self, version: SpecVersion) -> Value {
         let interfaces: Vec<Value> = self
             .interfaces
             .iter()
             .map(|i| {
-                let mut o = Map::new();
+                let mut o = i.extra.clone();
                 o.insert("name".into(), i.name.clone().into());
                 if !i.mac.is_empty() {
                     o.insert("mac".into(), i.mac.clone().into());
@@ -166,7 +273,7 @@ impl CniResult {
             .ips
             .iter()
             .map(|ip| {
-                let mut o = Map::new();
+                let mut o = ip.extra.clone();
                 if version.has_ip_version_field() {
                     o.insert("version".into(), ip_family(&ip.address).into());
                 }
@@ -183,12 +290,16 @@ impl CniResult {
         let routes: Vec<Value> = self
             .routes
             .iter()
-            .map(|r| match &r.gw {
-                Some(gw) => json!({"dst": r.dst, "gw": gw}),
-                None => json!({"dst": r.dst}),
+            .map(|r| {
+                let mut o = r.extra.clone();
+                o.insert("dst".into(), r.dst.clone().into());
+                if let Some(gw) = &r.gw {
+                    o.insert("gw".into(), gw.clone().into());
+                }
+                Value::Object(o)
             })
             .collect();
-        let mut out = Map::new();
+        let mut out = self.extra.clone();
         out.insert("cniVersion".into(), version.as_str().into());
         out.insert("interfaces".into(), interfaces.into());
         out.insert("ips".into(), ips.into());
@@ -198,9 +309,47 @@ impl CniResult {
     }
 }
 
+/// A route gateway meaning "any next hop" in CHECK (and "the node's NIC" in a config route).
+const ANY_GW: &str = "0.0.0.0";
+
+/// An IPv4 prefix, for telling which result routes go through our interface (the plugin stays
+/// std-only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct V4Net {
+    addr: u32,
+    len: u8,
+}
+
+impl V4Net {
+    fn parse(cidr: &str) -> Option<Self> {
+        let (addr, len) = cidr.split_once('/')?;
+        let addr: Ipv4Addr = addr.parse().ok()?;
+        let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+        Some(Self {
+            addr: u32::from(addr),
+            len,
+        })
+    }
+
+    fn mask(self) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0)
+    }
+
+    fn trunc(self) -> Self {
+        Self {
+            addr: self.addr & self.mask(),
+            len: self.len,
+        }
+    }
+
+    fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == self.addr & self.mask()
+    }
+}
+
 impl Dns {
     fn to_json(&self) -> Value {
-        let mut o = Map::new();
+        let mut o = self.extra.clone();
         if !self.nameservers.is_empty() {
             o.insert("nameservers".into(), self.nameservers.clone().into());
         }
@@ -234,7 +383,7 @@ fn ip_family(cidr: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hostnic_agent_api::Route as ApiRoute;
+    use serde_json::json;
 
     fn attachment() -> Attachment {
         Attachment {
@@ -347,5 +496,120 @@ mod tests {
                 .unwrap_err()
                 .contains("172.22.0.10/24")
         );
+    }
+
+    /// A 1.1.0 prevResult with every field the spec added, and some it may add later.
+    fn rich_prev() -> Value {
+        json!({
+            "cniVersion": "1.1.0",
+            "interfaces": [{"name": "vhost0", "mac": "00:11:22:33:44:55", "mtu": 9000,
+                            "socketPath": "/run/vhost0.sock", "pciID": "0000:00:1f.6",
+                            "sandbox": "/var/run/netns/p1"}],
+            "ips": [{"interface": 0, "address": "192.168.7.2/24", "gateway": "192.168.7.1",
+                     "futureIpField": {"a": 1}}],
+            "routes": [{"dst": "192.168.8.0/24", "gw": "192.168.7.1", "mtu": 1400,
+                        "advmss": 1360, "priority": 100, "table": 42, "scope": 0}],
+            "dns": {"nameservers": ["10.96.0.10"], "futureDnsField": true},
+            "futureTopLevel": ["x"]
+        })
+    }
+
+    #[test]
+    fn prev_result_passes_through_fields_it_does_not_know() {
+        let mut r = CniResult::from_prev(&rich_prev()).unwrap();
+        r.push_attachment(&attachment());
+        let v = r.to_json(SpecVersion::V1_1_0);
+        let i0 = &v["interfaces"][0];
+        assert_eq!(i0["socketPath"], "/run/vhost0.sock");
+        assert_eq!(i0["pciID"], "0000:00:1f.6");
+        assert_eq!(i0["mtu"], 9000);
+        assert_eq!(v["ips"][0]["futureIpField"], json!({"a": 1}));
+        assert_eq!(
+            v["routes"][0],
+            json!({"dst": "192.168.8.0/24", "gw": "192.168.7.1", "mtu": 1400,
+                   "advmss": 1360, "priority": 100, "table": 42, "scope": 0})
+        );
+        assert_eq!(v["dns"]["futureDnsField"], true);
+        assert_eq!(v["futureTopLevel"], json!(["x"]));
+        // Ours are appended after and carry none of them.
+        assert_eq!(
+            v["interfaces"][1],
+            json!({"name": "eth0", "mac": "52:54:aa:00:00:01",
+            "mtu": 1450, "sandbox": "/var/run/netns/p1"})
+        );
+        assert_eq!(
+            v["routes"][1],
+            json!({"dst": "0.0.0.0/0", "gw": "172.22.0.1"})
+        );
+        // What depends on the output version is written for that version, never passed on.
+        let old = r.to_json(SpecVersion::V0_4_0);
+        assert_eq!(old["cniVersion"], "0.4.0");
+        assert_eq!(old["ips"][0]["version"], "4");
+        let prev04 = json!({"cniVersion": "0.4.0", "interfaces": [],
+            "ips": [{"version": "4", "address": "10.0.0.2/24"}]});
+        let v10 = CniResult::from_prev(&prev04)
+            .unwrap()
+            .to_json(SpecVersion::V1_0_0);
+        assert_eq!(v10["ips"][0], json!({"address": "10.0.0.2/24"}));
+        assert_eq!(v10["cniVersion"], "1.0.0");
+    }
+
+    fn conf_route(dst: &str, gw: Option<&str>) -> hostnic_agent_api::Route {
+        hostnic_agent_api::Route {
+            dst: dst.into(),
+            gw: gw.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn check_expects_our_interface_and_our_routes_only() {
+        let mut r = CniResult::from_prev(&rich_prev()).unwrap();
+        r.push_attachment(&attachment());
+        // A later chained plugin added a route through our interface and one elsewhere.
+        r.routes.push(Route {
+            dst: "10.244.0.0/16".into(),
+            gw: Some("172.22.0.7".into()),
+            extra: Extra::new(),
+        });
+        let e = r.expected("eth0", "/var/run/netns/p1", &[], None).unwrap();
+        assert_eq!(e.mac, "52:54:aa:00:00:01");
+        assert_eq!(e.address, "172.22.0.9/24");
+        assert_eq!(e.mtu, Some(1450));
+        let dsts: Vec<_> = e.routes.iter().map(|r| r.dst.as_str()).collect();
+        // The other interface's 192.168.8.0/24 is not ours to check.
+        assert_eq!(dsts, ["0.0.0.0/0", "10.96.0.0/12", "10.244.0.0/16"]);
+
+        // The config's own routes: resolved as ADD resolves them, or any next hop when the
+        // cached result does not say which.
+        let e = r
+            .expected(
+                "eth0",
+                "/var/run/netns/p1",
+                &[
+                    conf_route("10.96.0.0/12", Some("0.0.0.0")),
+                    conf_route("10.200.0.0/16", None),
+                    conf_route("10.201.0.0/16", Some("0.0.0.0")),
+                    conf_route("10.202.0.0/16", Some("172.22.0.5")),
+                ],
+                Some(1400),
+            )
+            .unwrap();
+        assert_eq!(e.mtu, Some(1400));
+        assert_eq!(
+            e.routes[3..],
+            [
+                conf_route("10.200.0.0/16", Some("172.22.0.1")),
+                conf_route("10.201.0.0/16", Some("0.0.0.0")),
+                conf_route("10.202.0.0/16", Some("172.22.0.5")),
+            ]
+        );
+        assert_eq!(e.routes.len(), 6, "{:?}", e.routes);
+
+        assert!(
+            r.expected("eth1", "/var/run/netns/p1", &[], None)
+                .unwrap_err()
+                .contains("no interface eth1")
+        );
+        assert!(r.expected("eth0", "/var/run/netns/p2", &[], None).is_err());
     }
 }

@@ -76,10 +76,14 @@ impl Invocation<'_> {
         let client = Client::new(&conf.socket, conf.timeout);
         let started = Instant::now();
         match verb {
-            Verb::Add(env) => add(&conf, &env, &client, out, log, started),
+            Verb::Add(env) => {
+                conf.require_ipv4_routes()?;
+                add(&conf, &env, &client, out, log, started)
+            }
             Verb::Del(env) => del(&env, &client, log, started),
             Verb::Check(env) => {
                 needs(conf.version.has_check(), "CHECK", "0.4.0")?;
+                conf.require_ipv4_routes()?;
                 check(&conf, &env, &client, log)
             }
             Verb::Gc => {
@@ -132,6 +136,8 @@ fn add(
         netns: env.netns.clone(),
         pod: pod.clone(),
         pool: conf.pool.clone(),
+        pod_pool: conf.pod_pool.clone(),
+        network: Some(conf.name.clone()),
         mtu: conf.mtu,
         routes: conf.routes.clone(),
     };
@@ -229,13 +235,20 @@ fn check(
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
         CniError::config("CHECK needs prevResult (the runtime passes the cached ADD result)")
     })?;
+    // The cached result and the config say what must be there, not today's NicPool: a pool
+    // edit or a replaced gateway NIC must not fail CHECK for pods set up before it.
+    let expected = prev
+        .expected(&env.key.ifname, &env.netns, &conf.routes, conf.mtu)
+        .map_err(|why| CniError::new(Code::Other, format!("CHECK failed: {why}")))?;
     let req = CheckRequest {
         key: env.key.clone(),
         netns: env.netns.clone(),
+        expected: Some(expected),
     };
     let attachment: Attachment = client
         .post(path::CHECK, &req)
         .map_err(|e| CniError::from_client(e, false))?;
+    // What the agent recorded at claim time against the cached result.
     prev.contains(&attachment).map_err(|why| {
         CniError::new(Code::Other, format!("CHECK failed: {why}"))
             .with_details(format!("agent reports hostnic {}", attachment.hostnic))
@@ -245,8 +258,16 @@ fn check(
 }
 
 fn gc(conf: &NetConf, client: &Client, log: &mut Logger) -> Result<(), CniError> {
+    // Without the list every attachment would look stale: refuse rather than release them all.
+    let valid = conf.valid_attachments.clone().ok_or_else(|| {
+        CniError::config(
+            "GC needs \"cni.dev/valid-attachments\" (the attachments the runtime still \
+             knows); nothing was released",
+        )
+    })?;
     let req = GcRequest {
-        valid_attachments: conf.valid_attachments.clone(),
+        network: conf.name.clone(),
+        valid_attachments: valid,
     };
     let resp: GcResponse = client
         .post(path::GC, &req)
@@ -260,11 +281,30 @@ fn gc(conf: &NetConf, client: &Client, log: &mut Logger) -> Result<(), CniError>
         Level::Info,
         "gc done",
         &[
+            ("network", &conf.name),
             ("valid", &req.valid_attachments.len()),
             ("released", &released.join(",")),
         ],
     );
-    Ok(())
+    if resp.failed.is_empty() {
+        return Ok(());
+    }
+    // The spec: carry on with the others, then report the errors to the runtime.
+    let failed: Vec<String> = resp
+        .failed
+        .iter()
+        .map(|f| format!("{}/{}: {}", f.key.container_id, f.key.ifname, f.error))
+        .collect();
+    Err(CniError::new(
+        Code::Other,
+        format!(
+            "GC of network {} could not release {} stale attachment(s): {}",
+            conf.name,
+            failed.len(),
+            failed.join("; ")
+        ),
+    )
+    .with_details(format!("released: {}", released.join(","))))
 }
 
 fn status(client: &Client, log: &mut Logger) -> Result<(), CniError> {

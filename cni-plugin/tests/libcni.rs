@@ -144,6 +144,38 @@ fn add_check_del_with_tuning_chained_after_hostnic() {
     assert_eq!(agent.requests_to(path::RELEASE).len(), 1);
 }
 
+/// libcni's CHECK hands hostnic the cached ADD result: the agent is asked to verify what that
+/// result and the conflist say (MTU, our routes with their resolved next hops), so a NicPool
+/// edit after the ADD cannot fail it.
+#[test]
+fn check_asks_the_agent_for_what_the_cached_result_says() {
+    if !require_root("check_asks_the_agent_for_what_the_cached_result_says") {
+        return;
+    }
+    let agent = FakeAgent::start();
+    let node = TestNetns::new("cninode");
+    let pod = TestNetns::new("cnipod");
+    let mut plugin = hostnic_plugin(&agent);
+    plugin["mtu"] = json!(1400);
+    plugin["ipam"]["routes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"dst": "10.200.0.0/16"}));
+    let conflist = write_conflist(&agent, "mtu.conflist", "1.0.0", vec![plugin]);
+    let rt = runtime(&agent).in_netns(node.name());
+    rt.add(&conflist, "ctr1", &pod.path(), "eth0").unwrap();
+    rt.check(&conflist, "ctr1", &pod.path(), "eth0").unwrap();
+    let checks = agent.requests_to(path::CHECK);
+    assert_eq!(checks.len(), 1);
+    assert_eq!(
+        checks[0].body["expected"],
+        json!({"mac": "52:54:aa:00:00:01", "address": "172.22.0.9/24", "mtu": 1400,
+               "routes": [{"dst": "0.0.0.0/0", "gw": "172.22.0.1"},
+                          {"dst": "10.96.0.0/12", "gw": "172.22.0.2"},
+                          {"dst": "10.200.0.0/16", "gw": "172.22.0.1"}]})
+    );
+}
+
 #[test]
 fn validate_accepts_conflists_naming_hostnic() {
     let agent = FakeAgent::start();

@@ -72,13 +72,16 @@ fn add_returns_the_result_in_each_requested_version() {
     assert_eq!(claim.pod.name, "web-0");
     assert_eq!(claim.pod.uid.as_deref(), Some("u-1"));
     assert_eq!(claim.pool.as_deref(), Some("pool-a"));
+    assert_eq!(claim.network.as_deref(), Some("hostnic-net"));
     assert_eq!(claim.mtu, Some(1450));
     assert_eq!(claim.routes[0].dst, "10.96.0.0/12");
     assert_eq!(claim.routes[0].gw.as_deref(), Some("0.0.0.0"));
 }
 
+/// The annotation the runtime passes and the conflist's pool reach the agent apart, so the
+/// agent can let the pod's annotation win also when the runtime passes none.
 #[test]
-fn add_with_declared_pod_annotations_capability_uses_the_pool_annotation() {
+fn add_passes_the_pod_annotation_and_the_conflist_pool_apart() {
     let agent = FakeAgent::start();
     let conf = net_conf(
         "1.0.0",
@@ -89,7 +92,37 @@ fn add_with_declared_pod_annotations_capability_uses_the_pool_annotation() {
     );
     assert_eq!(run_plugin(&cni_env("ADD", "c"), &conf).code, 0);
     let claim = &agent.requests_to(path::CLAIM)[0];
-    assert_eq!(claim.body["pool"], "fast-pool");
+    assert_eq!(claim.body["pod_pool"], "fast-pool");
+    assert_eq!(claim.body["pool"], "node-default");
+    let plain = net_conf("1.0.0", &agent, json!({"pool": "node-default"}));
+    assert_eq!(run_plugin(&cni_env("ADD", "c"), &plain).code, 0);
+    let claim = &agent.requests_to(path::CLAIM)[1];
+    assert!(claim.body.get("pod_pool").is_none(), "{}", claim.body);
+}
+
+/// A 1.1.0 prevResult's fields the plugin does not interpret come out as they went in.
+#[test]
+fn add_passes_through_prev_result_fields_it_does_not_know() {
+    let agent = FakeAgent::start();
+    let prev = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "vhu0", "mac": "00:11:22:33:44:55", "mtu": 9000,
+                        "socketPath": "/run/vhu0.sock", "pciID": "0000:00:1f.6",
+                        "sandbox": "/var/run/netns/hn-pod-test"}],
+        "ips": [{"interface": 0, "address": "192.168.7.2/24", "gateway": "192.168.7.1"}],
+        "routes": [{"dst": "192.168.8.0/24", "gw": "192.168.7.1", "mtu": 1400, "advmss": 1360,
+                    "priority": 100, "table": 42, "scope": 0}],
+        "dns": {"nameservers": ["10.96.0.10"]},
+        "someNewerKey": {"x": 1}
+    });
+    let conf = net_conf("1.1.0", &agent, json!({"prevResult": prev}));
+    let run = run_plugin(&cni_env("ADD", "c"), &conf);
+    assert_eq!(run.code, 0, "{run:?}");
+    let r = run.json();
+    assert_eq!(r["interfaces"][0], prev["interfaces"][0]);
+    assert_eq!(r["routes"][0], prev["routes"][0]);
+    assert_eq!(r["someNewerKey"], json!({"x": 1}));
+    assert_eq!(r["interfaces"][1]["name"], "eth0");
 }
 
 #[test]
@@ -140,6 +173,26 @@ fn del_is_idempotent_and_accepts_an_empty_netns() {
     assert_eq!(releases[3].netns, None);
 }
 
+/// An IPv6 route can never be set up (error 7 at ADD, before the agent is asked), but the DEL
+/// the runtime sends after that failed ADD must still succeed.
+#[test]
+fn ipv6_route_fails_add_but_not_the_teardown_del() {
+    let agent = FakeAgent::start();
+    let conf = net_conf(
+        "1.0.0",
+        &agent,
+        json!({"ipam": {"routes": [{"dst": "fd00:96::/108"}]}}),
+    );
+    let msg = run_plugin(&cni_env("ADD", "ctr6"), &conf).cni_error(7);
+    assert!(
+        msg.contains("fd00:96::/108") && msg.contains("IPv6"),
+        "{msg}"
+    );
+    assert!(agent.requests().is_empty());
+    run_plugin(&cni_env("DEL", "ctr6"), &conf).silent_success();
+    assert_eq!(agent.requests_to(path::RELEASE).len(), 1);
+}
+
 #[test]
 fn check_verifies_prev_result_against_the_agent() {
     let agent = FakeAgent::start();
@@ -157,6 +210,12 @@ fn check_verifies_prev_result_against_the_agent() {
     };
     check(Some(&prev), "1.0.0").silent_success();
     assert_eq!(agent.requests_to(path::CHECK).len(), 1);
+    // The agent is told what the cached result says, not left to today's pool.
+    assert_eq!(
+        agent.requests_to(path::CHECK)[0].body["expected"],
+        json!({"mac": "52:54:aa:00:00:01", "address": "172.22.0.9/24",
+               "routes": [{"dst": "0.0.0.0/0", "gw": "172.22.0.1"}]})
+    );
     assert!(check(None, "1.0.0").cni_error(7).contains("prevResult"));
     let mut stale = prev.clone();
     stale["ips"][0]["address"] = json!("172.22.0.77/24");
@@ -174,11 +233,57 @@ fn check_verifies_prev_result_against_the_agent() {
     assert!(msg.contains("no address"), "{msg}");
 }
 
+/// CHECK with the conflist's MTU and routes: the agent is asked for them, resolved as ADD
+/// resolved them (the cached result says which next hop `0.0.0.0` became).
 #[test]
-fn gc_sends_the_valid_attachments() {
+fn check_expects_the_conflists_mtu_and_routes() {
     let agent = FakeAgent::start();
+    let extra = json!({"mtu": 1400, "ipam": {"routes": [
+        {"dst": "10.96.0.0/12", "gw": "0.0.0.0"}, {"dst": "10.200.0.0/16"}]}});
+    let add = run_plugin(
+        &cni_env("ADD", "ctr-chk"),
+        &net_conf("1.1.0", &agent, extra.clone()),
+    );
+    let mut conf = extra;
+    conf["prevResult"] = add.json();
+    // A later chained plugin added a route of its own interface.
+    conf["prevResult"]["routes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"dst": "10.244.0.0/16", "gw": "192.168.1.1"}));
+    run_plugin(
+        &cni_env("CHECK", "ctr-chk"),
+        &net_conf("1.1.0", &agent, conf.clone()),
+    )
+    .silent_success();
+    let body = &agent.requests_to(path::CHECK)[0].body;
+    assert_eq!(body["expected"]["mtu"], 1400);
+    assert_eq!(
+        body["expected"]["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "172.22.0.1"}, {"dst": "10.96.0.0/12", "gw": "172.22.0.2"},
+               {"dst": "10.200.0.0/16", "gw": "172.22.0.1"}])
+    );
+    // Our interface missing from the cached result fails before asking the agent.
+    conf["prevResult"]["interfaces"][0]["name"] = json!("eth9");
+    let msg = run_plugin(
+        &cni_env("CHECK", "ctr-chk"),
+        &net_conf("1.1.0", &agent, conf),
+    )
+    .cni_error(999);
+    assert!(msg.contains("no interface eth0"), "{msg}");
+    assert_eq!(agent.requests_to(path::CHECK).len(), 1);
+}
+
+fn gc_env() -> std::collections::BTreeMap<String, String> {
     let mut env = cni_env("GC", "");
     env.retain(|k, _| k == "CNI_COMMAND" || k == "CNI_PATH");
+    env
+}
+
+#[test]
+fn gc_sends_the_network_and_the_valid_attachments() {
+    let agent = FakeAgent::start();
+    let env = gc_env();
     let conf = net_conf(
         "1.1.0",
         &agent,
@@ -189,12 +294,67 @@ fn gc_sends_the_valid_attachments() {
     let gc = agent.requests_to(path::GC);
     assert_eq!(
         gc[0].body,
-        json!({"valid_attachments": [
+        json!({"network": "hostnic-net", "valid_attachments": [
             {"container_id": "c1", "ifname": "eth0"}, {"container_id": "c2", "ifname": "eth0"}]})
     );
     let old = net_conf("1.0.0", &agent, json!({}));
     assert!(run_plugin(&env, &old).cni_error(1).contains("GC"));
     assert_eq!(agent.requests_to(path::GC).len(), 1);
+}
+
+/// GC without `cni.dev/valid-attachments`, or with a malformed one, is error 7 and the agent is
+/// never asked: a missing list must not read as "every attachment is stale".
+#[test]
+fn gc_without_a_valid_list_is_error_7_and_releases_nothing() {
+    let agent = FakeAgent::start();
+    let env = gc_env();
+    let cases = [
+        (json!({}), "valid-attachments"),
+        (
+            json!({"cni.dev/valid-attachments": null}),
+            "valid-attachments",
+        ),
+        (
+            json!({"cni.dev/valid-attachments": "c1"}),
+            "valid-attachments",
+        ),
+        (
+            json!({"cni.dev/valid-attachments": {"containerID": "c1", "ifname": "eth0"}}),
+            "valid-attachments",
+        ),
+        (
+            json!({"cni.dev/valid-attachments": [{"containerID": "c1"}]}),
+            "ifname",
+        ),
+        (
+            json!({"cni.dev/valid-attachments": [{"ifname": "eth0"}]}),
+            "containerID",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let run = run_plugin(&env, &net_conf("1.1.0", &agent, extra.clone()));
+        let msg = run.cni_error(7);
+        assert!(msg.contains(needle), "{extra}: {msg}");
+    }
+    assert!(agent.requests().is_empty(), "{:?}", agent.requests());
+}
+
+/// Releases the agent could not do come back as a GC error naming them.
+#[test]
+fn gc_reports_failed_releases() {
+    let agent = FakeAgent::with(|_| {
+        Reply::Json(
+            200,
+            json!({"released": [{"container_id": "c1", "ifname": "eth0"}],
+                   "failed": [{"container_id": "c2", "ifname": "eth0",
+                               "error": "hostnic x: move link: File exists"}]}),
+        )
+    });
+    let conf = net_conf("1.1.0", &agent, json!({"cni.dev/valid-attachments": []}));
+    let run = run_plugin(&gc_env(), &conf);
+    let msg = run.cni_error(999);
+    assert!(msg.contains("c2/eth0: hostnic x: move link"), "{msg}");
+    assert!(run.json()["details"].as_str().unwrap().contains("c1/eth0"));
 }
 
 #[test]
@@ -284,6 +444,24 @@ fn agent_errors_map_to_cni_codes() {
     assert!(msg.contains("no free NIC"), "{msg}");
     agent.set(|_| api_error(400, ErrorKind::InvalidRequest, "no NicPool named x"));
     run_plugin(&cni_env("ADD", "c"), &conf).cni_error(7);
+    agent.set(|_| api_error(404, ErrorKind::UnknownContainer, "open netns /x: not found"));
+    assert!(
+        run_plugin(&cni_env("ADD", "c"), &conf)
+            .cni_error(3)
+            .contains("/x")
+    );
+    // A kind from a newer agent is still an error with its message, not a bad response.
+    agent.set(|_| {
+        Reply::Json(
+            500,
+            json!({"kind": "something_newer", "message": "newer agent says no"}),
+        )
+    });
+    assert!(
+        run_plugin(&cni_env("ADD", "c"), &conf)
+            .cni_error(999)
+            .contains("newer agent says no")
+    );
     // The agent answered: it rolled back itself, so no release is sent.
     assert!(agent.requests_to(path::RELEASE).is_empty());
     agent.set(|_| api_error(500, ErrorKind::Internal, "netlink: EBUSY"));
@@ -449,6 +627,17 @@ fn bad_inputs_get_their_error_codes_and_change_nothing() {
             ),
             7,
             "ipam.routes",
+        ),
+        (
+            "IPv6 route",
+            with_env("X", Some("")),
+            net_conf(
+                "1.0.0",
+                &agent,
+                json!({"ipam": {"routes": [{"dst": "fd00:96::/108", "gw": "fd00::1"}]}}),
+            ),
+            7,
+            "fd00:96::/108",
         ),
         (
             "relative socket",

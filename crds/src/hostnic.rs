@@ -170,6 +170,10 @@ pub struct PodRef {
     pub netns: String,
     /// Interface name of the NIC inside the pod, usually `eth0`.
     pub interface: String,
+    /// The CNI network (the conflist's `name`) that made the attachment; CNI GC of a network
+    /// only collects its own. Absent on claims made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// A QingCloud asynchronous job.

@@ -79,6 +79,7 @@ fn hostnic_status_round_trips() {
             container_id: "c1".into(),
             netns: "/var/run/netns/p".into(),
             interface: "eth0".into(),
+            network: Some("hostnic".into()),
         }),
         ..Default::default()
     });
@@ -86,6 +87,7 @@ fn hostnic_status_round_trips() {
     assert_eq!(json["status"]["phase"], "Bound");
     assert_eq!(json["status"]["nicId"], "52:54:9a:1b:2c:3d");
     assert_eq!(json["status"]["pod"]["containerId"], "c1");
+    assert_eq!(json["status"]["pod"]["network"], "hostnic");
     assert_eq!(json["spec"]["role"], "Pod");
     let back: HostNic = serde_json::from_value(json).unwrap();
     assert_eq!(back.status, nic.status);

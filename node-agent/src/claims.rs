@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hostnic_agent_api::{
-    AgentStatus, Attachment, AttachmentKey, CheckRequest, ClaimRequest, GcRequest, GcResponse,
-    ReleaseRequest, Released,
+    AgentStatus, Attachment, AttachmentKey, CheckRequest, ClaimRequest, GcFailure, GcRequest,
+    GcResponse, ReleaseRequest, Released,
 };
-use hostnic_crds::{HostNic, HostNicPhase, PodRef};
+use hostnic_crds::{HostNic, HostNicPhase, NicPool, PodRef};
 use kube::ResourceExt;
 use tracing::{info, warn};
 
@@ -22,6 +22,7 @@ use crate::decide;
 use crate::kube_io::{KubeIo, Write};
 use crate::metrics::Metrics;
 use crate::netns::Netns;
+use crate::observe;
 use crate::watch::View;
 use crate::{Error, Result};
 
@@ -84,8 +85,8 @@ impl Agent {
     async fn claim_inner(self: &Arc<Self>, req: ClaimRequest) -> Result<Attachment> {
         decide::validate_claim(&req)?;
         self.ensure_recovered()?;
-        let pod_ns =
-            Arc::new(Netns::open(&req.netns).map_err(|e| Error::InvalidRequest(e.to_string()))?);
+        // A netns that does not exist is "container unknown" (3), one that is not a netns 7.
+        let pod_ns = Arc::new(Netns::open(&req.netns)?);
         // The pod's annotation may choose the pool, and its UID marks that it was seen in the
         // API: only such claims are swept when the pod disappears from the API. Read before
         // taking the lock so concurrent claims do not queue behind an API round trip.
@@ -105,14 +106,18 @@ impl Agent {
             nics = self.view.nics();
         }
 
-        let annotation = pod.as_ref().and_then(|p| {
-            p.annotations()
+        // The pod's annotation wins over the conflist's pool, from the API when the pod is
+        // there, else as the runtime passed it.
+        let annotation = match &pod {
+            Some(p) => p
+                .annotations()
                 .get(hostnic_crds::POD_POOL_ANNOTATION)
-                .cloned()
-        });
+                .cloned(),
+            None => req.pod_pool.clone(),
+        };
         let api_uid = pod.and_then(|p| p.metadata.uid);
         let pools = self.view.pools();
-        let pool = decide::choose_pool(req.pool.as_deref(), annotation.as_deref(), &pools, &nics)
+        let pool = decide::choose_pool(annotation.as_deref(), req.pool.as_deref(), &pools, &nics)
             .map_err(|why| Error::NoPool {
             pod: format!("{}/{}", req.pod.namespace, req.pod.name),
             why,
@@ -125,18 +130,96 @@ impl Agent {
             container_id: req.key.container_id.clone(),
             netns: req.netns.clone(),
             interface: req.key.ifname.clone(),
+            network: req.network.clone(),
         };
         let mut lost = HashSet::new();
-        let (written, spec) = loop {
-            let Some(nic) = decide::free_candidates(&nics, &pool, &lost)
+        loop {
+            let (written, spec) = self
+                .bind_free_nic(&pool, &pools, &req, &pod_ref, &mut lost)
+                .await?;
+            let mut guard = ClaimGuard {
+                agent: self.clone(),
+                claimed: Some((written.clone(), req.key.clone(), pod_ns.clone())),
+            };
+            let kernel_started = Instant::now();
+            let attached =
+                attach::attach(self.node_netns.clone(), pod_ns.clone(), spec.clone()).await;
+            let kernel_ms = kernel_started.elapsed().as_secs_f64() * 1e3;
+            match attached {
+                Ok(attached) => {
+                    guard.claimed = None;
+                    let att = decide::attachment(&written, &spec, &req.netns, attached.mtu);
+                    self.answered().insert(req.key.clone(), att.clone());
+                    info!(hostnic = %written.name_any(), mac = %spec.mac, host_name = %attached.host_name, kernel_ms, "claimed");
+                    self.spawn_event(
+                        written,
+                        false,
+                        "Claimed",
+                        format!(
+                            "claimed by pod {}/{} as {}",
+                            req.pod.namespace, req.pod.name, req.key.ifname
+                        ),
+                    );
+                    return Ok(att);
+                }
+                Err(e) => {
+                    guard.claimed = None;
+                    // attach undoes its own steps; this only matters if its thread died midway.
+                    if let Err(error) = attach::detach(
+                        self.node_netns.clone(),
+                        Some(pod_ns.clone()),
+                        spec.mac.clone(),
+                    )
+                    .await
+                    {
+                        warn!(hostnic = %written.name_any(), %error, "could not bring the NIC home after a failed claim");
+                    }
+                    self.revert_claim(&written, &req.key).await;
+                    let name = written.name_any();
+                    self.spawn_event(
+                        written,
+                        true,
+                        "ClaimFailed",
+                        format!(
+                            "moving the NIC into pod {}/{} failed: {e}",
+                            req.pod.namespace, req.pod.name
+                        ),
+                    );
+                    if !matches!(e, Error::LinkNotFound { .. }) {
+                        return Err(e);
+                    }
+                    // The link left the node after the view last saw it there (unplugged, or
+                    // the link pass has not reported it yet): another free NIC can still serve.
+                    warn!(hostnic = %name, error = %e, "the NIC's link is gone; trying the next free NIC");
+                    lost.insert(name);
+                }
+            }
+        }
+    }
+
+    /// Records the claim on the first free NIC of `pool` not in `lost` that can serve it,
+    /// adding the NICs it passes over (incomplete, or taken by a racing writer) to `lost`.
+    async fn bind_free_nic(
+        &self,
+        pool: &str,
+        pools: &[Arc<NicPool>],
+        req: &ClaimRequest,
+        pod_ref: &PodRef,
+        lost: &mut HashSet<String>,
+    ) -> Result<(HostNic, AttachSpec)> {
+        let mut nics = self.view.nics();
+        loop {
+            let Some(nic) = decide::free_candidates(&nics, pool, lost)
                 .into_iter()
                 .next()
             else {
-                return Err(Error::NoFreeNic { pool });
+                return Err(Error::NoFreeNic {
+                    pool: pool.to_owned(),
+                });
             };
             let spec = match decide::attach_spec(
                 &nic,
-                &pools,
+                pools,
                 self.view.node(),
                 &req.key.ifname,
                 req.mtu,
@@ -158,58 +241,13 @@ impl Agent {
                 Write::Done(written) => {
                     self.view
                         .record_write(nic.resource_version(), (*written).clone());
-                    break (*written, spec);
+                    return Ok((*written, spec));
                 }
                 Write::Conflict => {
                     info!(hostnic = %nic.name_any(), "lost the race for a NIC; picking another");
                     lost.insert(nic.name_any());
                     nics = self.view.nics();
                 }
-            }
-        };
-        let mut guard = ClaimGuard {
-            agent: self.clone(),
-            claimed: Some((written.clone(), req.key.clone(), pod_ns.clone())),
-        };
-        let kernel_started = Instant::now();
-        let attached = attach::attach(self.node_netns.clone(), pod_ns.clone(), spec.clone()).await;
-        let kernel_ms = kernel_started.elapsed().as_secs_f64() * 1e3;
-        match attached {
-            Ok(attached) => {
-                guard.claimed = None;
-                let att = decide::attachment(&written, &spec, &req.netns, attached.mtu);
-                self.answered().insert(req.key.clone(), att.clone());
-                info!(hostnic = %written.name_any(), mac = %spec.mac, host_name = %attached.host_name, kernel_ms, "claimed");
-                self.spawn_event(
-                    written,
-                    false,
-                    "Claimed",
-                    format!(
-                        "claimed by pod {}/{} as {}",
-                        req.pod.namespace, req.pod.name, req.key.ifname
-                    ),
-                );
-                Ok(att)
-            }
-            Err(e) => {
-                guard.claimed = None;
-                // attach undoes its own steps; this only matters if its thread died midway.
-                if let Err(error) =
-                    attach::detach(self.node_netns.clone(), Some(pod_ns), spec.mac.clone()).await
-                {
-                    warn!(hostnic = %written.name_any(), %error, "could not bring the NIC home after a failed claim");
-                }
-                self.revert_claim(&written, &req.key).await;
-                self.spawn_event(
-                    written,
-                    true,
-                    "ClaimFailed",
-                    format!(
-                        "moving the NIC into pod {}/{} failed: {e}",
-                        req.pod.namespace, req.pod.name
-                    ),
-                );
-                Err(e)
             }
         }
     }
@@ -361,10 +399,12 @@ impl Agent {
         })
     }
 
-    /// CNI CHECK: the NIC is in the pod under the right name with its address and routes.
+    /// CNI CHECK: the NIC is in the pod under its name with the MAC and address the claim
+    /// recorded, and the MTU and routes the runtime's cached result and the conflist expect.
     pub async fn check(&self, req: CheckRequest) -> Result<Attachment> {
         decide::validate_key(&req.key)?;
         decide::validate_netns(&req.netns)?;
+        self.ensure_recovered()?;
         let nics = self.view.nics();
         let nic = decide::find_bound(&nics, &req.key)
             .cloned()
@@ -374,46 +414,42 @@ impl Agent {
                     req.key.container_id, req.key.ifname
                 ))
             })?;
-        let spec: AttachSpec = decide::attach_spec(
-            &nic,
-            &self.view.pools(),
-            self.view.node(),
-            &req.key.ifname,
-            None,
-            &[],
-        )?;
-        let pod_ns =
-            Arc::new(Netns::open(&req.netns).map_err(|e| Error::CheckFailed(e.to_string()))?);
-        let problems = attach::check(pod_ns.clone(), spec.clone()).await?;
-        if !problems.is_empty() {
-            return Err(Error::CheckFailed(problems.join("; ")));
+        let pod_ns = Arc::new(Netns::open(&req.netns)?);
+        let observed = observe::interface(pod_ns, req.key.ifname.clone()).await?;
+        let problems = decide::check_problems(&nic, &req, observed.as_ref())?;
+        match observed {
+            Some(o) if problems.is_empty() => decide::checked_attachment(&nic, &req, &o),
+            _ => Err(Error::CheckFailed(problems.join("; "))),
         }
-        if let Some(done) = self.answered().get(&req.key) {
-            return Ok(done.clone());
-        }
-        let mtu = attach::inspect(pod_ns, spec.mac.clone())
-            .await?
-            .map(|l| l.mtu)
-            .unwrap_or_default();
-        Ok(decide::attachment(&nic, &spec, &req.netns, mtu))
     }
 
-    /// CNI GC: releases every bound NIC of this node whose attachment the runtime no longer has.
+    /// CNI GC of one network: releases its bound NICs whose attachment the runtime no longer
+    /// lists. A failed release does not stop the others; it is reported in the answer.
     pub async fn gc(&self, req: GcRequest) -> Result<GcResponse> {
+        if req.network.is_empty() {
+            return Err(Error::InvalidRequest(
+                "GC needs the network name, to collect only that network's attachments \
+                 (is the hostnic plugin older than the agent?)"
+                    .into(),
+            ));
+        }
         self.ensure_recovered()?;
         let valid: HashSet<_> = req.valid_attachments.into_iter().collect();
         let _serial = self.lock.lock().await;
-        let mut released = Vec::new();
-        for (key, nic) in decide::bound(&self.view.nics()) {
-            if valid.contains(&key) {
-                continue;
-            }
+        let mut resp = GcResponse::default();
+        for (key, nic) in decide::gc_candidates(&self.view.nics(), &req.network, &valid) {
             match self.release_nic(&nic, None).await {
-                Ok(()) => released.push(key),
-                Err(error) => warn!(hostnic = %nic.name_any(), %error, "gc could not release NIC"),
+                Ok(()) => resp.released.push(key),
+                Err(error) => {
+                    warn!(hostnic = %nic.name_any(), %error, "gc could not release NIC");
+                    resp.failed.push(GcFailure {
+                        key,
+                        error: format!("hostnic {}: {error}", nic.name_any()),
+                    });
+                }
             }
         }
-        Ok(GcResponse { released })
+        Ok(resp)
     }
 
     /// Refuses to change anything before start-up recovery has rebuilt the agent's view.

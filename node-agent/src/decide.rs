@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use hostnic_agent_api::{Attachment, AttachmentKey, ClaimRequest, Route};
+use hostnic_agent_api::{Attachment, AttachmentKey, CheckRequest, ClaimRequest, Route};
 use hostnic_crds::{HostNic, HostNicPhase, HostNicStatus, NicPool, NicRole, PodRef};
 use ipnet::Ipv4Net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -13,6 +13,7 @@ use kube::ResourceExt;
 
 use crate::attach::{AttachSpec, NodeAction};
 use crate::netlink::RouteEntry;
+use crate::observe::Observed;
 use crate::{Error, Result};
 
 /// Condition type the agent owns on HostNics: the NIC's link is (or is not) on the node.
@@ -106,16 +107,33 @@ pub fn counts(nics: &[Arc<HostNic>]) -> (u32, u32) {
     (free, incoming)
 }
 
-/// The pool a pod's NIC comes from: the request's, else the pod's annotation, else the pool
-/// annotated as default, else the only pool with NICs on this node.
+/// The pool a pod's NIC comes from: the pod's `hostnic.qingcloud.com/pool` annotation, else the
+/// conflist's `pool`, else the pool annotated as default, else the only pool with NICs on this
+/// node. A pool named by the annotation or the conflist must exist: a misspelt name is a
+/// config error to fix, not a shortage to wait out.
 pub fn choose_pool(
-    requested: Option<&str>,
     annotation: Option<&str>,
+    configured: Option<&str>,
     pools: &[Arc<NicPool>],
     nics: &[Arc<HostNic>],
 ) -> std::result::Result<String, String> {
-    if let Some(p) = requested.or(annotation).filter(|p| !p.is_empty()) {
-        return Ok(p.to_owned());
+    let named = [
+        (
+            annotation,
+            format!("pod annotation {}", hostnic_crds::POD_POOL_ANNOTATION),
+        ),
+        (configured, "the CNI config's \"pool\"".to_owned()),
+    ];
+    if let Some((p, source)) = named
+        .into_iter()
+        .find_map(|(p, source)| Some((p.filter(|p| !p.is_empty())?, source)))
+    {
+        if pools.iter().any(|pool| pool.name_any() == p) {
+            return Ok(p.to_owned());
+        }
+        return Err(format!(
+            "NicPool {p:?} (from {source}) does not exist; create it or fix the name"
+        ));
     }
     let defaults: Vec<_> = pools
         .iter()
@@ -147,6 +165,150 @@ pub fn choose_pool(
             hostnic_crds::DEFAULT_POOL_ANNOTATION
         )),
     }
+}
+
+/// Bound attachments of `network` that the runtime no longer lists: what its CNI GC releases.
+/// Claims recorded without a network (made before the name was recorded) are never
+/// candidates: nothing proves which network made them, and a wrong guess would take a live
+/// NIC from a pod of another network. Start-up recovery and the sweep (netns or pod gone)
+/// still release those when they are really stale.
+pub fn gc_candidates(
+    nics: &[Arc<HostNic>],
+    network: &str,
+    valid: &HashSet<AttachmentKey>,
+) -> Vec<(AttachmentKey, Arc<HostNic>)> {
+    bound(nics)
+        .into_iter()
+        .filter(|(key, nic)| {
+            let made_here = status(nic)
+                .and_then(|s| s.pod.as_ref())
+                .and_then(|p| p.network.as_deref())
+                == Some(network);
+            made_here && !valid.contains(key)
+        })
+        .collect()
+}
+
+/// The pod address the claim recorded: the NIC's IP with its vxnet's prefix length.
+fn recorded_address(nic: &HostNic) -> Result<Ipv4Net> {
+    let st = status(nic).ok_or_else(|| incomplete(nic, "no status"))?;
+    let ip: Ipv4Addr = st
+        .private_ip
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| incomplete(nic, "no valid privateIp"))?;
+    let cidr: Ipv4Net = st
+        .vxnet_cidr
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| incomplete(nic, "no valid vxnetCidr"))?;
+    Ipv4Net::new(ip, cidr.prefix_len()).map_err(|_| incomplete(nic, "bad prefix"))
+}
+
+/// What CNI CHECK finds wrong with a bound NIC, comparing three things: what the claim
+/// recorded on the HostNic (MAC, address, netns), what the runtime's cached result and the
+/// conflist expect (`req.expected`), and the interface in the kernel (`observed`). Only what
+/// the attachment itself set up is required: routes a later chained plugin added are fine,
+/// and today's NicPool routes are not consulted (an edit applies to new pods only).
+pub fn check_problems(
+    nic: &HostNic,
+    req: &CheckRequest,
+    observed: Option<&Observed>,
+) -> Result<Vec<String>> {
+    let ifname = &req.key.ifname;
+    let mac = mac(nic).ok_or_else(|| incomplete(nic, "no nicId"))?;
+    let address = recorded_address(nic)?;
+    let mut problems = Vec::new();
+    if let Some(pod) = status(nic).and_then(|s| s.pod.as_ref())
+        && pod.netns != req.netns
+    {
+        problems.push(format!(
+            "the claim recorded netns {}, CHECK names {}",
+            pod.netns, req.netns
+        ));
+    }
+    if let Some(e) = &req.expected {
+        if !e.mac.is_empty() && !e.mac.eq_ignore_ascii_case(&mac) {
+            problems.push(format!(
+                "prevResult gives {ifname} MAC {}, the claim recorded {mac}",
+                e.mac
+            ));
+        }
+        if e.address.parse::<Ipv4Net>().ok() != Some(address) {
+            problems.push(format!(
+                "prevResult gives {ifname} address {}, the claim recorded {address}",
+                e.address
+            ));
+        }
+    }
+    let Some(o) = observed else {
+        problems.push(format!("no interface {ifname} in the pod netns"));
+        return Ok(problems);
+    };
+    if !o.mac.eq_ignore_ascii_case(&mac) {
+        problems.push(format!(
+            "interface {ifname} has MAC {}, expected {mac}",
+            o.mac
+        ));
+    }
+    if !o.up {
+        problems.push(format!("interface {ifname} is down"));
+    }
+    if !o.addresses.contains(&address) {
+        problems.push(format!("address {address} missing on {ifname}"));
+    }
+    let Some(e) = &req.expected else {
+        return Ok(problems);
+    };
+    if let Some(mtu) = e.mtu
+        && o.mtu != mtu
+    {
+        problems.push(format!(
+            "interface {ifname} has MTU {}, expected {mtu}",
+            o.mtu
+        ));
+    }
+    for r in &e.routes {
+        let Ok(dst) = r.dst.parse::<Ipv4Net>().map(|d| d.trunc()) else {
+            problems.push(format!("expected route {} is not an IPv4 CIDR", r.dst));
+            continue;
+        };
+        let present = match r.gw.as_deref() {
+            None | Some("0.0.0.0") => o.routes.iter().any(|have| have.dst == dst),
+            Some(g) => match g.parse::<Ipv4Addr>() {
+                Ok(gw) => o.routes.contains(&RouteEntry { dst, gw: Some(gw) }),
+                Err(_) => false,
+            },
+        };
+        if !present {
+            let via = r.gw.as_deref().unwrap_or("any next hop");
+            problems.push(format!("route {dst} via {via} missing on {ifname}"));
+        }
+    }
+    Ok(problems)
+}
+
+/// The answer to a CHECK that found nothing wrong: the claim's record and the interface as
+/// it is.
+pub fn checked_attachment(nic: &HostNic, req: &CheckRequest, o: &Observed) -> Result<Attachment> {
+    let st = status(nic).ok_or_else(|| incomplete(nic, "no status"))?;
+    Ok(Attachment {
+        hostnic: nic.name_any(),
+        interface: req.key.ifname.clone(),
+        mac: mac(nic).ok_or_else(|| incomplete(nic, "no nicId"))?,
+        sandbox: req.netns.clone(),
+        mtu: o.mtu,
+        address: recorded_address(nic)?.to_string(),
+        gateway: st.vxnet_gateway.clone().unwrap_or_default(),
+        routes: o
+            .routes
+            .iter()
+            .map(|r| Route {
+                dst: r.dst.to_string(),
+                gw: r.gw.map(|g| g.to_string()),
+            })
+            .collect(),
+    })
 }
 
 /// The node's address in `vxnet`, from the NicPools' status (the nic's own pool first).
@@ -183,22 +345,12 @@ pub fn attach_spec(
 ) -> Result<AttachSpec> {
     let st = status(nic).ok_or_else(|| incomplete(nic, "no status"))?;
     let mac = mac(nic).ok_or_else(|| incomplete(nic, "no nicId"))?;
-    let ip: Ipv4Addr = st
-        .private_ip
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| incomplete(nic, "no valid privateIp"))?;
-    let cidr: Ipv4Net = st
-        .vxnet_cidr
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| incomplete(nic, "no valid vxnetCidr"))?;
+    let address = recorded_address(nic)?;
     let gateway: Ipv4Addr = st
         .vxnet_gateway
         .as_deref()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| incomplete(nic, "no valid vxnetGateway"))?;
-    let address = Ipv4Net::new(ip, cidr.prefix_len()).map_err(|_| incomplete(nic, "bad prefix"))?;
 
     let pool_routes = pools
         .iter()
@@ -503,14 +655,19 @@ mod tests {
     }
 
     #[test]
-    fn pool_choice_follows_request_annotation_default_then_only_pool() {
+    fn pool_choice_follows_annotation_config_default_then_only_pool() {
         let nics = vec![nic("a", "p", HostNicPhase::Available)];
-        let pools = vec![pool("p", false), pool("q", true)];
+        let pools = vec![pool("p", false), pool("q", true), pool("x", false)];
+        // The pod's annotation beats the conflist's pool.
         assert_eq!(
-            choose_pool(Some("x"), Some("y"), &pools, &nics).unwrap(),
+            choose_pool(Some("x"), Some("p"), &pools, &nics).unwrap(),
             "x"
         );
-        assert_eq!(choose_pool(None, Some("y"), &pools, &nics).unwrap(), "y");
+        assert_eq!(choose_pool(None, Some("p"), &pools, &nics).unwrap(), "p");
+        assert_eq!(
+            choose_pool(Some(""), Some("p"), &pools, &nics).unwrap(),
+            "p"
+        );
         assert_eq!(choose_pool(None, None, &pools, &nics).unwrap(), "q");
         let plain = vec![pool("p", false)];
         assert_eq!(choose_pool(None, None, &plain, &nics).unwrap(), "p");
@@ -520,6 +677,172 @@ mod tests {
         ];
         assert!(choose_pool(None, None, &plain, &two).is_err());
         assert!(choose_pool(None, None, &[], &[]).is_err());
+    }
+
+    #[test]
+    fn a_named_pool_that_does_not_exist_is_an_error_naming_it() {
+        let nics = vec![nic("a", "p", HostNicPhase::Available)];
+        let pools = vec![pool("p", true)];
+        let why = choose_pool(Some("fats"), None, &pools, &nics).unwrap_err();
+        assert!(
+            why.contains("\"fats\"") && why.contains("annotation"),
+            "{why}"
+        );
+        let why = choose_pool(None, Some("pool-b"), &pools, &nics).unwrap_err();
+        assert!(
+            why.contains("\"pool-b\"") && why.contains("CNI config"),
+            "{why}"
+        );
+        // As the agent answers it: a config error (CNI 7), not "try again later".
+        let err = Error::NoPool {
+            pod: "ns/p".into(),
+            why,
+        };
+        assert_eq!(err.kind(), hostnic_agent_api::ErrorKind::InvalidRequest);
+    }
+
+    fn bound_to(name: &str, container: &str, network: Option<&str>) -> Arc<HostNic> {
+        let n = nic(name, "p", HostNicPhase::Available);
+        Arc::new(bind(
+            &n,
+            PodRef {
+                namespace: "ns".into(),
+                name: container.into(),
+                uid: None,
+                container_id: container.into(),
+                netns: format!("/run/netns/{container}"),
+                interface: "eth0".into(),
+                network: network.map(str::to_owned),
+            },
+        ))
+    }
+
+    #[test]
+    fn gc_collects_only_stale_attachments_of_its_own_network() {
+        let nics = vec![
+            bound_to("a", "c1", Some("hostnic")),
+            bound_to("b", "c2", Some("hostnic")),
+            bound_to("c", "c3", Some("hostnic-fast")),
+            bound_to("d", "c4", None),
+            nic("e", "p", HostNicPhase::Available),
+        ];
+        let valid = HashSet::from([AttachmentKey {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        }]);
+        let names = |v: Vec<(AttachmentKey, Arc<HostNic>)>| {
+            v.into_iter().map(|(_, n)| n.name_any()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(gc_candidates(&nics, "hostnic", &valid)), ["b"]);
+        // The other network's GC does not know c1/c2 and must not take them; an empty list
+        // still leaves claims without a network alone.
+        assert_eq!(
+            names(gc_candidates(&nics, "hostnic-fast", &HashSet::new())),
+            ["c"]
+        );
+        assert!(gc_candidates(&nics, "other", &HashSet::new()).is_empty());
+    }
+
+    fn observed_ok() -> Observed {
+        Observed {
+            mac: "52:54:aa:00:00:01".into(),
+            up: true,
+            mtu: 1450,
+            addresses: vec!["10.0.0.5/24".parse().unwrap()],
+            routes: vec![
+                RouteEntry {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    gw: Some("10.0.0.1".parse().unwrap()),
+                },
+                RouteEntry {
+                    dst: "10.96.0.0/12".parse().unwrap(),
+                    gw: Some("10.0.0.254".parse().unwrap()),
+                },
+                // Added by a later chained plugin.
+                RouteEntry {
+                    dst: "10.244.0.0/16".parse().unwrap(),
+                    gw: Some("10.0.0.9".parse().unwrap()),
+                },
+            ],
+        }
+    }
+
+    fn check_req(expected: Option<hostnic_agent_api::Expected>) -> CheckRequest {
+        CheckRequest {
+            key: AttachmentKey {
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+            },
+            netns: "/run/netns/c1".into(),
+            expected,
+        }
+    }
+
+    fn expected() -> hostnic_agent_api::Expected {
+        hostnic_agent_api::Expected {
+            mac: "52:54:aa:00:00:01".into(),
+            address: "10.0.0.5/24".into(),
+            mtu: Some(1450),
+            routes: vec![
+                Route {
+                    dst: "0.0.0.0/0".into(),
+                    gw: Some("10.0.0.1".into()),
+                },
+                Route {
+                    dst: "10.96.0.0/12".into(),
+                    gw: Some("0.0.0.0".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn check_compares_record_cached_result_and_kernel() {
+        let n = bound_to("a", "c1", Some("hostnic"));
+        let ok = observed_ok();
+        assert_eq!(
+            check_problems(&n, &check_req(Some(expected())), Some(&ok)).unwrap(),
+            Vec::<String>::new()
+        );
+        // An older plugin sends no expectation: the record alone is checked.
+        assert!(
+            check_problems(&n, &check_req(None), Some(&ok))
+                .unwrap()
+                .is_empty()
+        );
+        let att = checked_attachment(&n, &check_req(None), &ok).unwrap();
+        assert_eq!((att.address.as_str(), att.mtu), ("10.0.0.5/24", 1450));
+
+        let problems = |e: hostnic_agent_api::Expected, o: &Observed| {
+            check_problems(&n, &check_req(Some(e)), Some(o))
+                .unwrap()
+                .join("; ")
+        };
+        let mut e = expected();
+        e.address = "10.0.0.6/24".into();
+        assert!(problems(e, &ok).contains("10.0.0.6/24"));
+        let mut e = expected();
+        e.mtu = Some(9000);
+        assert!(problems(e, &ok).contains("MTU 1450, expected 9000"));
+        let mut e = expected();
+        e.routes.push(Route {
+            dst: "10.200.0.0/16".into(),
+            gw: Some("10.0.0.1".into()),
+        });
+        assert!(problems(e, &ok).contains("route 10.200.0.0/16 via 10.0.0.1 missing"));
+        let mut gone = ok.clone();
+        gone.routes.remove(1);
+        assert!(problems(expected(), &gone).contains("10.96.0.0/12"));
+        let mut down = ok.clone();
+        down.up = false;
+        down.addresses.clear();
+        let p = problems(expected(), &down);
+        assert!(
+            p.contains("down") && p.contains("address 10.0.0.5/24 missing"),
+            "{p}"
+        );
+        let p = check_problems(&n, &check_req(Some(expected())), None).unwrap();
+        assert_eq!(p, ["no interface eth0 in the pod netns"]);
     }
 
     #[test]
@@ -613,6 +936,7 @@ mod tests {
             container_id: "c1".into(),
             netns: "/run/netns/x".into(),
             interface: "eth0".into(),
+            network: Some("hostnic".into()),
         };
         let b = bind(&n, pod.clone());
         let key = AttachmentKey {

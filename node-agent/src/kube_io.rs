@@ -9,6 +9,18 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::{Error, Result};
 
+/// Whether a failed API call is worth retrying as it is: the server shedding load (429, API
+/// Priority and Fairness), failing or restarting (5xx), or not reached or not answering in
+/// time (connection errors and timeouts from the client stack). A CNI ADD failing so is
+/// "try again later" (11), not a permanent error.
+pub fn is_retryable(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        _ => false,
+    }
+}
+
 /// Outcome of an optimistic status write.
 #[derive(Debug)]
 pub enum Write {
@@ -90,6 +102,33 @@ impl KubeIo {
         };
         if let Err(error) = self.recorder.publish(&ev, &nic.object_ref(&())).await {
             tracing::debug!(hostnic = %nic.name_any(), %error, "could not publish event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Error;
+    use hostnic_agent_api::ErrorKind;
+    use kube::core::Status;
+
+    fn api(code: u16) -> Error {
+        Error::kube("get pod")(kube::Error::Api(
+            Status::failure("m", "r").with_code(code).boxed(),
+        ))
+    }
+
+    #[test]
+    fn overload_outages_and_timeouts_are_try_again_later() {
+        for code in [429, 500, 503, 504] {
+            assert_eq!(api(code).kind(), ErrorKind::TryAgainLater, "{code}");
+        }
+        let timeout = Error::kube("get pod")(kube::Error::Service(Box::new(std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        ))));
+        assert_eq!(timeout.kind(), ErrorKind::TryAgainLater);
+        for code in [400, 403, 404, 422] {
+            assert_eq!(api(code).kind(), ErrorKind::Internal, "{code}");
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod link_events;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;
+pub mod observe;
 pub mod run;
 pub mod server;
 pub mod watch;
@@ -138,7 +139,16 @@ impl Error {
     /// The category the CNI plugin maps to an error code.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidRequest(_) | Self::NoPool { .. } => ErrorKind::InvalidRequest,
+            // The runtime's CNI_NETNS is gone: the spec's "container unknown" (3).
+            Self::NetnsOpen { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorKind::UnknownContainer
+            }
+            Self::InvalidRequest(_)
+            | Self::NoPool { .. }
+            | Self::NetnsOpen { .. }
+            | Self::NotANetns { .. } => ErrorKind::InvalidRequest,
+            // The API server shedding load or briefly away: the runtime should retry.
+            Self::Kube { source, .. } if kube_io::is_retryable(source) => ErrorKind::TryAgainLater,
             Self::NoFreeNic { .. } => ErrorKind::TryAgainLater,
             Self::CheckFailed(_) => ErrorKind::CheckFailed,
             Self::NotReady(_) => ErrorKind::NotReady,

@@ -111,7 +111,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorKind::TryAgainLater | ErrorKind::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::CheckFailed => StatusCode::CONFLICT,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::UnknownContainer => StatusCode::NOT_FOUND,
+        ErrorKind::Internal | ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

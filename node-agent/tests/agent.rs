@@ -304,6 +304,8 @@ fn claim_req(pod: &TestNetns, container: &str) -> ClaimRequest {
             uid: None,
         },
         pool: None,
+        pod_pool: None,
+        network: Some("hostnic".into()),
         mtu: None,
         routes: vec![],
     }
@@ -405,6 +407,12 @@ async fn claim_check_release_gc_over_the_socket() {
     let check = hostnic_agent_api::CheckRequest {
         key: claim_req(&pod1, "c1").key,
         netns: pod1.path().display().to_string(),
+        expected: Some(hostnic_agent_api::Expected {
+            mac: att.mac.clone(),
+            address: att.address.clone(),
+            mtu: None,
+            routes: att.routes.clone(),
+        }),
     };
     let (code, body) = post(&socket, path::CHECK, &check).await;
     assert_eq!(code, StatusCode::OK, "{body}");
@@ -459,6 +467,7 @@ async fn claim_check_release_gc_over_the_socket() {
         StatusCode::OK
     );
     let gc = GcRequest {
+        network: "hostnic".into(),
         valid_attachments: vec![claim_req(&pod2, "c2").key],
     };
     let (code, body) = post(&socket, path::GC, &gc).await;
@@ -712,6 +721,7 @@ async fn restart_keeps_live_pods_and_releases_half_done_claims() {
         container_id: "c2".into(),
         netns: half.path().display().to_string(),
         interface: "eth0".into(),
+        network: None,
     });
     api.replace_status(&victim, &PostParams::default(), &nic)
         .await

@@ -107,6 +107,8 @@ pub fn healthy(req: &Recorded) -> Reply {
                 netns: req.body["netns"].as_str().unwrap().into(),
                 pod: Default::default(),
                 pool: None,
+                pod_pool: None,
+                network: None,
                 mtu: None,
                 routes: vec![],
             };

@@ -70,9 +70,19 @@ pub struct ClaimRequest {
     pub netns: String,
     /// The pod.
     pub pod: PodInfo,
-    /// NicPool to claim from; `None` lets the agent use the pod's annotation or the default pool.
+    /// The conflist's `pool`: used only when the pod has no `hostnic.qingcloud.com/pool`
+    /// annotation (the annotation always wins, read from the API or [`Self::pod_pool`]); `None`
+    /// lets the agent use the default pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// The pod's `hostnic.qingcloud.com/pool` annotation as the runtime passed it (containerd's
+    /// `io.kubernetes.cri.pod-annotations` capability), for when the agent cannot read the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_pool: Option<String>,
+    /// The network (the conflist's `name`) making the attachment, recorded with the claim so
+    /// that GC of one network never releases another network's attachments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// MTU to set on the pod interface; `None` keeps the NIC's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
@@ -101,20 +111,59 @@ pub struct CheckRequest {
     pub key: AttachmentKey,
     /// `CNI_NETNS`.
     pub netns: String,
+    /// What the runtime's cached result (prevResult) and the conflist say the interface must
+    /// look like. `None` (an older plugin) checks only what the claim recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Expected>,
 }
 
-/// Release every attachment of this node that is not listed (CNI GC).
+/// The pod interface as CHECK expects it in the kernel. Routes are a minimum: routes a later
+/// chained plugin added are fine.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// MAC in prevResult; empty when it gives none.
+    #[serde(default)]
+    pub mac: String,
+    /// Address with prefix length in prevResult.
+    pub address: String,
+    /// MTU the conflist sets, else the one prevResult reports (1.1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Routes through the interface: prevResult's and the conflist's `ipam.routes`. A gateway
+    /// of `0.0.0.0` matches any next hop (the node's address in the vxnet, whatever it is now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+/// Release every attachment of one network on this node that is not listed (CNI GC).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcRequest {
-    /// `cni.dev/valid-attachments`: attachments the runtime still knows.
+    /// The network (conflist `name`) being collected: only its attachments are candidates.
+    /// Empty (an older plugin) is refused, since it cannot say whose attachments are stale.
+    #[serde(default)]
+    pub network: String,
+    /// `cni.dev/valid-attachments`: attachments of this network the runtime still knows.
     pub valid_attachments: Vec<AttachmentKey>,
 }
 
-/// What GC released.
+/// What GC released, and what it could not.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcResponse {
     /// Attachments released because the runtime no longer knows them.
     pub released: Vec<AttachmentKey>,
+    /// Stale attachments whose release failed; GC went on with the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<GcFailure>,
+}
+
+/// One release GC could not do.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcFailure {
+    /// The attachment.
+    #[serde(flatten)]
+    pub key: AttachmentKey,
+    /// Why its release failed.
+    pub error: String,
 }
 
 /// Outcome of a release.
@@ -184,8 +233,13 @@ pub enum ErrorKind {
     CheckFailed,
     /// The agent is not ready (CNI 50 for STATUS).
     NotReady,
+    /// The sandbox's netns does not exist (CNI 3, container unknown).
+    UnknownContainer,
     /// A kernel or API failure inside the agent (CNI 5 / 999).
     Internal,
+    /// A kind this side does not know (a newer agent): treated as [`Self::Internal`].
+    #[serde(other)]
+    Unknown,
 }
 
 /// Error body of every failed request.
@@ -218,6 +272,8 @@ mod tests {
                 uid: None,
             },
             pool: None,
+            pod_pool: None,
+            network: Some("hostnic".into()),
             mtu: None,
             routes: vec![],
         };
@@ -238,5 +294,27 @@ mod tests {
         };
         let json = serde_json::to_string(&err).unwrap();
         assert!(json.contains("\"try_again_later\""), "{json}");
+        let newer: ApiError =
+            serde_json::from_str(r#"{"kind": "from_the_future", "message": "m"}"#).unwrap();
+        assert_eq!(newer.kind, ErrorKind::Unknown);
+    }
+
+    #[test]
+    fn older_peers_still_parse() {
+        // A GC request and answer from before the network name and the failure list.
+        let old: GcRequest = serde_json::from_str(r#"{"valid_attachments": []}"#).unwrap();
+        assert_eq!(old.network, "");
+        let old: GcResponse = serde_json::from_str(r#"{"released": []}"#).unwrap();
+        assert!(old.failed.is_empty());
+        let old: CheckRequest =
+            serde_json::from_str(r#"{"container_id": "c", "ifname": "eth0", "netns": "/n"}"#)
+                .unwrap();
+        assert_eq!(old.expected, None);
+        let old: ClaimRequest = serde_json::from_str(
+            r#"{"container_id": "c", "ifname": "eth0", "netns": "/n",
+                "pod": {"namespace": "ns", "name": "p"}, "pool": "a"}"#,
+        )
+        .unwrap();
+        assert_eq!((old.pod_pool, old.network), (None, None));
     }
 }

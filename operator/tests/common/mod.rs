@@ -401,6 +401,7 @@ impl Env {
             container_id: "c0ffee".into(),
             netns: "/var/run/netns/x".into(),
             interface: "eth0".into(),
+            network: None,
         });
         self.hostnics()
             .replace_status(name, &PostParams::default(), &h)
