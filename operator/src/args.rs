@@ -48,7 +48,11 @@ pub struct Args {
 
     /// Seconds the leader keeps leading without a successful renewal; must be below
     /// --lease-seconds (client-go's RenewDeadline).
-    #[arg(long, env = "HOSTNIC_LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "HOSTNIC_LEASE_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10
+    )]
     pub lease_renew_deadline_seconds: u32,
 
     /// Seconds between attempts to acquire or renew the Lease; must be below the renew

@@ -51,7 +51,9 @@ pub enum TimingError {
         lease: Duration,
     },
     /// The leader could not try twice before its deadline.
-    #[error("the retry period ({retry:?}) must be positive and shorter than the renew deadline ({renew:?})")]
+    #[error(
+        "the retry period ({retry:?}) must be positive and shorter than the renew deadline ({renew:?})"
+    )]
     RetryNotBelowDeadline {
         /// Retry period.
         retry: Duration,
@@ -335,7 +337,12 @@ mod tests {
         );
         let future = Timestamp::now() + jiff::SignedDuration::from_hours(1);
         assert_eq!(
-            judge(&held_by("other", 15, future), "me", Duration::from_secs(15), ours),
+            judge(
+                &held_by("other", 15, future),
+                "me",
+                Duration::from_secs(15),
+                ours
+            ),
             Verdict::Acquire,
             "a renewTime from a clock running ahead does not keep a dead holder alive"
         );
@@ -349,10 +356,7 @@ mod tests {
             judge(&spec, "me", Duration::from_secs(30), ours),
             Verdict::Follow
         );
-        assert_eq!(
-            judge(&spec, "other", Duration::ZERO, ours),
-            Verdict::Renew
-        );
+        assert_eq!(judge(&spec, "other", Duration::ZERO, ours), Verdict::Renew);
         let free = LeaseSpec::default();
         assert_eq!(judge(&free, "me", Duration::ZERO, ours), Verdict::Acquire);
     }

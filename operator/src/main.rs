@@ -13,8 +13,8 @@ use hostnic_operator::cloud::batch::BatchConfig;
 use hostnic_operator::cloud::qingcloud::QingCloud;
 use hostnic_operator::controller::Checkpoint;
 use hostnic_operator::http::{self, Probes};
-use hostnic_operator::metrics::Metrics;
 use hostnic_operator::lease::Timing;
+use hostnic_operator::metrics::Metrics;
 use hostnic_operator::run::{LeaseConfig, Operator, kube_config};
 use hostnic_operator::telemetry;
 use kube::api::ListParams;
@@ -90,8 +90,8 @@ async fn main() -> anyhow::Result<()> {
     let inferred = kube::Config::infer()
         .await
         .context("find the Kubernetes API (in-cluster or kubeconfig)")?;
-    let client = kube::Client::try_from(kube_config(inferred))
-        .context("build the Kubernetes client")?;
+    let client =
+        kube::Client::try_from(kube_config(inferred)).context("build the Kubernetes client")?;
     // Fail fast, and say how to fix it, when the CRDs are missing.
     kube::Api::<NicPool>::all(client.clone())
         .list(&ListParams::default().limit(1))

@@ -157,14 +157,22 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_the_cloud_before_fai
         burst: 2,
         ..fast_cloud_settings()
     };
-    let mut a = env.operator(Arc::new(Checkpoint::default()), Some(lease_config()), "op-a");
+    let mut a = env.operator(
+        Arc::new(Checkpoint::default()),
+        Some(lease_config()),
+        "op-a",
+    );
     a.client = env.op_client_via(a_kube.addr()).await;
     a.cloud = Arc::new(hostnic_operator::cloud::qingcloud::QingCloud::new(
         env.qc_via(a_cloud.addr(), slow),
     ));
     let a = Replica::start("op-a", a);
     eventually("op-a leads", T, || async { a.leads() }).await;
-    let mut b = env.operator(Arc::new(Checkpoint::default()), Some(lease_config()), "op-b");
+    let mut b = env.operator(
+        Arc::new(Checkpoint::default()),
+        Some(lease_config()),
+        "op-b",
+    );
     b.cloud = Arc::new(hostnic_operator::cloud::qingcloud::QingCloud::new(
         env.qc_via(b_cloud.addr(), fast_cloud_settings()),
     ));
@@ -172,7 +180,10 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_the_cloud_before_fai
     let size = 6;
     env.create_pool("web", spec(&[VX_A], size)).await;
     // Cut A off as soon as it created its first NIC: the other creates wait in its limiter.
-    eventually("op-a creates a NIC", T, || async { !env.cloud_nics().is_empty() }).await;
+    eventually("op-a creates a NIC", T, || async {
+        !env.cloud_nics().is_empty()
+    })
+    .await;
     a_kube.stall();
     let cut = Instant::now();
     assert_eq!(holder(&env).await.as_deref(), Some("op-a"));
@@ -251,14 +262,22 @@ async fn a_live_lease_with_an_old_renew_time_is_not_stolen() {
                 if renewing.is_cancelled() {
                     break;
                 }
-                if leases.replace(LEASE, &PostParams::default(), &l).await.is_ok() {
+                if leases
+                    .replace(LEASE, &PostParams::default(), &l)
+                    .await
+                    .is_ok()
+                {
                     *last_write.lock().expect("last write") = Timestamp::now();
                 }
             }
         })
     };
 
-    let op = env.operator(Arc::new(Checkpoint::default()), Some(lease_config()), "op-a");
+    let op = env.operator(
+        Arc::new(Checkpoint::default()),
+        Some(lease_config()),
+        "op-a",
+    );
     let a = Replica::start("op-a", op);
     let watch_until = Instant::now() + 3 * t.duration;
     while Instant::now() < watch_until {

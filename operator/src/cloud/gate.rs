@@ -87,7 +87,10 @@ impl CloudApi for Gate {
         name: String,
         prio: Priority,
     ) -> BoxFuture<'_, CloudResult<()>> {
-        self.guard("ModifyNicAttributes", self.inner.rename_nic(nic, name, prio))
+        self.guard(
+            "ModifyNicAttributes",
+            self.inner.rename_nic(nic, name, prio),
+        )
     }
 
     fn describe_jobs(
@@ -115,7 +118,10 @@ impl CloudApi for Gate {
         ids: Vec<String>,
         prio: Priority,
     ) -> BoxFuture<'_, CloudResult<Vec<Instance>>> {
-        self.guard("DescribeInstances", self.inner.describe_instances(ids, prio))
+        self.guard(
+            "DescribeInstances",
+            self.inner.describe_instances(ids, prio),
+        )
     }
 }
 
@@ -146,6 +152,10 @@ mod tests {
         assert!(describe.is_err());
         assert_eq!(cloud.calls().get("CreateNics"), Some(&1));
         assert_eq!(cloud.calls().get("DescribeNics"), None);
-        assert_eq!(cloud.nics().len(), 1, "only the call inside the term took effect");
+        assert_eq!(
+            cloud.nics().len(),
+            1,
+            "only the call inside the term took effect"
+        );
     }
 }

@@ -150,7 +150,8 @@ impl Env {
         let sim = Arc::new(b.start().await.expect("start simulator"));
         let cfg = qingcloud::CloudConfig::from_yaml(&sim.config_yaml(), "sim.yaml".as_ref())
             .expect("sim config");
-        let qc = qingcloud::Client::new(cfg, fast_cloud_settings(), None).expect("qingcloud client");
+        let qc =
+            qingcloud::Client::new(cfg, fast_cloud_settings(), None).expect("qingcloud client");
         for (id, _) in &setup.nodes {
             add_node(&client, id).await;
         }
@@ -177,13 +178,18 @@ impl Env {
     }
 
     /// A client of the simulator that connects to `addr` (a proxy in front of it).
-    pub fn qc_via(&self, addr: SocketAddr, settings: qingcloud::ClientSettings) -> qingcloud::Client {
+    pub fn qc_via(
+        &self,
+        addr: SocketAddr,
+        settings: qingcloud::ClientSettings,
+    ) -> qingcloud::Client {
         let sim = format!("port: {}\n", self.sim.addr().port());
         let yaml = self
             .sim
             .config_yaml()
             .replace(&sim, &format!("port: {}\n", addr.port()));
-        let cfg = qingcloud::CloudConfig::from_yaml(&yaml, "sim.yaml".as_ref()).expect("sim config");
+        let cfg =
+            qingcloud::CloudConfig::from_yaml(&yaml, "sim.yaml".as_ref()).expect("sim config");
         qingcloud::Client::new(cfg, settings, None).expect("qingcloud client")
     }
 

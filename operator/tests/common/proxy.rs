@@ -39,7 +39,13 @@ impl Proxy {
                         Err(_) => continue,
                     },
                 };
-                tokio::spawn(connection(client, target, s.subscribe(), log.clone(), stop.clone()));
+                tokio::spawn(connection(
+                    client,
+                    target,
+                    s.subscribe(),
+                    log.clone(),
+                    stop.clone(),
+                ));
             }
         });
         Self {
