@@ -189,9 +189,10 @@ impl Elector {
 
     /// One attempt to acquire or renew. Ok(true): we hold the Lease now.
     pub async fn try_acquire(&mut self) -> Result<bool, kube::Error> {
+        let read = self.api.get_opt(&self.name).await?;
         // Only informative for people reading the Lease: nobody's decision uses it.
         let now = MicroTime(Timestamp::now());
-        let Some(lease) = self.api.get_opt(&self.name).await? else {
+        let Some(lease) = read else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),

@@ -262,12 +262,14 @@ async fn a_live_lease_with_an_old_renew_time_is_not_stolen() {
                 if renewing.is_cancelled() {
                     break;
                 }
+                // Taken before sending, so it is never later than the write itself.
+                let sending = Timestamp::now();
                 if leases
                     .replace(LEASE, &PostParams::default(), &l)
                     .await
                     .is_ok()
                 {
-                    *last_write.lock().expect("last write") = Timestamp::now();
+                    *last_write.lock().expect("last write") = sending;
                 }
             }
         })

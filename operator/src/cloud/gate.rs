@@ -127,6 +127,7 @@ impl CloudApi for Gate {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
     use super::*;
@@ -156,6 +157,65 @@ mod tests {
             cloud.nics().len(),
             1,
             "only the call inside the term took effect"
+        );
+    }
+
+    /// A call from a detached task (as the batcher spawns them) that waits in the real
+    /// client's rate limiter when the term ends never reaches the network.
+    #[tokio::test]
+    async fn a_call_waiting_in_the_rate_limiter_is_dropped_when_the_term_ends() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicU32::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            // Every connection is counted and closed: the calls fail, which is fine here.
+            while let Ok((conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        let yaml = format!(
+            "qy_access_key_id: 'AKID'\nqy_secret_access_key: 'secret'\nzone: 'pek3'\n\
+             host: '127.0.0.1'\nport: {port}\nprotocol: 'http'\nuri: '/iaas'\n"
+        );
+        let config =
+            ::qingcloud::CloudConfig::from_yaml(&yaml, "test.yaml".as_ref()).expect("config");
+        // One request per second and no retries: the second call waits about a second.
+        let settings = ::qingcloud::ClientSettings {
+            qps: 1.0,
+            burst: 1,
+            retry_budget: Duration::ZERO,
+            ..Default::default()
+        };
+        let client = ::qingcloud::Client::new(config, settings, None).expect("client");
+        let term = CancellationToken::new();
+        let gate = Arc::new(Gate::new(
+            Arc::new(crate::cloud::qingcloud::QingCloud::new(client)),
+            term.clone(),
+        ));
+        let _ = gate
+            .describe_vxnets(vec!["vxnet-aaaaaaa".into()], Priority::Refill)
+            .await;
+        let first = accepted.load(Ordering::SeqCst);
+        assert!(first >= 1, "the first call went out");
+        let g = gate.clone();
+        let waiting = tokio::spawn(async move {
+            g.describe_instances(vec!["i-aaaaaaaa".into()], Priority::Refill)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        term.cancel();
+        let r = waiting.await.expect("task");
+        assert!(r.is_err_and(|e| e.outcome_unknown()));
+        // Past the moment the limiter would have let it through.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            first,
+            "the fenced call reached the network"
         );
     }
 }
