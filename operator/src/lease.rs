@@ -139,6 +139,11 @@ pub fn judge(spec: &LeaseSpec, me: &str, unchanged_for: Duration, ours: Duration
     }
 }
 
+/// Another replica created or wrote the Lease first (409 AlreadyExists / Conflict).
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
 /// A participant in the election.
 #[derive(Debug)]
 pub struct Elector {
@@ -207,9 +212,14 @@ impl Elector {
                     ..Default::default()
                 }),
             };
-            let created = self.api.create(&PostParams::default(), &lease).await?;
-            self.observe(&created);
-            return Ok(true);
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(created) => {
+                    self.observe(&created);
+                    Ok(true)
+                }
+                Err(e) if is_conflict(&e) => Ok(false),
+                Err(e) => Err(e),
+            };
         };
         let unchanged_for = self.observe(&lease);
         let spec = lease.spec.clone().unwrap_or_default();
@@ -227,13 +237,20 @@ impl Elector {
         s.renew_time = Some(now);
         s.lease_duration_seconds = Some(self.secs());
         next.spec = Some(s);
-        // `next` carries the resourceVersion read: a concurrent writer makes this a 409.
-        let written = self
+        // `next` carries the resourceVersion read: a 409 means someone else wrote in between
+        // (took it over, or beat us to it), and leading on would be a guess.
+        match self
             .api
             .replace(&self.name, &PostParams::default(), &next)
-            .await?;
-        self.observe(&written);
-        Ok(true)
+            .await
+        {
+            Ok(written) => {
+                self.observe(&written);
+                Ok(true)
+            }
+            Err(e) if is_conflict(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Gives the Lease up if we hold it, so another replica takes over without waiting.

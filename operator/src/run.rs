@@ -187,7 +187,8 @@ impl Operator {
             });
         let gc = Collector::default().run(ctx.clone(), term.clone());
         tokio::select! {
-            // Checked first: once the term ended, no reconcile is polled again.
+            // Dropping the controller streams aborts their reconcile tasks (kube-runtime holds
+            // each in an abort-on-drop handle); the gate already refuses their cloud calls.
             biased;
             () = term.cancelled() => {}
             _ = futures::future::join3(hn, np, gc) => {}
