@@ -41,9 +41,24 @@ pub struct Args {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 
-    /// Seconds a Lease is valid without renewal.
+    /// Seconds a Lease is valid without renewal: how long the other replicas wait, after they
+    /// last saw it change, before taking over (client-go's LeaseDuration).
     #[arg(long, env = "HOSTNIC_LEASE_SECONDS", default_value_t = 15)]
     pub lease_seconds: u32,
+
+    /// Seconds the leader keeps leading without a successful renewal; must be below
+    /// --lease-seconds (client-go's RenewDeadline).
+    #[arg(
+        long,
+        env = "HOSTNIC_LEASE_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10
+    )]
+    pub lease_renew_deadline_seconds: u32,
+
+    /// Seconds between attempts to acquire or renew the Lease; must be below the renew
+    /// deadline (client-go's RetryPeriod).
+    #[arg(long, env = "HOSTNIC_LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    pub lease_retry_period_seconds: u32,
 
     /// Node annotation holding the node's QingCloud instance id (checked after
     /// spec.providerID, before the label and the node name).

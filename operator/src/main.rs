@@ -13,8 +13,9 @@ use hostnic_operator::cloud::batch::BatchConfig;
 use hostnic_operator::cloud::qingcloud::QingCloud;
 use hostnic_operator::controller::Checkpoint;
 use hostnic_operator::http::{self, Probes};
+use hostnic_operator::lease::Timing;
 use hostnic_operator::metrics::Metrics;
-use hostnic_operator::run::{LeaseConfig, Operator};
+use hostnic_operator::run::{LeaseConfig, Operator, kube_config};
 use hostnic_operator::telemetry;
 use kube::api::ListParams;
 use prometheus_client::registry::Registry;
@@ -34,6 +35,8 @@ async fn main() -> anyhow::Result<()> {
         lease_name,
         identity,
         lease_seconds,
+        lease_renew_deadline_seconds,
+        lease_retry_period_seconds,
         instance_annotation: _,
         instance_label: _,
         cloud_qps,
@@ -76,9 +79,19 @@ async fn main() -> anyhow::Result<()> {
     let cloud = qingcloud::Client::new(config, client_settings, Some(cloud_metrics))
         .context("build the QingCloud client")?;
 
-    let client = kube::Client::try_default()
+    let secs = |s: u32| Duration::from_secs(u64::from(s));
+    let timing = Timing::new(
+        secs(lease_seconds),
+        secs(lease_renew_deadline_seconds),
+        secs(lease_retry_period_seconds),
+    )
+    .context("lease timing")?;
+
+    let inferred = kube::Config::infer()
         .await
-        .context("connect to the Kubernetes API")?;
+        .context("find the Kubernetes API (in-cluster or kubeconfig)")?;
+    let client =
+        kube::Client::try_from(kube_config(inferred)).context("build the Kubernetes client")?;
     // Fail fast, and say how to fix it, when the CRDs are missing.
     kube::Api::<NicPool>::all(client.clone())
         .list(&ListParams::default().limit(1))
@@ -119,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
         lease: Some(LeaseConfig {
             namespace: lease_namespace,
             name: lease_name,
-            duration: Duration::from_secs(u64::from(lease_seconds)),
+            timing,
         }),
         checkpoint: Arc::new(Checkpoint::default()),
         metrics,

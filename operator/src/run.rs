@@ -18,21 +18,40 @@ use tokio_util::sync::CancellationToken;
 use crate::args::Settings;
 use crate::cloud::CloudApi;
 use crate::cloud::batch::BatchConfig;
+use crate::cloud::gate::Gate;
 use crate::cloud::metered::Metered;
 use crate::controller::{Checkpoint, Context, hostnic, nicpool};
 use crate::gc::Collector;
-use crate::lease::Elector;
+use crate::lease::{Elector, Timing};
 use crate::metrics::Metrics;
 
-/// Where the leader Lease lives.
+/// Where the leader Lease lives and how it is kept.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
     /// Namespace.
     pub namespace: String,
     /// Lease name.
     pub name: String,
-    /// Validity without renewal.
-    pub duration: Duration,
+    /// Duration, renew deadline and retry period.
+    pub timing: Timing,
+}
+
+/// Bounds how long a connection attempt to the API server may take.
+pub const KUBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds how long the client waits for bytes on a connection, so a half-open one (a
+/// partition) fails instead of hanging forever. Longer than kube-runtime's watch idle timeout
+/// (290 s server-side watch timeout + 5 s), which it must not undercut: a watch on a quiet
+/// resource reads nothing in between. The Lease does not rely on it: each attempt has its own
+/// deadline.
+pub const KUBE_READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The Kubernetes client settings the operator runs with (kube 5.0 sets no read timeout).
+pub fn kube_config(mut config: kube::Config) -> kube::Config {
+    config.connect_timeout = Some(KUBE_CONNECT_TIMEOUT);
+    config.read_timeout = Some(KUBE_READ_TIMEOUT);
+    // Count from when a request is sent, not from when its pooled connection went idle.
+    config.reset_reader_on_write = true;
+    config
 }
 
 /// A configured operator, ready to run.
@@ -66,26 +85,25 @@ impl std::fmt::Debug for Operator {
 impl Operator {
     /// Runs until `stop`; reconcilers run only while this replica leads.
     pub async fn run(self, stop: CancellationToken) {
-        let (tx, rx) = watch::channel(self.lease.is_none());
-        // Without election the sender stays here, so `rx` never reports a lost leadership.
-        let (elector, _unelected) = match &self.lease {
-            Some(l) => {
-                let e = Elector::new(
-                    self.client.clone(),
-                    &l.namespace,
-                    &l.name,
-                    &self.identity,
-                    l.duration,
-                );
-                (Some(tokio::spawn(e.run(tx, stop.clone()))), None)
-            }
-            None => (None, Some(tx)),
+        let Some(l) = self.lease.clone() else {
+            // A single replica: one term, ended only by `stop`.
+            self.run_controllers(stop).await;
+            return;
         };
+        let (tx, rx) = watch::channel(false);
+        let campaign = CancellationToken::new();
+        let elector = Elector::new(
+            self.client.clone(),
+            &l.namespace,
+            &l.name,
+            &self.identity,
+            l.timing,
+        );
+        let elector = tokio::spawn(elector.run(tx, campaign.clone()));
         self.lead_while_elected(rx, &stop).await;
-        // The elector hands the Lease back on the way out: wait for it.
-        if let Some(elector) = elector {
-            let _ = elector.await;
-        }
+        // The controllers are gone: only now hand the Lease back.
+        campaign.cancel();
+        let _ = elector.await;
     }
 
     /// Runs the controllers each time this replica becomes leader, until `stop`.
@@ -97,6 +115,7 @@ impl Operator {
                     r = rx.changed() => if r.is_err() { return },
                 }
             }
+            // The term: ends on `stop` or when the elector reports leadership lost.
             let term = stop.child_token();
             let mut lost = rx.clone();
             let t = term.clone();
@@ -118,10 +137,16 @@ impl Operator {
         }
     }
 
-    async fn run_controllers(&self, stop: CancellationToken) {
+    /// Runs both controllers and GC for one term. When `term` ends they are dropped where they
+    /// stand, in-flight reconciles included (each step is crash-safe), and the cloud is fenced
+    /// for everything they spawned.
+    async fn run_controllers(&self, term: CancellationToken) {
         self.metrics.leader.set(1);
-        let cloud: Arc<dyn CloudApi> =
-            Arc::new(Metered::new(self.cloud.clone(), self.metrics.clone()));
+        // Metered inside the gate: fenced calls never reached the cloud, so they do not count.
+        let cloud: Arc<dyn CloudApi> = Arc::new(Gate::new(
+            Arc::new(Metered::new(self.cloud.clone(), self.metrics.clone())),
+            term.clone(),
+        ));
         let cfg = Config::default().concurrency(self.settings.concurrency);
         let hostnics: Api<HostNic> = Api::all(self.client.clone());
         let hn_ctrl =
@@ -145,9 +170,7 @@ impl Operator {
                         .map(|p| ObjectRef::from_obj(p.as_ref()))
                         .collect::<Vec<_>>()
                 },
-            )
-            .graceful_shutdown_on(stop.clone().cancelled_owned());
-        let hn_ctrl = hn_ctrl.graceful_shutdown_on(stop.clone().cancelled_owned());
+            );
         let hn = hn_ctrl
             .run(hostnic::reconcile, hostnic::error_policy, ctx.clone())
             .for_each(|r| async move {
@@ -162,8 +185,14 @@ impl Operator {
                     tracing::debug!(%error, "nicpool controller event");
                 }
             });
-        let gc = Collector::default().run(ctx.clone(), stop.clone());
-        tokio::join!(hn, np, gc);
+        let gc = Collector::default().run(ctx.clone(), term.clone());
+        tokio::select! {
+            // Dropping the controller streams aborts their reconcile tasks (kube-runtime holds
+            // each in an abort-on-drop handle); the gate already refuses their cloud calls.
+            biased;
+            () = term.cancelled() => {}
+            _ = futures::future::join3(hn, np, gc) => {}
+        }
         self.metrics.leader.set(0);
     }
 }

@@ -56,6 +56,10 @@ async fn binary_runs_serves_and_stops_on_sigterm() {
             "hostnic-system",
             "--lease-seconds",
             "3",
+            "--lease-renew-deadline-seconds",
+            "2",
+            "--lease-retry-period-seconds",
+            "1",
         ])
         .args([
             "--cloud-qps",

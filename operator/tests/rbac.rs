@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::*;
 use hostnic_crds::{HostNicPhase, ReclaimPolicy};
 use hostnic_operator::controller::Checkpoint;
+use hostnic_operator::lease::Timing;
 use hostnic_operator::run::LeaseConfig;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::PostParams;
@@ -33,7 +34,13 @@ async fn kubernetes_requests_of_the_operator() {
     let lease = LeaseConfig {
         namespace: "hostnic-system".into(),
         name: "hostnic-operator".into(),
-        duration: Duration::from_secs(3),
+        // Production's 15 s / 10 s / 2 s scaled by 1/5, for a quick first election.
+        timing: Timing::new(
+            Duration::from_secs(3),
+            Duration::from_secs(2),
+            Duration::from_millis(400),
+        )
+        .expect("lease timing"),
     };
     let op = env.operator(Arc::new(Checkpoint::default()), Some(lease), "op-a");
     let stop = CancellationToken::new();

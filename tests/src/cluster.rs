@@ -491,6 +491,10 @@ fn operator_spec(config: &ClusterConfig, kubeconfig: &Path, cloud: &Path) -> Res
         // Test tempo: short lease (restarts take over fast), fast job polls and GC passes.
         .arg("--lease-seconds")
         .arg("3")
+        .arg("--lease-renew-deadline-seconds")
+        .arg("2")
+        .arg("--lease-retry-period-seconds")
+        .arg("1")
         .arg("--job-poll-seconds")
         .arg("0.2")
         .arg("--shrink-delay-seconds")

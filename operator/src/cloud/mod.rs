@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod fake;
+pub mod gate;
 pub mod metered;
 pub mod qingcloud;
 

@@ -4,8 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +88,19 @@ pub fn test_settings() -> Settings {
     }
 }
 
+/// The simulator client of most tests: no rate limit, short back-offs.
+pub fn fast_cloud_settings() -> qingcloud::ClientSettings {
+    qingcloud::ClientSettings {
+        qps: 10_000.0,
+        burst: 10_000,
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        retry_budget: Duration::from_secs(1),
+        job_poll_interval: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
 pub struct Env {
     pub kube: kube_mem::KubeMemHandle,
     pub client: kube::Client,
@@ -134,20 +150,8 @@ impl Env {
         let sim = Arc::new(b.start().await.expect("start simulator"));
         let cfg = qingcloud::CloudConfig::from_yaml(&sim.config_yaml(), "sim.yaml".as_ref())
             .expect("sim config");
-        let qc = qingcloud::Client::new(
-            cfg,
-            qingcloud::ClientSettings {
-                qps: 10_000.0,
-                burst: 10_000,
-                backoff_base: Duration::from_millis(20),
-                backoff_max: Duration::from_millis(200),
-                retry_budget: Duration::from_secs(1),
-                job_poll_interval: Duration::from_millis(100),
-                ..Default::default()
-            },
-            None,
-        )
-        .expect("qingcloud client");
+        let qc =
+            qingcloud::Client::new(cfg, fast_cloud_settings(), None).expect("qingcloud client");
         for (id, _) in &setup.nodes {
             add_node(&client, id).await;
         }
@@ -171,6 +175,36 @@ impl Env {
 
     pub fn cloud(&self) -> Arc<dyn CloudApi> {
         Arc::new(QingCloud::new(self.qc.clone()))
+    }
+
+    /// A client of the simulator that connects to `addr` (a proxy in front of it).
+    pub fn qc_via(
+        &self,
+        addr: SocketAddr,
+        settings: qingcloud::ClientSettings,
+    ) -> qingcloud::Client {
+        let sim = format!("port: {}\n", self.sim.addr().port());
+        let yaml = self
+            .sim
+            .config_yaml()
+            .replace(&sim, &format!("port: {}\n", addr.port()));
+        let cfg =
+            qingcloud::CloudConfig::from_yaml(&yaml, "sim.yaml".as_ref()).expect("sim config");
+        qingcloud::Client::new(cfg, settings, None).expect("qingcloud client")
+    }
+
+    /// The operator's Kubernetes client, with the operator's production client settings,
+    /// connecting to `addr` (a proxy in front of the API server).
+    pub async fn op_client_via(&self, addr: SocketAddr) -> kube::Client {
+        let yaml = self
+            .kube
+            .kubeconfig_yaml_for(Some(OP_TOKEN))
+            .replace(&self.kube.url(), &format!("http://{addr}"));
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("kube config");
+        kube::Client::try_from(hostnic_operator::run::kube_config(config)).expect("kube client")
     }
 
     pub fn operator(

@@ -138,6 +138,8 @@ impl System {
                     .arg(format!("--metrics-addr={}", free_port()?))
                     .arg(format!("--lease-namespace={NAMESPACE}"))
                     .arg("--lease-seconds=3")
+                    .arg("--lease-renew-deadline-seconds=2")
+                    .arg("--lease-retry-period-seconds=1")
                     .arg("--job-poll-seconds=0.2")
                     .arg("--shrink-delay-seconds=1")
                     .arg("--cloud-cache-seconds=1")
