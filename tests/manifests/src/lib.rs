@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod apiserver;
+pub mod kubelet;
 pub mod rbac;
 pub mod render;
 pub mod typed;
