@@ -263,3 +263,98 @@ fn the_images_fit_what_the_manifests_run() {
         assert!(kustomization.contains(&format!("- name: {image}")));
     }
 }
+
+/// The offline builder (`hostnic-images`) and the Dockerfile make the same images: every file
+/// a Dockerfile image stage copies is in the offline image at the same path, from a file of the
+/// same name (the same repository file for files of the repository), with the same mode where
+/// the Dockerfile sets one; the entrypoints and users are equal; and whatever else the offline
+/// image carries is what the Dockerfile's base images provide (libraries, CA bundle, shell and
+/// tools, `/tmp`, `/run`).
+#[test]
+fn the_offline_builder_makes_the_images_the_dockerfile_makes() {
+    use hostnic_tests::bins::{bin, target_dir};
+    use hostnic_tests::images;
+    use hostnic_tests::oci::Entry;
+
+    let text = dockerfile();
+    let stages = stages(&text);
+    let inputs = images::Inputs {
+        repo_root: repo_root(),
+        bin_dir: target_dir(),
+        plugin: bin("hostnic"),
+        cni_plugins: "/usr/lib/cni".into(),
+    };
+    let specs = [
+        (
+            "operator",
+            images::operator(&inputs, "x/hostnic-operator:t").unwrap(),
+        ),
+        (
+            "agent",
+            images::agent(&inputs, "x/hostnic-agent:t").unwrap(),
+        ),
+    ];
+    for (stage, spec) in specs {
+        let ins = &stages[stage];
+        let mut copied = Vec::new();
+        for i in ins.iter().filter(|i| i.starts_with("COPY ")) {
+            let w = words(i);
+            let (src, dst) = (w[w.len() - 2], w[w.len() - 1]);
+            copied.push(dst.to_owned());
+            let entry = spec
+                .entries
+                .iter()
+                .find(|(p, _)| p == dst)
+                .map(|(_, e)| e)
+                .unwrap_or_else(|| panic!("{stage}: the offline image lacks {dst}"));
+            let Entry::File { source, mode } = entry else {
+                panic!("{stage}: {dst} is not a file in the offline image");
+            };
+            let name = src.rsplit('/').next().unwrap();
+            assert_eq!(
+                source.file_name().unwrap().to_str().unwrap(),
+                name,
+                "{stage}: {dst} comes from another file"
+            );
+            if !i.contains("--from=") {
+                assert_eq!(
+                    source.canonicalize().unwrap(),
+                    repo_root().join(src).canonicalize().unwrap()
+                );
+            }
+            if let Some(m) = w.iter().find_map(|w| w.strip_prefix("--chmod=")) {
+                assert_eq!(*mode, u32::from_str_radix(m, 8).unwrap(), "{stage}: {dst}");
+            }
+        }
+        let entrypoint: Vec<String> = serde_json::from_str(
+            ins.iter()
+                .find_map(|i| i.strip_prefix("ENTRYPOINT "))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(spec.entrypoint, entrypoint, "{stage}");
+        let user = ins
+            .iter()
+            .find_map(|i| i.strip_prefix("USER "))
+            .map(str::to_owned);
+        assert_eq!(spec.user, user, "{stage}");
+        let base_file = |p: &str| {
+            [
+                "/lib/",
+                "/lib64/",
+                "/usr/lib/",
+                "/usr/bin/",
+                "/etc/ssl/certs/",
+            ]
+            .iter()
+            .any(|d| p.starts_with(d))
+                || ["/tmp", "/run", "/var/run", "/bin"].contains(&p)
+        };
+        for (path, _) in &spec.entries {
+            assert!(
+                copied.contains(path) || base_file(path),
+                "{stage}: the offline image has {path}, which the Dockerfile image does not"
+            );
+        }
+    }
+}
