@@ -8,6 +8,7 @@ pub mod apiserver;
 pub mod kubelet;
 pub mod rbac;
 pub mod render;
+pub mod status_agent;
 pub mod typed;
 
 use std::path::PathBuf;

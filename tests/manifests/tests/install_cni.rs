@@ -5,15 +5,14 @@
 //! the uninstall flag removes it; the conflists it writes are ones libcni accepts.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use hostnic_manifests_tests::status_agent::StatusAgent;
 use hostnic_manifests_tests::{manifests_dir, render};
 use hostnic_tests::bins::bin;
 use hostnic_tests::cni_runtime::CniRuntime;
@@ -141,85 +140,6 @@ impl Drop for Running {
     }
 }
 
-/// The agent's side of CNI STATUS on its unix socket (`GET /v1/status`), answering not ready
-/// until told otherwise, and counting the questions.
-struct StatusAgent {
-    ready: Arc<AtomicBool>,
-    asked: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    socket: PathBuf,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl StatusAgent {
-    fn start(socket: &Path) -> Self {
-        let listener = UnixListener::bind(socket).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let ready = Arc::new(AtomicBool::new(false));
-        let asked = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, a, s) = (ready.clone(), asked.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                let Ok((stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                stream.set_nonblocking(false).unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                reader.read_line(&mut request_line).unwrap();
-                let mut line = String::new();
-                while reader.read_line(&mut line).unwrap() > 2 {
-                    line.clear();
-                }
-                assert!(
-                    request_line.starts_with("GET /v1/status "),
-                    "{request_line}"
-                );
-                let ready = r.load(Ordering::SeqCst);
-                let body = serde_json::json!({
-                    "ready": ready,
-                    "reason": if ready { None } else { Some("syncing HostNics") },
-                    "synced": ready,
-                    "free_nics": 0,
-                    "incoming_nics": 0,
-                })
-                .to_string();
-                let mut stream = stream;
-                write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .unwrap();
-                a.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        Self {
-            ready,
-            asked,
-            stop,
-            socket: socket.to_owned(),
-            thread: Some(thread),
-        }
-    }
-
-    fn asked(&self) -> usize {
-        self.asked.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for StatusAgent {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = fs::remove_file(&self.socket);
-    }
-}
-
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !cond() {
@@ -307,7 +227,7 @@ fn the_conflist_is_written_only_once_the_agent_answers_status_ready_and_survives
     assert!(!host.installed_conflist().exists());
 
     // Running but not synced: asked several times, the answer stays "not ready".
-    let agent = StatusAgent::start(&host.socket());
+    let agent = StatusAgent::start(&host.socket()).unwrap();
     wait_until("three STATUS questions", || agent.asked() >= 3);
     assert!(
         !host.installed_conflist().exists(),
@@ -348,7 +268,7 @@ fn uninstall_removes_the_conflist_and_the_plugin_and_nothing_else() {
     fs::write(host.conf_dir.join("20-other.conflist"), "{}").unwrap();
 
     // The agent still runs (it serves the DELs of pods that remain), ready or not.
-    let _agent = StatusAgent::start(&host.socket());
+    let _agent = StatusAgent::start(&host.socket()).unwrap();
     let running = host.conflist(&conflist_source(), true);
     wait_until("the conflist to go", || !host.installed_conflist().exists());
     wait_until("the plugin to go", || {
@@ -371,7 +291,7 @@ fn warns_about_a_config_file_that_would_shadow_hostnic() {
     fs::create_dir_all(&host.conf_dir).unwrap();
     fs::write(host.conf_dir.join("05-other.conflist"), "{}").unwrap();
     fs::write(host.conf_dir.join("99-late.conf"), "{}").unwrap();
-    let agent = StatusAgent::start(&host.socket());
+    let agent = StatusAgent::start(&host.socket()).unwrap();
     agent.ready.store(true, Ordering::SeqCst);
     let running = host.conflist(&conflist_source(), false);
     wait_until("the conflist", || host.installed_conflist().exists());
@@ -399,7 +319,7 @@ fn the_installed_conflists_pass_libcni_validation_with_the_installed_plugins() {
     for (source, want) in cases {
         let host = Host::new();
         ok(&host.plugins());
-        let agent = StatusAgent::start(&host.socket());
+        let agent = StatusAgent::start(&host.socket()).unwrap();
         agent.ready.store(true, Ordering::SeqCst);
         let running = host.conflist(&source, false);
         wait_until("the conflist", || host.installed_conflist().exists());
