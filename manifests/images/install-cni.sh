@@ -84,7 +84,6 @@ agent_ready() {
 
 # Stays running until the pod is stopped; the conflist stays too.
 idle() {
-    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM INT
     while :; do
         sleep 3600 &
         sleeper=$!
@@ -107,6 +106,10 @@ plugins)
     install_atomic "$plugin_dir/hostnic" "$bin_dir" hostnic 0755
     ;;
 conflist)
+    # Stopping is normal at any point (a rolling update): exit 0, after the current step
+    # (a rename is atomic: the conflist is either installed or not).
+    sleeper=""
+    trap 'kill "$sleeper" 2>/dev/null || :; exit 0' TERM INT
     if [ "$uninstall" = true ]; then
         rm -f "$conf_dir/$conf_name" "$bin_dir/hostnic"
         say "uninstalled: removed $conf_dir/$conf_name and $bin_dir/hostnic"
