@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
@@ -154,6 +155,53 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
         "--help",
     ]);
     assert!(help.contains("--metrics-addr"), "{help}");
+    // The operator reads its credentials as the Deployment gives them (Secret files 0440,
+    // group 65532 by fsGroup) and gets past them to the Kubernetes client, which has nothing
+    // to connect to here; a root-only file it cannot read: it is not root.
+    let secret = dir.path().join("qingcloud");
+    fs::create_dir_all(&secret).unwrap();
+    let config = secret.join("config.yaml");
+    fs::write(
+        &config,
+        "qy_access_key_id: 'KEYID'\nqy_secret_access_key: 'SECRET'\nzone: 'pek3a'\n",
+    )
+    .unwrap();
+    let root_only = secret.join("root-only.yaml");
+    fs::copy(&config, &root_only).unwrap();
+    std::os::unix::fs::chown(&config, Some(0), Some(65532)).unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o440)).unwrap();
+    fs::set_permissions(&root_only, fs::Permissions::from_mode(0o400)).unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/etc/qingcloud,options=rbind:ro",
+        secret.display()
+    );
+    let start = |id: &str, file: &str| -> String {
+        let out = ctr.run(&[
+            "run",
+            "--rm",
+            "--read-only",
+            "--mount",
+            &mount,
+            operator_ref,
+            id,
+            images::OPERATOR_BIN,
+            &format!("--cloud-config=/etc/qingcloud/{file}"),
+        ]);
+        assert!(!out.status.success(), "the operator ran without a cluster");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let log = start("hn-img-operator-secret", "config.yaml");
+    assert!(!log.contains("read cloud credentials"), "{log}");
+    assert!(log.to_lowercase().contains("kube"), "{log}");
+    let log = start("hn-img-operator-rootonly", "root-only.yaml");
+    assert!(
+        log.contains("read cloud credentials") && log.contains("ermission denied"),
+        "{log}"
+    );
     // The agent too.
     let help = ctr.ok(&[
         "run",
