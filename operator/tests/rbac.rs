@@ -144,6 +144,7 @@ async fn kubernetes_requests_of_the_operator() {
         "get core nodes (cluster)",
         "list core nodes (cluster)",
         "watch core nodes (cluster)",
+        "patch core nodes (cluster)",
         "create coordination.k8s.io leases (ns hostnic-system)",
         "get coordination.k8s.io leases (ns hostnic-system)",
         "update coordination.k8s.io leases (ns hostnic-system)",

@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod hostnic;
 pub mod nicpool;
+pub mod taint;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

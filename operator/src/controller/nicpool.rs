@@ -301,6 +301,7 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     let before = pool.status.clone().unwrap_or_default();
     write_status(ctx, pool, status, &conds).await?;
     announce_transitions(ctx, pool, &before, &conds).await;
+    super::taint::release_warm_nodes(ctx, pool, &nodes, &decisions).await?;
 
     let blocked = decisions.iter().any(|(_, d)| {
         d.blockers

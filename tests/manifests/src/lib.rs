@@ -5,8 +5,10 @@
 
 pub mod admin;
 pub mod apiserver;
+pub mod kubelet;
 pub mod rbac;
 pub mod render;
+pub mod status_agent;
 pub mod typed;
 
 use std::path::PathBuf;

@@ -139,55 +139,73 @@ fn the_builder_builds_existing_packages_with_existing_profiles() {
     );
 }
 
+/// What each build stage leaves in /out: `cp SRC... /out/` keeps names, `cp SRC /out/NAME`
+/// renames.
+fn produced(stages: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for (stage, ins) in stages {
+        let files: &mut Vec<String> = out.entry(stage.clone()).or_default();
+        for cp in ins.iter().flat_map(|i| i.split(';')) {
+            let w = words(cp);
+            if w.first() != Some(&"cp") {
+                continue;
+            }
+            let dest = *w.last().unwrap();
+            match dest.strip_prefix("/out/") {
+                Some("") => files.extend(
+                    w[1..w.len() - 1]
+                        .iter()
+                        .map(|src| src.rsplit('/').next().unwrap().trim_matches('"').to_owned()),
+                ),
+                Some(name) => files.push(name.to_owned()),
+                None => {}
+            }
+        }
+    }
+    out
+}
+
+/// Stages that are images (they have an ENTRYPOINT), as opposed to build stages.
+fn image_stages(stages: &BTreeMap<String, Vec<String>>) -> Vec<&String> {
+    stages
+        .iter()
+        .filter(|(_, ins)| ins.iter().any(|i| i.starts_with("ENTRYPOINT ")))
+        .map(|(n, _)| n)
+        .collect()
+}
+
 #[test]
 fn every_copied_artifact_is_produced_and_every_entrypoint_exists() {
     let text = dockerfile();
     let stages = stages(&text);
-    // What the builder leaves in /out: `cp SRC... /out/` keeps names, `cp SRC /out/NAME` renames.
-    let mut produced = Vec::new();
-    for cp in stages["builder"].iter().flat_map(|i| i.split(';')) {
-        let w = words(cp);
-        if w.first() != Some(&"cp") {
-            continue;
-        }
-        let dest = *w.last().unwrap();
-        match dest.strip_prefix("/out/") {
-            Some("") => produced.extend(
-                w[1..w.len() - 1]
-                    .iter()
-                    .map(|src| src.rsplit('/').next().unwrap().trim_matches('"').to_owned()),
-            ),
-            Some(name) => produced.push(name.to_owned()),
-            None => {}
-        }
-    }
-    // "" holds the ARGs before the first FROM.
-    for (name, ins) in stages
-        .iter()
-        .filter(|(n, _)| !["builder", ""].contains(&n.as_str()))
-    {
+    let produced = produced(&stages);
+    let images = image_stages(&stages);
+    assert_eq!(images, vec!["agent", "operator"]);
+    for name in images {
+        let ins = &stages[name];
         let mut files = Vec::new();
         for i in ins.iter().filter(|i| i.starts_with("COPY ")) {
             let w = words(i);
             let (src, dst) = (w[w.len() - 2], w[w.len() - 1]);
-            if i.contains("--from=builder") {
-                let file = src.strip_prefix("/out/").unwrap();
-                assert!(
-                    produced.iter().any(|p| p == file),
-                    "{name}: copies {src}, which the builder does not produce ({produced:?})"
-                );
-            } else {
-                assert!(
+            match w.iter().find_map(|w| w.strip_prefix("--from=")) {
+                Some(from) => {
+                    let file = src.strip_prefix("/out/").unwrap();
+                    assert!(
+                        produced[from].iter().any(|p| p == file),
+                        "{name}: copies {src}, which stage {from} does not produce ({produced:?})"
+                    );
+                }
+                None => assert!(
                     repo_root().join(src).is_file(),
                     "{name}: copies missing {src}"
-                );
+                ),
             }
             files.push(dst.to_owned());
         }
         let entrypoint = ins
             .iter()
             .find_map(|i| i.strip_prefix("ENTRYPOINT "))
-            .unwrap_or_else(|| panic!("{name} has no ENTRYPOINT"));
+            .unwrap();
         let entry: Vec<String> = serde_json::from_str(entrypoint).unwrap();
         assert!(
             files.contains(&entry[0]),
@@ -221,13 +239,19 @@ fn the_images_fit_what_the_manifests_run() {
         agent.contains(&format!(" {command}")),
         "the agent image lacks {command}"
     );
+    // Every plugin the installer installs, where it looks for them by default.
     let installer = std::fs::read_to_string(manifests_dir().join("images/install-cni.sh")).unwrap();
-    let default_plugin = installer
+    let plugin_dir = installer
         .lines()
-        .find_map(|l| l.strip_prefix("plugin=${HOSTNIC_PLUGIN:-"))
+        .find_map(|l| l.strip_prefix("plugin_dir=${HOSTNIC_PLUGIN_DIR:-"))
         .unwrap()
         .trim_end_matches('}');
-    assert!(agent.contains(&format!("/out/hostnic {default_plugin}")));
+    for plugin in ["hostnic", "loopback", "portmap"] {
+        assert!(
+            agent.contains(&format!("/out/{plugin} {plugin_dir}/{plugin}")),
+            "the agent image lacks {plugin_dir}/{plugin}"
+        );
+    }
     // The installer is a POSIX shell script: the agent's base image must have a shell.
     assert!(installer.starts_with("#!/bin/sh"));
     assert!(!stages["agent"][0].contains("distroless"));
@@ -237,5 +261,100 @@ fn the_images_fit_what_the_manifests_run() {
         std::fs::read_to_string(manifests_dir().join("kustomization.yaml")).unwrap();
     for image in ["hostnic-operator", "hostnic-agent"] {
         assert!(kustomization.contains(&format!("- name: {image}")));
+    }
+}
+
+/// The offline builder (`hostnic-images`) and the Dockerfile make the same images: every file
+/// a Dockerfile image stage copies is in the offline image at the same path, from a file of the
+/// same name (the same repository file for files of the repository), with the same mode where
+/// the Dockerfile sets one; the entrypoints and users are equal; and whatever else the offline
+/// image carries is what the Dockerfile's base images provide (libraries, CA bundle, shell and
+/// tools, `/tmp`, `/run`).
+#[test]
+fn the_offline_builder_makes_the_images_the_dockerfile_makes() {
+    use hostnic_tests::bins::{bin, target_dir};
+    use hostnic_tests::images;
+    use hostnic_tests::oci::Entry;
+
+    let text = dockerfile();
+    let stages = stages(&text);
+    let inputs = images::Inputs {
+        repo_root: repo_root(),
+        bin_dir: target_dir(),
+        plugin: bin("hostnic"),
+        cni_plugins: "/usr/lib/cni".into(),
+    };
+    let specs = [
+        (
+            "operator",
+            images::operator(&inputs, "x/hostnic-operator:t").unwrap(),
+        ),
+        (
+            "agent",
+            images::agent(&inputs, "x/hostnic-agent:t").unwrap(),
+        ),
+    ];
+    for (stage, spec) in specs {
+        let ins = &stages[stage];
+        let mut copied = Vec::new();
+        for i in ins.iter().filter(|i| i.starts_with("COPY ")) {
+            let w = words(i);
+            let (src, dst) = (w[w.len() - 2], w[w.len() - 1]);
+            copied.push(dst.to_owned());
+            let entry = spec
+                .entries
+                .iter()
+                .find(|(p, _)| p == dst)
+                .map(|(_, e)| e)
+                .unwrap_or_else(|| panic!("{stage}: the offline image lacks {dst}"));
+            let Entry::File { source, mode } = entry else {
+                panic!("{stage}: {dst} is not a file in the offline image");
+            };
+            let name = src.rsplit('/').next().unwrap();
+            assert_eq!(
+                source.file_name().unwrap().to_str().unwrap(),
+                name,
+                "{stage}: {dst} comes from another file"
+            );
+            if !i.contains("--from=") {
+                assert_eq!(
+                    source.canonicalize().unwrap(),
+                    repo_root().join(src).canonicalize().unwrap()
+                );
+            }
+            if let Some(m) = w.iter().find_map(|w| w.strip_prefix("--chmod=")) {
+                assert_eq!(*mode, u32::from_str_radix(m, 8).unwrap(), "{stage}: {dst}");
+            }
+        }
+        let entrypoint: Vec<String> = serde_json::from_str(
+            ins.iter()
+                .find_map(|i| i.strip_prefix("ENTRYPOINT "))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(spec.entrypoint, entrypoint, "{stage}");
+        let user = ins
+            .iter()
+            .find_map(|i| i.strip_prefix("USER "))
+            .map(str::to_owned);
+        assert_eq!(spec.user, user, "{stage}");
+        let base_file = |p: &str| {
+            [
+                "/lib/",
+                "/lib64/",
+                "/usr/lib/",
+                "/usr/bin/",
+                "/etc/ssl/certs/",
+            ]
+            .iter()
+            .any(|d| p.starts_with(d))
+                || ["/tmp", "/run", "/var/run", "/bin"].contains(&p)
+        };
+        for (path, _) in &spec.entries {
+            assert!(
+                copied.contains(path) || base_file(path),
+                "{stage}: the offline image has {path}, which the Dockerfile image does not"
+            );
+        }
     }
 }

@@ -28,6 +28,7 @@ const NODE: &str = "rbac-node-0";
 const INSTANCE: &str = "i-hnrbac00";
 const POOL: &str = "rbac";
 const CRD_VERSION: &str = "hostnic.qingcloud.com/v1alpha1";
+const STARTUP_TAINT: &str = "hostnic.qingcloud.com/not-ready";
 
 /// Grants an account needs although this scenario does not exercise them:
 /// (account, verb, group, resource, why). Kept tiny on purpose: anything else unused fails.
@@ -92,7 +93,11 @@ impl System {
         api.client.create_all(&[json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
-            "spec": {"providerID": format!("qingcloud://{INSTANCE}")},
+            // Registered with hostnic's startup taint (kubelet --register-with-taints).
+            "spec": {
+                "providerID": format!("qingcloud://{INSTANCE}"),
+                "taints": [{"key": STARTUP_TAINT, "effect": "NoSchedule"}],
+            },
         })])?;
 
         let node_netns = TestNetns::new("rbac");
@@ -242,7 +247,11 @@ fn scenario(sys: &mut System) -> Result<()> {
     sys.admin().create_all(&[json!({
         "apiVersion": CRD_VERSION,
         "kind": "NicPool",
-        "metadata": {"name": POOL, "annotations": {"hostnic.qingcloud.com/is-default-pool": "true"}},
+        "metadata": {"name": POOL, "annotations": {
+            "hostnic.qingcloud.com/is-default-pool": "true",
+            // The pool gates the node's startup taint.
+            "hostnic.qingcloud.com/gate-node-readiness": "true",
+        }},
         "spec": {
             "vxnets": ["vxnet-hnrbac1"], "size": 2, "quarantineSeconds": 0,
             // A route through the node (gateway 0.0.0.0) brings in the gateway-NIC paths.
@@ -251,6 +260,13 @@ fn scenario(sys: &mut System) -> Result<()> {
     })])?;
     wait_for("2 Available HostNics", Duration::from_secs(60), || {
         Ok(sys.count("Available")? == 2)
+    })?;
+    wait_for("the startup taint to go", Duration::from_secs(30), || {
+        let nodes = sys.admin().list("v1", "Node")?;
+        Ok(!nodes
+            .iter()
+            .flat_map(|n| n["spec"]["taints"].as_array().into_iter().flatten())
+            .any(|t| t["key"] == STARTUP_TAINT))
     })?;
 
     // Fail over: the standby replica finishes the scenario with the same RBAC.

@@ -2,7 +2,7 @@
 //! the install-time policies hold (least privilege, credentials only in the operator, ...).
 
 use hostnic_manifests_tests::render::{self, describe};
-use hostnic_manifests_tests::{manifests_dir, repo_root, typed};
+use hostnic_manifests_tests::{kubelet, manifests_dir, repo_root, typed};
 use serde_json::Value;
 
 fn rendered() -> Vec<Value> {
@@ -111,14 +111,7 @@ fn images_are_set_in_the_kustomization_only() {
     }
 }
 
-fn containers(spec: &Value) -> impl Iterator<Item = &Value> {
-    let init = spec["initContainers"].as_array().into_iter().flatten();
-    spec["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(init)
-}
+use kubelet::containers;
 
 #[test]
 fn the_credentials_are_mounted_into_the_operator_only() {
@@ -166,7 +159,7 @@ fn the_secret_template_has_every_qingcloud_config_key() {
 }
 
 #[test]
-fn the_operator_is_locked_down_and_highly_available() {
+fn the_operator_is_locked_down() {
     let objs = rendered();
     let deploy = find(&objs, "Deployment", "hostnic-operator");
     assert_eq!(deploy["spec"]["replicas"], 2);
@@ -183,6 +176,7 @@ fn the_operator_is_locked_down_and_highly_available() {
         assert_eq!(sc["allowPrivilegeEscalation"], false);
         assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
         assert!(sc["capabilities"]["add"].is_null());
+        assert_ne!(sc["privileged"], true);
         assert!(c["livenessProbe"]["httpGet"]["path"] == "/healthz");
         assert!(c["readinessProbe"]["httpGet"]["path"] == "/readyz");
         assert!(c["resources"]["requests"]["memory"].is_string());
@@ -199,6 +193,130 @@ fn the_operator_is_locked_down_and_highly_available() {
             "{env:?}"
         );
     }
+    // In the host network it binds no privileged port and mounts nothing of the host.
+    assert!(kubelet::node_ports(spec).iter().all(|p| *p >= 1024));
+    assert!(
+        spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["hostPath"].is_null())
+    );
+}
+
+/// On a cluster whose only CNI is hostnic, no pod network exists until the operator has
+/// created NICs and the agent serves them: both must be placed on such a node and start there.
+#[test]
+fn the_operator_and_the_agent_start_on_nodes_without_a_pod_network() {
+    let objs = rendered();
+    for (kind, name) in [
+        ("Deployment", "hostnic-operator"),
+        ("DaemonSet", "hostnic-agent"),
+    ] {
+        let spec = pod_spec(&objs, kind, name);
+        if let Some(why) = kubelet::cannot_start_before_pod_network(spec) {
+            panic!("{kind}/{name} cannot start before the pod network exists: it {why}");
+        }
+        // Clusters often have only control-plane or add-on-only nodes at that point.
+        if let Some(why) = kubelet::untolerated(spec, &kubelet::taints_of_reserved_nodes()) {
+            panic!("{kind}/{name} cannot run on control-plane or add-on nodes: it {why}");
+        }
+    }
+    // The agent runs on every node, whatever its taints.
+    let agent = pod_spec(&objs, "DaemonSet", "hostnic-agent");
+    let anything = [kubelet::Taint::new("example.com/dedicated", "NoExecute")];
+    assert_eq!(kubelet::untolerated(agent, &anything), None);
+}
+
+/// Ports bound on the node must not collide: between two operator replicas (the scheduler never
+/// puts them on one node) and between the operator and the agent, which share every node.
+#[test]
+fn pods_that_can_share_a_node_never_bind_the_same_port() {
+    let objs = rendered();
+    let operator = &find(&objs, "Deployment", "hostnic-operator")["spec"];
+    let agent = &find(&objs, "DaemonSet", "hostnic-agent")["spec"];
+    for workload in [operator, agent] {
+        let spec = &workload["template"]["spec"];
+        let declared = kubelet::node_ports(spec);
+        // Every address a container listens on is a declared port, so the list is complete.
+        for c in kubelet::containers(spec) {
+            for arg in c["args"].as_array().into_iter().flatten() {
+                let arg = arg.as_str().unwrap();
+                let Some((flag, addr)) = arg.split_once('=') else {
+                    continue;
+                };
+                if flag.ends_with("-addr") {
+                    let port: u64 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+                    assert!(
+                        declared.contains(&port),
+                        "{arg} listens on an undeclared port"
+                    );
+                }
+            }
+        }
+    }
+    let operator_ports = kubelet::node_ports(&operator["template"]["spec"]);
+    if operator["replicas"].as_u64() > Some(1) && !operator_ports.is_empty() {
+        assert!(
+            kubelet::one_per_node(&operator["template"]),
+            "two operator replicas may land on one node and both bind {operator_ports:?}"
+        );
+        // With one replica per node, a surge pod has nowhere to go on a two-node cluster.
+        assert_eq!(operator["strategy"]["rollingUpdate"]["maxSurge"], 0);
+    }
+    let agent_ports = kubelet::node_ports(&agent["template"]["spec"]);
+    assert!(
+        operator_ports.iter().all(|p| !agent_ports.contains(p)),
+        "operator {operator_ports:?} and agent {agent_ports:?} share a node port"
+    );
+}
+
+/// Runtimes pass CNI_NETNS as a host path made after the agent started: containerd and CRI-O
+/// under /var/run/netns (= /run/netns), containerd with `netns_mounts_under_state_dir` under its
+/// CRI state directory. The agent must see each of them.
+#[test]
+fn the_agent_sees_every_netns_a_runtime_passes() {
+    let objs = rendered();
+    let spec = pod_spec(&objs, "DaemonSet", "hostnic-agent");
+    let agent = &spec["containers"][0];
+    for path in [
+        "/var/run/netns/cni-2f1c",
+        "/run/netns/cni-2f1c",
+        "/run/containerd/io.containerd.grpc.v1.cri/netns/cni-2f1c",
+    ] {
+        assert!(
+            kubelet::sees_later_host_mount(spec, agent, path),
+            "the agent cannot open the runtime's netns {path}"
+        );
+    }
+}
+
+/// On SELinux-enforcing hosts a container_t process cannot write the host's CNI directories
+/// (bin_t, etc_t): every container that writes them runs as spc_t.
+#[test]
+fn the_installers_can_write_the_host_cni_dirs_under_selinux() {
+    let objs = rendered();
+    let spec = pod_spec(&objs, "DaemonSet", "hostnic-agent");
+    let host_cni_volumes = ["cni-bin", "cni-conf"];
+    let mut writers = 0;
+    for c in containers(spec) {
+        let writes = c["volumeMounts"].as_array().into_iter().flatten().any(|m| {
+            host_cni_volumes.contains(&m["name"].as_str().unwrap()) && m["readOnly"] != true
+        });
+        if writes {
+            writers += 1;
+            let sc = &c["securityContext"];
+            let selinux_type = sc["seLinuxOptions"]["type"]
+                .as_str()
+                .or(spec["securityContext"]["seLinuxOptions"]["type"].as_str());
+            assert!(
+                sc["privileged"] == true || selinux_type == Some("spc_t"),
+                "{} writes the host CNI dirs as container_t",
+                c["name"]
+            );
+        }
+    }
+    assert_eq!(writers, 2, "the plugin installer and the conflist writer");
 }
 
 #[test]
@@ -209,10 +327,6 @@ fn the_agent_runs_on_every_node_with_the_host_access_it_needs() {
     let spec = &ds["spec"]["template"]["spec"];
     assert_eq!(spec["hostNetwork"], true);
     assert_eq!(spec["priorityClassName"], "system-node-critical");
-    assert_eq!(
-        spec["tolerations"],
-        serde_json::json!([{"operator": "Exists"}])
-    );
     assert_eq!(spec["serviceAccountName"], "hostnic-agent");
 
     let agent = &spec["containers"][0];
@@ -237,9 +351,14 @@ fn the_agent_runs_on_every_node_with_the_host_access_it_needs() {
             serde_json::json!(["NET_ADMIN", "SYS_ADMIN"])
         );
     }
-    let init_sc = &spec["initContainers"][0]["securityContext"];
-    assert_eq!(init_sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    assert_ne!(init_sc["privileged"], true);
+    // The installers: no privilege, no capability, read-only image.
+    for c in containers(spec).filter(|c| c["name"] != "agent") {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert_ne!(sc["privileged"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+    }
     let node_name = agent["env"]
         .as_array()
         .unwrap()
@@ -250,48 +369,95 @@ fn the_agent_runs_on_every_node_with_the_host_access_it_needs() {
         node_name["valueFrom"]["fieldRef"]["fieldPath"],
         "spec.nodeName"
     );
-
-    let mounts = |c: &Value| -> Vec<(String, Value)> {
-        c["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| (m["mountPath"].as_str().unwrap().to_owned(), m.clone()))
-            .collect()
-    };
-    let agent_mounts = mounts(agent);
-    let netns = agent_mounts
-        .iter()
-        .find(|(p, _)| p == "/var/run/netns")
-        .expect("agent mounts /var/run/netns");
-    assert_eq!(netns.1["mountPropagation"], "HostToContainer");
-    assert!(agent_mounts.iter().any(|(p, _)| p == "/run/hostnic"));
-
-    let init = &spec["initContainers"][0];
-    let init_mounts = mounts(init);
-    for path in ["/host/opt/cni/bin", "/host/etc/cni/net.d"] {
-        assert!(
-            init_mounts.iter().any(|(p, _)| p == path),
-            "init mounts {path}"
-        );
-    }
-    let host_paths: Vec<&str> = spec["volumes"]
+    // Readiness is the agent's own /readyz, on the port it serves health on.
+    let probe = &agent["readinessProbe"]["httpGet"];
+    assert_eq!(probe["path"], "/readyz");
+    let health = agent["args"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|v| v["hostPath"]["path"].as_str())
-        .collect();
-    for path in [
-        "/run/hostnic",
-        "/var/run/netns",
-        "/opt/cni/bin",
-        "/etc/cni/net.d",
-    ] {
-        assert!(
-            host_paths.contains(&path),
-            "no hostPath {path}: {host_paths:?}"
-        );
+        .find_map(|a| a.as_str().unwrap().strip_prefix("--health-addr="))
+        .expect("--health-addr");
+    assert_eq!(
+        probe["port"].as_u64().map(|p| p.to_string()).as_deref(),
+        health.rsplit_once(':').map(|(_, p)| p)
+    );
+}
+
+/// The host's CNI directories are one setting: merging other values into the
+/// `hostnic-host-cni-dirs` ConfigMap from an overlay (and listing the component again, as the
+/// README says) moves both hostPath volumes and nothing else, and the ConfigMap is not installed.
+#[test]
+fn the_host_cni_dirs_are_one_kustomize_setting() {
+    let objs = rendered();
+    assert!(
+        !objs
+            .iter()
+            .any(|o| o["metadata"]["name"] == "hostnic-host-cni-dirs")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let base = manifests_dir().canonicalize().unwrap();
+    let rel = |p: &std::path::Path| {
+        let depth = dir.path().canonicalize().unwrap().components().count() - 1;
+        let mut r = std::path::PathBuf::new();
+        for _ in 0..depth {
+            r.push("..");
+        }
+        r.join(p.strip_prefix("/").unwrap())
+    };
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - {base}
+components:
+  - {base}/components/host-cni-dirs
+configMapGenerator:
+  - name: hostnic-host-cni-dirs
+    namespace: hostnic-system
+    behavior: merge
+    literals:
+      - bin=/var/lib/rancher/cni/bin
+      - conf=/var/lib/rancher/cni/net.d
+",
+            base = rel(&base).display()
+        ),
+    )
+    .unwrap();
+    let moved = render::kustomize(dir.path()).unwrap();
+    assert_eq!(moved.len(), objs.len());
+    let volumes = |objs: &[Value]| -> Vec<(String, String)> {
+        pod_spec(objs, "DaemonSet", "hostnic-agent")["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| {
+                Some((
+                    v["name"].as_str()?.to_owned(),
+                    v["hostPath"]["path"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let (before, after) = (volumes(&objs), volumes(&moved));
+    for ((name, old), (_, new)) in before.iter().zip(&after) {
+        match name.as_str() {
+            "cni-bin" => assert_eq!(
+                (old.as_str(), new.as_str()),
+                ("/opt/cni/bin", "/var/lib/rancher/cni/bin")
+            ),
+            "cni-conf" => assert_eq!(
+                (old.as_str(), new.as_str()),
+                ("/etc/cni/net.d", "/var/lib/rancher/cni/net.d")
+            ),
+            _ => assert_eq!(old, new),
+        }
     }
+    // Nothing else in the install names the old directories.
+    let text = serde_json::to_string(&moved).unwrap();
+    assert!(!text.contains("\"/opt/cni/bin\"") && !text.contains("\"/etc/cni/net.d\""));
 }
 
 #[test]
@@ -394,8 +560,13 @@ fn the_conflist_the_installer_writes_reaches_the_agent() {
     let (file, text) = cm["data"].as_object().unwrap().iter().next().unwrap();
     let conflist: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
 
-    // The init container reads the ConfigMap's file where the volume mounts it.
-    let init = &spec["initContainers"][0];
+    // The conflist writer reads the ConfigMap's file where the volume mounts it.
+    let writer = spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "cni-config")
+        .expect("the cni-config container");
     let env_value = |c: &Value, name: &str| -> String {
         c["env"]
             .as_array()
@@ -422,8 +593,8 @@ fn the_conflist_the_installer_writes_reaches_the_agent() {
         .iter()
         .find(|v| v["configMap"]["name"] == cm["metadata"]["name"])
         .expect("a volume of the conflist ConfigMap");
-    let source = env_value(init, "HOSTNIC_CONFLIST");
-    let mount = mount_of(init, volume_of_configmap["name"].as_str().unwrap());
+    let source = env_value(writer, "HOSTNIC_CONFLIST");
+    let mount = mount_of(writer, volume_of_configmap["name"].as_str().unwrap());
     assert_eq!(source, format!("{mount}/{file}"));
 
     // The plugin talks to the socket the agent serves, in the host directory both share.
@@ -441,6 +612,9 @@ fn the_conflist_the_installer_writes_reaches_the_agent() {
     );
     let dir = socket.rsplit_once('/').unwrap().0;
     assert_eq!(mount_of(agent, "run-hostnic"), dir);
+    // The writer asks that socket for CNI STATUS before it installs the conflist.
+    assert_eq!(env_value(writer, "HOSTNIC_SOCKET"), socket);
+    assert_eq!(mount_of(writer, "run-hostnic"), dir);
     let host_dir = spec["volumes"]
         .as_array()
         .unwrap()
