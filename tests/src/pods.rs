@@ -31,6 +31,36 @@ pub struct Pod {
     pub result: serde_json::Value,
 }
 
+impl Pod {
+    /// The pod a successful CNI ADD of `container_id` in `netns` on `node` made.
+    pub fn from_result(
+        name: &str,
+        node: usize,
+        netns: TestNetns,
+        container_id: &str,
+        result: serde_json::Value,
+    ) -> Result<Pod> {
+        let ip = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .context("CNI result without ips[0].address")?
+            .to_owned();
+        let gateway = result["ips"][0]["gateway"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Pod {
+            name: name.to_owned(),
+            node,
+            netns,
+            container_id: container_id.to_owned(),
+            ip,
+            gateway,
+            result,
+        })
+    }
+}
+
 impl Drop for Pod {
     fn drop(&mut self) {
         // The netns field is deleted right after this.
@@ -96,24 +126,7 @@ impl Pods {
                 return Err(anyhow!("CNI ADD {name}: {e}"));
             }
         };
-        let ip = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .context("CNI result without ips[0].address")?
-            .to_owned();
-        let gateway = result["ips"][0]["gateway"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        Ok(Pod {
-            name: name.to_owned(),
-            node,
-            netns,
-            container_id,
-            ip,
-            gateway,
-            result,
-        })
+        Pod::from_result(name, node, netns, &container_id, result)
     }
 
     /// CNI ADD, retried while it fails (no free NIC yet: "try again later"), as kubelet
