@@ -11,13 +11,17 @@ pub mod claims;
 pub mod decide;
 pub mod health;
 pub mod hygiene;
+pub mod journal;
 pub mod kube_io;
 pub mod link_events;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;
+pub mod recover;
 pub mod run;
 pub mod server;
+pub mod shutdown;
+pub mod test_hooks;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -113,6 +117,15 @@ pub enum Error {
     /// The agent has not synced yet.
     #[error("agent not ready: {0}")]
     NotReady(String),
+    /// A release found the NIC's link neither in the pod nor on the node, so it cannot be
+    /// proven free: the NIC stays Bound until its link is seen on the node.
+    #[error("hostnic {hostnic} is not home yet: {why}")]
+    NotHome {
+        /// HostNic name.
+        hostnic: String,
+        /// Where the link was looked for.
+        why: String,
+    },
 }
 
 impl Error {
@@ -132,6 +145,7 @@ impl Error {
             Self::CheckFailed(_) => "check_failed",
             Self::TooManyConflicts { .. } => "conflicts",
             Self::NotReady(_) => "not_ready",
+            Self::NotHome { .. } => "not_home",
         }
     }
 
@@ -139,7 +153,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidRequest(_) | Self::NoPool { .. } => ErrorKind::InvalidRequest,
-            Self::NoFreeNic { .. } => ErrorKind::TryAgainLater,
+            Self::NoFreeNic { .. } | Self::NotHome { .. } => ErrorKind::TryAgainLater,
             Self::CheckFailed(_) => ErrorKind::CheckFailed,
             Self::NotReady(_) => ErrorKind::NotReady,
             _ => ErrorKind::Internal,
