@@ -1026,6 +1026,10 @@ async fn release_without_the_link_home_keeps_the_nic_bound_until_it_returns() {
     let (code, body) = post(&lab.socket(), path::RELEASE, &release_req("c1", None)).await;
     assert_eq!(code, StatusCode::OK, "DEL must complete: {body}");
     assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Bound);
+    assert_eq!(
+        link_ready_reason(&lab, &name).await,
+        ("False".into(), "InPod".into())
+    );
     assert_eq!(queued_dels(&lab), vec!["c1_eth0".to_owned()]);
     // Still unproven on the next retry.
     assert_eq!(agent.agent.drain_queued().await, 1);
@@ -1035,7 +1039,23 @@ async fn release_without_the_link_home_keeps_the_nic_bound_until_it_returns() {
     wait_phase(&lab, &name, HostNicPhase::Released).await;
     let st = lab.hostnic(&name).await.status.unwrap();
     assert_eq!(st.host_interface.as_deref(), Some("dev1"));
+    // What the operator checks before it recycles or deletes a Released NIC.
+    assert_eq!(
+        link_ready_reason(&lab, &name).await,
+        ("True".into(), "LinkPresent".into())
+    );
     wait_queue_empty(&lab).await;
+}
+
+/// The `LinkReady` condition's status and reason.
+async fn link_ready_reason(lab: &Lab, name: &str) -> (String, String) {
+    let st = lab.hostnic(name).await.status.unwrap();
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "LinkReady")
+        .expect("LinkReady condition");
+    (c.status.clone(), c.reason.clone())
 }
 
 // === the real binary, killed mid-claim ===
