@@ -552,8 +552,9 @@ impl Agent {
         }
     }
 }
-/// Reverts a recorded claim if the claiming task is dropped between the HostNic write and the
-/// end of the kernel step (a panic or a cancelled task).
+/// Reverts a recorded claim if the claiming task panics between the HostNic write and the end
+/// of the kernel step. A process that dies there leaves its journal record at
+/// [`Stage::Moving`], and the next start undoes the claim instead.
 struct ClaimGuard {
     agent: Arc<Agent>,
     claimed: Option<(HostNic, AttachmentKey, Arc<Netns>)>,

@@ -2,8 +2,10 @@
 //!
 //! It watches the HostNics of its node, keeps free NICs down and unconfigured on the node,
 //! and serves the CNI plugin on a unix socket: a claim moves a NIC's link into the pod netns
-//! and records the pod on the HostNic; a release brings it back. See `CONTRACT.md` for who
-//! writes which HostNic fields.
+//! and records the pod on the HostNic; a release brings it back. Of a HostNic the agent writes
+//! only status: `phase` (Available to Bound, Bound to Released, a failed claim back to
+//! Available), `pod`, `releasedAt`, `hostInterface` and the `LinkReady` condition; the operator
+//! writes everything else.
 
 pub mod args;
 pub mod attach;
