@@ -1,17 +1,20 @@
 //! The CNI verbs: each reads the checked environment and config, makes one request to the agent
-//! and turns the answer into the spec's output. No state is kept here; the agent owns it.
+//! and turns the answer into the spec's output. No state is kept here; the agent owns it, except
+//! a DEL the agent cannot take now, which waits in the agent's queue directory.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hostnic_agent_api::{
-    AgentStatus, Attachment, CheckRequest, ClaimRequest, GcRequest, GcResponse, ReleaseRequest,
-    Released, path,
+    AgentStatus, Attachment, AttachmentKey, CheckRequest, ClaimRequest, DEFAULT_SOCKET, GcRequest,
+    GcResponse, ReleaseRequest, Released, path, pending_del,
 };
+use serde_json::Value;
 
 use crate::client::Client;
-use crate::config::{NetConf, parse_json, raw_version};
-use crate::env::{AttachmentEnv, Command};
+use crate::config::{DEFAULT_TIMEOUT_SECS, MAX_TIMEOUT_SECS, NetConf, parse_json, raw_version};
+use crate::env::{self, AttachmentEnv, Command};
 use crate::error::{CniError, Code};
 use crate::log::{Level, Logger};
 use crate::version::{self, CURRENT};
@@ -47,8 +50,9 @@ impl Invocation<'_> {
         };
         let verb = match command {
             Command::Version => return write_out(out, &version::version_info()),
+            // DEL reads only what it needs and tolerates the rest (see `del`).
+            Command::Del => return del(&DelInput::read(self.env, self.stdin)?, log),
             Command::Add => Verb::Add(attachment(log)?),
-            Command::Del => Verb::Del(attachment(log)?),
             Command::Check => Verb::Check(attachment(log)?),
             Command::Gc => Verb::Gc,
             Command::Status => Verb::Status,
@@ -80,7 +84,6 @@ impl Invocation<'_> {
                 conf.require_ipv4_routes()?;
                 add(&conf, &env, &client, out, log, started)
             }
-            Verb::Del(env) => del(&env, &client, log, started),
             Verb::Check(env) => {
                 needs(conf.version.has_check(), "CHECK", "0.4.0")?;
                 conf.require_ipv4_routes()?;
@@ -101,7 +104,6 @@ impl Invocation<'_> {
 /// A verb that talks to the agent, with the environment it needs.
 enum Verb {
     Add(AttachmentEnv),
-    Del(AttachmentEnv),
     Check(AttachmentEnv),
     Gc,
     Status,
@@ -200,30 +202,102 @@ fn undo_claim(env: &AttachmentEnv, client: &Client, log: &mut Logger) {
     }
 }
 
-fn del(
-    env: &AttachmentEnv,
-    client: &Client,
-    log: &mut Logger,
-    started: Instant,
-) -> Result<(), CniError> {
+/// What DEL needs, read leniently: the attachment's key (validated, it names the NIC), and from
+/// the config only the socket, the timeout and the log file, each falling back to its default
+/// when missing or invalid. A config or prevResult that ADD would reject today (a tightened
+/// rule, a cached result in an older format, stdin that is not even JSON), a relative netns or
+/// malformed CNI_ARGS never make a DEL fail: the runtime can only retry a failed DEL forever.
+struct DelInput {
+    key: AttachmentKey,
+    netns: Option<String>,
+    socket: PathBuf,
+    timeout: Duration,
+    log_file: Option<PathBuf>,
+}
+
+impl DelInput {
+    fn read(get: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Self, CniError> {
+        let container_id = get("CNI_CONTAINERID").unwrap_or_default();
+        env::validate_container_id(&container_id)?;
+        let ifname = get("CNI_IFNAME").unwrap_or_default();
+        env::validate_ifname(&ifname)?;
+        // containerd's second DEL comes without a netns; the agent also knows the recorded one.
+        let netns = get("CNI_NETNS").filter(|n| n.starts_with('/'));
+        let conf = parse_json(stdin).unwrap_or(Value::Null);
+        let absolute = |key: &str| {
+            conf.get(key)
+                .and_then(Value::as_str)
+                .filter(|p| p.starts_with('/'))
+                .map(PathBuf::from)
+        };
+        let timeout = conf
+            .get("timeoutSeconds")
+            .and_then(Value::as_u64)
+            .filter(|t| (1..=MAX_TIMEOUT_SECS).contains(t))
+            .unwrap_or(DEFAULT_TIMEOUT_SECS);
+        Ok(Self {
+            key: AttachmentKey {
+                container_id,
+                ifname,
+            },
+            netns,
+            socket: absolute("socket").unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            timeout: Duration::from_secs(timeout),
+            log_file: absolute("logFile"),
+        })
+    }
+}
+
+/// DEL: asks the agent to release; when the agent cannot be reached or does not finish, the
+/// request is queued in the agent's `pending-del` directory and the DEL succeeds. That is safe:
+/// the agent releases queued DELs after its start-up recovery, and until then the NIC stays
+/// Bound (a real NIC leaves a destroyed netns by itself, nothing else can take it).
+fn del(input: &DelInput, log: &mut Logger) -> Result<(), CniError> {
+    let started = Instant::now();
+    log.add_context("container_id", &input.key.container_id);
+    log.add_context("ifname", &input.key.ifname);
+    if let Some(file) = &input.log_file {
+        log.to_file(file);
+    }
     let req = ReleaseRequest {
-        key: env.key.clone(),
-        // containerd's second DEL comes without a netns; the agent handles it.
-        netns: (!env.netns.is_empty()).then(|| env.netns.clone()),
+        key: input.key.clone(),
+        netns: input.netns.clone(),
     };
-    let released: Released = client
-        .post(path::RELEASE, &req)
-        .map_err(|e| CniError::from_client(e, false))?;
-    let hostnic = released.hostnic.as_deref().unwrap_or("none");
-    log.log(
-        Level::Info,
-        "released",
-        &[
-            ("hostnic", &hostnic),
-            ("ms", &started.elapsed().as_millis()),
-        ],
-    );
-    Ok(())
+    let error =
+        match Client::new(&input.socket, input.timeout).post::<_, Released>(path::RELEASE, &req) {
+            Ok(released) => {
+                let hostnic = released.hostnic.as_deref().unwrap_or("none");
+                log.log(
+                    Level::Info,
+                    "released",
+                    &[
+                        ("hostnic", &hostnic),
+                        ("ms", &started.elapsed().as_millis()),
+                    ],
+                );
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+    let dir = pending_del::dir(&input.socket);
+    match pending_del::queue(&dir, &req) {
+        Ok(queued) => {
+            log.log(
+                Level::Warn,
+                "the agent did not take the DEL; queued it for the agent",
+                &[
+                    ("error", &error),
+                    ("queued", &queued.display()),
+                    ("ms", &started.elapsed().as_millis()),
+                ],
+            );
+            Ok(())
+        }
+        Err(io) => Err(CniError::from_client(error, false).with_details(format!(
+            "queueing the DEL in {} failed too: {io}",
+            dir.display()
+        ))),
+    }
 }
 
 fn check(
@@ -311,7 +385,11 @@ fn status(client: &Client, log: &mut Logger) -> Result<(), CniError> {
     let status: AgentStatus = client
         .get(path::STATUS)
         .map_err(|e| CniError::from_client(e, true))?;
-    if status.ready {
+    // Only "not synced" fails STATUS (an unreachable agent failed above): a node without a
+    // free NIC still serves (ADD answers 11), and a failed STATUS makes the runtime report the
+    // node NotReady. `ready` is not used, so an older agent that still reported "no free NIC"
+    // that way cannot fail it either.
+    if status.synced {
         return Ok(());
     }
     let reason = status

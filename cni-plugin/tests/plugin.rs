@@ -357,31 +357,36 @@ fn gc_reports_failed_releases() {
     assert!(run.json()["details"].as_str().unwrap().contains("c1/eth0"));
 }
 
+/// STATUS fails (50) only while the agent is unreachable or not synced: a full node, or one no
+/// pool selects, still serves, and a failed STATUS would make the runtime report it NotReady.
 #[test]
-fn status_maps_readiness() {
+fn status_fails_only_when_the_agent_is_unreachable_or_unsynced() {
     let agent = FakeAgent::start();
     let mut env = cni_env("STATUS", "");
     env.retain(|k, _| k == "CNI_COMMAND" || k == "CNI_PATH");
     let conf = net_conf("1.1.0", &agent, json!({}));
     run_plugin(&env, &conf).silent_success();
-    agent.set(|_| {
-        Reply::Json(
-            200,
-            serde_json::to_value(AgentStatus {
-                ready: false,
-                reason: Some("no free NIC and none incoming".into()),
-                synced: true,
-                free_nics: 0,
-                incoming_nics: 0,
-            })
-            .unwrap(),
-        )
-    });
-    assert!(
-        run_plugin(&env, &conf)
-            .cni_error(50)
-            .contains("no free NIC")
-    );
+    let reply = |status: AgentStatus| {
+        let body = serde_json::to_value(status).unwrap();
+        move |_: &common::Recorded| Reply::Json(200, body.clone())
+    };
+    // No free NIC and none on its way, as an agent of the previous version reports it.
+    agent.set(reply(AgentStatus {
+        ready: false,
+        reason: Some("no free NIC on this node and none on its way".into()),
+        synced: true,
+        free_nics: 0,
+        incoming_nics: 0,
+    }));
+    run_plugin(&env, &conf).silent_success();
+    agent.set(reply(AgentStatus {
+        ready: false,
+        reason: Some("agent has not synced HostNics and the kernel yet".into()),
+        synced: false,
+        free_nics: 3,
+        incoming_nics: 0,
+    }));
+    assert!(run_plugin(&env, &conf).cni_error(50).contains("not synced"));
     agent.set(|_| api_error(503, ErrorKind::NotReady, "HostNics not synced yet"));
     assert!(run_plugin(&env, &conf).cni_error(50).contains("not synced"));
     let gone = conf.replace(
@@ -400,18 +405,134 @@ fn status_maps_readiness() {
     );
 }
 
+/// The queued DEL of `container` next to `socket`, if any.
+fn queued_del(socket: &std::path::Path, container: &str) -> Option<ReleaseRequest> {
+    let file = socket
+        .parent()
+        .unwrap()
+        .join("pending-del")
+        .join(format!("{container}_eth0"));
+    let bytes = std::fs::read(file).ok()?;
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
 #[test]
-fn agent_down_is_an_io_error_naming_the_socket() {
+fn agent_down_fails_add_with_an_io_error_and_queues_del() {
     let agent = FakeAgent::start();
-    let conf = net_conf("1.0.0", &agent, json!({})).replace(
-        agent.socket().to_str().unwrap(),
-        "/run/hostnic-test-none/x.sock",
-    );
-    for cmd in ["ADD", "DEL"] {
-        let msg = run_plugin(&cni_env(cmd, "c"), &conf).cni_error(5);
-        assert!(msg.contains("/run/hostnic-test-none/x.sock"), "{msg}");
-        assert!(msg.contains("agent"), "{msg}");
+    let gone = agent.dir().join("gone/x.sock");
+    let conf = net_conf("1.0.0", &agent, json!({}))
+        .replace(agent.socket().to_str().unwrap(), gone.to_str().unwrap());
+    let msg = run_plugin(&cni_env("ADD", "c"), &conf).cni_error(5);
+    assert!(msg.contains(gone.to_str().unwrap()), "{msg}");
+    assert!(msg.contains("agent"), "{msg}");
+    assert_eq!(queued_del(&gone, "c"), None, "ADD queues nothing");
+    // DEL must complete without the agent: kubelet would keep the pod Terminating otherwise.
+    let run = run_plugin(&cni_env("DEL", "c"), &conf);
+    run.silent_success();
+    assert!(run.stderr.contains("queued"), "{run:?}");
+    let queued = queued_del(&gone, "c").expect("DEL queued for the agent");
+    assert_eq!(queued.key.container_id, "c");
+    assert_eq!(queued.key.ifname, "eth0");
+    assert_eq!(queued.netns.as_deref(), Some("/var/run/netns/hn-pod-test"));
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&agent.dir().join("gone/pending-del")), 0o700);
+}
+
+#[test]
+fn del_is_queued_when_the_agent_is_not_ready_or_too_slow() {
+    let agent = FakeAgent::with(|_| api_error(503, ErrorKind::NotReady, "not recovered yet"));
+    let conf = net_conf("1.0.0", &agent, json!({"timeoutSeconds": 1}));
+    run_plugin(&cni_env("DEL", "not-ready"), &conf).silent_success();
+    assert!(queued_del(agent.socket(), "not-ready").is_some());
+    agent.set(|req| Reply::Slow(Duration::from_secs(3), Box::new(common::healthy(req))));
+    run_plugin(&cni_env("DEL", "slow"), &conf).silent_success();
+    assert!(queued_del(agent.socket(), "slow").is_some());
+    assert_eq!(agent.requests_to(path::RELEASE).len(), 2);
+}
+
+/// A cached config or prevResult that ADD would reject now, a relative netns or malformed
+/// CNI_ARGS never fail a DEL: it still reaches the agent.
+#[test]
+fn del_tolerates_what_add_would_reject() {
+    let agent = FakeAgent::start();
+    let with_env = |k: &str, v: &str| {
+        let mut env = cni_env("DEL", "ctr");
+        env.insert(k.into(), v.into());
+        env
+    };
+    let good = net_conf("1.0.0", &agent, json!({}));
+    let cases: Vec<(&str, _, String)> = vec![
+        (
+            "bad CNI_ARGS",
+            with_env("CNI_ARGS", "K8S_POD_NAME"),
+            good.clone(),
+        ),
+        (
+            "no pod args",
+            with_env("CNI_ARGS", "IgnoreUnknown=1"),
+            good.clone(),
+        ),
+        ("relative netns", with_env("CNI_NETNS", "ns1"), good.clone()),
+        (
+            "old version",
+            cni_env("DEL", "ctr"),
+            good.replace("1.0.0", "0.2.0"),
+        ),
+        (
+            "no version",
+            cni_env("DEL", "ctr"),
+            good.replace("\"cniVersion\":\"1.0.0\",", ""),
+        ),
+        (
+            "bad timeout",
+            cni_env("DEL", "ctr"),
+            net_conf("1.0.0", &agent, json!({"timeoutSeconds": 0})),
+        ),
+        (
+            "bad mtu type",
+            cni_env("DEL", "ctr"),
+            net_conf("1.0.0", &agent, json!({"mtu": "jumbo"})),
+        ),
+        (
+            "bad route",
+            cni_env("DEL", "ctr"),
+            net_conf(
+                "1.0.0",
+                &agent,
+                json!({"ipam": {"routes": [{"dst": "svc"}]}}),
+            ),
+        ),
+        (
+            "bad pool",
+            cni_env("DEL", "ctr"),
+            net_conf("1.0.0", &agent, json!({"pool": "Not_A_Pool"})),
+        ),
+        (
+            "bad prevResult",
+            cni_env("DEL", "ctr"),
+            net_conf("1.0.0", &agent, json!({"prevResult": {"ips": 1}})),
+        ),
+    ];
+    for (i, (what, env, stdin)) in cases.iter().enumerate() {
+        let run = run_plugin(env, stdin);
+        assert_eq!(run.code, 0, "{what}: {run:?}");
+        assert_eq!(
+            agent.requests_to(path::RELEASE).len(),
+            i + 1,
+            "{what}: DEL did not reach the agent"
+        );
     }
+    let relative: ReleaseRequest =
+        serde_json::from_value(agent.requests_to(path::RELEASE)[2].body.clone()).unwrap();
+    assert_eq!(relative.netns, None, "a relative netns is not passed on");
+    assert!(queued_del(agent.socket(), "ctr").is_none());
+    // What names the attachment is still checked.
+    let mut bad_id = cni_env("DEL", "a/b");
+    bad_id.insert("CNI_CONTAINERID".into(), "a/b".into());
+    run_plugin(&bad_id, &good).cni_error(4);
 }
 
 #[test]

@@ -34,6 +34,11 @@ pub struct Args {
     #[arg(long, env = "HOSTNIC_LINK_SCAN_SECONDS", default_value_t = 5)]
     pub link_scan_seconds: u64,
 
+    /// Seconds SIGTERM waits for the requests in flight before the agent exits anyway (a claim
+    /// cut off then is undone at the next start); below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "HOSTNIC_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+
     /// Log format: `json` (default) or `text`.
     #[arg(long, env = "HOSTNIC_LOG_FORMAT", default_value = "json")]
     pub log_format: String,

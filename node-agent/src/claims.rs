@@ -18,13 +18,14 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use crate::attach::{self, AttachSpec};
-use crate::decide;
+use crate::journal::{ClaimRecord, Journal, Stage};
 use crate::kube_io::{KubeIo, Write};
 use crate::metrics::Metrics;
-use crate::netns::Netns;
+use crate::netns::{Netns, Probe};
 use crate::observe;
+use crate::shutdown::Requests;
 use crate::watch::View;
-use crate::{Error, Result};
+use crate::{Error, Result, decide, test_hooks};
 
 /// Status writes retried on 409 before giving up (each retry re-reads the object).
 const WRITE_ATTEMPTS: usize = 5;
@@ -44,16 +45,21 @@ pub struct Agent {
     /// Answers given since start, for repeated ADDs.
     answered: Mutex<HashMap<AttachmentKey, Attachment>>,
     /// Set once start-up recovery has run.
-    recovered: std::sync::atomic::AtomicBool,
+    pub(crate) recovered: std::sync::atomic::AtomicBool,
+    /// The node's record of claims and queued DELs.
+    pub(crate) journal: Journal,
+    /// Socket requests in flight, for a graceful stop.
+    pub(crate) requests: Arc<Requests>,
 }
 
 impl Agent {
-    /// An agent over `view`, acting on `node_netns`.
+    /// An agent over `view`, acting on `node_netns`, recording claims in `journal`.
     pub fn new(
         view: Arc<View>,
         kube: KubeIo,
         node_netns: Arc<Netns>,
         metrics: Arc<Metrics>,
+        journal: Journal,
     ) -> Self {
         Self {
             view,
@@ -63,6 +69,8 @@ impl Agent {
             lock: tokio::sync::Mutex::new(()),
             answered: Mutex::new(HashMap::new()),
             recovered: Default::default(),
+            journal,
+            requests: Arc::default(),
         }
     }
 
@@ -137,6 +145,19 @@ impl Agent {
             let (written, spec) = self
                 .bind_free_nic(&pool, &pools, &req, &pod_ref, &mut lost)
                 .await?;
+            let record = ClaimRecord {
+                hostnic: written.name_any(),
+                key: req.key.clone(),
+                netns: req.netns.clone(),
+                stage: Stage::Moving,
+                attachment: None,
+            };
+            // Recorded before the link moves: a crash from here on is undone at the next start.
+            if let Err(e) = self.journal.record_claim(&record) {
+                self.revert_claim(&written, &req.key).await;
+                return Err(e);
+            }
+            test_hooks::pause(test_hooks::CLAIM_RECORDED).await;
             let mut guard = ClaimGuard {
                 agent: self.clone(),
                 claimed: Some((written.clone(), req.key.clone(), pod_ns.clone())),
@@ -149,6 +170,18 @@ impl Agent {
                 Ok(attached) => {
                     guard.claimed = None;
                     let att = decide::attachment(&written, &spec, &req.netns, attached.mtu);
+                    let done = ClaimRecord {
+                        stage: Stage::Attached,
+                        attachment: Some(att.clone()),
+                        ..record
+                    };
+                    if let Err(error) = self.journal.record_claim(&done) {
+                        // A record left at Moving would make the next start undo this claim;
+                        // without one, recovery keeps the link if it is in the pod.
+                        warn!(hostnic = %written.name_any(), %error, "could not record the completed claim");
+                        self.journal.forget_claim(&written.name_any());
+                    }
+                    test_hooks::pause(test_hooks::CLAIM_ATTACHED).await;
                     self.answered().insert(req.key.clone(), att.clone());
                     info!(hostnic = %written.name_any(), mac = %spec.mac, host_name = %attached.host_name, kernel_ms, "claimed");
                     self.spawn_event(
@@ -253,33 +286,49 @@ impl Agent {
     }
 
     /// The attachment of a bound NIC whose link is already in the pod (a repeated ADD after an
-    /// agent restart), or `None` if the link is not there.
+    /// agent restart), or `None` if the link is not there or its claim never completed. The
+    /// answer is what the claim applied, as recorded then, not what the pool says today.
     async fn live_attachment(
         &self,
         nic: &HostNic,
         req: &ClaimRequest,
         pod_ns: Arc<Netns>,
     ) -> Result<Option<Attachment>> {
-        let pools = self.view.pools();
+        let Some(mac) = decide::mac(nic) else {
+            return Ok(None);
+        };
+        let Some(link) = attach::inspect(pod_ns, mac)
+            .await?
+            .filter(|l| l.name == req.key.ifname)
+        else {
+            return Ok(None);
+        };
+        if let Some(record) = self.journal.claim(&nic.name_any(), &req.key) {
+            return Ok(match record {
+                ClaimRecord {
+                    stage: Stage::Attached,
+                    attachment: Some(att),
+                    ..
+                } => Some(att),
+                _ => None,
+            });
+        }
+        // Claimed by an agent that kept no journal: rebuild the answer.
         let spec = decide::attach_spec(
             nic,
-            &pools,
+            &self.view.pools(),
             self.view.node(),
             &req.key.ifname,
             req.mtu,
             &req.routes,
         )?;
-        Ok(match attach::inspect(pod_ns, spec.mac.clone()).await? {
-            Some(link) if link.name == req.key.ifname => {
-                Some(decide::attachment(nic, &spec, &req.netns, link.mtu))
-            }
-            _ => None,
-        })
+        Ok(Some(decide::attachment(nic, &spec, &req.netns, link.mtu)))
     }
 
     /// Puts a claim that could not be completed back to Available, unless someone else
     /// changed the NIC meanwhile.
     pub(crate) async fn revert_claim(&self, written: &HostNic, key: &AttachmentKey) {
+        self.journal.forget_claim(&written.name_any());
         let mut current = written.clone();
         for _ in 0..WRITE_ATTEMPTS {
             let mut next = current.clone();
@@ -314,6 +363,9 @@ impl Agent {
     }
 
     /// CNI DEL: brings the NIC back to the node and marks it Released. Unknown keys succeed.
+    /// So does every DEL the agent cannot finish now (not recovered yet, the link not home, the
+    /// API unreachable): it is queued in the journal and retried, because the runtime cannot
+    /// do anything better with a failure than retry forever while the pod stays Terminating.
     #[tracing::instrument(skip_all, fields(container_id = %req.key.container_id, ifname = %req.key.ifname))]
     pub async fn release(&self, req: ReleaseRequest) -> Result<Released> {
         let result = self.release_inner(req).await;
@@ -321,25 +373,54 @@ impl Agent {
         result
     }
 
-    async fn release_inner(&self, req: ReleaseRequest) -> Result<Released> {
+    async fn release_inner(&self, mut req: ReleaseRequest) -> Result<Released> {
         decide::validate_key(&req.key)?;
-        if let Some(ns) = req.netns.as_deref().filter(|n| !n.is_empty()) {
-            decide::validate_netns(ns)?;
+        // The path is only a hint (the recorded one is tried next): an odd one must not fail a DEL.
+        if req
+            .netns
+            .as_deref()
+            .is_some_and(|ns| decide::validate_netns(ns).is_err())
+        {
+            req.netns = None;
         }
-        self.ensure_recovered()?;
-        let _serial = self.lock.lock().await;
-        let nics = self.view.nics();
-        let Some(nic) = decide::find_bound(&nics, &req.key).cloned() else {
-            self.answered().remove(&req.key);
+        if self.ensure_recovered().is_err() {
+            self.journal.queue_release(&req)?;
+            info!("queued DEL until start-up recovery is done");
             return Ok(Released { hostnic: None });
-        };
-        self.release_nic(&nic, req.netns.as_deref()).await?;
+        }
+        let _serial = self.lock.lock().await;
         Ok(Released {
-            hostnic: Some(nic.name_any()),
+            hostnic: self.release_queued(&req).await,
         })
     }
 
-    /// Brings a bound NIC home and marks it Released. The caller holds the lock.
+    /// Releases the NIC bound to `req.key`, if any, under the lock. A release that cannot
+    /// finish stays queued in the journal; a finished (or moot) one is dequeued. Returns the
+    /// HostNic bound to the key.
+    pub(crate) async fn release_queued(&self, req: &ReleaseRequest) -> Option<String> {
+        let nics = self.view.nics();
+        let Some(nic) = decide::find_bound(&nics, &req.key).cloned() else {
+            self.answered().remove(&req.key);
+            self.journal.dequeue_release(&req.key);
+            return None;
+        };
+        match self.release_nic(&nic, req.netns.as_deref()).await {
+            Ok(()) => self.journal.dequeue_release(&req.key),
+            Err(error) => {
+                info!(hostnic = %nic.name_any(), %error, "release not finished; queued for retry");
+                if let Err(error) = self.journal.queue_release(req) {
+                    warn!(hostnic = %nic.name_any(), %error, "could not queue the release; the sweep and the link pass still finish it");
+                }
+            }
+        }
+        Some(nic.name_any())
+    }
+
+    /// Brings a bound NIC home and marks it Released, only once its link is proven on the
+    /// node: moved back from the pod netns, or found there (a real NIC returns by itself when
+    /// its netns is destroyed). Otherwise returns [`Error::NotHome`] and the NIC stays Bound:
+    /// the operator may recycle or delete a Released NIC, so a link still in some pod must
+    /// never be Released. The caller holds the lock.
     pub(crate) async fn release_nic(&self, nic: &HostNic, netns_hint: Option<&str>) -> Result<()> {
         let status = nic.status.clone().unwrap_or_default();
         let Some(pod) = status.pod else {
@@ -349,17 +430,39 @@ impl Agent {
             container_id: pod.container_id.clone(),
             ifname: pod.interface.clone(),
         };
-        // The runtime's path first, then the one recorded at claim time. A netns that no longer
-        // opens is gone: a real NIC came home by itself.
+        // The runtime's path first, then the one recorded at claim time.
+        let mut unopened = Vec::new();
         let pod_ns = netns_hint
             .filter(|p| !p.is_empty())
             .into_iter()
             .chain([pod.netns.as_str()])
-            .find_map(|p| Netns::open(p).ok())
+            .find_map(|p| match Netns::probe(p) {
+                Probe::Open(ns) => Some(ns),
+                Probe::Gone(e) | Probe::Unknown(e) => {
+                    unopened.push(e.to_string());
+                    None
+                }
+            })
             .map(Arc::new);
+        let searched_pod = pod_ns.is_some();
         let detached = match decide::mac(nic) {
             Some(mac) => match attach::detach(self.node_netns.clone(), pod_ns, mac).await {
-                Ok(d) => d.host_name,
+                Ok(d) => match d.host_name {
+                    Some(name) => Some(name),
+                    None => {
+                        return Err(Error::NotHome {
+                            hostnic: nic.name_any(),
+                            why: if searched_pod {
+                                "its link is neither in the pod netns nor on the node".into()
+                            } else {
+                                format!(
+                                    "its link is not on the node and the pod netns did not open ({})",
+                                    unopened.join("; ")
+                                )
+                            },
+                        });
+                    }
+                },
                 Err(e) => {
                     self.spawn_event(
                         nic.clone(),
@@ -382,6 +485,7 @@ impl Agent {
                 Write::Done(w) => {
                     self.view.record_write(current.resource_version(), *w);
                     self.answered().remove(&key);
+                    self.journal.forget_claim(&nic.name_any());
                     info!(hostnic = %nic.name_any(), pod = %format!("{}/{}", pod.namespace, pod.name), "released");
                     return Ok(());
                 }
@@ -389,6 +493,7 @@ impl Agent {
                     Some(fresh) if decide::is_bound_to(&fresh, &key) => current = fresh,
                     _ => {
                         self.answered().remove(&key);
+                        self.journal.forget_claim(&nic.name_any());
                         return Ok(());
                     }
                 },
@@ -453,7 +558,7 @@ impl Agent {
     }
 
     /// Refuses to change anything before start-up recovery has rebuilt the agent's view.
-    fn ensure_recovered(&self) -> Result<()> {
+    pub(crate) fn ensure_recovered(&self) -> Result<()> {
         if self.recovered.load(std::sync::atomic::Ordering::SeqCst) {
             Ok(())
         } else {
@@ -463,72 +568,29 @@ impl Agent {
         }
     }
 
-    /// CNI STATUS: ready once synced and recovered, with a free NIC or one on its way.
+    /// CNI STATUS and `/readyz`: ready once the HostNics are synced and start-up recovery is
+    /// done, i.e. the agent serves. A node without a free NIC is ready too: ADD answers "try
+    /// again later" for that, while a failed STATUS makes the runtime report the node NotReady
+    /// (and its pods get evicted).
     pub fn status(&self) -> AgentStatus {
         let synced =
             self.view.is_synced() && self.recovered.load(std::sync::atomic::Ordering::SeqCst);
         let (free, incoming) = decide::counts(&self.view.nics());
         self.metrics.free_nics.set(i64::from(free));
-        let reason = if !synced {
-            Some("agent has not synced HostNics and the kernel yet".to_owned())
-        } else if free == 0 && incoming == 0 {
-            Some("no free NIC on this node and none on its way".to_owned())
-        } else {
-            None
-        };
+        let reason =
+            (!synced).then(|| "agent has not synced HostNics and the kernel yet".to_owned());
         AgentStatus {
-            ready: reason.is_none(),
+            ready: synced,
             reason,
             synced,
             free_nics: free,
             incoming_nics: incoming,
         }
     }
-
-    /// Start-up recovery: keeps bound NICs whose link is in their pod, releases the others.
-    pub async fn recover(&self) {
-        self.view.wait_synced().await;
-        let _serial = self.lock.lock().await;
-        for (key, nic) in decide::bound(&self.view.nics()) {
-            let live = self.is_live(&nic).await;
-            if live {
-                info!(hostnic = %nic.name_any(), container_id = %key.container_id, "kept live attachment");
-                continue;
-            }
-            info!(hostnic = %nic.name_any(), container_id = %key.container_id, "releasing stale attachment");
-            if let Err(error) = self.release_nic(&nic, None).await {
-                warn!(hostnic = %nic.name_any(), %error, "could not release stale attachment");
-            }
-        }
-        self.recovered
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Whether a bound NIC is fully set up in its pod: link under its pod name, address and
-    /// routes (a claim killed halfway leaves the link moved but not configured).
-    pub(crate) async fn is_live(&self, nic: &HostNic) -> bool {
-        let Some(pod) = nic.status.as_ref().and_then(|s| s.pod.clone()) else {
-            return false;
-        };
-        let Ok(ns) = Netns::open(&pod.netns) else {
-            return false;
-        };
-        let Ok(spec) = decide::attach_spec(
-            nic,
-            &self.view.pools(),
-            self.view.node(),
-            &pod.interface,
-            None,
-            &[],
-        ) else {
-            return false;
-        };
-        matches!(attach::check(Arc::new(ns), spec).await, Ok(problems) if problems.is_empty())
-    }
 }
-
-/// Reverts a recorded claim if the claiming task is dropped between the HostNic write and the
-/// end of the kernel step (a panic or a cancelled task).
+/// Reverts a recorded claim if the claiming task panics between the HostNic write and the end
+/// of the kernel step. A process that dies there leaves its journal record at
+/// [`Stage::Moving`], and the next start undoes the claim instead.
 struct ClaimGuard {
     agent: Arc<Agent>,
     claimed: Option<(HostNic, AttachmentKey, Arc<Netns>)>,

@@ -22,6 +22,32 @@ pub const LINK_READY: &str = "LinkReady";
 /// Reason of `LinkReady=False`.
 pub const LINK_MISSING: &str = "LinkMissing";
 
+/// Reason of `LinkReady=False` while the link is in its pod (set by the claim).
+pub const LINK_IN_POD: &str = "InPod";
+
+/// Reason of `LinkReady=True`: the link is on the node.
+pub const LINK_PRESENT: &str = "LinkPresent";
+
+/// Sets the `LinkReady` condition, keeping its transition time when the status stays.
+fn set_link_ready(nic: &mut HostNic, ready: bool, reason: &str, message: String, now: Time) {
+    let generation = nic.metadata.generation;
+    let st = nic.status.get_or_insert_with(Default::default);
+    let want = if ready { "True" } else { "False" };
+    let transition = match st.conditions.iter().find(|c| c.type_ == LINK_READY) {
+        Some(c) if c.status == want => c.last_transition_time.clone(),
+        _ => now,
+    };
+    st.conditions.retain(|c| c.type_ != LINK_READY);
+    st.conditions.push(Condition {
+        type_: LINK_READY.into(),
+        status: want.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: transition,
+        observed_generation: generation,
+    });
+}
+
 fn status(nic: &HostNic) -> Option<&HostNicStatus> {
     nic.status.as_ref()
 }
@@ -475,24 +501,42 @@ pub fn validate_netns(netns: &str) -> Result<()> {
     Ok(())
 }
 
-/// The status after a claim: Bound to the pod.
+/// The status after a claim: Bound to the pod, `LinkReady=False` (InPod): the link leaves the
+/// node, so a later `LinkReady=True` proves it came back.
 pub fn bind(nic: &HostNic, pod: PodRef) -> HostNic {
     let mut next = nic.clone();
+    let message = format!("link is in pod {}/{}", pod.namespace, pod.name);
     let st = next.status.get_or_insert_with(Default::default);
     st.phase = HostNicPhase::Bound;
     st.pod = Some(pod);
     st.released_at = None;
+    set_link_ready(
+        &mut next,
+        false,
+        LINK_IN_POD,
+        message,
+        Time(jiff::Timestamp::now()),
+    );
     next
 }
 
-/// The status after a release: Released now, the pod kept for the record.
+/// The status after a release: Released now, the pod kept for the record. A release is only
+/// written with the link on the node (`host_interface`), and says so with `LinkReady=True`:
+/// the operator's proof that the NIC left the pod before it recycles or deletes it.
 pub fn release(nic: &HostNic, now: jiff::Timestamp, host_interface: Option<String>) -> HostNic {
     let mut next = nic.clone();
     let st = next.status.get_or_insert_with(Default::default);
     st.phase = HostNicPhase::Released;
     st.released_at = Some(Time(now));
-    if host_interface.is_some() {
-        st.host_interface = host_interface;
+    if let Some(name) = host_interface {
+        st.host_interface = Some(name.clone());
+        set_link_ready(
+            &mut next,
+            true,
+            LINK_PRESENT,
+            format!("link {name} is on the node"),
+            Time(now),
+        );
     }
     next
 }
@@ -501,7 +545,7 @@ pub fn release(nic: &HostNic, now: jiff::Timestamp, host_interface: Option<Strin
 pub fn report_link(nic: &HostNic, link: Option<&str>, now: jiff::Timestamp) -> Option<HostNic> {
     let st = status(nic).cloned().unwrap_or_default();
     let (want_status, reason, message) = match link {
-        Some(name) => ("True", "LinkPresent", format!("link {name} is on the node")),
+        Some(name) => ("True", LINK_PRESENT, format!("link {name} is on the node")),
         None => (
             "False",
             LINK_MISSING,
@@ -924,6 +968,31 @@ mod tests {
             node_action(&gw),
             Some(NodeAction::Gateway("10.0.0.5/24".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn link_ready_is_false_while_bound_and_true_again_only_on_a_release_with_the_link_home() {
+        let ready = |n: &HostNic| {
+            n.status
+                .as_ref()
+                .unwrap()
+                .conditions
+                .iter()
+                .find(|c| c.type_ == LINK_READY)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        let now = jiff::Timestamp::now();
+        let free = report_link(&nic("a", "p", HostNicPhase::Available), Some("eth9"), now).unwrap();
+        let b = bind(&free, PodRef::default());
+        assert_eq!(ready(&b), Some(("False".into(), LINK_IN_POD.into())));
+        let r = release(&b, now, Some("eth9".into()));
+        assert_eq!(ready(&r), Some(("True".into(), LINK_PRESENT.into())));
+        assert_eq!(
+            r.status.as_ref().unwrap().host_interface.as_deref(),
+            Some("eth9")
+        );
+        // The link pass then has nothing to change.
+        assert!(report_link(&r, Some("eth9"), now).is_none());
     }
 
     #[test]

@@ -1,18 +1,26 @@
 //! Background loops: report each NIC's link on the node (and keep free NICs at rest, gateway
-//! NICs configured), and release NICs of pods that are gone even if no DEL ever came.
+//! NICs configured), release NICs of pods that are gone even if no DEL ever came, and retry
+//! queued DELs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use hostnic_crds::{HostNic, HostNicPhase};
 use kube::ResourceExt;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::attach;
+use crate::attach::{self, NodeAction};
 use crate::claims::Agent;
-use crate::decide;
 use crate::kube_io::Write;
-use crate::netns::Netns;
+use crate::netns::{Netns, Probe};
+use crate::{Error, decide};
+
+fn is_bound(nic: &HostNic) -> bool {
+    nic.status
+        .as_ref()
+        .is_some_and(|s| s.phase == HostNicPhase::Bound)
+}
 
 /// Reports links whenever the HostNics change or `link_events` is notified (a link came or
 /// went on the node, see [`crate::link_events`]), and every `interval` anyway.
@@ -38,14 +46,25 @@ pub async fn report_links_loop(agent: Arc<Agent>, interval: Duration, link_event
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// One pass: for every NIC expected on the node, find its link, apply its [`attach::NodeAction`]
-/// and write `hostInterface` and `LinkReady` when they changed.
+/// and write `hostInterface` and `LinkReady` when they changed. A bound NIC whose link shows up
+/// on the node has left its pod (a real NIC comes home by itself when its netns is destroyed):
+/// that is the proof a release waits for, so it is released here.
 pub async fn report_links(agent: &Agent) {
+    // Under the lock no claim is between its HostNic write and its move, so a bound NIC's link
+    // on the node really has come back.
     let _serial = agent.lock.lock().await;
     let work: Vec<_> = agent
         .view
         .nics()
         .into_iter()
-        .filter_map(|n| Some((decide::mac(&n)?, decide::node_action(&n)?, n)))
+        .filter_map(|n| {
+            let action = match decide::node_action(&n) {
+                Some(action) => action,
+                None if is_bound(&n) => NodeAction::Look,
+                None => return None,
+            };
+            Some((decide::mac(&n)?, action, n))
+        })
         .collect();
     if work.is_empty() {
         return;
@@ -69,6 +88,15 @@ pub async fn report_links(agent: &Agent) {
                 continue;
             }
         };
+        if is_bound(&nic) {
+            if let Some(name) = link {
+                info!(hostnic = %nic.name_any(), %mac, link = %name, "the link of a bound NIC is back on the node; releasing it");
+                if let Err(error) = agent.release_nic(&nic, None).await {
+                    warn!(hostnic = %nic.name_any(), %error, "could not release a NIC whose link came home");
+                }
+            }
+            continue;
+        }
         let Some(next) = decide::report_link(&nic, link.as_deref(), jiff::Timestamp::now()) else {
             continue;
         };
@@ -81,6 +109,18 @@ pub async fn report_links(agent: &Agent) {
             Ok(Write::Conflict) => {}
             Err(error) => warn!(hostnic = %nic.name_any(), %error, "could not report link"),
         }
+    }
+}
+
+/// Every `interval`, retries the queued DELs (the first pass right away: DELs the plugin queued
+/// while the agent was away).
+pub async fn queue_loop(agent: Arc<Agent>, interval: Duration) {
+    loop {
+        let left = agent.drain_queued().await;
+        if left > 0 {
+            info!(left, "queued DELs still waiting");
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -99,7 +139,15 @@ pub async fn sweep(agent: &Agent) -> usize {
         let Some(pod) = nic.status.as_ref().and_then(|s| s.pod.clone()) else {
             continue;
         };
-        let netns_gone = !Netns::exists(&pod.netns);
+        // A netns that does not open for another reason than "gone" tells nothing.
+        let netns_gone = match Netns::probe(&pod.netns) {
+            Probe::Open(_) => false,
+            Probe::Gone(_) => true,
+            Probe::Unknown(error) => {
+                warn!(hostnic = %nic.name_any(), %error, "cannot open the pod netns; not taking it as gone");
+                false
+            }
+        };
         // `uid` is recorded only when the claim saw the pod in the API; without it the API
         // cannot tell us the pod is gone (a runtime used without a Kubernetes pod).
         let pod_gone = match &pod.uid {
@@ -127,6 +175,10 @@ pub async fn sweep(agent: &Agent) -> usize {
         info!(hostnic = %nic.name_any(), pod = %format!("{}/{}", pod.namespace, pod.name), netns_gone, pod_gone, "releasing NIC of a vanished pod");
         match agent.release_nic(&nic, None).await {
             Ok(()) => released += 1,
+            // The link pass releases it once its link is on the node.
+            Err(error @ Error::NotHome { .. }) => {
+                info!(hostnic = %nic.name_any(), %error, "NIC of a vanished pod stays Bound until its link is home")
+            }
             Err(error) => {
                 warn!(hostnic = %nic.name_any(), %error, "could not release NIC of a vanished pod")
             }

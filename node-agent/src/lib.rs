@@ -2,8 +2,10 @@
 //!
 //! It watches the HostNics of its node, keeps free NICs down and unconfigured on the node,
 //! and serves the CNI plugin on a unix socket: a claim moves a NIC's link into the pod netns
-//! and records the pod on the HostNic; a release brings it back. See `CONTRACT.md` for who
-//! writes which HostNic fields.
+//! and records the pod on the HostNic; a release brings it back. Of a HostNic the agent writes
+//! only status: `phase` (Available to Bound, Bound to Released, a failed claim back to
+//! Available), `pod`, `releasedAt`, `hostInterface` and the `LinkReady` condition; the operator
+//! writes everything else.
 
 pub mod args;
 pub mod attach;
@@ -11,14 +13,18 @@ pub mod claims;
 pub mod decide;
 pub mod health;
 pub mod hygiene;
+pub mod journal;
 pub mod kube_io;
 pub mod link_events;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod observe;
+pub mod recover;
 pub mod run;
 pub mod server;
+pub mod shutdown;
+pub mod test_hooks;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -114,6 +120,15 @@ pub enum Error {
     /// The agent has not synced yet.
     #[error("agent not ready: {0}")]
     NotReady(String),
+    /// A release found the NIC's link neither in the pod nor on the node, so it cannot be
+    /// proven free: the NIC stays Bound until its link is seen on the node.
+    #[error("hostnic {hostnic} is not home yet: {why}")]
+    NotHome {
+        /// HostNic name.
+        hostnic: String,
+        /// Where the link was looked for.
+        why: String,
+    },
 }
 
 impl Error {
@@ -133,6 +148,7 @@ impl Error {
             Self::CheckFailed(_) => "check_failed",
             Self::TooManyConflicts { .. } => "conflicts",
             Self::NotReady(_) => "not_ready",
+            Self::NotHome { .. } => "not_home",
         }
     }
 
@@ -149,7 +165,7 @@ impl Error {
             | Self::NotANetns { .. } => ErrorKind::InvalidRequest,
             // The API server shedding load or briefly away: the runtime should retry.
             Self::Kube { source, .. } if kube_io::is_retryable(source) => ErrorKind::TryAgainLater,
-            Self::NoFreeNic { .. } => ErrorKind::TryAgainLater,
+            Self::NoFreeNic { .. } | Self::NotHome { .. } => ErrorKind::TryAgainLater,
             Self::CheckFailed(_) => ErrorKind::CheckFailed,
             Self::NotReady(_) => ErrorKind::NotReady,
             _ => ErrorKind::Internal,

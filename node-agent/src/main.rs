@@ -1,4 +1,5 @@
-//! `hostnic-agent`: parses flags, sets up JSON logs, runs the agent until SIGTERM or SIGINT.
+//! `hostnic-agent`: parses flags, sets up JSON logs, runs the agent until SIGTERM or SIGINT,
+//! then stops gracefully.
 
 use anyhow::Context;
 use clap::Parser;
@@ -30,6 +31,9 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutting down");
-    drop(running);
+    running
+        .shutdown(std::time::Duration::from_secs(args.shutdown_grace_seconds))
+        .await;
+    tracing::info!("stopped");
     Ok(())
 }

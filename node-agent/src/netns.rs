@@ -70,9 +70,33 @@ impl Netns {
         self.file.as_raw_fd()
     }
 
-    /// Whether `path` names a netns that can still be opened.
-    pub fn exists(path: impl AsRef<Path>) -> bool {
-        Self::open(path).is_ok()
+    /// Opens `path`, telling "the namespace is gone" apart from "it could not be opened".
+    pub fn probe(path: impl AsRef<Path>) -> Probe {
+        match Self::open(path) {
+            Ok(ns) => Probe::Open(ns),
+            Err(e) if is_gone(&e) => Probe::Gone(e),
+            Err(e) => Probe::Unknown(e),
+        }
+    }
+}
+
+/// What opening a recorded netns path says about the namespace.
+#[derive(Debug)]
+pub enum Probe {
+    /// It opened.
+    Open(Netns),
+    /// Nothing is there (ENOENT) or something that is not a namespace: the runtime removed it.
+    Gone(Error),
+    /// It could not be opened for another reason (EACCES, EMFILE, ENXIO, a mount not visible
+    /// yet...): the pod may still be running, so nothing may be concluded.
+    Unknown(Error),
+}
+
+fn is_gone(e: &Error) -> bool {
+    match e {
+        Error::NotANetns { .. } => true,
+        Error::NetnsOpen { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
     }
 }
 
@@ -224,5 +248,27 @@ mod tests {
     #[test]
     fn own_netns_opens() {
         Netns::own().unwrap();
+    }
+
+    #[test]
+    fn only_a_missing_path_or_a_non_namespace_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Netns::probe(dir.path().join("missing")),
+            Probe::Gone(_)
+        ));
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(Netns::probe(&file), Probe::Gone(_)));
+        // A path that exists but cannot be opened (a socket: ENXIO) says nothing.
+        let socket = dir.path().join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert!(matches!(Netns::probe(&socket), Probe::Unknown(_)));
+        // So does a path through something that is not a directory (ENOTDIR).
+        assert!(matches!(
+            Netns::probe(file.join("below")),
+            Probe::Unknown(_)
+        ));
+        assert!(matches!(Netns::probe("/proc/self/ns/net"), Probe::Open(_)));
     }
 }

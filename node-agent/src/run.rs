@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::args::Args;
 use crate::claims::Agent;
+use crate::journal::Journal;
 use crate::kube_io::KubeIo;
 use crate::metrics::Metrics;
 use crate::netns::Netns;
@@ -24,6 +26,7 @@ pub struct Running {
     pub socket: PathBuf,
     /// Address the health server listens on, unless its port was taken.
     pub health_addr: Option<std::net::SocketAddr>,
+    server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -36,8 +39,35 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Graceful stop: stops accepting on the socket, waits up to `grace` for the requests in
+    /// flight and for a background step holding the lock (a link pass, sweep or queued release),
+    /// then stops every task. Whatever `grace` cuts off is undone at the next start.
+    pub async fn shutdown(self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        // The listener lives in the server task: aborting it closes the socket to new clients.
+        self.server.abort();
+        self.agent.requests.stop();
+        if tokio::time::timeout_at(deadline, self.agent.requests.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                inflight = self.agent.requests.inflight(),
+                "grace period over with requests in flight; the next start undoes what they left"
+            );
+            return;
+        }
+        let agent = self.agent.clone();
+        let serial = tokio::time::timeout_at(deadline, agent.lock.lock()).await;
+        drop(self);
+        drop(serial);
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
+        self.server.abort();
         for t in &self.tasks {
             t.abort();
         }
@@ -53,6 +83,7 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
         health_addr,
         sweep_seconds,
         link_scan_seconds,
+        shutdown_grace_seconds: _,
         log_format: _,
     } = args.clone();
     let node_netns = Arc::new(match node_netns {
@@ -66,10 +97,11 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
         kube,
         node_netns,
         Arc::new(Metrics::default()),
+        Journal::for_socket(&socket)?,
     ));
 
     let listener = server::bind(&socket)?;
-    tasks.push(tokio::spawn(server::serve(listener, agent.clone())));
+    let server = tokio::spawn(server::serve(listener, agent.clone()));
     // Health is for probes and scraping; the CNI socket matters more, so a taken port only
     // costs the health endpoints (and says so loudly).
     let health_addr = match tokio::net::TcpListener::bind(health_addr).await {
@@ -98,16 +130,22 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
             link_events,
         ));
         let sweep = tokio::spawn(hygiene::sweep_loop(
-            a,
+            a.clone(),
             Duration::from_secs(sweep_seconds.max(1)),
         ));
-        let _ = tokio::join!(scan, sweep);
+        let queue = tokio::spawn(hygiene::queue_loop(a, QUEUE_RETRY));
+        let _ = tokio::join!(scan, sweep, queue);
     }));
     tracing::info!(node = %node_name, socket = %socket.display(), health_addr = ?health_addr, "agent started");
     Ok(Running {
         agent,
         socket,
         health_addr,
+        server,
         tasks,
     })
 }
+
+/// How often queued DELs are retried: they wait for the API or for a link to come home, and
+/// the NIC rests in quarantine after its release anyway.
+const QUEUE_RETRY: Duration = Duration::from_secs(5);

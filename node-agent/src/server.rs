@@ -3,7 +3,8 @@
 //! The socket is created 0600 in a 0700 directory, so only root reaches it. Requests are
 //! validated before anything changes: bodies over `MAX_BODY_BYTES`, bad JSON, unknown paths or
 //! versions and wrong methods get a 4xx [`ApiError`]. Each request runs in its own task, so a
-//! client that hangs up mid-claim cannot cancel a claim halfway.
+//! client that hangs up mid-claim cannot cancel a claim halfway, and is counted in flight so a
+//! graceful stop lets it finish (see [`crate::shutdown`]).
 
 use std::convert::Infallible;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -236,27 +237,63 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> Reply {
             format!("{uri} takes {want}, not {method}"),
         );
     }
+    if uri == path::STATUS {
+        return json(StatusCode::OK, &agent.status());
+    }
+    let Some(inflight) = agent.requests.enter() else {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NotReady,
+            "the agent is stopping",
+        );
+    };
+    // The guard moves into the detached task: the request counts until its work is done.
     match uri.as_str() {
         path::CLAIM => match body(req).await {
-            Ok(r) => detached(async move { agent.claim(r).await }).await,
+            Ok(r) => {
+                detached(async move {
+                    let _inflight = inflight;
+                    agent.claim(r).await
+                })
+                .await
+            }
             Err(reply) => reply,
         },
         path::RELEASE => match body(req).await {
-            Ok(r) => detached(async move { agent.release(r).await }).await,
+            Ok(r) => {
+                detached(async move {
+                    let _inflight = inflight;
+                    agent.release(r).await
+                })
+                .await
+            }
             Err(reply) => reply,
         },
         path::CHECK => match body(req).await {
-            Ok(r) => detached(async move { agent.check(r).await }).await,
+            Ok(r) => {
+                detached(async move {
+                    let _inflight = inflight;
+                    agent.check(r).await
+                })
+                .await
+            }
             Err(reply) => reply,
         },
         path::GC => match body(req).await {
-            Ok(r) => detached(async move { agent.gc(r).await }).await,
+            Ok(r) => {
+                detached(async move {
+                    let _inflight = inflight;
+                    agent.gc(r).await
+                })
+                .await
+            }
             Err(reply) => reply,
         },
-        _ => {
-            let status = agent.status();
-            json(StatusCode::OK, &status)
-        }
+        other => api_error(
+            StatusCode::NOT_FOUND,
+            ErrorKind::InvalidRequest,
+            unknown_path(other),
+        ),
     }
 }
 

@@ -154,6 +154,7 @@ impl Lab {
             health_addr: "127.0.0.1:0".parse().unwrap(),
             sweep_seconds: 3600,
             link_scan_seconds: 1,
+            shutdown_grace_seconds: 20,
             log_format: "text".into(),
         }
     }
@@ -770,18 +771,301 @@ async fn sweep_releases_nics_of_vanished_pods() {
     drop(gone_ns);
     let pods: Api<Pod> = Api::namespaced(lab.client.clone(), "default");
     pods.delete("c2", &DeleteParams::default()).await.unwrap();
-    assert_eq!(hostnic_agent::hygiene::sweep(&agent.agent).await, 2);
-    assert_eq!(
-        phase(&lab.hostnic(&a1.hostnic).await),
-        HostNicPhase::Released
-    );
+    // The pod's netns still exists but its pod is gone: its NIC is brought home and released.
+    assert_eq!(hostnic_agent::hygiene::sweep(&agent.agent).await, 1);
     assert_eq!(
         phase(&lab.hostnic(&a2.hostnic).await),
         HostNicPhase::Released
     );
-    // The pod's netns still exists but its NIC is home again.
     assert!(lab.node.link_by_mac(&mac(2)).is_some());
     assert!(gone_pod.links().iter().all(|l| l.name == "lo"));
+    // The destroyed netns took the link along and it is not home yet (a real NIC comes back
+    // by itself, seconds later): without proof, the NIC stays Bound.
+    assert_eq!(phase(&lab.hostnic(&a1.hostnic).await), HostNicPhase::Bound);
+    nic_comes_home(&lab, 1, "dev1");
+    wait_phase(&lab, &a1.hostnic, HostNicPhase::Released).await;
+}
+
+/// Puts NIC `i`'s link back on the node under `name`, as the kernel does with a real NIC
+/// whose pod netns was destroyed (the veth stand-in vanishes with it instead).
+fn nic_comes_home(lab: &Lab, i: usize, name: &str) {
+    assert_eq!(
+        lab.node.link_by_mac(&mac(i)),
+        None,
+        "NIC {i} is already home"
+    );
+    lab.node.add_fake_nic(name, &mac(i));
+}
+
+/// Waits (at most 20 s, the link pass reacts to link events) for a HostNic's phase.
+async fn wait_phase(lab: &Lab, name: &str, want: HostNicPhase) {
+    let wait = async {
+        while phase(&lab.hostnic(name).await) != want {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .is_err()
+    {
+        panic!(
+            "{name} never became {want:?}: {:?}",
+            lab.hostnic(name).await.status
+        );
+    }
+}
+
+/// The DELs queued in the lab agent's journal.
+fn queued_dels(lab: &Lab) -> Vec<String> {
+    let dir = hostnic_agent_api::pending_del::dir(&lab.socket());
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Waits (at most 20 s) until no DEL is queued.
+async fn wait_queue_empty(lab: &Lab) {
+    let wait = async {
+        while !queued_dels(lab).is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .is_err()
+    {
+        panic!("queued DELs never drained: {:?}", queued_dels(lab));
+    }
+}
+
+/// Runs `ip -n <netns> args`.
+fn ip_n(netns: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .arg("-n")
+        .arg(netns)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip -n {netns} {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The IPv4 addresses of `link` in `netns`.
+fn addresses_in(netns: &str, link: &str) -> Vec<String> {
+    let json = ip_n(netns, &["-j", "-4", "addr", "show", "dev", link]);
+    let links: Vec<Value> = serde_json::from_str(&json).unwrap();
+    links
+        .iter()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+/// Makes a live pod netns's path unopenable without ending the netns: the namespace stays
+/// reachable under `<name>-keep`, and its path becomes a unix socket (open: ENXIO), like a
+/// netns path the agent's mount cannot see or open. Restored on drop.
+struct Unopenable {
+    path: PathBuf,
+    keep: String,
+    _socket: std::os::unix::net::UnixListener,
+}
+
+impl Unopenable {
+    fn new(pod: &TestNetns) -> Self {
+        let keep = format!("{}-keep", pod.name());
+        let keep_path = Path::new("/var/run/netns").join(&keep);
+        std::fs::write(&keep_path, "").unwrap();
+        sh(&[
+            "mount",
+            "--bind",
+            pod.path().to_str().unwrap(),
+            keep_path.to_str().unwrap(),
+        ]);
+        sh(&["umount", pod.path().to_str().unwrap()]);
+        std::fs::remove_file(pod.path()).unwrap();
+        let socket = std::os::unix::net::UnixListener::bind(pod.path()).unwrap();
+        assert!(std::fs::File::open(pod.path()).is_err());
+        Self {
+            path: pod.path(),
+            keep,
+            _socket: socket,
+        }
+    }
+
+    /// The netns name that still reaches the namespace.
+    fn keep(&self) -> &str {
+        &self.keep
+    }
+}
+
+impl Drop for Unopenable {
+    fn drop(&mut self) {
+        let keep_path = Path::new("/var/run/netns").join(&self.keep);
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::write(&self.path, "");
+        let _ = std::process::Command::new("mount")
+            .args(["--bind"])
+            .arg(&keep_path)
+            .arg(&self.path)
+            .status();
+        let _ = std::process::Command::new("umount")
+            .arg(&keep_path)
+            .status();
+        let _ = std::fs::remove_file(&keep_path);
+    }
+}
+
+fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
+#[tokio::test]
+async fn restart_keeps_running_pods_whatever_changed_meanwhile() {
+    if !require_root("restart_keeps_running_pods_whatever_changed_meanwhile") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    for i in 1..=3 {
+        lab.add_nic(i).await;
+    }
+    let agent = lab.start_agent().await;
+    lab.wait_free(&agent, 3).await;
+    let pods: Vec<Arc<TestNetns>> = (0..3).map(|_| Arc::new(TestNetns::new("pod"))).collect();
+    let mut atts = Vec::new();
+    for (i, pod) in pods.iter().enumerate() {
+        lab.create_pod(&format!("c{i}")).await;
+        let (code, body) = post(
+            &lab.socket(),
+            path::CLAIM,
+            &claim_req(pod, &format!("c{i}")),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        atts.push(serde_json::from_value::<Attachment>(body).unwrap());
+    }
+    let intact = |netns: &str, att: &Attachment| {
+        assert_eq!(
+            addresses_in(netns, "eth0"),
+            vec![att.address.clone()],
+            "pod {netns} lost eth0 or its address"
+        );
+    };
+    // 1. A route is added to the pool, then the agent restarts (every upgrade does).
+    drop(agent);
+    let pools: Api<NicPool> = Api::all(lab.client.clone());
+    let mut pool = pools.get(POOL).await.unwrap();
+    pool.spec.routes.push(hostnic_crds::Route {
+        destination: "192.168.0.0/16".into(),
+        gateway: "0.0.0.0".into(),
+    });
+    pools
+        .replace(POOL, &PostParams::default(), &pool)
+        .await
+        .unwrap();
+    let agent = lab.start_agent().await;
+    for (pod, att) in pods.iter().zip(&atts) {
+        intact(pod.name(), att);
+        assert_eq!(phase(&lab.hostnic(&att.hostnic).await), HostNicPhase::Bound);
+    }
+    drop(agent);
+    // 2. The operator replaced the node's gateway NIC: a new address in the vxnet.
+    let mut pool = pools.get(POOL).await.unwrap();
+    pool.status.as_mut().unwrap().node_status[0].gateways[0].ip = "10.77.0.253".into();
+    pools
+        .replace_status(POOL, &PostParams::default(), &pool)
+        .await
+        .unwrap();
+    // 3. One pod's netns path cannot be opened (not "gone": it may still run).
+    let hidden = Unopenable::new(&pods[2]);
+    let agent = lab.start_agent().await;
+    for (i, att) in atts.iter().enumerate() {
+        let netns = if i == 2 {
+            hidden.keep()
+        } else {
+            pods[i].name()
+        };
+        intact(netns, att);
+        assert_eq!(phase(&lab.hostnic(&att.hostnic).await), HostNicPhase::Bound);
+    }
+    // The repeated ADD gets what the claim applied then, not what the pool says today.
+    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pods[0], "c0")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(serde_json::from_value::<Attachment>(body).unwrap(), atts[0]);
+    // The sweep does not take an unopenable netns as gone, even once its pod left the API:
+    // the NIC is not provably home, so it stays Bound and in the pod.
+    let api_pods: Api<Pod> = Api::namespaced(lab.client.clone(), "default");
+    api_pods
+        .delete("c2", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(hostnic_agent::hygiene::sweep(&agent.agent).await, 0);
+    intact(hidden.keep(), &atts[2]);
+    assert_eq!(
+        phase(&lab.hostnic(&atts[2].hostnic).await),
+        HostNicPhase::Bound
+    );
+    drop(agent);
+    drop(hidden);
+}
+
+#[tokio::test]
+async fn release_without_the_link_home_keeps_the_nic_bound_until_it_returns() {
+    if !require_root("release_without_the_link_home_keeps_the_nic_bound_until_it_returns") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_nic(1).await;
+    let agent = lab.start_agent().await;
+    lab.wait_free(&agent, 1).await;
+    let pod = TestNetns::new("pod");
+    lab.create_pod("c1").await;
+    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // The runtime destroyed the netns before its DEL: the link went with it.
+    drop(pod);
+    let (code, body) = post(&lab.socket(), path::RELEASE, &release_req("c1", None)).await;
+    assert_eq!(code, StatusCode::OK, "DEL must complete: {body}");
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Bound);
+    assert_eq!(
+        link_ready_reason(&lab, &name).await,
+        ("False".into(), "InPod".into())
+    );
+    assert_eq!(queued_dels(&lab), vec!["c1_eth0".to_owned()]);
+    // Still unproven on the next retry.
+    assert_eq!(agent.agent.drain_queued().await, 1);
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Bound);
+    // The link comes home: the link event is the proof.
+    nic_comes_home(&lab, 1, "dev1");
+    wait_phase(&lab, &name, HostNicPhase::Released).await;
+    let st = lab.hostnic(&name).await.status.unwrap();
+    assert_eq!(st.host_interface.as_deref(), Some("dev1"));
+    // What the operator checks before it recycles or deletes a Released NIC.
+    assert_eq!(
+        link_ready_reason(&lab, &name).await,
+        ("True".into(), "LinkPresent".into())
+    );
+    wait_queue_empty(&lab).await;
+}
+
+/// The `LinkReady` condition's status and reason.
+async fn link_ready_reason(lab: &Lab, name: &str) -> (String, String) {
+    let st = lab.hostnic(name).await.status.unwrap();
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "LinkReady")
+        .expect("LinkReady condition");
+    (c.status.clone(), c.reason.clone())
 }
 
 // === the real binary, killed mid-claim ===
@@ -791,9 +1075,15 @@ struct AgentProcess(std::process::Child);
 
 impl AgentProcess {
     fn spawn(lab: &Lab) -> Self {
+        Self::spawn_with(lab, &[])
+    }
+
+    /// Spawns the agent with extra environment variables.
+    fn spawn_with(lab: &Lab, env: &[(&str, String)]) -> Self {
         let kubeconfig = lab.dir.path().join("kubeconfig");
         lab.server.write_kubeconfig(&kubeconfig).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_hostnic-agent"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("KUBECONFIG", &kubeconfig)
             .env("NODE_NAME", &lab.node_name)
             .env("RUST_LOG", "hostnic_agent=info")
@@ -817,6 +1107,31 @@ impl AgentProcess {
     fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+
+    /// Sends SIGTERM, as kubelet does when it stops the pod.
+    fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit on its own; panics after `within`.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let until = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "agent did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -1060,8 +1375,12 @@ async fn gateway_nics_are_configured_on_the_node_and_never_claimed() {
             .unwrap()
             .up
     );
+    // No free NIC is no reason to be unready: ADD answers "try again later" for that, while an
+    // unready agent would make the runtime report the whole node NotReady.
     let status = agent.agent.status();
-    assert_eq!((status.free_nics, status.ready), (0, false), "{status:?}");
+    assert_eq!((status.free_nics, status.ready), (0, true), "{status:?}");
+    let (code, body) = health_get(agent.health_addr.unwrap(), "/readyz").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
     let pod = TestNetns::new("pod");
     lab.create_pod("c1").await;
     let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
@@ -1240,4 +1559,359 @@ async fn hot_plugged_link_is_reported_without_waiting_for_the_scan() {
     lab.node.ip(&["link", "del", "hn5"]);
     wait_link_ready(&lab, &name, "False", Duration::from_secs(5)).await;
     drop(agent);
+}
+
+// === DEL always completes ===
+
+/// Runs the built `hostnic` plugin's DEL for `container` against the lab's socket.
+fn plugin_del(lab: &Lab, container: &str, netns: Option<&TestNetns>) -> std::process::Output {
+    use std::io::Write;
+    let conf = json!({"cniVersion": "1.0.0", "name": "hostnic", "type": "hostnic",
+                      "socket": lab.socket(), "timeoutSeconds": 2});
+    let mut child = std::process::Command::new(hostnic_tests::bins::bin("hostnic"))
+        .env("CNI_COMMAND", "DEL")
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_IFNAME", "eth0")
+        .env(
+            "CNI_NETNS",
+            netns
+                .map(|n| n.path().display().to_string())
+                .unwrap_or_default(),
+        )
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dels_queued_while_the_agent_was_down_are_released_after_recovery() {
+    if !require_root("dels_queued_while_the_agent_was_down_are_released_after_recovery") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_nic(1).await;
+    let agent = lab.start_agent().await;
+    lab.wait_free(&agent, 1).await;
+    let pod = TestNetns::new("pod");
+    lab.create_pod("c1").await;
+    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    drop(agent);
+    // The agent is down (an upgrade, a crash): the runtime's DEL still succeeds.
+    let del = plugin_del(&lab, "c1", Some(&pod));
+    assert!(del.status.success(), "{del:?}");
+    assert_eq!(queued_dels(&lab), vec!["c1_eth0".to_owned()]);
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Bound);
+    // Once back and recovered, the agent finishes it: the NIC is home and Released.
+    let agent = lab.start_agent().await;
+    wait_phase(&lab, &name, HostNicPhase::Released).await;
+    assert_eq!(lab.node.link_by_mac(&mac(1)).as_deref(), Some("hn1"));
+    assert!(pod.links().iter().all(|l| l.name == "lo"));
+    wait_queue_empty(&lab).await;
+    drop(agent);
+}
+
+/// A TCP proxy in front of the API server that can be cut (existing connections too) and
+/// restored, to make the API unreachable for the agent only.
+struct ApiProxy {
+    addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiProxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let task = tokio::spawn({
+            let (up, conns) = (up.clone(), conns.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
+                    conns.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                    }));
+                }
+            }
+        });
+        Self {
+            addr,
+            up,
+            conns,
+            task,
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+    }
+}
+
+impl Drop for ApiProxy {
+    fn drop(&mut self) {
+        self.set_up(false);
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn del_completes_while_the_api_is_down_and_is_recorded_once_it_is_back() {
+    if !require_root("del_completes_while_the_api_is_down_and_is_recorded_once_it_is_back") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_nic(1).await;
+    let proxy = ApiProxy::start(lab.server.addr()).await;
+    let yaml = lab
+        .server
+        .kubeconfig_yaml()
+        .replace(&lab.server.addr().to_string(), &proxy.addr.to_string());
+    let proxied = kube_mem::client_from_yaml(&yaml).await.unwrap();
+    let agent = run::start(&lab.args(), proxied).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), agent.wait_recovered())
+        .await
+        .expect("agent recovers");
+    lab.wait_free(&agent, 1).await;
+    let pod = TestNetns::new("pod");
+    lab.create_pod("c1").await;
+    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+
+    proxy.set_up(false);
+    let (code, body) = post(&lab.socket(), path::RELEASE, &release_req("c1", Some(&pod))).await;
+    assert_eq!(
+        code,
+        StatusCode::OK,
+        "DEL must complete without the API: {body}"
+    );
+    // The kernel step is done; the Released write waits in the queue.
+    assert_eq!(lab.node.link_by_mac(&mac(1)).as_deref(), Some("hn1"));
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Bound);
+    assert_eq!(queued_dels(&lab), vec!["c1_eth0".to_owned()]);
+
+    proxy.set_up(true);
+    wait_phase(&lab, &name, HostNicPhase::Released).await;
+    wait_queue_empty(&lab).await;
+    drop(agent);
+}
+
+// === graceful stop and kills at exact steps ===
+
+/// The agent binary with a test pause point armed at `point`; returns it and the marker file
+/// that appears when a claim reaches the point (remove it to let the claim go on).
+fn spawn_paused(lab: &Lab, point: &str) -> (AgentProcess, PathBuf) {
+    let marker = lab.dir.path().join(format!("{point}.paused"));
+    let agent = AgentProcess::spawn_with(
+        lab,
+        &[(
+            hostnic_agent::test_hooks::PAUSE_ENV,
+            format!("{point}={}", marker.display()),
+        )],
+    );
+    (agent, marker)
+}
+
+async fn wait_for_file(path: &Path) {
+    let wait = async {
+        while !path.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{} never appeared", path.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_lets_the_claim_in_flight_finish_then_exits() {
+    if !require_root("sigterm_stops_accepting_lets_the_claim_in_flight_finish_then_exits") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_nic(1).await;
+    lab.add_nic(2).await;
+    let (mut agent, marker) = spawn_paused(&lab, hostnic_agent::test_hooks::CLAIM_ATTACHED);
+    wait_ready(&lab, 2).await;
+    let pod = Arc::new(TestNetns::new("pod"));
+    lab.create_pod("c1").await;
+    let claim = tokio::spawn({
+        let (socket, pod) = (lab.socket(), pod.clone());
+        async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
+    });
+    wait_for_file(&marker).await;
+    agent.terminate();
+    // New requests are refused while the claim in flight still runs.
+    let refused = async {
+        while tokio::net::UnixStream::connect(lab.socket()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), refused)
+        .await
+        .expect("the socket stops accepting on SIGTERM");
+    assert!(agent.is_running(), "exited with a request in flight");
+    assert!(!claim.is_finished());
+    std::fs::remove_file(&marker).unwrap();
+    let (code, body) = claim.await.unwrap();
+    assert_eq!(
+        code,
+        StatusCode::OK,
+        "the claim in flight must finish: {body}"
+    );
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Bound);
+    assert_invariants(&lab, &[pod]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_no_longer_than_the_grace_period_and_the_cut_claim_is_undone() {
+    if !require_root("sigterm_waits_no_longer_than_the_grace_period_and_the_cut_claim_is_undone") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_nic(1).await;
+    let marker = lab.dir.path().join("recorded.paused");
+    let mut agent = AgentProcess::spawn_with(
+        &lab,
+        &[
+            (
+                hostnic_agent::test_hooks::PAUSE_ENV,
+                format!(
+                    "{}={}",
+                    hostnic_agent::test_hooks::CLAIM_RECORDED,
+                    marker.display()
+                ),
+            ),
+            // One second instead of 20: the claim stays paused, so the whole grace is waited.
+            ("HOSTNIC_SHUTDOWN_GRACE_SECONDS", "1".into()),
+        ],
+    );
+    wait_ready(&lab, 1).await;
+    let pod = Arc::new(TestNetns::new("pod"));
+    lab.create_pod("c1").await;
+    let claim = tokio::spawn({
+        let (socket, pod) = (lab.socket(), pod.clone());
+        async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
+    });
+    wait_for_file(&marker).await;
+    agent.terminate();
+    agent.wait_exit(Duration::from_secs(20));
+    assert_ne!(claim.await.unwrap().0, StatusCode::OK);
+    let _ = std::fs::remove_file(&marker);
+    let _agent = AgentProcess::spawn(&lab);
+    wait_ready(&lab, 0).await;
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Released);
+    assert_invariants(&lab, &[pod]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_each_claim_step_the_restart_undoes_or_keeps_the_claim() {
+    if !require_root("killed_at_each_claim_step_the_restart_undoes_or_keeps_the_claim") {
+        return;
+    }
+    use hostnic_agent::test_hooks::{CLAIM_ATTACHED, CLAIM_RECORDED};
+    let mut lab = Lab::new().await;
+    for i in 1..=2 {
+        lab.add_nic(i).await;
+    }
+    let mut pods = Vec::new();
+    for (round, point) in [CLAIM_RECORDED, CLAIM_ATTACHED].into_iter().enumerate() {
+        let (mut agent, marker) = spawn_paused(&lab, point);
+        wait_ready(&lab, 1).await;
+        let pod = Arc::new(TestNetns::new("pod"));
+        pods.push(pod.clone());
+        let container = format!("k{round}");
+        lab.create_pod(&container).await;
+        let claim = tokio::spawn({
+            let (socket, pod, container) = (lab.socket(), pod.clone(), container.clone());
+            async move { post(&socket, path::CLAIM, &claim_req(&pod, &container)).await }
+        });
+        wait_for_file(&marker).await;
+        // The claim is recorded on the HostNic (and for CLAIM_ATTACHED, configured in the pod)
+        // but not answered: kill -9 exactly there.
+        let bound = lab
+            .hostnics()
+            .await
+            .into_iter()
+            .find(|n| {
+                phase(n) == HostNicPhase::Bound
+                    && n.status
+                        .as_ref()
+                        .unwrap()
+                        .pod
+                        .as_ref()
+                        .unwrap()
+                        .container_id
+                        == container
+            })
+            .expect("claim recorded before the pause");
+        agent.kill();
+        assert_eq!(
+            claim.await.unwrap().0.as_u16(),
+            599,
+            "answered before the kill"
+        );
+        std::fs::remove_file(&marker).unwrap();
+
+        let _agent = AgentProcess::spawn(&lab);
+        wait_ready(&lab, 0).await;
+        assert_invariants(&lab, &pods).await;
+        let nic = lab.hostnic(&bound.name_any()).await;
+        let bound_to_it = lab
+            .hostnics()
+            .await
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.pod.as_ref())
+                    .is_some_and(|p| p.container_id == container)
+                    && phase(n) == HostNicPhase::Bound
+            })
+            .count();
+        if point == CLAIM_RECORDED {
+            // The link never moved: the claim is undone and the NIC is home.
+            assert_eq!(phase(&nic), HostNicPhase::Released, "{point}");
+            assert_eq!(bound_to_it, 0);
+            assert!(lab.node.link_by_mac(&mac_of(&nic)).is_some());
+        } else {
+            // The pod is configured: kept, and the runtime's retried ADD gets that NIC.
+            assert_eq!(phase(&nic), HostNicPhase::Bound, "{point}");
+            assert_eq!(bound_to_it, 1, "a double claim");
+            let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, &container)).await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+            let att: Attachment = serde_json::from_value(body).unwrap();
+            assert_eq!(att.hostnic, nic.name_any());
+            assert_eq!(pod.addresses("eth0"), vec![att.address]);
+        }
+        drop(_agent);
+        return_released(&lab).await;
+    }
+}
+
+fn mac_of(nic: &HostNic) -> String {
+    nic.status.as_ref().unwrap().nic_id.clone().unwrap()
 }

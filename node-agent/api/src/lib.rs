@@ -39,6 +39,79 @@ pub mod path {
     pub const STATUS: &str = "/v1/status";
 }
 
+/// DELs waiting for the agent: when the plugin cannot get an answer (agent down, restarting,
+/// not recovered) it leaves the [`ReleaseRequest`] here and reports success, and the agent
+/// releases it after its start-up recovery. The directory sits next to the agent's socket
+/// (`/run/hostnic/pending-del`, tmpfs: queued DELs vanish with the pods at reboot), root only.
+pub mod pending_del {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::path::{Path, PathBuf};
+
+    use crate::{AttachmentKey, ReleaseRequest};
+
+    /// The queue directory for the agent whose socket is `socket`.
+    pub fn dir(socket: &Path) -> PathBuf {
+        socket
+            .parent()
+            .unwrap_or_else(|| Path::new("/"))
+            .join("pending-del")
+    }
+
+    /// File name of a queued DEL: `<containerID>_<ifname>`, so a repeated DEL replaces its
+    /// earlier entry. Neither part can hold a '/', and a container id never starts with '.'
+    /// (the prefix of files still being written).
+    pub fn file_name(key: &AttachmentKey) -> String {
+        format!("{}_{}", key.container_id, key.ifname)
+    }
+
+    /// Queues `req` in `dir` (created 0700): written to a temporary file, then renamed into
+    /// place, so a reader never sees half an entry.
+    pub fn queue(dir: &Path, req: &ReleaseRequest) -> std::io::Result<PathBuf> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let name = file_name(&req.key);
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let body = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&body)?;
+        drop(file);
+        let path = dir.join(name);
+        std::fs::rename(&tmp, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        Ok(path)
+    }
+
+    /// Every complete entry of `dir` with its path; unreadable or malformed entries come back
+    /// as errors so the caller can log and drop them. A missing directory is an empty queue.
+    pub fn list(dir: &Path) -> Vec<(PathBuf, Result<ReleaseRequest, String>)> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| {
+                let path = e.path();
+                let req = std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+                (path, req)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
 /// The pod a request is for, from the runtime's `CNI_ARGS`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodInfo {
