@@ -290,6 +290,9 @@ fn worker(s: &Shared<'_>, node: usize, mut rng: StdRng) {
                 }
             }
             78..90 => {
+                // Out of the live list while checked (so no DEL takes it), but a GC meanwhile
+                // must still see it as valid: the gate keeps GC out until it is back.
+                let _gate = s.gc_gate[node].read().unwrap_or_else(|e| e.into_inner());
                 if let Some(pod) = s.take_pod(node, &mut rng) {
                     check(s, &pod);
                     s.live().push(pod);
