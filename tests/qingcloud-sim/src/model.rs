@@ -303,6 +303,7 @@ pub(crate) struct Model {
     owner: String,
     capacity_code: i32,
     batch_limit: Option<usize>,
+    nic_quota: Option<usize>,
     latency: JobLatency,
     pub(crate) rng: StdRng,
     vxnets: Vec<Vxnet>,
@@ -328,6 +329,7 @@ impl Model {
             owner: cfg.owner.clone(),
             capacity_code: cfg.capacity_error_code,
             batch_limit: cfg.nic_batch_limit,
+            nic_quota: cfg.nic_quota,
             latency: cfg.job_latency,
             rng: StdRng::seed_from_u64(cfg.seed),
             vxnets: Vec::new(),
@@ -531,6 +533,9 @@ impl Model {
         } else {
             ips.len()
         };
+        if let Some(quota) = self.nic_quota.filter(|q| self.nics.len() + n > *q) {
+            return Err(ApiError::nic_quota(self.nics.len(), n, quota));
+        }
         let existing = self.vxnet_nic_count(vxnet);
         let v = self
             .vxnet(vxnet)
