@@ -75,6 +75,7 @@ pub fn test_settings() -> Settings {
         shrink_delay: Duration::ZERO,
         cloud_cache: Duration::from_secs(1),
         gc_interval: Duration::from_millis(500),
+        gc_settle: Duration::from_millis(200),
         gc_grace: Duration::ZERO,
         gc_dry_run: false,
         resync: Duration::from_secs(5),
@@ -143,6 +144,9 @@ impl Env {
                 backoff_max: Duration::from_millis(200),
                 retry_budget: Duration::from_secs(1),
                 job_poll_interval: Duration::from_millis(100),
+                // 300 s in production; 1 s so injected request-quota 2500s cost the error
+                // tests a second, not five minutes.
+                quota_cooldown: Duration::from_secs(1),
                 ..Default::default()
             },
             None,

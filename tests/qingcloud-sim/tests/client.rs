@@ -482,7 +482,10 @@ async fn filter_lists_of_500_ids_are_chunked_under_the_uri_limit() {
         .map(|i| format!("i-{i:08}").parse().unwrap())
         .collect();
     // At most 252 NICs per vxnet: the primaries go to two vxnets.
-    b = b.vxnet(VxnetSpec::new("vxnet-pods002", "172.23.0.0/24".parse().unwrap()));
+    b = b.vxnet(VxnetSpec::new(
+        "vxnet-pods002",
+        "172.23.0.0/24".parse().unwrap(),
+    ));
     for (i, id) in ids.iter().enumerate() {
         let mut spec = InstanceSpec::new(id.as_str());
         spec.vxnet = Some(if i % 2 == 0 { VXNET } else { "vxnet-pods002" }.into());
