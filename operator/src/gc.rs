@@ -326,11 +326,13 @@ impl Collector {
     }
 
     /// Runs passes every `gc_interval` (sooner while suspects wait for their grace period,
-    /// and `gc_settle` after a lost CreateNics/DeleteNics answer) until `stop`.
+    /// and `gc_settle` after a lost CreateNics/DeleteNics answer) until `stop`. The first
+    /// pass runs `gc_settle` after the start: a new leader may follow one that crashed
+    /// mid-call, the one lost answer nobody reported.
     pub async fn run(mut self, ctx: Arc<Context>, stop: CancellationToken) {
         let lost = ctx.cloud.lost_answers();
         let s = &ctx.settings;
-        let mut wait = s.gc_interval;
+        let mut wait = s.gc_settle;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
