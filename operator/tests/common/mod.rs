@@ -47,6 +47,8 @@ pub struct Setup {
     pub settings: Settings,
     /// Batch config.
     pub batch: BatchConfig,
+    /// Changes to the simulator's config (quotas, limits) before it starts.
+    pub configure_sim: Option<fn(&mut qingcloud_sim::SimConfig)>,
 }
 
 impl Default for Setup {
@@ -61,6 +63,7 @@ impl Default for Setup {
                 max_attach: 5,
                 max_detach: 20,
             },
+            configure_sim: None,
         }
     }
 }
@@ -131,6 +134,9 @@ impl Env {
             let mut spec = InstanceSpec::new(id);
             spec.vxnet = Some((*vx).to_string());
             b = b.instance(spec);
+        }
+        if let Some(f) = setup.configure_sim {
+            b = b.configure(f);
         }
         let sim = Arc::new(b.start().await.expect("start simulator"));
         let cfg = qingcloud::CloudConfig::from_yaml(&sim.config_yaml(), "sim.yaml".as_ref())
