@@ -183,10 +183,12 @@ fn degraded_reason(pool: &hostnic_crds::NicPool) -> Option<String> {
 /// pool with a QuotaExceeded reason: each HostNic that met it asks once, then nothing loops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nic_quota_blocks_the_pool_without_a_create_loop() {
-    let mut setup = Setup::default();
-    // The primary NIC and two pool NICs fit; a third does not.
-    setup.configure_sim = Some(|c| c.nic_quota = Some(3));
-    let mut env = Env::start(setup).await;
+    let mut env = Env::start(Setup {
+        // The primary NIC and two pool NICs fit; a third does not.
+        configure_sim: Some(|c| c.nic_quota = Some(3)),
+        ..Default::default()
+    })
+    .await;
     env.start_operator();
     env.create_pool("web", spec(&[VX_A], 2)).await;
     env.converged("web", &["i-node0001"], 2, T).await;

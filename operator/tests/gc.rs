@@ -271,7 +271,7 @@ async fn a_pass_lists_only_the_pools_vxnets_and_running_jobs() {
     assert_eq!(first.action("DescribeNics"), 1, "{first:?}");
     assert_eq!(first.total, 1, "{first:?}");
     env.sim.reset_calls();
-    assert_eq!(gc.pass(&ctx).await.expect("pass 2"), [orphan.clone()]);
+    assert_eq!(gc.pass(&ctx).await.expect("pass 2"), vec![orphan.clone()]);
     let second = env.sim.calls();
     assert_eq!(
         (
