@@ -602,6 +602,27 @@ async fn transport_faults_are_retried() {
 }
 
 #[tokio::test]
+async fn http_429_is_throttling_retried_after_a_backoff() {
+    let sim = sim().await;
+    let c = client(&sim);
+    sim.inject(
+        Fault::new(FaultKind::HttpStatus(429))
+            .on("DescribeVxnets")
+            .next(1),
+    );
+    assert_eq!(c.describe_vxnets(&[]).await.unwrap().len(), 1);
+    assert_eq!(sim.calls().action("DescribeVxnets"), 2);
+    sim.inject(Fault::new(FaultKind::HttpStatus(429)).on("DescribeVxnets"));
+    let err = c.describe_vxnets(&[]).await.unwrap_err();
+    assert!(matches!(err, Error::Http { status: 429, .. }), "{err}");
+    assert!(err.is_throttled() && !err.is_request_quota());
+    // Not the request quota: no cooldown, the next call goes out.
+    sim.clear_faults();
+    c.describe_vxnets(&[]).await.unwrap();
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn create_after_a_lost_response_is_not_repeated() {
     let sim = sim().await;
     let c = client(&sim);
