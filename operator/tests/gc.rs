@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures::future::BoxFuture;
 use hostnic_crds::{HostNic, HostNicPhase};
+use hostnic_operator::cloud::{
+    CloudApi, CloudResult, CreatedNic, Instance, Job, Nic, NicQuery, Priority, Vxnet,
+};
 use hostnic_operator::controller::{Checkpoint, Context};
 use hostnic_operator::gc::Collector;
 use kube::ResourceExt;
@@ -66,11 +70,111 @@ fn has_vanished_condition(h: &HostNic) -> bool {
     })
 }
 
-/// A GC of its own around the test's (unmetered) cloud, to run passes one at a time.
-fn standalone_gc(env: &Env) -> Context {
+/// A GC of its own around `cloud`, to run passes one at a time.
+fn standalone_gc(env: &Env, cloud: Arc<dyn CloudApi>) -> Context {
     let op = env.operator(Arc::new(Checkpoint::default()), None, "gc-test");
     let (store, _writer) = kube::runtime::reflector::store::<HostNic>();
-    Context::new(&op, op.cloud.clone(), store)
+    Context::new(&op, cloud, store)
+}
+
+/// The real cloud, except that vxnet listings skip one NIC: a paged, non-atomic listing
+/// that missed a row (the by-id answer is right).
+#[derive(Debug)]
+struct ListingMisses {
+    inner: Arc<dyn CloudApi>,
+    nic: String,
+}
+
+impl CloudApi for ListingMisses {
+    fn describe_nics(&self, q: NicQuery, p: Priority) -> BoxFuture<'_, CloudResult<Vec<Nic>>> {
+        Box::pin(async move {
+            let listing = matches!(q, NicQuery::Vxnets(_));
+            let mut nics = self.inner.describe_nics(q, p).await?;
+            if listing {
+                nics.retain(|n| n.id != self.nic);
+            }
+            Ok(nics)
+        })
+    }
+    fn create_nic(
+        &self,
+        v: String,
+        n: String,
+        p: Priority,
+    ) -> BoxFuture<'_, CloudResult<CreatedNic>> {
+        self.inner.create_nic(v, n, p)
+    }
+    fn attach_nics(
+        &self,
+        i: String,
+        n: Vec<String>,
+        p: Priority,
+    ) -> BoxFuture<'_, CloudResult<String>> {
+        self.inner.attach_nics(i, n, p)
+    }
+    fn detach_nics(&self, n: Vec<String>, p: Priority) -> BoxFuture<'_, CloudResult<String>> {
+        self.inner.detach_nics(n, p)
+    }
+    fn delete_nics(&self, n: Vec<String>, p: Priority) -> BoxFuture<'_, CloudResult<()>> {
+        self.inner.delete_nics(n, p)
+    }
+    fn rename_nic(&self, n: String, m: String, p: Priority) -> BoxFuture<'_, CloudResult<()>> {
+        self.inner.rename_nic(n, m, p)
+    }
+    fn describe_jobs(&self, i: Vec<String>, p: Priority) -> BoxFuture<'_, CloudResult<Vec<Job>>> {
+        self.inner.describe_jobs(i, p)
+    }
+    fn running_jobs(&self, p: Priority) -> BoxFuture<'_, CloudResult<Vec<Job>>> {
+        self.inner.running_jobs(p)
+    }
+    fn describe_vxnets(
+        &self,
+        i: Vec<String>,
+        p: Priority,
+    ) -> BoxFuture<'_, CloudResult<Vec<Vxnet>>> {
+        self.inner.describe_vxnets(i, p)
+    }
+    fn describe_instances(
+        &self,
+        i: Vec<String>,
+        p: Priority,
+    ) -> BoxFuture<'_, CloudResult<Vec<Instance>>> {
+        self.inner.describe_instances(i, p)
+    }
+}
+
+/// A NIC a listing missed twice is looked up by id before anything is written: found, its
+/// HostNic stays as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nic_the_listing_missed_is_confirmed_by_id() {
+    let mut env = Env::start(Setup::default()).await;
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 1)).await;
+    env.converged("web", &["i-node0001"], 1, T).await;
+    env.stop_operator().await;
+    let h = env.all_hostnics().await[0].clone();
+    let nic = h
+        .status
+        .as_ref()
+        .and_then(|s| s.nic_id.clone())
+        .expect("nic id");
+    let cloud = Arc::new(ListingMisses {
+        inner: env.cloud(),
+        nic: nic.clone(),
+    });
+    let ctx = standalone_gc(&env, cloud);
+    let mut gc = Collector::default();
+    for _ in 0..3 {
+        gc.pass(&ctx).await.expect("pass");
+    }
+    let after = env.hostnics().get(&h.name_any()).await.expect("get");
+    assert_eq!(
+        h.metadata.resource_version, after.metadata.resource_version,
+        "a NIC the by-id DescribeNics finds was judged vanished: {:?}",
+        after.status
+    );
+    assert!(exists(&env, &nic));
+    env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -263,7 +367,7 @@ async fn a_pass_lists_only_the_pools_vxnets_and_running_jobs() {
     assert!(env.sim.jobs().len() > 100);
     let orphan = orphan(&env, &format!("{PREFIX}{}", uid(1)), false).await;
 
-    let ctx = standalone_gc(&env);
+    let ctx = standalone_gc(&env, env.cloud());
     let mut gc = Collector::default();
     env.sim.reset_calls();
     assert!(gc.pass(&ctx).await.expect("pass 1").is_empty());
