@@ -115,9 +115,16 @@ pub struct Args {
     #[arg(long, env = "HOSTNIC_CLOUD_CACHE_SECONDS", default_value_t = 15)]
     pub cloud_cache_seconds: u64,
 
-    /// Seconds between garbage-collection passes.
-    #[arg(long, env = "HOSTNIC_GC_INTERVAL_SECONDS", default_value_t = 120)]
+    /// Seconds between garbage-collection passes. Each lists the NICs of the pools' vxnets
+    /// (one DescribeNics per 100 NICs); orphans mostly come from lost answers, which trigger
+    /// a pass of their own, so the periodic one can be rare.
+    #[arg(long, env = "HOSTNIC_GC_INTERVAL_SECONDS", default_value_t = 900)]
     pub gc_interval_seconds: u64,
+
+    /// Seconds GC waits after a CreateNics or DeleteNics lost its answer before looking for
+    /// orphans (time for the HostNic to adopt its NIC by name first).
+    #[arg(long, env = "HOSTNIC_GC_SETTLE_SECONDS", default_value_t = 30)]
+    pub gc_settle_seconds: u64,
 
     /// Seconds an orphaned cloud NIC must exist before GC may delete it.
     #[arg(long, env = "HOSTNIC_GC_GRACE_SECONDS", default_value_t = 300)]
@@ -130,6 +137,15 @@ pub struct Args {
     /// Seconds between periodic re-reconciles of a converged object.
     #[arg(long, env = "HOSTNIC_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+
+    /// Seconds no QingCloud call is sent after the API request quota ran out (2500 "api
+    /// request quota"): the quota is counted per hour or day, retrying sooner only burns it.
+    #[arg(
+        long,
+        env = "HOSTNIC_CLOUD_QUOTA_COOLDOWN_SECONDS",
+        default_value_t = 300
+    )]
+    pub cloud_quota_cooldown_seconds: u64,
 
     /// Seconds a reconcile waits after the cloud throttled it (2500, 5100).
     #[arg(
@@ -179,6 +195,8 @@ pub struct Settings {
     pub cloud_cache: Duration,
     /// GC pass interval.
     pub gc_interval: Duration,
+    /// Delay of the early GC pass after a lost answer.
+    pub gc_settle: Duration,
     /// GC grace period.
     pub gc_grace: Duration,
     /// GC reports only.
@@ -207,6 +225,7 @@ impl Args {
             shrink_delay: Duration::from_secs(self.shrink_delay_seconds),
             cloud_cache: Duration::from_secs(self.cloud_cache_seconds),
             gc_interval: Duration::from_secs(self.gc_interval_seconds.max(1)),
+            gc_settle: Duration::from_secs(self.gc_settle_seconds),
             gc_grace: Duration::from_secs(self.gc_grace_seconds),
             gc_dry_run: self.gc_dry_run,
             resync: Duration::from_secs(self.resync_seconds.max(1)),

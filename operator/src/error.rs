@@ -68,7 +68,8 @@ impl Error {
             Self::Kube { .. } => ErrorClass::Transient,
             Self::Cloud(e) => match e.kind {
                 CloudErrorKind::Throttled => ErrorClass::Throttled,
-                CloudErrorKind::Permanent => ErrorClass::BadSpec,
+                // Only someone raising the quota or freeing NICs helps: look again rarely.
+                CloudErrorKind::Permanent | CloudErrorKind::QuotaExceeded => ErrorClass::BadSpec,
                 _ => ErrorClass::Transient,
             },
             Self::InvalidSpec(_) => ErrorClass::BadSpec,
@@ -84,6 +85,7 @@ impl Error {
             Self::Kube { .. } => "kube",
             Self::Cloud(e) => match e.kind {
                 CloudErrorKind::Throttled => "cloud_throttled",
+                CloudErrorKind::QuotaExceeded => "cloud_quota_exceeded",
                 CloudErrorKind::Transient => "cloud_transient",
                 CloudErrorKind::NotFound => "cloud_not_found",
                 CloudErrorKind::Refused => "cloud_refused",

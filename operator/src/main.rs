@@ -49,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
         shrink_delay_seconds: _,
         cloud_cache_seconds: _,
         gc_interval_seconds: _,
+        gc_settle_seconds: _,
+        cloud_quota_cooldown_seconds,
         gc_grace_seconds: _,
         gc_dry_run: _,
         resync_seconds: _,
@@ -74,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         burst: cloud_burst,
         max_batch: max_attach_batch,
         job_timeout: Duration::from_secs(job_timeout_seconds),
+        quota_cooldown: Duration::from_secs(cloud_quota_cooldown_seconds),
         ..Default::default()
     };
     let cloud = qingcloud::Client::new(config, client_settings, Some(cloud_metrics))
@@ -119,9 +122,12 @@ async fn main() -> anyhow::Result<()> {
         on_signal.cancel();
     });
 
+    let cloud = Arc::new(QingCloud::new(cloud));
+    hostnic_operator::gc::check_cluster_name(&cluster_name, cloud.as_ref()).await?;
+
     let operator = Operator {
         client,
-        cloud: Arc::new(QingCloud::new(cloud)),
+        cloud,
         settings,
         batch: BatchConfig {
             window: Duration::from_millis(batch_window_ms),

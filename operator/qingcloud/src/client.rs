@@ -1,11 +1,13 @@
 //! The HTTP client: signs GET (or POST) requests, decodes the envelope, retries transient
 //! failures with jittered exponential backoff inside a bounded budget, and takes a
-//! rate-limiter token for every attempt. Typed calls for the NIC actions live here; job waiting and batching build on
-//! them in their own modules.
+//! rate-limiter token for every attempt. A 2500 about the API request quota stops every call
+//! of every clone for a cooldown. Describe filter lists are sent in chunks of the page size,
+//! so no request URI grows with the number of ids. Typed calls for the NIC actions live
+//! here; job waiting and batching build on them in their own modules.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::Duration;
 
 use reqwest::header::CONTENT_TYPE;
@@ -26,6 +28,10 @@ use crate::wire::{
 
 /// The server's page size cap: larger `limit`s are silently reduced to it.
 pub const PAGE_LIMIT: u64 = 100;
+
+/// Longest request URI (path and query) sent: gateways commonly refuse longer ones with 414.
+/// Chunked filter lists stay far below it; a GET that would exceed it is not sent.
+pub const MAX_REQUEST_URI: usize = 8192;
 
 /// Safety stop for a server whose `total_count` never lets paging finish.
 const MAX_PAGES: u32 = 10_000;
@@ -48,6 +54,8 @@ struct Inner {
     settings: ClientSettings,
     limiter: RateLimiter,
     metrics: Option<Metrics>,
+    /// Until when no call is sent: the API request quota was exhausted.
+    quota_cooldown: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// A NIC returned by CreateNics.
@@ -139,6 +147,7 @@ impl Client {
                 settings,
                 limiter,
                 metrics,
+                quota_cooldown: Mutex::new(None),
             }),
             priority: Priority::Refill,
         })
@@ -253,9 +262,11 @@ impl Client {
     pub async fn describe_nics(&self, filter: &NicFilter) -> Result<Vec<Nic>> {
         let action = Action::DescribeNics;
         let mut p = Params::default();
-        p.list(action, "nics", &filter.nics, false)?;
-        p.list(action, "instances", &filter.instances, false)?;
-        p.list(action, "vxnets", &filter.vxnets, false)?;
+        let lists = [
+            chunked("nics", &filter.nics),
+            chunked("instances", &filter.instances),
+            chunked("vxnets", &filter.vxnets),
+        ];
         match filter.status {
             Some(NicStatus::Available) => p.push("status", "available"),
             Some(NicStatus::InUse) => p.push("status", "in-use"),
@@ -267,7 +278,7 @@ impl Client {
         if let Some(name) = &filter.nic_name {
             p.push("nic_name", name);
         }
-        self.describe_all(action, p, |r: DescribeNicsResponse| {
+        self.describe_all(action, p, &lists, |r: DescribeNicsResponse| {
             (r.nic_set, r.total_count)
         })
         .await
@@ -287,7 +298,7 @@ impl Client {
     pub async fn describe_jobs_filtered(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         let action = Action::DescribeJobs;
         let mut p = Params::default();
-        p.list(action, "jobs", &filter.jobs, false)?;
+        let lists = [chunked("jobs", &filter.jobs)];
         if filter.status.contains(&JobStatus::Unknown) {
             return Err(invalid(action, "cannot filter on status unknown".into()));
         }
@@ -296,7 +307,7 @@ impl Client {
         if let Some(a) = filter.job_action {
             p.push("job_action", a);
         }
-        self.describe_all(action, p, |r: DescribeJobsResponse| {
+        self.describe_all(action, p, &lists, |r: DescribeJobsResponse| {
             (r.job_set, r.total_count)
         })
         .await
@@ -305,11 +316,11 @@ impl Client {
     /// DescribeVxnets: the given vxnets (all when empty), with their routers.
     pub async fn describe_vxnets(&self, vxnets: &[VxnetId]) -> Result<Vec<Vxnet>> {
         let action = Action::DescribeVxnets;
-        let mut p = Params::default();
-        p.list(action, "vxnets", vxnets, false)?;
+        let lists = [chunked("vxnets", vxnets)];
         // The API leaves available_ip_count out unless asked for verbose rows.
+        let mut p = Params::default();
         p.push("verbose", 1);
-        self.describe_all(action, p, |r: DescribeVxnetsResponse| {
+        self.describe_all(action, p, &lists, |r: DescribeVxnetsResponse| {
             (r.vxnet_set, r.total_count)
         })
         .await
@@ -318,11 +329,13 @@ impl Client {
     /// DescribeInstances: the given instances (all when empty), with their NICs.
     pub async fn describe_instances(&self, instances: &[InstanceId]) -> Result<Vec<Instance>> {
         let action = Action::DescribeInstances;
-        let mut p = Params::default();
-        p.list(action, "instances", instances, false)?;
-        self.describe_all(action, p, |r: DescribeInstancesResponse| {
-            (r.instance_set, r.total_count)
-        })
+        let lists = [chunked("instances", instances)];
+        self.describe_all(
+            action,
+            Params::default(),
+            &lists,
+            |r: DescribeInstancesResponse| (r.instance_set, r.total_count),
+        )
         .await
     }
 
@@ -333,12 +346,15 @@ impl Client {
         JobId::parse(&resp.job_id).map_err(|source| Error::InvalidId { action, source })
     }
 
-    /// Fetches every page of a Describe action. Rows that moved to a later page while paging
-    /// (a resource created meanwhile shifts the order) are kept once.
+    /// Fetches every page of a Describe action, once per combination of filter-list chunks
+    /// (filters combine with AND, so the union over chunk combinations is the full answer).
+    /// Rows that moved to a later page while paging (a resource created meanwhile shifts the
+    /// order), or that several chunks return, are kept once.
     async fn describe_all<R, I>(
         &self,
         action: Action,
         filters: Params,
+        lists: &[Chunked],
         split: impl Fn(R) -> (Vec<I>, Option<u64>),
     ) -> Result<Vec<I>>
     where
@@ -347,6 +363,26 @@ impl Client {
     {
         let mut items: Vec<I> = Vec::new();
         let mut seen = HashSet::new();
+        for query in chunk_combinations(filters, lists) {
+            self.page_through(action, query, &split, &mut items, &mut seen)
+                .await?;
+        }
+        Ok(items)
+    }
+
+    /// Pages one filtered Describe query into `items`.
+    async fn page_through<R, I>(
+        &self,
+        action: Action,
+        filters: Params,
+        split: &impl Fn(R) -> (Vec<I>, Option<u64>),
+        items: &mut Vec<I>,
+        seen: &mut HashSet<String>,
+    ) -> Result<()>
+    where
+        R: DeserializeOwned,
+        I: Keyed,
+    {
         let mut offset = 0;
         for _ in 0..MAX_PAGES {
             let mut p = filters.clone();
@@ -361,13 +397,42 @@ impl Client {
             }
             match next_offset(offset, len, total) {
                 Some(next) => offset = next,
-                None => return Ok(items),
+                None => return Ok(()),
             }
         }
         Err(Error::Decode {
             action,
             reason: format!("paging did not end after {MAX_PAGES} pages"),
         })
+    }
+
+    /// Refuses to send while the API request quota cooldown runs.
+    fn check_quota_cooldown(&self, action: Action) -> Result<()> {
+        let until = *self
+            .inner
+            .quota_cooldown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        match until {
+            Some(until) if until > now => Err(Error::QuotaCooldown {
+                action,
+                remaining: until - now,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The account's API request quota is used up: every clone stops sending for the
+    /// cooldown, since each further request would only be refused and counted.
+    fn open_quota_cooldown(&self, action: Action) {
+        let cooldown = self.inner.settings.quota_cooldown;
+        warn!(action = %action, cooldown_s = cooldown.as_secs(), "API request quota exhausted: pausing every QingCloud call");
+        *self
+            .inner
+            .quota_cooldown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now() + cooldown);
     }
 
     /// One logical call: rate limit, send, classify, retry within the budget.
@@ -379,7 +444,10 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            self.check_quota_cooldown(action)?;
             let waited = self.inner.limiter.acquire(self.priority).await;
+            // The cooldown may have opened while this call waited for its token.
+            self.check_quota_cooldown(action)?;
             let start = tokio::time::Instant::now();
             let result = self.send::<T>(action, &params.0).await;
             if let Some(m) = &self.inner.metrics {
@@ -392,6 +460,10 @@ impl Client {
             };
             if err.is_throttled() {
                 self.inner.limiter.penalize();
+            }
+            if err.is_request_quota() {
+                self.open_quota_cooldown(action);
+                return Err(err);
             }
             // A CreateNics the server may have executed must not run twice.
             let retryable = if action == Action::CreateNics {
@@ -452,6 +524,15 @@ impl Client {
             signer::percent_encode(&signature)
         );
         let endpoint = format!("{}{}", cfg.base_url(), cfg.uri);
+        if !self.inner.settings.post {
+            let len = cfg.uri.len() + 1 + query.len();
+            if len > MAX_REQUEST_URI {
+                return Err(invalid(
+                    action,
+                    format!("request URI of {len} bytes exceeds {MAX_REQUEST_URI}"),
+                ));
+            }
+        }
         debug!(action = %action, method, "qingcloud request");
         let request = if self.inner.settings.post {
             self.inner
@@ -576,6 +657,42 @@ pub(crate) fn backoff_delay(attempt: u32, base: Duration, max: Duration, unit: f
     cap / 2 + (cap / 2).mul_f64(unit.clamp(0.0, 1.0))
 }
 
+/// A Describe filter list (`name.1`, `name.2`...), sent at most [`PAGE_LIMIT`] items per
+/// request.
+struct Chunked {
+    name: &'static str,
+    items: Vec<String>,
+}
+
+fn chunked<T: AsRef<str>>(name: &'static str, items: &[T]) -> Chunked {
+    Chunked {
+        name,
+        items: items.iter().map(|i| i.as_ref().to_string()).collect(),
+    }
+}
+
+/// Every combination of one chunk per list added to `base` (an empty list filters nothing
+/// and adds no parameter).
+fn chunk_combinations(base: Params, lists: &[Chunked]) -> Vec<Params> {
+    let size = usize::try_from(PAGE_LIMIT).unwrap_or(usize::MAX);
+    let mut out = vec![base];
+    for list in lists.iter().filter(|l| !l.items.is_empty()) {
+        out = out
+            .into_iter()
+            .flat_map(|p| {
+                list.items.chunks(size).map(move |chunk| {
+                    let mut q = p.clone();
+                    for (i, item) in chunk.iter().enumerate() {
+                        q.push(&format!("{}.{}", list.name, i + 1), item);
+                    }
+                    q
+                })
+            })
+            .collect();
+    }
+    out
+}
+
 /// Request parameters in the order added (signing sorts them).
 #[derive(Clone, Debug, Default)]
 struct Params(Vec<(String, String)>);
@@ -658,6 +775,50 @@ mod tests {
             .list::<NicId>(Action::AttachNics, "nics", &[], true)
             .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { .. }));
+    }
+
+    #[test]
+    fn filter_lists_are_chunked_to_the_page_size() {
+        let ids: Vec<String> = (0..250).map(|i| format!("i-{i:08}")).collect();
+        let vx = ["vxnet-a".to_string(), "vxnet-b".to_string()];
+        let mut base = Params::default();
+        base.push("status", "in-use");
+        let queries = chunk_combinations(
+            base,
+            &[
+                chunked("instances", &ids),
+                chunked("nics", &[] as &[String]),
+                chunked("vxnets", &vx),
+            ],
+        );
+        // 3 chunks of instances (100, 100, 50), each with the 2 vxnets.
+        assert_eq!(queries.len(), 3);
+        let mut sent = Vec::new();
+        for q in &queries {
+            let n =
+                q.0.iter()
+                    .filter(|(k, _)| k.starts_with("instances."))
+                    .count();
+            assert!(n <= 100);
+            assert!(q.0.iter().any(|(k, v)| k == "vxnets.2" && v == "vxnet-b"));
+            assert!(q.0.iter().all(|(k, _)| !k.starts_with("nics.")));
+            assert!(q.0.contains(&("status".into(), "in-use".into())));
+            sent.extend(
+                q.0.iter()
+                    .filter(|(k, _)| k.starts_with("instances."))
+                    .map(|(_, v)| v.clone()),
+            );
+        }
+        assert_eq!(sent, ids);
+        assert!(
+            queries[2]
+                .0
+                .contains(&("instances.50".into(), "i-00000249".into()))
+        );
+        assert_eq!(
+            chunk_combinations(Params::default(), &[chunked("jobs", &[] as &[String])]).len(),
+            1
+        );
     }
 
     #[test]

@@ -308,6 +308,9 @@ pub struct ClientSettings {
     /// Send parameters in a form-encoded POST body instead of the query string. Default
     /// false (GET, as the Go SDK does); both are signed and accepted by the API.
     pub post: bool,
+    /// How long no call is sent after a 2500 about the API request quota (the quota is
+    /// counted per hour or per day, so retrying sooner only burns requests). Default 5 min.
+    pub quota_cooldown: Duration,
 }
 
 impl Default for ClientSettings {
@@ -323,6 +326,7 @@ impl Default for ClientSettings {
             job_poll_interval: Duration::from_secs(5),
             job_timeout: Duration::from_secs(300),
             post: false,
+            quota_cooldown: Duration::from_secs(300),
         }
     }
 }

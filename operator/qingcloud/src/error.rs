@@ -8,6 +8,22 @@ use crate::wire::{Action, RetCode};
 /// The text of the transient 1400 that CSI and CCM retry.
 const LEASE_NOT_READY: &str = "lease info not ready";
 
+/// Words that mark a 2500 as the account's API request quota (requests per hour or day)
+/// rather than a resource quota (NIC count). The API documents one code for both and no
+/// wording (reference §4); these cover "api request quota exceeded" and throttling texts.
+const REQUEST_QUOTA_WORDS: [&str; 4] = ["request", "throttl", "rate limit", "api quota"];
+
+/// Whether a 2500 `message` is about the API request quota. Anything else (a NIC count
+/// quota, or an unknown text) is a resource quota: the error that cannot be outwaited by
+/// slowing down, so it must not open the client-wide breaker.
+pub fn is_request_quota_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    REQUEST_QUOTA_WORDS.iter().any(|w| m.contains(w))
+}
+
+/// HTTP status of a gateway's rate limit.
+const TOO_MANY_REQUESTS: u16 = 429;
+
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -73,6 +89,17 @@ pub enum Error {
         /// The parse failure.
         source: IdError,
     },
+    /// Not sent: the API request quota was exhausted recently, so every call waits for the
+    /// cooldown instead of spending more of the quota (see [`crate::ClientSettings`]).
+    #[error(
+        "qingcloud {action}: not sent, API request quota exhausted ({remaining:?} of cooldown left)"
+    )]
+    QuotaCooldown {
+        /// The action that would have been called.
+        action: Action,
+        /// Time left before calls are sent again.
+        remaining: std::time::Duration,
+    },
     /// The client could not be built from its configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -94,8 +121,9 @@ impl Error {
     }
 
     /// True when repeating the same request later may succeed: 5000, 5100, 5300, transport
-    /// errors, timeouts, HTTP 5xx and undecodable bodies, and the one transient 1400 ("lease
-    /// info not ready yet" on freshly created resources). Not 1100/1200/1300/1400/2100/2500.
+    /// errors, timeouts, HTTP 5xx and 429 and undecodable bodies, and the one transient 1400
+    /// ("lease info not ready yet" on freshly created resources). Not
+    /// 1100/1200/1300/1400/2100/2500.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Api { code, message, .. } => match *code {
@@ -104,8 +132,9 @@ impl Error {
                 _ => false,
             },
             Self::Transport { .. } | Self::Timeout { .. } | Self::Decode { .. } => true,
-            Self::Http { status, .. } => *status >= 500,
-            Self::InvalidArgument { .. }
+            Self::Http { status, .. } => *status >= 500 || *status == TOO_MANY_REQUESTS,
+            Self::QuotaCooldown { .. }
+            | Self::InvalidArgument { .. }
             | Self::InvalidId { .. }
             | Self::Config(_)
             | Self::Settings(_)
@@ -124,12 +153,28 @@ impl Error {
         }
     }
 
-    /// True when the cloud asks us to slow down: 2500 (quota) or 5100 (server busy).
+    /// True when the cloud asks us to slow down: 2500 about the API request quota, 5100
+    /// (server busy), HTTP 429, or a call held back by the quota cooldown.
     pub fn is_throttled(&self) -> bool {
-        matches!(
-            self.code(),
-            Some(RetCode::QUOTA_EXCEEDED | RetCode::SERVER_BUSY)
-        )
+        match self {
+            Self::Api { code, .. } if *code == RetCode::SERVER_BUSY => true,
+            Self::Http { status, .. } => *status == TOO_MANY_REQUESTS,
+            Self::QuotaCooldown { .. } => true,
+            _ => self.is_request_quota(),
+        }
+    }
+
+    /// True for a 2500 about the API request quota: the whole account must pause.
+    pub fn is_request_quota(&self) -> bool {
+        matches!(self, Self::Api { code, message, .. }
+            if *code == RetCode::QUOTA_EXCEEDED && is_request_quota_message(message))
+    }
+
+    /// True for a 2500 about a resource quota (the account's NIC count): waiting does not
+    /// help until someone raises the quota or frees resources.
+    pub fn is_resource_quota(&self) -> bool {
+        matches!(self, Self::Api { code, message, .. }
+            if *code == RetCode::QUOTA_EXCEEDED && !is_request_quota_message(message))
     }
 
     /// True for 2100 ResourceNotFound ("already gone" for detach and delete).
@@ -146,7 +191,9 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Api { .. } if self.is_throttled() => "throttled",
+            Self::Api { .. } if self.is_resource_quota() => "resource_quota",
             Self::Api { .. } => "api",
+            Self::QuotaCooldown { .. } => "quota_cooldown",
             Self::Transport { .. } => "transport",
             Self::Http { .. } => "http",
             Self::Decode { .. } => "decode",
@@ -208,7 +255,6 @@ mod tests {
         for code in [1100, 1101, 1200, 1300, 1400, 2100, 2110, 2500, 5200] {
             assert!(!api(code).is_retryable(), "{code}");
         }
-        assert!(api(2500).is_throttled());
         assert!(api(5100).is_throttled());
         assert!(!api(5000).is_throttled());
         assert!(api(2100).is_not_found());
@@ -216,6 +262,34 @@ mod tests {
         assert_eq!(api(5100).metric_label(), "throttled");
         assert_eq!(api(1400).metric_label(), "api");
         assert_eq!(api(1400).code_label(), "1400");
+    }
+
+    #[test]
+    fn request_quota_and_resource_quota_2500_are_told_apart() {
+        let quota = |message: &str| Error::Api {
+            action: Action::CreateNics,
+            code: RetCode::QUOTA_EXCEEDED,
+            message: message.into(),
+        };
+        let api = quota("QuotaExceeded, api request quota exceeded, please try later");
+        assert!(api.is_request_quota() && api.is_throttled() && !api.is_resource_quota());
+        assert_eq!(api.metric_label(), "throttled");
+        for text in [
+            "QuotaExceeded, resource quota of [nic] exceeded: have [10], quota [10]",
+            "QuotaExceeded, nic count exceeds your quota",
+            "",
+        ] {
+            let res = quota(text);
+            assert!(res.is_resource_quota(), "{text}");
+            assert!(!res.is_throttled() && !res.is_retryable(), "{text}");
+            assert_eq!(res.metric_label(), "resource_quota");
+        }
+        let http429 = Error::Http {
+            action: Action::DescribeNics,
+            status: 429,
+        };
+        assert!(http429.is_throttled() && http429.is_retryable());
+        assert!(!http429.is_retryable_without_side_effects());
     }
 
     #[test]

@@ -223,7 +223,8 @@ impl CloudApi for FakeCloud {
                 .filter(|n| match &query {
                     NicQuery::Ids(ids) => ids.contains(&n.id),
                     NicQuery::Name(name) => &n.name == name,
-                    NicQuery::NamePrefix(p) => n.name.starts_with(p.as_str()),
+                    NicQuery::Vxnets(ids) => ids.contains(&n.vxnet),
+                    NicQuery::All => true,
                 })
                 .cloned()
                 .collect())

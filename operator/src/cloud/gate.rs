@@ -147,9 +147,7 @@ mod tests {
             .create_nic("vxnet-a".into(), "n1".into(), Priority::Refill)
             .await;
         assert!(after.is_err_and(|e| e.outcome_unknown()));
-        let describe = gate
-            .describe_nics(NicQuery::NamePrefix("n".into()), Priority::Refill)
-            .await;
+        let describe = gate.describe_nics(NicQuery::All, Priority::Refill).await;
         assert!(describe.is_err());
         assert_eq!(cloud.calls().get("CreateNics"), Some(&1));
         assert_eq!(cloud.calls().get("DescribeNics"), None);

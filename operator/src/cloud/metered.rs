@@ -1,9 +1,12 @@
 //! Counts every cloud call (by action and outcome) and every NIC created or deleted, whatever
-//! the implementation behind it.
+//! the implementation behind it, and reports side-effecting calls whose answer was lost.
+//! The counts are logical calls: the client's `qingcloud_api_requests_total` counts HTTP
+//! requests, paging and retries included.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tokio::sync::Notify;
 
 use super::{
     CloudApi, CloudErrorKind, CloudResult, CreatedNic, Instance, Job, Nic, NicQuery, Priority,
@@ -16,12 +19,24 @@ use crate::metrics::Metrics;
 pub struct Metered {
     inner: Arc<dyn CloudApi>,
     metrics: Arc<Metrics>,
+    lost: Arc<Notify>,
 }
 
 impl Metered {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn CloudApi>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            lost: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A CreateNics or DeleteNics whose outcome is unknown may have left a NIC nobody owns.
+    fn watch_outcome<T>(&self, r: &CloudResult<T>) {
+        if r.as_ref().is_err_and(|e| e.outcome_unknown()) {
+            self.lost.notify_one();
+        }
     }
 
     fn record<T>(&self, action: &'static str, r: &CloudResult<T>) {
@@ -29,6 +44,7 @@ impl Metered {
             Ok(_) => "ok",
             Err(e) => match e.kind {
                 CloudErrorKind::Throttled => "throttled",
+                CloudErrorKind::QuotaExceeded => "quota_exceeded",
                 CloudErrorKind::Transient => "transient",
                 CloudErrorKind::NotFound => "not_found",
                 CloudErrorKind::Refused => "refused",
@@ -62,6 +78,7 @@ impl CloudApi for Metered {
         Box::pin(async move {
             let r = self.inner.create_nic(vxnet, name, prio).await;
             self.record("CreateNics", &r);
+            self.watch_outcome(&r);
             if r.is_ok() {
                 self.metrics.created(1);
             }
@@ -95,6 +112,7 @@ impl CloudApi for Metered {
             let n = nics.len() as u64;
             let r = self.inner.delete_nics(nics, prio).await;
             self.record("DeleteNics", &r);
+            self.watch_outcome(&r);
             if r.is_ok() {
                 self.metrics.nics_deleted.inc_by(n);
             }
@@ -157,5 +175,9 @@ impl CloudApi for Metered {
             self.record("DescribeInstances", &r);
             r
         })
+    }
+
+    fn lost_answers(&self) -> Option<Arc<Notify>> {
+        Some(self.lost.clone())
     }
 }

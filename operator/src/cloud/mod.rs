@@ -9,9 +9,11 @@ pub mod metered;
 pub mod qingcloud;
 
 use std::fmt;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
+use tokio::sync::Notify;
 
 /// Scheduling class of a cloud call on the shared, prioritised rate limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,15 +151,21 @@ pub enum NicQuery {
     Ids(Vec<String>),
     /// NICs with exactly this nic_name.
     Name(String),
-    /// NICs whose nic_name starts with this prefix.
-    NamePrefix(String),
+    /// Every NIC in these vxnets (any number; the client chunks the filter and pages).
+    Vxnets(Vec<String>),
+    /// Every NIC of the account: pages through all of them, so only for one-off checks.
+    All,
 }
 
 /// How the operator treats a failed cloud call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloudErrorKind {
-    /// Rate limit or server busy (2500, 5100): back off, retry later.
+    /// Rate limit or server busy (2500 about the API request quota, 5100, HTTP 429): back
+    /// off, retry later.
     Throttled,
+    /// A resource quota of the account (2500 about the NIC count): slowing down does not
+    /// help; the pool stops growing until the quota is raised or NICs are freed.
+    QuotaExceeded,
     /// Transport failure or transient server error (5000, 5300, HTTP, timeout): retry.
     Transient,
     /// The resource does not exist (2100).
@@ -185,10 +193,16 @@ pub struct CloudError {
 }
 
 impl CloudError {
-    /// Builds an error from a QingCloud ret_code.
+    /// Builds an error from a QingCloud ret_code (and, for 2500, its message: the API uses
+    /// one code for the request quota and for resource quotas).
     pub fn from_code(action: &'static str, code: i64, message: impl Into<String>) -> Self {
+        let message = message.into();
         let kind = match code {
-            2500 | 5100 => CloudErrorKind::Throttled,
+            2500 if ::qingcloud::error::is_request_quota_message(&message) => {
+                CloudErrorKind::Throttled
+            }
+            2500 => CloudErrorKind::QuotaExceeded,
+            5100 => CloudErrorKind::Throttled,
             5000 | 5300 => CloudErrorKind::Transient,
             2100 => CloudErrorKind::NotFound,
             1400 => CloudErrorKind::Refused,
@@ -199,7 +213,7 @@ impl CloudError {
             action,
             kind,
             code: Some(code),
-            message: message.into(),
+            message,
         }
     }
 
@@ -266,7 +280,8 @@ pub trait CloudApi: Send + Sync + fmt::Debug {
         ids: Vec<String>,
         prio: Priority,
     ) -> BoxFuture<'_, CloudResult<Vec<Job>>>;
-    /// Jobs still pending or working (for GC: never delete a NIC a job still works on).
+    /// Jobs still pending or working (for GC: never delete a NIC a job still works on), asked
+    /// of the API by status so the account's job history is never paged through.
     fn running_jobs(&self, prio: Priority) -> BoxFuture<'_, CloudResult<Vec<Job>>>;
     /// DescribeVxnets.
     fn describe_vxnets(
@@ -280,4 +295,10 @@ pub trait CloudApi: Send + Sync + fmt::Debug {
         ids: Vec<String>,
         prio: Priority,
     ) -> BoxFuture<'_, CloudResult<Vec<Instance>>>;
+    /// Notified whenever a call with side effects (CreateNics, DeleteNics) ended without a
+    /// known outcome, so GC looks for what it may have left behind; `None` when this layer
+    /// does not watch for that.
+    fn lost_answers(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }

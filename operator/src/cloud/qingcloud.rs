@@ -5,7 +5,7 @@
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use qingcloud::wire::{self, JobStatus, NicStatus};
-use qingcloud::{Client, InstanceId, JobId, NicChanges, NicFilter, NicId, VxnetId};
+use qingcloud::{Client, InstanceId, JobFilter, JobId, NicChanges, NicFilter, NicId, VxnetId};
 
 use super::{
     CloudApi, CloudError, CloudErrorKind, CloudResult, CreatedNic, Instance, InstanceNic, Job,
@@ -34,10 +34,19 @@ impl QingCloud {
 }
 
 fn convert(action: &'static str, e: qingcloud::Error) -> CloudError {
-    if let Some(code) = e.code() {
-        return CloudError::from_code(action, i64::from(code.0), e.to_string());
+    if let qingcloud::Error::Api { code, message, .. } = &e {
+        // Classified on the API's own message (2500 is two errors); the full text for logs.
+        let kind = CloudError::from_code(action, i64::from(code.0), message.as_str()).kind;
+        return CloudError {
+            action,
+            kind,
+            code: Some(i64::from(code.0)),
+            message: e.to_string(),
+        };
     }
-    let kind = if e.is_retryable() {
+    let kind = if e.is_throttled() {
+        CloudErrorKind::Throttled
+    } else if e.is_retryable() {
         CloudErrorKind::Transient
     } else {
         CloudErrorKind::Permanent
@@ -112,7 +121,9 @@ impl CloudApi for QingCloud {
         Box::pin(async move {
             let a = "DescribeNics";
             let filter = match &query {
-                NicQuery::Ids(ids) if ids.is_empty() => return Ok(vec![]),
+                NicQuery::Ids(ids) | NicQuery::Vxnets(ids) if ids.is_empty() => {
+                    return Ok(vec![]);
+                }
                 NicQuery::Ids(ids) => NicFilter {
                     nics: nic_ids(a, ids)?,
                     ..Default::default()
@@ -121,8 +132,12 @@ impl CloudApi for QingCloud {
                     nic_name: Some(name.clone()),
                     ..Default::default()
                 },
-                // No prefix filter in the API: list the account's NICs and filter here.
-                NicQuery::NamePrefix(_) => NicFilter::default(),
+                NicQuery::All => NicFilter::default(),
+                NicQuery::Vxnets(ids) => NicFilter {
+                    // Malformed ids cannot exist: they are simply not found.
+                    vxnets: ids.iter().filter_map(|v| VxnetId::parse(v).ok()).collect(),
+                    ..Default::default()
+                },
             };
             let found = self
                 .at(prio)
@@ -135,7 +150,8 @@ impl CloudApi for QingCloud {
                 .filter(|n| match &query {
                     NicQuery::Ids(ids) => ids.contains(&n.id),
                     NicQuery::Name(name) => &n.name == name,
-                    NicQuery::NamePrefix(p) => n.name.starts_with(p.as_str()),
+                    NicQuery::Vxnets(ids) => ids.contains(&n.vxnet),
+                    NicQuery::All => true,
                 })
                 .collect())
         })
@@ -250,9 +266,13 @@ impl CloudApi for QingCloud {
 
     fn running_jobs(&self, prio: Priority) -> BoxFuture<'_, CloudResult<Vec<Job>>> {
         Box::pin(async move {
+            let filter = JobFilter {
+                status: vec![JobStatus::Pending, JobStatus::Working],
+                ..JobFilter::default()
+            };
             let jobs = self
                 .at(prio)
-                .describe_jobs(&[])
+                .describe_jobs_filtered(&filter)
                 .await
                 .map_err(|e| convert("DescribeJobs", e))?;
             Ok(jobs

@@ -13,7 +13,13 @@ pub struct CloudFacts {
     ttl: Duration,
     vxnets: Mutex<HashMap<String, (Instant, Option<Vxnet>)>>,
     instances: Mutex<HashMap<String, (Instant, Option<Instance>)>>,
+    /// Until when the account's NIC quota is taken to be used up (a CreateNics got 2500).
+    quota_hold: Mutex<Option<Instant>>,
 }
+
+/// How long pools stop creating NICs after the account's NIC quota refused one: only a
+/// person raising the quota or NICs being deleted helps, so one probe per hold is enough.
+const QUOTA_HOLD: Duration = Duration::from_secs(300);
 
 impl CloudFacts {
     /// An empty cache.
@@ -23,6 +29,7 @@ impl CloudFacts {
             ttl,
             vxnets: Mutex::new(HashMap::new()),
             instances: Mutex::new(HashMap::new()),
+            quota_hold: Mutex::new(None),
         }
     }
 
@@ -84,6 +91,21 @@ impl CloudFacts {
         if let Some((_, Some(v))) = map.get_mut(vxnet) {
             v.available_ips = 0;
         }
+    }
+
+    /// Records that the account's NIC quota refused a CreateNics: no pool creates NICs for
+    /// [`QUOTA_HOLD`].
+    pub fn hold_quota(&self) {
+        *self.quota_hold.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + QUOTA_HOLD);
+    }
+
+    /// Whether pools must not create NICs because the account's NIC quota is used up.
+    pub fn quota_exceeded(&self) -> bool {
+        self.quota_hold
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// Takes one address off a vxnet's cached count (a NIC was planned in it).

@@ -315,10 +315,13 @@ async fn find_or_create(
                     if matches!(e.kind, CloudErrorKind::Capacity | CloudErrorKind::Refused) {
                         ctx.facts.mark_exhausted(&vxnet);
                     }
-                    let reason = if e.kind == CloudErrorKind::Capacity {
-                        "VxnetExhausted"
-                    } else {
-                        "CreateRefused"
+                    if e.kind == CloudErrorKind::QuotaExceeded {
+                        ctx.facts.hold_quota();
+                    }
+                    let reason = match e.kind {
+                        CloudErrorKind::Capacity => "VxnetExhausted",
+                        CloudErrorKind::QuotaExceeded => "QuotaExceeded",
+                        _ => "CreateRefused",
                     };
                     fail(ctx, cur, reason, e.to_string()).await?;
                     return Ok(None);

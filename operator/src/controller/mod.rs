@@ -227,7 +227,13 @@ mod tests {
     fn backoff_follows_the_error_class() {
         let s = settings();
         let cloud = |code| Error::Cloud(CloudError::from_code("AttachNics", code, "x"));
-        assert_eq!(backoff(&cloud(2500), &s), s.backoff_throttled);
+        let api_quota = Error::Cloud(CloudError::from_code(
+            "AttachNics",
+            2500,
+            "QuotaExceeded, api request quota exceeded",
+        ));
+        assert_eq!(backoff(&api_quota, &s), s.backoff_throttled);
+        assert_eq!(backoff(&cloud(2500), &s), s.backoff_permanent);
         assert_eq!(backoff(&cloud(5100), &s), s.backoff_throttled);
         assert_eq!(backoff(&cloud(5000), &s), s.backoff_transient);
         assert_eq!(backoff(&cloud(1400), &s), s.backoff_transient);
@@ -237,7 +243,8 @@ mod tests {
             s.backoff_permanent
         );
         assert_eq!(backoff(&Error::Waiting("x"), &s), s.job_poll);
-        assert_eq!(cloud(2500).metric_label(), "cloud_throttled");
+        assert_eq!(api_quota.metric_label(), "cloud_throttled");
+        assert_eq!(cloud(2500).metric_label(), "cloud_quota_exceeded");
         assert_eq!(
             Error::Cloud(CloudError::transient("DescribeNics", "reset")).class(),
             ErrorClass::Transient

@@ -171,6 +171,9 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
 
     // Decide.
     let mut budget = VxnetBudget::new(vxnets.iter().map(|v| (v.id.clone(), v.available_ips)));
+    if ctx.facts.quota_exceeded() {
+        budget = budget.quota_exceeded();
+    }
     let mut decisions: Vec<(bool, NodeDecision)> = Vec::new();
     for node_name in &node_names {
         let node = by_name.get(node_name);

@@ -61,9 +61,18 @@ pub struct NodeView {
 }
 
 /// Free addresses per vxnet, shared by every node of one pass.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxnetBudget {
     free: BTreeMap<String, u32>,
+    /// Why nothing more can be taken once the budget is spent.
+    spent: Blocker,
+}
+
+impl Default for VxnetBudget {
+    /// No vxnet, so nothing to take.
+    fn default() -> Self {
+        Self::new([])
+    }
 }
 
 impl VxnetBudget {
@@ -71,6 +80,15 @@ impl VxnetBudget {
     pub fn new(free: impl IntoIterator<Item = (String, u32)>) -> Self {
         Self {
             free: free.into_iter().collect(),
+            spent: Blocker::VxnetExhausted,
+        }
+    }
+
+    /// The account's NIC quota is used up: nothing can be created, whatever the vxnets have.
+    pub fn quota_exceeded(self) -> Self {
+        Self {
+            free: BTreeMap::new(),
+            spent: Blocker::QuotaExceeded,
         }
     }
 
@@ -102,6 +120,8 @@ impl VxnetBudget {
 pub enum Blocker {
     /// Every vxnet of the pool is out of addresses.
     VxnetExhausted,
+    /// The account's NIC quota is used up (CreateNics refused with a resource 2500).
+    QuotaExceeded,
     /// The VM has no free NIC slot left.
     InstanceFull,
     /// The pool's maxPerNode is reached.
@@ -117,6 +137,7 @@ impl Blocker {
     pub fn reason(self) -> &'static str {
         match self {
             Self::VxnetExhausted => "VxnetExhausted",
+            Self::QuotaExceeded => "QuotaExceeded",
             Self::InstanceFull => "InstanceFull",
             Self::MaxPerNode => "MaxPerNode",
             Self::InstanceUnknown => "InstanceUnknown",
@@ -297,7 +318,7 @@ pub fn decide_node(
                     role: NicRole::Gateway,
                 });
             } else {
-                d.blockers.push(Blocker::VxnetExhausted);
+                d.blockers.push(budget.spent);
             }
         }
     }
@@ -357,7 +378,7 @@ pub fn decide_node(
                         role: NicRole::Pod,
                     }),
                     None => {
-                        d.blockers.push(Blocker::VxnetExhausted);
+                        d.blockers.push(budget.spent);
                         break;
                     }
                 }
@@ -481,6 +502,7 @@ pub fn summarize(
 fn degraded_message(b: Blocker) -> &'static str {
     match b {
         Blocker::VxnetExhausted => "no vxnet of the pool has free addresses",
+        Blocker::QuotaExceeded => "the account's NIC quota is used up; raise it or free NICs",
         Blocker::InstanceFull => "a node's VM has no free NIC slot",
         Blocker::MaxPerNode => "a node reached spec.maxPerNode",
         Blocker::InstanceUnknown => "a node's QingCloud instance was not found",

@@ -141,6 +141,17 @@ fn most_free_vxnet_first_and_exhaustion_blocks() {
 }
 
 #[test]
+fn exceeded_nic_quota_blocks_with_its_own_reason() {
+    let mut b = budget().quota_exceeded();
+    let d = decide_node(&spec(2), &node(), &[], &mut b, None, clock());
+    assert!(d.create.is_empty());
+    assert_eq!(d.blockers, vec![Blocker::QuotaExceeded]);
+    let (_, conds) = summarize(&spec(2), &[(true, d)], None);
+    let degraded = conds.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!((degraded.status, degraded.reason), (true, "QuotaExceeded"));
+}
+
+#[test]
 fn cordoned_or_not_ready_is_not_grown_nor_shrunk() {
     let mut n = node();
     n.can_grow = false;

@@ -50,6 +50,8 @@ pub struct Setup {
     pub settings: Settings,
     /// Batch config.
     pub batch: BatchConfig,
+    /// Changes to the simulator's config (quotas, limits) before it starts.
+    pub configure_sim: Option<fn(&mut qingcloud_sim::SimConfig)>,
 }
 
 impl Default for Setup {
@@ -64,6 +66,7 @@ impl Default for Setup {
                 max_attach: 5,
                 max_detach: 20,
             },
+            configure_sim: None,
         }
     }
 }
@@ -78,6 +81,7 @@ pub fn test_settings() -> Settings {
         shrink_delay: Duration::ZERO,
         cloud_cache: Duration::from_secs(1),
         gc_interval: Duration::from_millis(500),
+        gc_settle: Duration::from_millis(200),
         gc_grace: Duration::ZERO,
         gc_dry_run: false,
         resync: Duration::from_secs(5),
@@ -97,6 +101,9 @@ pub fn fast_cloud_settings() -> qingcloud::ClientSettings {
         backoff_max: Duration::from_millis(200),
         retry_budget: Duration::from_secs(1),
         job_poll_interval: Duration::from_millis(100),
+        // 300 s in production; 1 s so injected request-quota 2500s cost the error tests a
+        // second, not five minutes.
+        quota_cooldown: Duration::from_secs(1),
         ..Default::default()
     }
 }
@@ -146,6 +153,9 @@ impl Env {
             let mut spec = InstanceSpec::new(id);
             spec.vxnet = Some((*vx).to_string());
             b = b.instance(spec);
+        }
+        if let Some(f) = setup.configure_sim {
+            b = b.configure(f);
         }
         let sim = Arc::new(b.start().await.expect("start simulator"));
         let cfg = qingcloud::CloudConfig::from_yaml(&sim.config_yaml(), "sim.yaml".as_ref())

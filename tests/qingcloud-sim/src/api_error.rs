@@ -93,6 +93,17 @@ impl ApiError {
         )
     }
 
+    /// 2500: a CreateNics would exceed the account's NIC count quota. Worded apart from
+    /// [`ApiError::rate_quota`]: same code, a different fix (raise the quota, free NICs).
+    pub fn nic_quota(have: usize, asked: usize, quota: usize) -> Self {
+        Self::new(
+            RetCode::QUOTA_EXCEEDED,
+            format!(
+                "QuotaExceeded, resource quota of [nic] exceeded: have [{have}], asked [{asked}], quota [{quota}]"
+            ),
+        )
+    }
+
     /// The message an injected error with `code` carries when none is given.
     pub fn injected(code: i32) -> Self {
         let message = match code {

@@ -41,8 +41,16 @@ pub struct SimConfig {
     pub capacity_error_code: i32,
     /// Largest accepted distance between `time_stamp` and the server clock, in seconds.
     pub timestamp_tolerance_s: u64,
-    /// Account-level API request quota; `None` means unlimited.
+    /// Account-level API request quota (2500 "api request quota exceeded"); `None` means
+    /// unlimited. `quota: {}` is the documented default for new accounts, 2000 per hour.
     pub quota: Option<Quota>,
+    /// Account-level resource quota on the number of NICs: a CreateNics that would exceed
+    /// it is refused with 2500 "resource quota ... exceeded" (worded apart from the request
+    /// quota, as clients must tell the two apart). `None` means unlimited.
+    pub nic_quota: Option<usize>,
+    /// Longest request URI (path and query) the front end accepts; longer → HTTP 414, as
+    /// gateways answer (about 8 KB is typical). `None` accepts any length.
+    pub max_uri_len: Option<usize>,
     /// Most NICs one AttachNics/DetachNics call may name (more → 1100); `None` = no limit.
     /// hostnic issue #74 reports 5, unconfirmed by the API docs.
     pub nic_batch_limit: Option<usize>,
@@ -83,6 +91,8 @@ impl Default for SimConfig {
             capacity_error_code: 1400,
             timestamp_tolerance_s: 60,
             quota: None,
+            nic_quota: None,
+            max_uri_len: Some(8192),
             nic_batch_limit: None,
             manual_clock: false,
             rules: Rules::default(),
@@ -373,11 +383,28 @@ impl Default for JobLatency {
 }
 
 /// An API request quota: at most `requests` per fixed window of `window_ms`; more → 2500.
+/// The default is a new account's: 2000 requests per hour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Quota {
     /// Requests allowed per window.
     pub requests: u64,
     /// Window length in milliseconds.
     pub window_ms: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Self::per_hour(2000)
+    }
+}
+
+impl Quota {
+    /// `requests` per hour.
+    pub fn per_hour(requests: u64) -> Self {
+        Self {
+            requests,
+            window_ms: 3_600_000,
+        }
+    }
 }

@@ -39,6 +39,12 @@
 //! - A wrong `zone` is 1100; `limit=0` means the default 20; `time_stamp` may be off by the
 //!   tolerance (60 s) in either direction; a past `expires` is 1300.
 //! - Attach/DetachNics take any number of NICs unless `nic_batch_limit` is set (more → 1100).
+//! - ret_code 2500 comes in two wordings: the API request quota (`quota`, off by default,
+//!   `quota: {}` = 2000 per hour) answers "QuotaExceeded, api request quota exceeded, please
+//!   try later"; the NIC count quota (`nic_quota`, off by default) answers
+//!   "QuotaExceeded, resource quota of [nic] exceeded: ...". The real texts are unconfirmed.
+//! - A request URI (path and query) over `max_uri_len` (default 8192) is answered HTTP 414
+//!   before the API sees it, as gateways do.
 //! - DescribeJobs with an unknown id returns an empty set; DescribeVxnetInstances with an
 //!   unknown vxnet too.
 //! - The realistic behaviours (profile `realistic`: jobs serialized per instance, VPC and

@@ -77,6 +77,12 @@ struct Args {
     /// Account request quota, `REQUESTS/WINDOW_MS` (e.g. 2000/3600000).
     #[arg(long, value_name = "N/MS")]
     quota: Option<String>,
+    /// Account NIC count quota: CreateNics beyond it → 2500 "resource quota ... exceeded".
+    #[arg(long)]
+    nic_quota: Option<usize>,
+    /// Longest request URI accepted (longer → HTTP 414); 0 accepts any length. Default 8192.
+    #[arg(long)]
+    max_uri_len: Option<usize>,
     /// Print the effective config as YAML and exit.
     #[arg(long)]
     dump_config: bool,
@@ -109,6 +115,8 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
         capacity_error_code,
         nic_batch_limit,
         quota,
+        nic_quota,
+        max_uri_len,
         dump_config,
     } = args;
     let mut cfg = match &config {
@@ -174,6 +182,12 @@ fn build_config(args: Args) -> anyhow::Result<(SimConfig, bool)> {
     }
     if nic_batch_limit.is_some() {
         cfg.nic_batch_limit = nic_batch_limit;
+    }
+    if nic_quota.is_some() {
+        cfg.nic_quota = nic_quota;
+    }
+    if let Some(len) = max_uri_len {
+        cfg.max_uri_len = Some(len).filter(|l| *l > 0);
     }
     if let Some(q) = quota {
         let Some((n, ms)) = q.split_once('/') else {

@@ -309,6 +309,7 @@ pub(crate) struct Model {
     /// The router of the account's VPC, which vxnets join unless told otherwise (drawn with
     /// the first such vxnet).
     default_router: Option<String>,
+    nic_quota: Option<usize>,
     latency: JobLatency,
     pub(crate) rng: StdRng,
     vxnets: Vec<Vxnet>,
@@ -336,6 +337,7 @@ impl Model {
             batch_limit: cfg.nic_batch_limit,
             rules: cfg.rules,
             default_router: None,
+            nic_quota: cfg.nic_quota,
             latency: cfg.job_latency,
             rng: StdRng::seed_from_u64(cfg.seed),
             vxnets: Vec::new(),
@@ -564,6 +566,9 @@ impl Model {
         } else {
             ips.len()
         };
+        if let Some(quota) = self.nic_quota.filter(|q| self.nics.len() + n > *q) {
+            return Err(ApiError::nic_quota(self.nics.len(), n, quota));
+        }
         let existing = self.vxnet_nic_count(vxnet);
         let v = self
             .vxnet(vxnet)

@@ -38,6 +38,9 @@ pub struct CallStats {
     pub by_action: BTreeMap<String, u64>,
     /// By `ret_code` of JSON answers (transport faults are not counted here).
     pub by_ret_code: BTreeMap<i32, u64>,
+    /// Requests refused with HTTP 414 for their URI length (also in `total`).
+    #[serde(default)]
+    pub uri_too_long: u64,
 }
 
 impl CallStats {
@@ -159,6 +162,9 @@ async fn handle(
         ));
     }
     let method = req.method().clone();
+    if let Some(resp) = uri_too_long(&shared, &req) {
+        return Ok(resp);
+    }
     let text = if method == Method::GET {
         req.uri().query().unwrap_or_default().to_owned()
     } else if method == Method::POST {
@@ -180,6 +186,30 @@ async fn handle(
         Reply::Json(body) => Ok(json(StatusCode::OK, body)),
         Reply::Fault(kind, action) => render_fault(kind, &action),
     }
+}
+
+/// HTTP 414 for a request URI (path and query) over the configured limit, counted as a
+/// call (it reached the front end) but never seen by the API.
+fn uri_too_long(shared: &Shared, req: &Request<Incoming>) -> Option<HttpResponse> {
+    let limit = shared.config.max_uri_len?;
+    let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if len <= limit {
+        return None;
+    }
+    let action = req
+        .uri()
+        .query()
+        .and_then(|q| Params::parse(q).ok())
+        .and_then(|p| p.get("action").map(str::to_owned))
+        .unwrap_or_default();
+    let mut st = shared.lock();
+    st.calls.total += 1;
+    st.calls.uri_too_long += 1;
+    *st.calls.by_action.entry(action).or_default() += 1;
+    Some(json(
+        StatusCode::URI_TOO_LONG,
+        format!(r#"{{"message":"request URI of {len} bytes exceeds {limit}"}}"#),
+    ))
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<String, HttpResponse> {

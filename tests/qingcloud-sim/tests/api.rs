@@ -1162,3 +1162,46 @@ async fn reference_worked_example_verbatim() {
     assert_eq!(send("GET", "/iaas", get_slash).await, 1200);
     assert_eq!(send("POST", "/iaas/", get_slash).await, 1200);
 }
+
+#[tokio::test]
+async fn request_uris_over_the_limit_get_414() {
+    let (sim, api) = start().await;
+    // 400 instance ids in one GET: ~12 KB of query, over the default 8 KB.
+    let names: Vec<String> = (1..=400).map(|i| format!("instances.{i}")).collect();
+    let ids: Vec<String> = (1..=400).map(|i| format!("i-{i:08}")).collect();
+    let params: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&ids)
+        .map(|(n, id)| (n.as_str(), id.as_str()))
+        .collect();
+    let raw = api.get("DescribeInstances", &params).await;
+    assert_eq!(raw.status, 414, "{}", raw.body);
+    let calls = sim.calls();
+    assert_eq!(
+        (
+            calls.total,
+            calls.uri_too_long,
+            calls.action("DescribeInstances")
+        ),
+        (1, 1, 1)
+    );
+    // The same list in a POST body is not a URI: answered.
+    let raw = api
+        .signed("POST", "/iaas/", "DescribeInstances", &params)
+        .await;
+    assert_eq!((raw.status, raw.ret_code()), (200, 0), "{}", raw.body);
+    // A short GET is answered, and the limit can be turned off.
+    assert_eq!(
+        api.get("DescribeInstances", &params[..100]).await.status,
+        200
+    );
+    sim.shutdown().await;
+    let sim = builder()
+        .configure(|c| c.max_uri_len = None)
+        .start()
+        .await
+        .unwrap();
+    let raw = Api::new(&sim).get("DescribeInstances", &params).await;
+    assert_eq!((raw.status, raw.ret_code()), (200, 0));
+    sim.shutdown().await;
+}

@@ -404,8 +404,134 @@ async fn quota_exceeded_is_2500_throttled_and_not_retried() {
     c.describe_jobs(&[]).await.unwrap();
     let err = c.describe_jobs(&[]).await.unwrap_err();
     assert_eq!(err.code(), Some(RetCode::QUOTA_EXCEEDED), "{err}");
-    assert!(err.is_throttled() && !err.is_retryable());
+    assert!(err.is_throttled() && err.is_request_quota() && !err.is_retryable());
     assert_eq!(sim.calls().total, 3);
+    // The cooldown: no further request reaches the API, from this clone or any other.
+    for handle in [c.clone(), c.with_priority(qingcloud::Priority::Urgent)] {
+        let err = handle
+            .describe_nics(&NicFilter::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::QuotaCooldown { .. }), "{err}");
+        assert!(err.is_throttled());
+    }
+    assert_eq!(sim.calls().total, 3, "nothing sent during the cooldown");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn quota_cooldown_ends_and_calls_resume() {
+    let sim = sim().await;
+    let c = client_with(
+        &sim,
+        ClientSettings {
+            // 300 s in production; 200 ms so the test sees the end of it.
+            quota_cooldown: Duration::from_millis(200),
+            ..settings()
+        },
+    );
+    sim.set_quota(Some(Quota {
+        requests: 0,
+        window_ms: 3_600_000,
+    }));
+    assert!(c.describe_jobs(&[]).await.unwrap_err().is_request_quota());
+    sim.set_quota(None);
+    assert!(matches!(
+        c.describe_jobs(&[]).await,
+        Err(Error::QuotaCooldown { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    c.describe_jobs(&[]).await.unwrap();
+    assert_eq!(sim.calls().total, 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_quota_defaults_to_2000_per_hour() {
+    assert_eq!(
+        Quota::default(),
+        Quota {
+            requests: 2000,
+            window_ms: 3_600_000
+        }
+    );
+    let from_yaml: qingcloud_sim::SimConfig = serde_json::from_str(r#"{"quota": {}}"#).unwrap();
+    assert_eq!(from_yaml.quota, Some(Quota::per_hour(2000)));
+    assert_eq!(
+        qingcloud_sim::SimConfig::default().quota,
+        None,
+        "off unless configured"
+    );
+}
+
+#[tokio::test]
+async fn nic_quota_is_a_resource_2500_worded_apart_from_the_request_quota() {
+    let sim = Simulator::builder()
+        .vxnet(VxnetSpec::new(VXNET, "172.22.0.0/24".parse().unwrap()))
+        .instance(InstanceSpec::new(NODE))
+        // The primary NIC counts: room for 2 more.
+        .configure(|c| c.nic_quota = Some(3))
+        .start()
+        .await
+        .unwrap();
+    let c = client(&sim);
+    c.create_nics(&vxnet(), 2, Some("a")).await.unwrap();
+    let err = c.create_nics(&vxnet(), 1, Some("b")).await.unwrap_err();
+    assert_eq!(err.code(), Some(RetCode::QUOTA_EXCEEDED), "{err}");
+    assert!(err.is_resource_quota() && !err.is_request_quota(), "{err}");
+    assert!(!err.is_throttled() && !err.is_retryable());
+    // No cooldown: the client keeps working.
+    c.describe_nics(&NicFilter::default()).await.unwrap();
+    assert_eq!(sim.calls().total, 3);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn filter_lists_of_500_ids_are_chunked_under_the_uri_limit() {
+    let mut b = Simulator::builder().vxnet(VxnetSpec::new(VXNET, "172.22.0.0/24".parse().unwrap()));
+    let ids: Vec<InstanceId> = (0..500)
+        .map(|i| format!("i-{i:08}").parse().unwrap())
+        .collect();
+    // At most 252 NICs per vxnet: the primaries go to two vxnets.
+    b = b.vxnet(VxnetSpec::new(
+        "vxnet-pods002",
+        "172.23.0.0/24".parse().unwrap(),
+    ));
+    for (i, id) in ids.iter().enumerate() {
+        let mut spec = InstanceSpec::new(id.as_str());
+        spec.vxnet = Some(if i % 2 == 0 { VXNET } else { "vxnet-pods002" }.into());
+        b = b.instance(spec);
+    }
+    let sim = b.start().await.unwrap();
+    // The client chunks the list to the page size: 5 requests, all under 8 KB, all answered
+    // (one request with 500 ids is ~15 KB: api.rs shows the simulator refusing it).
+    let c = client(&sim);
+    let found = c.describe_instances(&ids).await.unwrap();
+    assert_eq!(found.len(), 500);
+    let calls = sim.calls();
+    assert_eq!((calls.total, calls.uri_too_long), (5, 0), "{calls:?}");
+    // The NIC filters too (the 500 primary NICs, by id and by instance).
+    let nics: Vec<NicId> = found
+        .iter()
+        .flat_map(|i| i.vxnets.iter().map(|v| v.nic_id.parse().unwrap()))
+        .collect();
+    let by_id = c
+        .describe_nics(&NicFilter {
+            nics: nics.clone(),
+            ..NicFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_id.len(), 500);
+    let by_instance = c
+        .describe_nics(&NicFilter {
+            instances: ids.clone(),
+            ..NicFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_instance.len(), 500);
+    assert_eq!(sim.calls().uri_too_long, 0);
     sim.shutdown().await;
 }
 
@@ -483,6 +609,27 @@ async fn transport_faults_are_retried() {
     sim.inject(Fault::new(FaultKind::NonJson).on("DescribeVxnets"));
     let err = c.describe_vxnets(&[]).await.unwrap_err();
     assert!(matches!(err, Error::Decode { .. }), "{err}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_429_is_throttling_retried_after_a_backoff() {
+    let sim = sim().await;
+    let c = client(&sim);
+    sim.inject(
+        Fault::new(FaultKind::HttpStatus(429))
+            .on("DescribeVxnets")
+            .next(1),
+    );
+    assert_eq!(c.describe_vxnets(&[]).await.unwrap().len(), 1);
+    assert_eq!(sim.calls().action("DescribeVxnets"), 2);
+    sim.inject(Fault::new(FaultKind::HttpStatus(429)).on("DescribeVxnets"));
+    let err = c.describe_vxnets(&[]).await.unwrap_err();
+    assert!(matches!(err, Error::Http { status: 429, .. }), "{err}");
+    assert!(err.is_throttled() && !err.is_request_quota());
+    // Not the request quota: no cooldown, the next call goes out.
+    sim.clear_faults();
+    c.describe_vxnets(&[]).await.unwrap();
     sim.shutdown().await;
 }
 
