@@ -86,6 +86,10 @@ struct ListingMisses {
 }
 
 impl CloudApi for ListingMisses {
+    fn lost_answers(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.lost_answers()
+    }
+
     fn describe_nics(&self, q: NicQuery, p: Priority) -> BoxFuture<'_, CloudResult<Vec<Nic>>> {
         Box::pin(async move {
             let listing = matches!(q, NicQuery::Vxnets(_));

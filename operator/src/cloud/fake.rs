@@ -3,11 +3,12 @@
 //! network; the simulator (through the real client) covers the wire protocol.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
+use tokio::sync::Notify;
 
 use super::{
     CloudApi, CloudError, CloudResult, CreatedNic, Instance, InstanceNic, Job, JobState, Nic,
@@ -214,6 +215,10 @@ fn mac(n: u64) -> String {
 }
 
 impl CloudApi for FakeCloud {
+    fn lost_answers(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
     fn describe_nics(&self, query: NicQuery, _: Priority) -> BoxFuture<'_, CloudResult<Vec<Nic>>> {
         Box::pin(async move {
             self.enter("DescribeNics")?;

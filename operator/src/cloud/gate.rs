@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -47,6 +48,10 @@ fn fenced(action: &'static str) -> CloudError {
 }
 
 impl CloudApi for Gate {
+    fn lost_answers(&self) -> Option<Arc<Notify>> {
+        self.inner.lost_answers()
+    }
+
     fn describe_nics(
         &self,
         query: NicQuery,

@@ -297,8 +297,7 @@ pub trait CloudApi: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'_, CloudResult<Vec<Instance>>>;
     /// Notified whenever a call with side effects (CreateNics, DeleteNics) ended without a
     /// known outcome, so GC looks for what it may have left behind; `None` when this layer
-    /// does not watch for that.
-    fn lost_answers(&self) -> Option<Arc<Notify>> {
-        None
-    }
+    /// does not watch for that. No default: a wrapper that forgot to forward it would
+    /// silently keep GC from ever hearing of a lost answer.
+    fn lost_answers(&self) -> Option<Arc<Notify>>;
 }

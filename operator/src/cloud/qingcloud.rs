@@ -2,10 +2,13 @@
 //! classification and the rate limiter's priorities. DescribeNics' `nic_name` filter is
 //! compared exactly here, since the API does not document its matching rule.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use qingcloud::wire::{self, JobStatus, NicStatus};
 use qingcloud::{Client, InstanceId, JobFilter, JobId, NicChanges, NicFilter, NicId, VxnetId};
+use tokio::sync::Notify;
 
 use super::{
     CloudApi, CloudError, CloudErrorKind, CloudResult, CreatedNic, Instance, InstanceNic, Job,
@@ -113,6 +116,11 @@ fn job(j: wire::Job) -> Job {
 }
 
 impl CloudApi for QingCloud {
+    /// The client itself does not watch for lost answers; [`super::metered::Metered`] does.
+    fn lost_answers(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
     fn describe_nics(
         &self,
         query: NicQuery,
