@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         job_timeout_seconds,
         shrink_delay_seconds: _,
         cloud_cache_seconds: _,
+        visibility_grace_seconds: _,
         gc_interval_seconds: _,
         gc_grace_seconds: _,
         gc_dry_run: _,
@@ -53,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         backoff_throttled_seconds: _,
         backoff_transient_seconds: _,
         backoff_permanent_seconds: _,
+        backoff_max_seconds: _,
         log: _,
     } = args;
     // The fields marked `_` reach the reconcilers through `settings`.

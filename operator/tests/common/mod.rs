@@ -82,6 +82,8 @@ pub fn test_settings() -> Settings {
         backoff_throttled: Duration::from_millis(500),
         backoff_transient: Duration::from_millis(200),
         backoff_permanent: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(5),
+        visibility_grace: Duration::from_secs(30),
     }
 }
 
