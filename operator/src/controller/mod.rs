@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod cache;
 pub mod hostnic;
 pub mod nicpool;
+pub mod triggers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

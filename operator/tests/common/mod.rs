@@ -47,6 +47,8 @@ pub struct Setup {
     pub settings: Settings,
     /// Batch config.
     pub batch: BatchConfig,
+    /// Further simulator settings (visibility lag, batch limits...).
+    pub sim: fn(&mut qingcloud_sim::SimConfig),
 }
 
 impl Default for Setup {
@@ -61,6 +63,7 @@ impl Default for Setup {
                 max_attach: 5,
                 max_detach: 20,
             },
+            sim: |_| {},
         }
     }
 }
@@ -125,6 +128,7 @@ impl Env {
             pending: Latency::FixedMs(setup.job_ms / 2),
             working: Latency::FixedMs(setup.job_ms - setup.job_ms / 2),
         });
+        b = b.configure(setup.sim);
         for (id, cidr) in &setup.vxnets {
             b = b.vxnet(VxnetSpec::new(id, cidr.parse().expect("cidr")));
         }

@@ -48,6 +48,10 @@ pub struct SimConfig {
     /// Whether job time only moves through [`crate::SimHandle::advance`] (tests of the job
     /// state machine without sleeping).
     pub manual_clock: bool,
+    /// Read-after-write lag: a new NIC is left out of DescribeNics for this many
+    /// milliseconds of simulated time after CreateNics (the old hostnic re-read new NICs for
+    /// up to 15 s). Other calls see it at once.
+    pub nic_visibility_lag_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -71,6 +75,7 @@ impl Default for SimConfig {
             quota: None,
             nic_batch_limit: None,
             manual_clock: false,
+            nic_visibility_lag_ms: 0,
         }
     }
 }
