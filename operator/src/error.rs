@@ -34,6 +34,15 @@ pub enum Error {
         #[source]
         source: CloudError,
     },
+    /// An attach or detach job ended in failure: retried under the object's back-off, so a
+    /// job that keeps failing does not loop at job speed.
+    #[error("{action} job {job} failed")]
+    JobFailed {
+        /// AttachNics or DetachNics.
+        action: &'static str,
+        /// The job id.
+        job: String,
+    },
     /// The finalizer helper failed; boxed because it wraps this very type.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -87,6 +96,7 @@ impl Error {
             Self::InvalidSpec(_) => ErrorClass::BadSpec,
             Self::Waiting(_) => ErrorClass::Waiting,
             Self::InstanceRefused { .. } => ErrorClass::Refused,
+            Self::JobFailed { .. } => ErrorClass::Transient,
             Self::Finalizer(f) => f.source_error().map_or(ErrorClass::Transient, Error::class),
         }
     }
@@ -107,6 +117,7 @@ impl Error {
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Waiting(_) => "waiting",
             Self::InstanceRefused { .. } => "instance_refused",
+            Self::JobFailed { .. } => "job_failed",
             Self::Finalizer(f) => f.source_error().map_or("finalizer", Error::metric_label),
         }
     }

@@ -176,34 +176,24 @@ fn attaches(env: &Env) -> u64 {
     env.sim.calls().action("AttachNics")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_persistent_refusal_costs_calls_logarithmic_in_time() {
-    // Production: first retry after 5 s, doubling per failure, capped at 900 s. Scaled by
-    // 1/250 (20 ms, 3.6 s) so 6 s of test stand for 25 minutes.
+/// Runs a pool of 2 against `fault`, always on, with the production back-off scaled by 1/250
+/// (first retry 5 s → 20 ms, cap 900 s → 3.6 s; 6 s of test stand for 25 minutes), and checks
+/// that the AttachNics it costs grow with the logarithm of time, not linearly.
+async fn retry_cost(fault: Fault, calls_per_attempt: u64) -> Env {
     let mut settings = test_settings();
     settings.backoff_transient = Duration::from_millis(20);
     settings.backoff_max = Duration::from_millis(3600);
-    // GC's own listings are not part of what a refusal costs.
+    // GC's own listings are not part of what a failure costs.
     settings.gc_interval = Duration::from_secs(3600);
     let mut env = Env::start(Setup {
         settings,
         ..Default::default()
     })
     .await;
-    // The VM refuses every NIC for a reason about itself, for good.
-    env.sim.inject(
-        Fault::new(FaultKind::ApiError {
-            code: 1400,
-            message: Some(
-                "PermissionDenied, vxnet [vxnet-aaaaaaa] and instance [i-node0001] are not in the same VPC"
-                    .into(),
-            ),
-        })
-        .on("AttachNics"),
-    );
+    env.sim.inject(fault);
     env.start_operator();
     env.create_pool("web", spec(&[VX_A], 2)).await;
-    eventually("first refusal", T, || async { attaches(&env) > 0 }).await;
+    eventually("first failure", T, || async { attaches(&env) > 0 }).await;
     let start = std::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let early = attaches(&env);
@@ -225,8 +215,34 @@ async fn a_persistent_refusal_costs_calls_logarithmic_in_time() {
         "4x the time cost {} more AttachNics (from {early})",
         late - early
     );
-    // Each retry re-reads the NIC once; the pool re-describes the instance after refusals.
-    assert!(total <= 2 * late + 12, "{total} calls for {late} attaches");
+    assert!(
+        total <= calls_per_attempt * late + 12,
+        "{total} calls for {late} attaches"
+    );
+    assert_eq!(
+        env.sim.calls().action("CreateNics"),
+        2,
+        "failing NICs wait, they are not failed and recreated"
+    );
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_persistent_refusal_costs_calls_logarithmic_in_time() {
+    // The VM refuses every NIC for a reason about itself, for good.
+    let env = retry_cost(
+        Fault::new(FaultKind::ApiError {
+            code: 1400,
+            message: Some(
+                "PermissionDenied, vxnet [vxnet-aaaaaaa] and instance [i-node0001] are not in the same VPC"
+                    .into(),
+            ),
+        })
+        .on("AttachNics"),
+        // The retry re-reads the NIC; the pool re-describes the instance after refusals.
+        2,
+    )
+    .await;
     let pool = env.pool("web").await.expect("pool");
     let degraded = pool
         .status
@@ -244,10 +260,22 @@ async fn a_persistent_refusal_costs_calls_logarithmic_in_time() {
                 .as_ref()
                 .is_some_and(|s| s.phase == HostNicPhase::Attaching)
         }),
-        "refused NICs wait, they are not failed and recreated"
+        "refused NICs wait in Attaching"
     );
-    assert_eq!(env.sim.calls().action("CreateNics"), 2);
     // The VM accepts again: the pool converges (the back-off is capped).
+    env.sim.clear_faults();
+    env.converged("web", &["i-node0001"], 2, T).await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_persistently_failing_attach_job_costs_calls_logarithmic_in_time() {
+    // Per attempt: the attach, polls of its 200 ms job (100 ms apart), a re-read of the NIC.
+    let env = retry_cost(
+        Fault::new(FaultKind::Job(JobOutcome::Failed)).on("AttachNics"),
+        6,
+    )
+    .await;
     env.sim.clear_faults();
     env.converged("web", &["i-node0001"], 2, T).await;
     env.shutdown().await;

@@ -16,7 +16,7 @@ use kube::{Api, ResourceExt};
 use std::time::Duration;
 
 use super::{Context, RETAIN_ANNOTATION};
-use crate::cloud::{CloudError, CloudErrorKind, Nic, NicQuery, NicState, Priority};
+use crate::cloud::{CloudError, CloudErrorKind, JobState, Nic, NicQuery, NicState, Priority};
 use crate::error::{Error, Result};
 use crate::plan::conditions::{self, Cond};
 use crate::plan::nic::{
@@ -200,6 +200,13 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             }
                         })
                         .await?;
+                        if word == JobState::Failed.as_str() {
+                            // The next attempt (CheckNic) waits out the back-off.
+                            return Err(Error::JobFailed {
+                                action: "AttachNics",
+                                job: id,
+                            });
+                        }
                     }
                 }
             }
@@ -534,6 +541,12 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             }
                         })
                         .await?;
+                        if word == JobState::Failed.as_str() {
+                            return Err(Error::JobFailed {
+                                action: "DetachNics",
+                                job: id,
+                            });
+                        }
                     }
                 }
             }
