@@ -210,7 +210,11 @@ pub fn backoff_key<K: ResourceExt>(controller: &'static str, obj: &K) -> String 
     } else {
         "apply"
     };
-    format!("{controller}/{}/{phase}", obj.name_any())
+    phase_key(controller, &obj.name_any(), phase)
+}
+
+fn phase_key(controller: &str, name: &str, phase: &str) -> String {
+    format!("{controller}/{name}/{phase}")
 }
 
 /// Runs one reconcile under the object's back-off: while it is backing off nothing is done (a
@@ -233,7 +237,14 @@ where
     }
     let result = run.await;
     match &result {
-        Ok(_) => ctx.backoff.forget(&key),
+        Ok(_) => {
+            ctx.backoff.forget(&key);
+            if obj.meta().deletion_timestamp.is_some() {
+                // Its apply will not run again: drop what it left.
+                ctx.backoff
+                    .forget(&phase_key(controller, &obj.name_any(), "apply"));
+            }
+        }
         Err(e) if e.class() == ErrorClass::Waiting => {}
         Err(e) => {
             ctx.backoff.fail(&key, base_backoff(e, &ctx.settings));
