@@ -76,6 +76,14 @@ impl Backoff {
         state.get(key).map_or(0, |e| e.failures)
     }
 
+    /// Forgets every key starting with `prefix` (an object that is gone).
+    pub fn forget_prefix(&self, prefix: &str) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| !k.starts_with(prefix));
+    }
+
     /// `key` succeeded: its next failure starts from the base again.
     pub fn forget(&self, key: &str) {
         self.state
@@ -126,5 +134,10 @@ mod tests {
         assert!(b.holdoff("a").is_none());
         let w = b.fail("a", S);
         assert!(w <= S, "reset on success: {w:?}");
+        b.fail("x/1/job", S);
+        b.fail("x/1/apply", S);
+        b.forget_prefix("x/1/");
+        assert_eq!(b.failures("x/1/job") + b.failures("x/1/apply"), 0);
+        assert_eq!(b.failures("a"), 1);
     }
 }

@@ -202,6 +202,8 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                         .await?;
                         if word == JobState::Failed.as_str() {
                             // The next attempt (CheckNic) waits out the back-off.
+                            ctx.backoff
+                                .fail(&super::job_key(NAME, &cur), settings.backoff_transient);
                             return Err(Error::JobFailed {
                                 action: "AttachNics",
                                 job: id,
@@ -231,6 +233,7 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                 let new = created_within(&status, settings.visibility_grace, Timestamp::now());
                 match attach_verdict(seen.as_ref(), &instance, job_word, new) {
                     AttachVerdict::Attached => {
+                        ctx.backoff.forget(&super::job_key(NAME, &cur));
                         let generation = cur.metadata.generation;
                         cur = write(ctx, &cur, |s| {
                             set_cond(
@@ -542,6 +545,8 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                         })
                         .await?;
                         if word == JobState::Failed.as_str() {
+                            ctx.backoff
+                                .fail(&super::job_key(NAME, &cur), ctx.settings.backoff_transient);
                             return Err(Error::JobFailed {
                                 action: "DetachNics",
                                 job: id,
@@ -589,6 +594,7 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                         }
                     }
                     CleanupVerdict::Delete => {
+                        ctx.backoff.forget(&super::job_key(NAME, &cur));
                         if status.phase != HostNicPhase::Deleting {
                             write(ctx, &cur, |s| s.phase = HostNicPhase::Deleting).await?;
                         }

@@ -217,6 +217,13 @@ fn phase_key(controller: &str, name: &str, phase: &str) -> String {
     format!("{controller}/{name}/{phase}")
 }
 
+/// The back-off key of an object's cloud jobs. A failed job shows only after the call that
+/// started it succeeded, so it has its own key, reset when a job's work is confirmed (the NIC
+/// attached, or detached), not by the reconcile that starts the next job.
+pub fn job_key<K: ResourceExt>(controller: &'static str, obj: &K) -> String {
+    format!("{}/job", backoff_key(controller, obj))
+}
+
 /// Runs one reconcile under the object's back-off: while it is backing off nothing is done (a
 /// watch event, even one caused by the failing reconcile's own write, does not bypass the
 /// wait); a failure lengthens it before any new trigger can run; a success resets it.
@@ -231,7 +238,11 @@ where
     F: std::future::Future<Output = Result<Action, Error>>,
 {
     let key = backoff_key(controller, obj);
-    if let Some(left) = ctx.backoff.holdoff(&key) {
+    let left = ctx
+        .backoff
+        .holdoff(&key)
+        .max(ctx.backoff.holdoff(&job_key(controller, obj)));
+    if let Some(left) = left {
         tracing::debug!(controller, name = %obj.name_any(), ?left, "backing off");
         return Ok(Action::requeue(left));
     }
@@ -240,9 +251,9 @@ where
         Ok(_) => {
             ctx.backoff.forget(&key);
             if obj.meta().deletion_timestamp.is_some() {
-                // Its apply will not run again: drop what it left.
+                // A finished cleanup: nothing of this object runs again.
                 ctx.backoff
-                    .forget(&phase_key(controller, &obj.name_any(), "apply"));
+                    .forget_prefix(&phase_key(controller, &obj.name_any(), ""));
             }
         }
         Err(e) if e.class() == ErrorClass::Waiting => {}

@@ -236,6 +236,12 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
                 None => surplus.remove(&key),
             };
         }
+        if d.blockers.contains(&Blocker::InstanceStopped)
+            && let Some(id) = &view.instance_id
+        {
+            // Read it again at the next recheck, not after the cache's minutes: it may start.
+            ctx.facts.forget_instance(id);
+        }
         decisions.push((view.selected, d));
     }
 
