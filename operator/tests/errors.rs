@@ -317,7 +317,13 @@ async fn new_nics_not_visible_yet_are_not_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_conflicting_write_after_attach_keeps_the_job() {
-    let mut env = Env::start(Setup::default()).await;
+    // Jobs as slow as real ones (3 s): a retry after the conflict finds the NIC still
+    // attaching, which the cloud shows as available.
+    let mut env = Env::start(Setup {
+        job_ms: 3000,
+        ..Default::default()
+    })
+    .await;
     // The AttachNics answer takes a while; meanwhile someone else writes the status (as the
     // agent's first report on a new NIC does), so the operator's write of the job conflicts.
     env.sim
@@ -388,5 +394,36 @@ async fn a_conflicting_write_after_attach_keeps_the_job() {
         env.sim.calls()
     );
     assert_eq!(env.sim.calls().by_ret_code.get(&1400), None);
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nic_removed_before_it_is_visible_is_not_leaked() {
+    let mut settings = test_settings();
+    // GC would collect a leak later; here nothing may leak in the first place.
+    settings.gc_interval = Duration::from_secs(3600);
+    let mut env = Env::start(Setup {
+        settings,
+        sim: |c| c.nic_visibility_lag_ms = 3000,
+        ..Default::default()
+    })
+    .await;
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 2)).await;
+    eventually("NICs created", T, || async {
+        let all = env.all_hostnics().await;
+        all.len() == 2
+            && all
+                .iter()
+                .all(|h| h.status.as_ref().is_some_and(|s| s.nic_id.is_some()))
+    })
+    .await;
+    env.delete_pool("web").await;
+    eventually("pool gone", T, || async { env.pool("web").await.is_none() }).await;
+    assert!(
+        env.cloud_nics().is_empty(),
+        "leaked: {:?}",
+        env.cloud_nics()
+    );
     env.shutdown().await;
 }

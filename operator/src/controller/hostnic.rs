@@ -570,6 +570,12 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                     }
                 }
                 let seen = ctx.batch.nic(&id, prio).await?;
+                if seen.is_none()
+                    && created_within(&status, ctx.settings.visibility_grace, Timestamp::now())
+                {
+                    // Not "gone": DescribeNics does not show a NIC this new yet.
+                    return Err(Error::Waiting("new NIC not visible yet"));
+                }
                 match cleanup_verdict(seen.as_ref()) {
                     CleanupVerdict::Gone => return Ok(Action::await_change()),
                     CleanupVerdict::Detach => {
