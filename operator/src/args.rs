@@ -107,13 +107,21 @@ pub struct Args {
     pub job_timeout_seconds: u64,
 
     /// Seconds a node must keep more free NICs than its pool size before they are deleted
-    /// (hysteresis against pod churn).
-    #[arg(long, env = "HOSTNIC_SHRINK_DELAY_SECONDS", default_value_t = 60)]
+    /// (hysteresis against pod churn): well beyond a pool's quarantine (120 s by default), so
+    /// a NIC coming back from quarantine is reused by the next pod instead of deleted.
+    #[arg(long, env = "HOSTNIC_SHRINK_DELAY_SECONDS", default_value_t = 600)]
     pub shrink_delay_seconds: u64,
 
-    /// Seconds cloud facts (vxnet free addresses, instance NICs) are cached between pool passes.
-    #[arg(long, env = "HOSTNIC_CLOUD_CACHE_SECONDS", default_value_t = 15)]
+    /// Seconds cloud facts (vxnet free addresses, instances' foreign NICs and state) are
+    /// cached; the operator's own NICs are counted from its HostNics, and the cache is
+    /// refreshed early after a refusal that suggests it is wrong.
+    #[arg(long, env = "HOSTNIC_CLOUD_CACHE_SECONDS", default_value_t = 300)]
     pub cloud_cache_seconds: u64,
+
+    /// Seconds a freshly created NIC may stay invisible to DescribeNics (read-after-write
+    /// lag) before it counts as vanished.
+    #[arg(long, env = "HOSTNIC_VISIBILITY_GRACE_SECONDS", default_value_t = 30)]
+    pub visibility_grace_seconds: u64,
 
     /// Seconds between garbage-collection passes. Each lists the NICs of the pools' vxnets
     /// (one DescribeNics per 100 NICs); orphans mostly come from lost answers, which trigger
@@ -147,7 +155,7 @@ pub struct Args {
     )]
     pub cloud_quota_cooldown_seconds: u64,
 
-    /// Seconds a reconcile waits after the cloud throttled it (2500, 5100).
+    /// Seconds a reconcile waits after the cloud throttled it (2500, 5100), before doubling.
     #[arg(
         long,
         env = "HOSTNIC_BACKOFF_THROTTLED_SECONDS",
@@ -155,17 +163,23 @@ pub struct Args {
     )]
     pub backoff_throttled_seconds: f64,
 
-    /// Seconds a reconcile waits after a transient failure.
+    /// Seconds a reconcile waits after a transient failure or a refusal, before doubling.
     #[arg(long, env = "HOSTNIC_BACKOFF_TRANSIENT_SECONDS", default_value_t = 5.0)]
     pub backoff_transient_seconds: f64,
 
-    /// Seconds a reconcile waits after a failure retrying cannot fix (bad spec, credentials).
+    /// Seconds a reconcile waits after a failure retrying cannot fix (bad spec, credentials),
+    /// before doubling.
     #[arg(
         long,
         env = "HOSTNIC_BACKOFF_PERMANENT_SECONDS",
         default_value_t = 300.0
     )]
     pub backoff_permanent_seconds: f64,
+
+    /// Longest wait between retries of one object: its back-off doubles per consecutive
+    /// failure (from the class's wait above, with jitter) up to this.
+    #[arg(long, env = "HOSTNIC_BACKOFF_MAX_SECONDS", default_value_t = 900.0)]
+    pub backoff_max_seconds: f64,
 
     /// Reconciles run in parallel per controller.
     #[arg(long, env = "HOSTNIC_CONCURRENCY", default_value_t = 32)]
@@ -211,6 +225,10 @@ pub struct Settings {
     pub backoff_transient: Duration,
     /// Back-off after a permanent failure.
     pub backoff_permanent: Duration,
+    /// Cap of the per-object exponential back-off.
+    pub backoff_max: Duration,
+    /// How long a new NIC may be invisible to DescribeNics.
+    pub visibility_grace: Duration,
 }
 
 impl Args {
@@ -233,6 +251,8 @@ impl Args {
             backoff_throttled: Duration::from_secs_f64(self.backoff_throttled_seconds.max(0.0)),
             backoff_transient: Duration::from_secs_f64(self.backoff_transient_seconds.max(0.0)),
             backoff_permanent: Duration::from_secs_f64(self.backoff_permanent_seconds.max(0.0)),
+            backoff_max: Duration::from_secs_f64(self.backoff_max_seconds.max(0.0)),
+            visibility_grace: Duration::from_secs(self.visibility_grace_seconds),
         }
     }
 }

@@ -23,6 +23,26 @@ pub enum Error {
     /// Cleanup must wait for something outside the operator (a pod to release its NIC).
     #[error("waiting: {0}")]
     Waiting(&'static str),
+    /// The cloud refused to put a NIC on this instance for a reason about the instance itself
+    /// (stopped VM, another VPC, no free NIC slot, unknown instance): no NIC of it can help,
+    /// so the pool reports it instead of retrying NIC by NIC.
+    #[error("instance {instance} refused: {source}")]
+    InstanceRefused {
+        /// The instance.
+        instance: String,
+        /// The refusal.
+        #[source]
+        source: CloudError,
+    },
+    /// An attach or detach job ended in failure: retried under the object's back-off, so a
+    /// job that keeps failing does not loop at job speed.
+    #[error("{action} job {job} failed")]
+    JobFailed {
+        /// AttachNics or DetachNics.
+        action: &'static str,
+        /// The job id.
+        job: String,
+    },
     /// The finalizer helper failed; boxed because it wraps this very type.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -40,6 +60,8 @@ pub enum ErrorClass {
     Transient,
     /// Retrying will not help until the spec changes.
     BadSpec,
+    /// The instance refuses NICs until something about it changes (started, slot freed).
+    Refused,
     /// Waiting on someone else.
     Waiting,
 }
@@ -74,6 +96,8 @@ impl Error {
             },
             Self::InvalidSpec(_) => ErrorClass::BadSpec,
             Self::Waiting(_) => ErrorClass::Waiting,
+            Self::InstanceRefused { .. } => ErrorClass::Refused,
+            Self::JobFailed { .. } => ErrorClass::Transient,
             Self::Finalizer(f) => f.source_error().map_or(ErrorClass::Transient, Error::class),
         }
     }
@@ -94,6 +118,8 @@ impl Error {
             },
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Waiting(_) => "waiting",
+            Self::InstanceRefused { .. } => "instance_refused",
+            Self::JobFailed { .. } => "job_failed",
             Self::Finalizer(f) => f.source_error().map_or("finalizer", Error::metric_label),
         }
     }

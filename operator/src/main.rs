@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         job_timeout_seconds,
         shrink_delay_seconds: _,
         cloud_cache_seconds: _,
+        visibility_grace_seconds: _,
         gc_interval_seconds: _,
         gc_settle_seconds: _,
         cloud_quota_cooldown_seconds,
@@ -58,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         backoff_throttled_seconds: _,
         backoff_transient_seconds: _,
         backoff_permanent_seconds: _,
+        backoff_max_seconds: _,
         log: _,
     } = args;
     // The fields marked `_` reach the reconcilers through `settings`.

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +20,7 @@ use crate::cloud::CloudApi;
 use crate::cloud::batch::BatchConfig;
 use crate::cloud::gate::Gate;
 use crate::cloud::metered::Metered;
+use crate::controller::triggers::NodeFilter;
 use crate::controller::{Checkpoint, Context, hostnic, nicpool};
 use crate::gc::Collector;
 use crate::lease::{Elector, Timing};
@@ -80,6 +81,24 @@ impl std::fmt::Debug for Operator {
             .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
+}
+
+/// The Node events that wake the pools: only changes to what a pool uses (see
+/// [`NodeFilter`]), never a kubelet's status heartbeat.
+fn node_triggers(
+    client: &kube::Client,
+    ctx: &Context,
+) -> impl futures::Stream<Item = Result<Node, watcher::Error>> + Send + 'static {
+    let mut filter = NodeFilter::new(ctx.instances.clone());
+    watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            let out = match event {
+                Ok(e) => filter.pass(e).map(Ok),
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(out)
+        })
 }
 
 impl Operator {
@@ -160,17 +179,15 @@ impl Operator {
             .watches(hostnics, watcher::Config::default(), |h: HostNic| {
                 Some(ObjectRef::<NicPool>::new(&h.spec.pool))
             })
-            .watches(
-                Api::<Node>::all(self.client.clone()),
-                watcher::Config::default(),
-                move |_| {
-                    pool_store
-                        .state()
-                        .iter()
-                        .map(|p| ObjectRef::from_obj(p.as_ref()))
-                        .collect::<Vec<_>>()
-                },
-            );
+            // Only Node changes a pool uses (labels, schedulability, readiness, instance id,
+            // deletion) wake the pools; kubelet heartbeats do not.
+            .watches_stream(node_triggers(&self.client, &ctx), move |_| {
+                pool_store
+                    .state()
+                    .iter()
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            });
         let hn = hn_ctrl
             .run(hostnic::reconcile, hostnic::error_policy, ctx.clone())
             .for_each(|r| async move {

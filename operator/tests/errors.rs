@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hostnic_crds::HostNicPhase;
+use hostnic_crds::{HostNic, HostNicPhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use qingcloud_sim::{Fault, FaultKind, JobOutcome};
 
 const T: Duration = Duration::from_secs(40);
@@ -185,7 +186,7 @@ fn degraded_reason(pool: &hostnic_crds::NicPool) -> Option<String> {
 async fn nic_quota_blocks_the_pool_without_a_create_loop() {
     let mut env = Env::start(Setup {
         // The primary NIC and two pool NICs fit; a third does not.
-        configure_sim: Some(|c| c.nic_quota = Some(3)),
+        sim: |c| c.nic_quota = Some(3),
         ..Default::default()
     })
     .await;
@@ -253,5 +254,262 @@ async fn request_quota_pauses_every_call_for_the_cooldown() {
     );
     env.sim.set_quota(None);
     env.converged("web", &["i-node0001"], 3, T).await;
+    env.shutdown().await;
+}
+
+/// AttachNics calls so far.
+fn attaches(env: &Env) -> u64 {
+    env.sim.calls().action("AttachNics")
+}
+
+/// Runs a pool of 2 against `fault`, always on, with the production back-off scaled by 1/250
+/// (first retry 5 s → 20 ms, cap 900 s → 3.6 s; 6 s of test stand for 25 minutes), and checks
+/// that the AttachNics it costs grow with the logarithm of time, not linearly.
+async fn retry_cost(fault: Fault, calls_per_attempt: u64) -> Env {
+    let mut settings = test_settings();
+    settings.backoff_transient = Duration::from_millis(20);
+    settings.backoff_max = Duration::from_millis(3600);
+    // GC's own listings are not part of what a failure costs.
+    settings.gc_interval = Duration::from_secs(3600);
+    let mut env = Env::start(Setup {
+        settings,
+        ..Default::default()
+    })
+    .await;
+    env.sim.inject(fault);
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 2)).await;
+    eventually("first failure", T, || async { attaches(&env) > 0 }).await;
+    let start = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let early = attaches(&env);
+    let early_total = env.sim.calls().total;
+    tokio::time::sleep(Duration::from_millis(6000) - start.elapsed()).await;
+    let late = attaches(&env);
+    let total = env.sim.calls().total;
+    eprintln!(
+        "AttachNics after 1.5 s: {early}, after 6 s: {late}; all calls {early_total} / {total}: {:?}",
+        env.sim.calls().by_action
+    );
+    // Two NICs, each retried after 10-20, 20-40, 40-80... ms (jitter halves at most), the
+    // wait capped at 1.8-3.6 s: by T at most log2(T / 10 ms) + 1 + T / 1.8 s attempts each,
+    // about 14 by 6 s, and the last 4.5 s add at most 2 + 4.5 / 1.8 + 1 each. A fixed wait
+    // would have made about 300 in 6 s, the old split-on-refusal 3 calls per attempt.
+    assert!(late <= 2 * 14, "{late} AttachNics in 6 s");
+    assert!(
+        late - early <= 2 * 6,
+        "4x the time cost {} more AttachNics (from {early})",
+        late - early
+    );
+    assert!(
+        total <= calls_per_attempt * late + 12,
+        "{total} calls for {late} attaches"
+    );
+    assert_eq!(
+        env.sim.calls().action("CreateNics"),
+        2,
+        "failing NICs wait, they are not failed and recreated"
+    );
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_persistent_refusal_costs_calls_logarithmic_in_time() {
+    // The VM refuses every NIC for a reason about itself, for good.
+    let env = retry_cost(
+        Fault::new(FaultKind::ApiError {
+            code: 1400,
+            message: Some(
+                "PermissionDenied, vxnet [vxnet-aaaaaaa] and instance [i-node0001] are not in the same VPC"
+                    .into(),
+            ),
+        })
+        .on("AttachNics"),
+        // The retry re-reads the NIC; the pool re-describes the instance after refusals.
+        2,
+    )
+    .await;
+    let pool = env.pool("web").await.expect("pool");
+    let degraded = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+        .expect("Degraded condition");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "InstanceRefused"),
+        "{degraded:?}"
+    );
+    assert!(
+        env.all_hostnics().await.iter().all(|h| {
+            h.status
+                .as_ref()
+                .is_some_and(|s| s.phase == HostNicPhase::Attaching)
+        }),
+        "refused NICs wait in Attaching"
+    );
+    // The VM accepts again: the pool converges (the back-off is capped).
+    env.sim.clear_faults();
+    env.converged("web", &["i-node0001"], 2, T).await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_persistently_failing_attach_job_costs_calls_logarithmic_in_time() {
+    // Per attempt: the attach, polls of its 200 ms job (100 ms apart), a re-read of the NIC.
+    let env = retry_cost(
+        Fault::new(FaultKind::Job(JobOutcome::Failed)).on("AttachNics"),
+        6,
+    )
+    .await;
+    env.sim.clear_faults();
+    env.converged("web", &["i-node0001"], 2, T).await;
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_nics_not_visible_yet_are_not_failed() {
+    // A realistic read-after-write lag: DescribeNics shows a new NIC 3 s after CreateNics.
+    let mut settings = test_settings();
+    // GC (another component) judges "vanished" from listings; kept out of this test.
+    settings.gc_interval = Duration::from_secs(3600);
+    let mut env = Env::start(Setup {
+        settings,
+        sim: |c| c.nic_visibility_lag_ms = 3000,
+        ..Default::default()
+    })
+    .await;
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 3)).await;
+    env.converged("web", &["i-node0001"], 3, T).await;
+    assert_eq!(
+        env.sim.calls().action("CreateNics"),
+        3,
+        "no NIC was failed and replaced"
+    );
+    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::all(env.client.clone())
+        .list(&Default::default())
+        .await
+        .expect("events");
+    assert!(
+        !events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("NicVanished")),
+        "a lagging NIC is not vanished"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conflicting_write_after_attach_keeps_the_job() {
+    // Jobs as slow as real ones (3 s): a retry after the conflict finds the NIC still
+    // attaching, which the cloud shows as available.
+    let mut env = Env::start(Setup {
+        job_ms: 3000,
+        ..Default::default()
+    })
+    .await;
+    // The AttachNics answer takes a while; meanwhile someone else writes the status (as the
+    // agent's first report on a new NIC does), so the operator's write of the job conflicts.
+    env.sim
+        .inject(Fault::new(FaultKind::DelayMs(800)).on("AttachNics"));
+    let client = env.client.clone();
+    let writer = tokio::spawn(async move {
+        let api: kube::Api<HostNic> = kube::Api::all(client);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let Ok(list) = api.list(&Default::default()).await else {
+                continue;
+            };
+            for mut h in list.items {
+                let Some(s) = h.status.as_mut() else { continue };
+                if s.phase != HostNicPhase::Attaching
+                    || s.last_job.is_some()
+                    || s.conditions.iter().any(|c| c.type_ == "AgentSeen")
+                {
+                    continue;
+                }
+                s.conditions.push(Condition {
+                    type_: "AgentSeen".into(),
+                    status: "True".into(),
+                    reason: "Watching".into(),
+                    message: "the agent watches this NIC".into(),
+                    observed_generation: None,
+                    last_transition_time: Time(jiff::Timestamp::now()),
+                });
+                let name = kube::ResourceExt::name_any(&h);
+                let _ = api.replace_status(&name, &Default::default(), &h).await;
+            }
+        }
+    });
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 3)).await;
+    env.converged("web", &["i-node0001"], 3, T).await;
+    writer.abort();
+    let seen = env
+        .all_hostnics()
+        .await
+        .iter()
+        .filter(|h| {
+            h.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "AgentSeen"))
+        })
+        .count();
+    assert!(seen > 0, "the concurrent writer never got in");
+    let jobs: Vec<_> = env
+        .sim
+        .jobs()
+        .into_iter()
+        .filter(|j| j.job_action == "AttachNics")
+        .collect();
+    let mut nics: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| j.resource_ids.split_whitespace().map(str::to_string))
+        .filter(|s| !s.starts_with("i-"))
+        .collect();
+    nics.sort();
+    let n = nics.len();
+    nics.dedup();
+    assert_eq!(n, nics.len(), "a NIC was attached twice: {jobs:?}");
+    assert_eq!(
+        attaches(&env),
+        jobs.len() as u64,
+        "one AttachNics per batch, none refused: {:?}",
+        env.sim.calls()
+    );
+    assert_eq!(env.sim.calls().by_ret_code.get(&1400), None);
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nic_removed_before_it_is_visible_is_not_leaked() {
+    let mut settings = test_settings();
+    // GC would collect a leak later; here nothing may leak in the first place.
+    settings.gc_interval = Duration::from_secs(3600);
+    let mut env = Env::start(Setup {
+        settings,
+        sim: |c| c.nic_visibility_lag_ms = 3000,
+        ..Default::default()
+    })
+    .await;
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 2)).await;
+    eventually("NICs created", T, || async {
+        let all = env.all_hostnics().await;
+        all.len() == 2
+            && all
+                .iter()
+                .all(|h| h.status.as_ref().is_some_and(|s| s.nic_id.is_some()))
+    })
+    .await;
+    env.delete_pool("web").await;
+    eventually("pool gone", T, || async { env.pool("web").await.is_none() }).await;
+    assert!(
+        env.cloud_nics().is_empty(),
+        "leaked: {:?}",
+        env.cloud_nics()
+    );
     env.shutdown().await;
 }

@@ -343,7 +343,16 @@ async fn gateways_reuse_the_primary_or_get_their_own_nic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn released_nics_rest_in_quarantine() {
-    let mut env = Env::start(Setup::default()).await;
+    // The default shrink delay in proportion to the quarantine (120 s scaled to 2 s): the
+    // NIC that comes back is kept for the next pod, not shrunk away.
+    let defaults = <hostnic_operator::args::Args as clap::Parser>::parse_from(["x"]).settings();
+    let mut settings = test_settings();
+    settings.shrink_delay = defaults.shrink_delay / 60;
+    let mut env = Env::start(Setup {
+        settings,
+        ..Default::default()
+    })
+    .await;
     env.start_operator();
     let mut s = spec(&[VX_A], 2);
     s.quarantine_seconds = 2;
@@ -353,6 +362,7 @@ async fn released_nics_rest_in_quarantine() {
     env.bind(&name).await;
     // A pod holds one: the pool refills to 2 free.
     env.converged("web", &["i-node0001"], 2, T).await;
+    let creates = env.sim.calls().action("CreateNics");
     env.release(&name).await;
     let released = std::time::Instant::now();
     eventually("back to Available", T, || async {
@@ -371,7 +381,175 @@ async fn released_nics_rest_in_quarantine() {
         "left quarantine after {:?}",
         released.elapsed()
     );
-    // Three free NICs for a size of 2: the surplus goes (shrink delay 0 in tests).
+    // Resting, it counted as supply: nothing was created for it, and back it is kept for the
+    // next pod (three free for a size of 2 until the shrink delay).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.sim.calls().action("CreateNics"), creates);
+    assert_eq!(env.sim.calls().action("DeleteNics"), 0);
+    assert_eq!(
+        env.count("web", "i-node0001", HostNicPhase::Available)
+            .await,
+        3
+    );
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
+/// Cloud calls that change NICs so far.
+fn nic_churn(env: &Env) -> [u64; 4] {
+    let c = env.sim.calls();
+    ["CreateNics", "AttachNics", "DetachNics", "DeleteNics"].map(|a| c.action(a))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pod_churn_is_not_nic_churn() {
+    // Production defaults (quarantine 120 s, the operator's shrink delay) scaled by 1/60 so
+    // the test takes seconds: quarantine 2 s and the shrink delay in the same proportion.
+    const SCALE: u32 = 60;
+    let defaults = <hostnic_operator::args::Args as clap::Parser>::parse_from(["x"]).settings();
+    let mut settings = test_settings();
+    settings.shrink_delay = defaults.shrink_delay / SCALE;
+    let mut env = Env::start(Setup {
+        settings,
+        ..Default::default()
+    })
+    .await;
+    env.start_operator();
+    let mut s = spec(&[VX_A], 2);
+    s.quarantine_seconds = hostnic_crds::nicpool::DEFAULT_QUARANTINE_SECONDS / SCALE;
+    env.create_pool("web", s).await;
     env.converged("web", &["i-node0001"], 2, T).await;
+    let names: Vec<String> = env
+        .all_hostnics()
+        .await
+        .iter()
+        .map(kube::ResourceExt::name_any)
+        .collect();
+    // The first pod takes a NIC: the pool refills (that is what a warm pool is for).
+    env.bind(&names[0]).await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    let before = nic_churn(&env);
+
+    // The pod restarts: its NIC goes to quarantine, the new pod takes a free one.
+    env.release(&names[0]).await;
+    let free = env
+        .all_hostnics()
+        .await
+        .into_iter()
+        .map(|h| kube::ResourceExt::name_any(&h))
+        .find(|n| n != &names[0])
+        .expect("a free NIC");
+    env.bind(&free).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        nic_churn(&env),
+        before,
+        "a restart cost NIC calls (create, attach, detach, delete)"
+    );
+    // The resting NIC comes back and is what the node keeps free, with the untouched one.
+    eventually("the released NIC is back", T, || async {
+        env.count("web", "i-node0001", HostNicPhase::Available)
+            .await
+            == 2
+    })
+    .await;
+    // That pod ends too, with nobody taking its place: one NIC more than the size rests,
+    // comes back, and stays for the next pod well past its quarantine.
+    env.release(&free).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        env.count("web", "i-node0001", HostNicPhase::Available)
+            .await,
+        3
+    );
+    assert_eq!(nic_churn(&env), before, "releasing cost NIC calls");
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
+/// A Node as a kubelet keeps it: conditions with heartbeats, capacity, images.
+fn kubelet_status(beat: u32) -> serde_json::Value {
+    let now = jiff::Timestamp::now().to_string();
+    let cond = |type_: &str, status: &str, reason: &str| {
+        serde_json::json!({
+            "type": type_, "status": status, "reason": reason,
+            "message": format!("kubelet reports {type_}={status}"),
+            "lastHeartbeatTime": now, "lastTransitionTime": "2026-01-01T00:00:00Z",
+        })
+    };
+    serde_json::json!({"status": {
+        "conditions": [
+            cond("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+            cond("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+            cond("PIDPressure", "False", "KubeletHasSufficientPID"),
+            cond("Ready", "True", "KubeletReady"),
+        ],
+        "capacity": {"cpu": "4", "memory": "8152336Ki", "pods": "110"},
+        "allocatable": {"cpu": "3800m", "memory": format!("{}Ki", 7_000_000 + beat), "pods": "110"},
+        "images": [{"names": [format!("registry.example/app:v{beat}")], "sizeBytes": 1_000_000 + beat}],
+        "nodeInfo": {
+            "machineID": "m", "systemUUID": "s", "bootID": "b", "kernelVersion": "6.1.0",
+            "osImage": "Debian GNU/Linux 12", "containerRuntimeVersion": "containerd://1.7",
+            "kubeletVersion": "v1.31.0", "kubeProxyVersion": "v1.31.0",
+            "operatingSystem": "linux", "architecture": "amd64",
+        },
+        "addresses": [{"type": "InternalIP", "address": "10.10.0.2"}],
+    }})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_heartbeats_cause_no_cloud_calls() {
+    let mut settings = test_settings();
+    // No periodic passes (GC, resyncs) during the observation; the fact cache is kept
+    // shorter than the test (1 s), so any pool pass a heartbeat triggered would describe the
+    // instance and vxnet again.
+    settings.gc_interval = Duration::from_secs(3600);
+    settings.resync = Duration::from_secs(3600);
+    settings.cloud_cache = Duration::from_secs(1);
+    let mut env = Env::start(Setup {
+        settings,
+        ..Default::default()
+    })
+    .await;
+    let nodes = env.nodes();
+    let ps = kube::api::PatchParams::default();
+    let labels = serde_json::json!({"metadata": {"labels": {"kubernetes.io/hostname": "i-node0001"}}, "spec": {"providerID": "qingcloud://i-node0001"}});
+    nodes
+        .patch("i-node0001", &ps, &kube::api::Patch::Merge(&labels))
+        .await
+        .expect("label node");
+    nodes
+        .patch_status(
+            "i-node0001",
+            &ps,
+            &kube::api::Patch::Merge(&kubelet_status(0)),
+        )
+        .await
+        .expect("node status");
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 2)).await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = env.sim.calls().total;
+    for beat in 1..=40 {
+        nodes
+            .patch_status(
+                "i-node0001",
+                &ps,
+                &kube::api::Patch::Merge(&kubelet_status(beat)),
+            )
+            .await
+            .expect("heartbeat");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = env.sim.calls();
+    assert_eq!(
+        calls.total - before,
+        0,
+        "40 heartbeats cost cloud calls: {:?}",
+        calls.by_action
+    );
+    // Changes a pool does use still wake it: nodes_added_cordoned_and_deleted.
     env.shutdown().await;
 }

@@ -100,33 +100,54 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
         }
     }
 
-    /// Makes the group's call and answers every waiter.
+    /// Makes the group's call and answers every waiter. A refusal that names some of the
+    /// batch's NICs fails those and retries the others once without them; any other refusal
+    /// (about the instance, or naming no NIC) answers every waiter, since retrying the same
+    /// NICs one by one would only repeat it.
     async fn run_group(self: &Arc<Self>, key: &str, group: Group<R>) {
         let mut items: Vec<String> = group.waiters.iter().map(|(i, _)| i.clone()).collect();
         items.sort();
         items.dedup();
         let result = (self.run)(key.to_string(), items.clone(), group.prio).await;
-        let refused = matches!(&result, Err(e) if matches!(e.kind, CloudErrorKind::Refused | CloudErrorKind::NotFound | CloudErrorKind::Capacity));
-        if self.split_on_refusal && refused && items.len() > 1 {
-            if let Err(error) = &result {
-                tracing::debug!(%error, nics = items.len(), "batch refused: retrying NIC by NIC");
-            }
-            let mut singles = HashMap::new();
-            for item in items {
-                let r = (self.run)(key.to_string(), vec![item.clone()], group.prio).await;
-                singles.insert(item, r);
-            }
-            for (item, tx) in group.waiters {
-                if let Some(r) = singles.get(&item) {
-                    let _ = tx.send(r.clone());
-                }
-            }
-        } else {
+        let culprits: Vec<String> = match &result {
+            Err(e) if self.split_on_refusal && is_refusal(e) => items
+                .iter()
+                .filter(|i| e.message.contains(i.as_str()))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        if culprits.is_empty() || culprits.len() == items.len() {
             for (_, tx) in group.waiters {
                 let _ = tx.send(result.clone());
             }
+            return;
+        }
+        if let Err(error) = &result {
+            tracing::debug!(%error, refused = ?culprits, "batch refused for some NICs: retrying the others once");
+        }
+        let rest: Vec<String> = items
+            .into_iter()
+            .filter(|i| !culprits.contains(i))
+            .collect();
+        let retried = (self.run)(key.to_string(), rest, group.prio).await;
+        for (item, tx) in group.waiters {
+            let r = if culprits.contains(&item) {
+                result.clone()
+            } else {
+                retried.clone()
+            };
+            let _ = tx.send(r);
         }
     }
+}
+
+/// Whether the cloud refused the call for the state of what it names (1400, 2100, 5200).
+fn is_refusal(e: &CloudError) -> bool {
+    matches!(
+        e.kind,
+        CloudErrorKind::Refused | CloudErrorKind::NotFound | CloudErrorKind::Capacity
+    )
 }
 
 /// Batch limits and the coalescing window.
@@ -316,7 +337,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_batch_is_retried_nic_by_nic() {
+    async fn a_refusal_naming_a_nic_fails_it_and_retries_the_rest_once() {
         let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
         cloud.add_vxnet("vxnet-a", 100);
         cloud.add_instance("i-1", "vxnet-a");
@@ -333,8 +354,33 @@ mod tests {
         assert!(results[2].as_ref().is_err_and(CloudError::is_not_found));
         assert_eq!(
             cloud.calls()["AttachNics"],
-            4,
-            "one refused batch, then three singles"
+            2,
+            "one refused batch, then one retry without the missing NIC"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_about_the_instance_is_not_split() {
+        let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
+        cloud.add_vxnet("vxnet-a", 100);
+        cloud.add_instance("i-1", "vxnet-a");
+        let ids = nics(&cloud, 3).await;
+        let b = Arc::new(Batcher::new(cloud.clone(), cfg()));
+        let results = futures::future::join_all(ids.iter().map(|id| {
+            let b = b.clone();
+            let id = id.clone();
+            async move { b.attach("i-404", &id, Priority::Refill).await }
+        }))
+        .await;
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_err_and(CloudError::is_not_found))
+        );
+        assert_eq!(
+            cloud.calls()["AttachNics"],
+            1,
+            "an unknown instance refuses every NIC alike: no NIC-by-NIC retries"
         );
     }
 

@@ -291,11 +291,15 @@ impl CloudApi for FakeCloud {
                 return Err(CloudError::from_code(
                     "AttachNics",
                     2100,
-                    "no such instance",
+                    format!("resource [{instance}] not found"),
                 ));
             };
             if inst.nics.len() + nics.len() > 64 {
-                return Err(CloudError::from_code("AttachNics", 1400, "instance full"));
+                return Err(CloudError::from_code(
+                    "AttachNics",
+                    1400,
+                    format!("instance [{instance}] is full"),
+                ));
             }
             let busy: Vec<&String> = s
                 .jobs
@@ -305,12 +309,18 @@ impl CloudApi for FakeCloud {
                 .collect();
             for n in &nics {
                 match s.nics.get(n) {
-                    None => return Err(CloudError::from_code("AttachNics", 2100, "no such nic")),
+                    None => {
+                        return Err(CloudError::from_code(
+                            "AttachNics",
+                            2100,
+                            format!("resource [{n}] not found"),
+                        ));
+                    }
                     Some(nic) if nic.state != NicState::Available || busy.contains(&n) => {
                         return Err(CloudError::from_code(
                             "AttachNics",
                             1400,
-                            "nic not available",
+                            format!("nic [{n}] is not available"),
                         ));
                     }
                     Some(_) => {}
@@ -326,9 +336,19 @@ impl CloudApi for FakeCloud {
             let mut s = self.lock();
             for n in &nics {
                 match s.nics.get(n) {
-                    None => return Err(CloudError::from_code("DetachNics", 2100, "no such nic")),
+                    None => {
+                        return Err(CloudError::from_code(
+                            "DetachNics",
+                            2100,
+                            format!("resource [{n}] not found"),
+                        ));
+                    }
                     Some(nic) if nic.state != NicState::InUse => {
-                        return Err(CloudError::from_code("DetachNics", 1400, "nic not in use"));
+                        return Err(CloudError::from_code(
+                            "DetachNics",
+                            1400,
+                            format!("nic [{n}] is not in use"),
+                        ));
                     }
                     Some(_) => {}
                 }
@@ -343,9 +363,19 @@ impl CloudApi for FakeCloud {
             let mut s = self.lock();
             for n in &nics {
                 match s.nics.get(n) {
-                    None => return Err(CloudError::from_code("DeleteNics", 2100, "no such nic")),
+                    None => {
+                        return Err(CloudError::from_code(
+                            "DeleteNics",
+                            2100,
+                            format!("resource [{n}] not found"),
+                        ));
+                    }
                     Some(nic) if nic.state != NicState::Available => {
-                        return Err(CloudError::from_code("DeleteNics", 1400, "nic in use"));
+                        return Err(CloudError::from_code(
+                            "DeleteNics",
+                            1400,
+                            format!("nic [{n}] is in use"),
+                        ));
                     }
                     Some(_) => {}
                 }

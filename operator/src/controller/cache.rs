@@ -1,5 +1,7 @@
-//! A short-lived cache of cloud facts the pool planner reads on every pass (vxnet free
-//! addresses, instance NICs): pool reconciles are frequent, cloud calls are budgeted.
+//! A cache of cloud facts the pool planner reads on every pass (vxnet free addresses, the
+//! instances' state and foreign NICs), valid for minutes and refreshed early when a refusal
+//! says it is wrong. Misses are single-flight: concurrent reconciles that miss the same
+//! facts wait for one Describe instead of each making their own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,10 @@ pub struct CloudFacts {
     instances: Mutex<HashMap<String, (Instant, Option<Instance>)>>,
     /// Until when the account's NIC quota is taken to be used up (a CreateNics got 2500).
     quota_hold: Mutex<Option<Instant>>,
+    /// Held while vxnets are being described (single flight).
+    vxnet_flight: tokio::sync::Mutex<()>,
+    /// Held while instances are being described (single flight).
+    instance_flight: tokio::sync::Mutex<()>,
 }
 
 /// How long pools stop creating NICs after the account's NIC quota refused one: only a
@@ -30,6 +36,8 @@ impl CloudFacts {
             vxnets: Mutex::new(HashMap::new()),
             instances: Mutex::new(HashMap::new()),
             quota_hold: Mutex::new(None),
+            vxnet_flight: tokio::sync::Mutex::new(()),
+            instance_flight: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -51,7 +59,15 @@ impl CloudFacts {
 
     /// The vxnets among `ids` that exist (unknown ids are absent).
     pub async fn vxnets(&self, ids: &[String], prio: Priority) -> CloudResult<Vec<Vxnet>> {
-        let missing = Self::stale(&self.vxnets, ids, self.ttl);
+        let mut missing = Self::stale(&self.vxnets, ids, self.ttl);
+        let _flight = if missing.is_empty() {
+            None
+        } else {
+            let guard = self.vxnet_flight.lock().await;
+            // Whoever held the flight may have fetched them meanwhile.
+            missing = Self::stale(&self.vxnets, ids, self.ttl);
+            Some(guard)
+        };
         if !missing.is_empty() {
             let found = self.cloud.describe_vxnets(missing.clone(), prio).await?;
             let mut map = self.vxnets.lock().unwrap_or_else(|e| e.into_inner());
@@ -69,7 +85,14 @@ impl CloudFacts {
 
     /// The instances among `ids` the cloud knows.
     pub async fn instances(&self, ids: &[String], prio: Priority) -> CloudResult<Vec<Instance>> {
-        let missing = Self::stale(&self.instances, ids, self.ttl);
+        let mut missing = Self::stale(&self.instances, ids, self.ttl);
+        let _flight = if missing.is_empty() {
+            None
+        } else {
+            let guard = self.instance_flight.lock().await;
+            missing = Self::stale(&self.instances, ids, self.ttl);
+            Some(guard)
+        };
         if !missing.is_empty() {
             let found = self.cloud.describe_instances(missing.clone(), prio).await?;
             let mut map = self.instances.lock().unwrap_or_else(|e| e.into_inner());
@@ -122,5 +145,118 @@ impl CloudFacts {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::fake::FakeCloud;
+    use crate::cloud::{CreatedNic, Job, Nic, NicQuery};
+    use futures::future::BoxFuture;
+
+    /// The fake with Describe calls that take a while, as real ones do.
+    #[derive(Debug)]
+    struct Slow(FakeCloud);
+
+    impl Slow {
+        async fn pause() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    impl CloudApi for Slow {
+        fn lost_answers(&self) -> Option<Arc<tokio::sync::Notify>> {
+            None
+        }
+
+        fn describe_nics(&self, q: NicQuery, p: Priority) -> BoxFuture<'_, CloudResult<Vec<Nic>>> {
+            self.0.describe_nics(q, p)
+        }
+        fn create_nic(
+            &self,
+            v: String,
+            n: String,
+            p: Priority,
+        ) -> BoxFuture<'_, CloudResult<CreatedNic>> {
+            self.0.create_nic(v, n, p)
+        }
+        fn attach_nics(
+            &self,
+            i: String,
+            n: Vec<String>,
+            p: Priority,
+        ) -> BoxFuture<'_, CloudResult<String>> {
+            self.0.attach_nics(i, n, p)
+        }
+        fn detach_nics(&self, n: Vec<String>, p: Priority) -> BoxFuture<'_, CloudResult<String>> {
+            self.0.detach_nics(n, p)
+        }
+        fn delete_nics(&self, n: Vec<String>, p: Priority) -> BoxFuture<'_, CloudResult<()>> {
+            self.0.delete_nics(n, p)
+        }
+        fn rename_nic(&self, i: String, n: String, p: Priority) -> BoxFuture<'_, CloudResult<()>> {
+            self.0.rename_nic(i, n, p)
+        }
+        fn describe_jobs(
+            &self,
+            i: Vec<String>,
+            p: Priority,
+        ) -> BoxFuture<'_, CloudResult<Vec<Job>>> {
+            self.0.describe_jobs(i, p)
+        }
+        fn running_jobs(&self, p: Priority) -> BoxFuture<'_, CloudResult<Vec<Job>>> {
+            self.0.running_jobs(p)
+        }
+        fn describe_vxnets(
+            &self,
+            i: Vec<String>,
+            p: Priority,
+        ) -> BoxFuture<'_, CloudResult<Vec<Vxnet>>> {
+            Box::pin(async move {
+                Self::pause().await;
+                self.0.describe_vxnets(i, p).await
+            })
+        }
+        fn describe_instances(
+            &self,
+            i: Vec<String>,
+            p: Priority,
+        ) -> BoxFuture<'_, CloudResult<Vec<Instance>>> {
+            Box::pin(async move {
+                Self::pause().await;
+                self.0.describe_instances(i, p).await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_describe() {
+        let fake = FakeCloud::new(Duration::ZERO);
+        fake.add_vxnet("vxnet-a", 100);
+        fake.add_instance("i-1", "vxnet-a");
+        let cloud = Arc::new(Slow(fake));
+        let facts = Arc::new(CloudFacts::new(cloud.clone(), Duration::from_secs(300)));
+        let ids = vec!["i-1".to_string()];
+        let vx = vec!["vxnet-a".to_string()];
+        let found = futures::future::join_all((0..10).map(|_| {
+            let (f, ids, vx) = (facts.clone(), ids.clone(), vx.clone());
+            async move {
+                let i = f.instances(&ids, Priority::Refill).await.unwrap();
+                let v = f.vxnets(&vx, Priority::Refill).await.unwrap();
+                (i.len(), v.len())
+            }
+        }))
+        .await;
+        assert!(found.iter().all(|f| *f == (1, 1)));
+        assert_eq!(cloud.0.calls()["DescribeInstances"], 1);
+        assert_eq!(cloud.0.calls()["DescribeVxnets"], 1);
+        facts.forget_instance("i-1");
+        facts.instances(&ids, Priority::Refill).await.unwrap();
+        assert_eq!(
+            cloud.0.calls()["DescribeInstances"],
+            2,
+            "forgotten: read again"
+        );
     }
 }

@@ -16,12 +16,12 @@ use kube::{Api, ResourceExt};
 use std::time::Duration;
 
 use super::{Context, RETAIN_ANNOTATION};
-use crate::cloud::{CloudErrorKind, NicQuery, Priority};
+use crate::cloud::{CloudError, CloudErrorKind, JobState, Nic, NicQuery, NicState, Priority};
 use crate::error::{Error, Result};
 use crate::plan::conditions::{self, Cond};
 use crate::plan::nic::{
     ApplyStep, AttachVerdict, CleanupStep, CleanupVerdict, Facts, JobVerdict, apply_step,
-    attach_verdict, cleanup_step, cleanup_verdict, job_verdict,
+    attach_verdict, cleanup_step, cleanup_verdict, job_verdict, refuses_instance,
 };
 
 /// Controller name in metrics and logs.
@@ -35,14 +35,18 @@ const MAX_STEPS: usize = 12;
 pub async fn reconcile(nic: Arc<HostNic>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(NAME);
     let api: Api<HostNic> = Api::all(ctx.client.clone());
-    finalizer(&api, NIC_FINALIZER, nic, |event| async {
-        match event {
-            Event::Apply(nic) => apply(&nic, &ctx).await,
-            Event::Cleanup(nic) => cleanup(&nic, &ctx).await,
-        }
+    let obj = nic.clone();
+    super::with_backoff(NAME, obj.as_ref(), &ctx, async {
+        finalizer(&api, NIC_FINALIZER, nic, |event| async {
+            match event {
+                Event::Apply(nic) => apply(&nic, &ctx).await,
+                Event::Cleanup(nic) => cleanup(&nic, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// The error policy of this controller.
@@ -90,6 +94,37 @@ async fn write(
         .map_err(Error::kube("write HostNic status"))
 }
 
+/// Records what a cloud call with side effects returned (a NIC id, a job id). A 409 there
+/// means only that someone else wrote meanwhile (the agent's first report, GC, the pool):
+/// the object is read again and the same change applied to it, because losing the result
+/// would make the next reconcile repeat the call (a second AttachNics, refused with 1400).
+async fn write_result(
+    ctx: &Context,
+    cur: &HostNic,
+    f: impl Fn(&mut HostNicStatus),
+) -> Result<HostNic> {
+    /// Enough for a few concurrent writers; a conflict storm beyond that is an error.
+    const ATTEMPTS: usize = 5;
+    let mut base = cur.clone();
+    let mut attempt = 1;
+    loop {
+        match write(ctx, &base, &f).await {
+            Err(e) if e.is_conflict() && attempt < ATTEMPTS => {
+                tracing::debug!(
+                    attempt,
+                    "status write conflicted: re-reading to keep the call's result"
+                );
+                match fresh(ctx, &base).await? {
+                    Some(now) => base = now,
+                    None => return Err(e),
+                }
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 fn set_cond(status: &mut HostNicStatus, cond: &Cond, generation: Option<i64>) {
     status.conditions = conditions::set(&status.conditions, cond, generation, Timestamp::now());
 }
@@ -133,6 +168,9 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
     // Whether this reconcile itself recorded Creating: then no NIC can exist under our name
     // yet and the lookup by name (needed after a crash) is skipped.
     let mut fresh_intent = false;
+    // The NIC as this reconcile last learned it from the cloud (CreateNics' answer, the
+    // adoption lookup): no DescribeNics is needed to know a NIC we just created is free.
+    let mut known: Option<Nic> = None;
     for _ in 0..MAX_STEPS {
         let status = cur.status.clone().unwrap_or_default();
         let prio = ctx.priority_for(&cur);
@@ -144,7 +182,10 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
             }
             ApplyStep::FindOrCreate => {
                 match find_or_create(ctx, &cur, prio, !fresh_intent).await? {
-                    Some(next) => cur = next,
+                    Some((next, nic)) => {
+                        cur = next;
+                        known = Some(nic);
+                    }
                     None => return Ok(Action::await_change()),
                 }
             }
@@ -159,6 +200,15 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             }
                         })
                         .await?;
+                        if word == JobState::Failed.as_str() {
+                            // The next attempt (CheckNic) waits out the back-off.
+                            ctx.backoff
+                                .fail(&super::job_key(NAME, &cur), settings.backoff_transient);
+                            return Err(Error::JobFailed {
+                                action: "AttachNics",
+                                job: id,
+                            });
+                        }
                     }
                 }
             }
@@ -175,12 +225,16 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                     )
                     .await;
                 };
-                let seen = ctx.batch.nic(&id, prio).await?;
+                let seen = match known.take().filter(|n| n.id == id) {
+                    Some(n) => Some(n),
+                    None => ctx.batch.nic(&id, prio).await?,
+                };
                 let job_word = status.last_job.as_ref().map(|j| j.status.as_str());
-                match attach_verdict(seen.as_ref(), &instance, job_word) {
+                let new = created_within(&status, settings.visibility_grace, Timestamp::now());
+                match attach_verdict(seen.as_ref(), &instance, job_word, new) {
                     AttachVerdict::Attached => {
+                        ctx.backoff.forget(&super::job_key(NAME, &cur));
                         let generation = cur.metadata.generation;
-                        ctx.facts.forget_instance(&instance);
                         cur = write(ctx, &cur, |s| {
                             set_cond(
                                 s,
@@ -192,6 +246,7 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                                 ),
                                 generation,
                             );
+                            s.conditions.retain(|c| c.type_ != REFUSED);
                         })
                         .await?;
                     }
@@ -217,16 +272,26 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                     AttachVerdict::Attach => {
                         // The phase (Attaching) already records the intent.
                         ctx.checkpoint.step("AttachNics").await;
-                        let job = ctx.batch.attach(&instance, &id, prio).await?;
-                        write(ctx, &cur, |s| {
-                            s.last_job = Some(CloudJob {
-                                id: job,
-                                action: "AttachNics".into(),
-                                status: "pending".into(),
-                            });
-                        })
-                        .await?;
-                        return Ok(Action::requeue(settings.job_poll));
+                        match ctx.batch.attach(&instance, &id, prio).await {
+                            Ok(job) => {
+                                write_result(ctx, &cur, |s| {
+                                    s.last_job = Some(CloudJob {
+                                        id: job.clone(),
+                                        action: "AttachNics".into(),
+                                        status: "pending".into(),
+                                    });
+                                })
+                                .await?;
+                                return Ok(Action::requeue(settings.job_poll));
+                            }
+                            Err(e) if refuses_instance(&e, &id) => {
+                                return Err(refused(ctx, &cur, instance, e).await);
+                            }
+                            Err(e) if e.is_not_found() => {
+                                return fail(ctx, &cur, "NicVanished", e.to_string()).await;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                 }
             }
@@ -267,14 +332,15 @@ async fn quarantine_of(ctx: &Context, nic: &HostNic) -> Duration {
     Duration::from_secs(u64::from(secs))
 }
 
-/// Creating: adopts the NIC created under our name (`look_up`), or creates it; then records Attaching with
-/// the NIC's facts (the intent of the attach). None: the HostNic failed or its node is gone.
+/// Creating: adopts the NIC created under our name (`look_up`), or creates it; then records
+/// Attaching with the NIC's facts (the intent of the attach). Returns the NIC as the cloud
+/// just described it; None: the HostNic failed or its node is gone.
 async fn find_or_create(
     ctx: &Context,
     cur: &HostNic,
     prio: Priority,
     look_up: bool,
-) -> Result<Option<HostNic>> {
+) -> Result<Option<(HostNic, Nic)>> {
     let name = nic_name(ctx, cur);
     let vxnet = cur.spec.vxnet.clone();
     let nodes: Api<Node> = Api::all(ctx.client.clone());
@@ -287,6 +353,14 @@ async fn find_or_create(
         return Ok(None);
     };
     let instance = ctx.instances.instance_of(&node);
+    // Read before the create (the pool cached it), so nothing can fail between CreateNics
+    // and recording its NIC id.
+    let vx = ctx
+        .facts
+        .vxnets(std::slice::from_ref(&vxnet), prio)
+        .await?
+        .into_iter()
+        .next();
     let found = if look_up {
         ctx.cloud
             .describe_nics(NicQuery::Name(name.clone()), prio)
@@ -294,15 +368,27 @@ async fn find_or_create(
     } else {
         Vec::new()
     };
-    let (id, ip) = match found.into_iter().min_by(|a, b| a.id.cmp(&b.id)) {
+    let nic = match found.into_iter().min_by(|a, b| a.id.cmp(&b.id)) {
         Some(n) => {
             tracing::info!(nic = %n.id, "adopting NIC created before a restart");
-            (n.id, n.private_ip)
+            n
         }
         None => {
             ctx.checkpoint.step("CreateNics").await;
-            match ctx.cloud.create_nic(vxnet.clone(), name, prio).await {
-                Ok(c) => (c.id, c.private_ip),
+            match ctx
+                .cloud
+                .create_nic(vxnet.clone(), name.clone(), prio)
+                .await
+            {
+                Ok(c) => Nic {
+                    id: c.id,
+                    name,
+                    state: NicState::Available,
+                    instance: None,
+                    vxnet: vxnet.clone(),
+                    private_ip: c.private_ip,
+                    created: Some(Timestamp::now()),
+                },
                 Err(e)
                     if matches!(
                         e.kind,
@@ -329,23 +415,82 @@ async fn find_or_create(
             }
         }
     };
-    let vx = ctx
-        .facts
-        .vxnets(std::slice::from_ref(&vxnet), prio)
-        .await?
-        .into_iter()
-        .next();
-    let next = write(ctx, cur, |s| {
+    let generation = cur.metadata.generation;
+    let next = write_result(ctx, cur, |s| {
         s.phase = HostNicPhase::Attaching;
-        s.nic_id = Some(id);
-        s.private_ip = ip;
+        s.nic_id = Some(nic.id.clone());
+        s.private_ip = nic.private_ip.clone();
         s.vxnet_cidr = vx.as_ref().and_then(|v| v.cidr.clone());
         s.vxnet_gateway = vx.as_ref().and_then(|v| v.gateway.clone());
-        s.instance = Some(instance);
+        s.instance = Some(instance.clone());
         s.last_job = None;
+        // Its transition time starts the visibility grace of the new NIC.
+        set_cond(
+            s,
+            &Cond::new(
+                "Attached",
+                false,
+                CREATED,
+                format!("NIC {} created", nic.id),
+            ),
+            generation,
+        );
     })
     .await?;
-    Ok(Some(next))
+    Ok(Some((next, nic)))
+}
+
+/// Reason of the Attached=False condition recorded with a new NIC's id.
+const CREATED: &str = "NicCreated";
+
+/// Condition type on a HostNic whose instance refuses NICs; the pool reports it as Degraded.
+pub const REFUSED: &str = "AttachRefused";
+
+/// Whether the HostNic's NIC was recorded within `grace` (DescribeNics may not show it yet).
+fn created_within(status: &HostNicStatus, grace: Duration, now: Timestamp) -> bool {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Attached" && c.status == "False" && c.reason == CREATED)
+        .is_some_and(|c| now.duration_since(c.last_transition_time.0).unsigned_abs() < grace)
+}
+
+/// The instance refused the attach for a reason about itself: record it once on the HostNic
+/// (the pool shows it as Degraded), refresh what is known of the instance, and back off.
+async fn refused(ctx: &Context, cur: &HostNic, instance: String, e: CloudError) -> Error {
+    ctx.facts.forget_instance(&instance);
+    let already = cur
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, REFUSED));
+    if !already {
+        let generation = cur.metadata.generation;
+        let message = e.to_string();
+        // Best effort: the back-off below happens whether or not this lands.
+        if let Err(error) = write(ctx, cur, |s| {
+            set_cond(
+                s,
+                &Cond::new(REFUSED, true, "InstanceRefused", message.clone()),
+                generation,
+            );
+        })
+        .await
+        {
+            tracing::debug!(%error, "could not record the refusal");
+        }
+        ctx.event(
+            cur,
+            EventType::Warning,
+            "InstanceRefused",
+            format!("{instance} refuses NICs: {e}"),
+            "Attach",
+        )
+        .await;
+    }
+    Error::InstanceRefused {
+        instance,
+        source: e,
+    }
 }
 
 async fn node_exists(ctx: &Context, name: &str) -> Result<bool> {
@@ -402,6 +547,14 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             }
                         })
                         .await?;
+                        if word == JobState::Failed.as_str() {
+                            ctx.backoff
+                                .fail(&super::job_key(NAME, &cur), ctx.settings.backoff_transient);
+                            return Err(Error::JobFailed {
+                                action: "DetachNics",
+                                job: id,
+                            });
+                        }
                     }
                 }
             }
@@ -420,6 +573,12 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                     }
                 }
                 let seen = ctx.batch.nic(&id, prio).await?;
+                if seen.is_none()
+                    && created_within(&status, ctx.settings.visibility_grace, Timestamp::now())
+                {
+                    // Not "gone": DescribeNics does not show a NIC this new yet.
+                    return Err(Error::Waiting("new NIC not visible yet"));
+                }
                 match cleanup_verdict(seen.as_ref()) {
                     CleanupVerdict::Gone => return Ok(Action::await_change()),
                     CleanupVerdict::Detach => {
@@ -429,12 +588,9 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                         ctx.checkpoint.step("DetachNics").await;
                         match ctx.batch.detach(&id, prio).await {
                             Ok(job) => {
-                                if let Some(i) = &status.instance {
-                                    ctx.facts.forget_instance(i);
-                                }
-                                write(ctx, &cur, |s| {
+                                write_result(ctx, &cur, |s| {
                                     s.last_job = Some(CloudJob {
-                                        id: job,
+                                        id: job.clone(),
                                         action: "DetachNics".into(),
                                         status: "pending".into(),
                                     });
@@ -447,6 +603,7 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                         }
                     }
                     CleanupVerdict::Delete => {
+                        ctx.backoff.forget(&super::job_key(NAME, &cur));
                         if status.phase != HostNicPhase::Deleting {
                             write(ctx, &cur, |s| s.phase = HostNicPhase::Deleting).await?;
                         }

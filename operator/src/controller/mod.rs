@@ -1,6 +1,6 @@
 //! The two controllers and what they share: the `Context` (Kubernetes client, cloud, batcher,
-//! recorder, metrics, settings), a short-lived cache of cloud facts, the crash-point hook and
-//! the error policy.
+//! recorder, metrics, settings), a cache of cloud facts, the crash-point hook, the per-object
+//! back-off and the error policy.
 //!
 //! ```text
 //!   Node ──watch──┐                       ┌── HostNic controller: one HostNic's cloud lifecycle
@@ -9,10 +9,12 @@
 //!                      HostNic objects)
 //! ```
 
+pub mod backoff;
 pub mod cache;
 pub mod hostnic;
 pub mod nicpool;
 pub mod taint;
+pub mod triggers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +99,8 @@ pub struct Context {
     pub surplus: Mutex<HashMap<(String, String), Timestamp>>,
     /// Crash-point hook.
     pub checkpoint: Arc<Checkpoint>,
+    /// Per-object exponential back-off of both controllers.
+    pub backoff: backoff::Backoff,
 }
 
 impl std::fmt::Debug for Context {
@@ -135,6 +139,7 @@ impl Context {
             hostnics,
             surplus: Mutex::new(HashMap::new()),
             checkpoint: op.checkpoint.clone(),
+            backoff: backoff::Backoff::new(op.settings.backoff_max),
         }
     }
 
@@ -184,20 +189,84 @@ impl Context {
     }
 }
 
-/// Back-off per error class; conflicts retry at once since they only mean a stale read.
-pub fn backoff(error: &Error, settings: &Settings) -> Duration {
+/// Wait before the first retry, per error class; each further consecutive failure of the same
+/// object doubles it (see [`backoff`]). Conflicts only mean a stale read: they start short.
+pub fn base_backoff(error: &Error, settings: &Settings) -> Duration {
     if error.is_conflict() {
         return Duration::from_millis(100);
     }
     match error.class() {
         ErrorClass::Throttled => settings.backoff_throttled,
-        ErrorClass::Transient => settings.backoff_transient,
+        ErrorClass::Transient | ErrorClass::Refused => settings.backoff_transient,
         ErrorClass::BadSpec => settings.backoff_permanent,
         ErrorClass::Waiting => settings.job_poll,
     }
 }
 
-/// Shared error policy: log, count by variant, back off by class.
+/// The back-off key of an object in one controller: deleting objects have their own, so a
+/// cleanup never waits out an apply's back-off.
+pub fn backoff_key<K: ResourceExt>(controller: &'static str, obj: &K) -> String {
+    let phase = if obj.meta().deletion_timestamp.is_some() {
+        "cleanup"
+    } else {
+        "apply"
+    };
+    phase_key(controller, &obj.name_any(), phase)
+}
+
+fn phase_key(controller: &str, name: &str, phase: &str) -> String {
+    format!("{controller}/{name}/{phase}")
+}
+
+/// The back-off key of an object's cloud jobs. A failed job shows only after the call that
+/// started it succeeded, so it has its own key, reset when a job's work is confirmed (the NIC
+/// attached, or detached), not by the reconcile that starts the next job.
+pub fn job_key<K: ResourceExt>(controller: &'static str, obj: &K) -> String {
+    format!("{}/job", backoff_key(controller, obj))
+}
+
+/// Runs one reconcile under the object's back-off: while it is backing off nothing is done (a
+/// watch event, even one caused by the failing reconcile's own write, does not bypass the
+/// wait); a failure lengthens it before any new trigger can run; a success resets it.
+pub async fn with_backoff<K, F>(
+    controller: &'static str,
+    obj: &K,
+    ctx: &Context,
+    run: F,
+) -> Result<Action, Error>
+where
+    K: ResourceExt,
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    let key = backoff_key(controller, obj);
+    let left = ctx
+        .backoff
+        .holdoff(&key)
+        .max(ctx.backoff.holdoff(&job_key(controller, obj)));
+    if let Some(left) = left {
+        tracing::debug!(controller, name = %obj.name_any(), ?left, "backing off");
+        return Ok(Action::requeue(left));
+    }
+    let result = run.await;
+    match &result {
+        Ok(_) => {
+            ctx.backoff.forget(&key);
+            if obj.meta().deletion_timestamp.is_some() {
+                // A finished cleanup: nothing of this object runs again.
+                ctx.backoff
+                    .forget_prefix(&phase_key(controller, &obj.name_any(), ""));
+            }
+        }
+        Err(e) if e.class() == ErrorClass::Waiting => {}
+        Err(e) => {
+            ctx.backoff.fail(&key, base_backoff(e, &ctx.settings));
+        }
+    }
+    result
+}
+
+/// Shared error policy: log, count by variant, requeue after the object's back-off (recorded
+/// by [`with_backoff`]). Waiting is not a failure: it polls at its own pace.
 pub fn error_policy<K: ResourceExt>(
     controller: &'static str,
     obj: &K,
@@ -205,13 +274,23 @@ pub fn error_policy<K: ResourceExt>(
     ctx: &Context,
 ) -> Action {
     let label = error.metric_label();
-    if error.class() == ErrorClass::Waiting || error.is_conflict() {
-        tracing::debug!(controller, name = %obj.name_any(), %error, "retrying");
-    } else {
-        tracing::warn!(controller, name = %obj.name_any(), %error, error_kind = label, "reconcile failed");
-    }
     ctx.metrics.failure(controller, label);
-    Action::requeue(backoff(error, &ctx.settings))
+    if error.class() == ErrorClass::Waiting {
+        tracing::debug!(controller, name = %obj.name_any(), %error, "waiting");
+        return Action::requeue(ctx.settings.job_poll);
+    }
+    let key = backoff_key(controller, obj);
+    let wait = ctx
+        .backoff
+        .holdoff(&key)
+        .unwrap_or_else(|| base_backoff(error, &ctx.settings));
+    let failures = ctx.backoff.failures(&key);
+    if error.is_conflict() {
+        tracing::debug!(controller, name = %obj.name_any(), %error, ?wait, "retrying");
+    } else {
+        tracing::warn!(controller, name = %obj.name_any(), %error, error_kind = label, failures, ?wait, "reconcile failed");
+    }
+    Action::requeue(wait)
 }
 
 #[cfg(test)]
@@ -232,17 +311,21 @@ mod tests {
             2500,
             "QuotaExceeded, api request quota exceeded",
         ));
-        assert_eq!(backoff(&api_quota, &s), s.backoff_throttled);
-        assert_eq!(backoff(&cloud(2500), &s), s.backoff_permanent);
-        assert_eq!(backoff(&cloud(5100), &s), s.backoff_throttled);
-        assert_eq!(backoff(&cloud(5000), &s), s.backoff_transient);
-        assert_eq!(backoff(&cloud(1400), &s), s.backoff_transient);
-        assert_eq!(backoff(&cloud(1200), &s), s.backoff_permanent);
+        assert_eq!(base_backoff(&api_quota, &s), s.backoff_throttled);
+        assert_eq!(base_backoff(&cloud(2500), &s), s.backoff_permanent);
+        assert_eq!(base_backoff(&cloud(5100), &s), s.backoff_throttled);
+        assert_eq!(base_backoff(&cloud(5000), &s), s.backoff_transient);
+        assert_eq!(base_backoff(&cloud(1400), &s), s.backoff_transient);
+        assert_eq!(base_backoff(&cloud(1200), &s), s.backoff_permanent);
         assert_eq!(
-            backoff(&Error::InvalidSpec("x".into()), &s),
+            base_backoff(&Error::InvalidSpec("x".into()), &s),
             s.backoff_permanent
         );
-        assert_eq!(backoff(&Error::Waiting("x"), &s), s.job_poll);
+        assert_eq!(base_backoff(&Error::Waiting("x"), &s), s.job_poll);
+        assert!(
+            s.backoff_max >= Duration::from_secs(600),
+            "a stuck object retries a few times an hour at most"
+        );
         assert_eq!(api_quota.metric_label(), "cloud_throttled");
         assert_eq!(cloud(2500).metric_label(), "cloud_quota_exceeded");
         assert_eq!(

@@ -27,7 +27,7 @@ use crate::node;
 use crate::plan::conditions;
 use crate::plan::pool::{
     Blocker, Clock, InstanceView, NicView, NodeDecision, NodeView, VxnetBudget, decide_node,
-    summarize, validate,
+    holds_slot, summarize, validate,
 };
 
 /// Controller name in metrics and logs.
@@ -41,14 +41,18 @@ const BLOCKED_RECHECK: Duration = Duration::from_secs(60);
 pub async fn reconcile(pool: Arc<NicPool>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(NAME);
     let api: Api<NicPool> = Api::all(ctx.client.clone());
-    finalizer(&api, POOL_FINALIZER, pool, |event| async {
-        match event {
-            Event::Apply(pool) => apply(&pool, &ctx).await,
-            Event::Cleanup(pool) => cleanup(&pool, &ctx).await,
-        }
+    let obj = pool.clone();
+    super::with_backoff(NAME, obj.as_ref(), &ctx, async {
+        finalizer(&api, POOL_FINALIZER, pool, |event| async {
+            match event {
+                Event::Apply(pool) => apply(&pool, &ctx).await,
+                Event::Cleanup(pool) => cleanup(&pool, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// The error policy of this controller.
@@ -66,6 +70,7 @@ fn nic_view(h: &HostNic) -> NicView {
         nic_id: s.nic_id,
         ip: s.private_ip,
         deleting: h.metadata.deletion_timestamp.is_some(),
+        refused: conditions::is_true(&s.conditions, super::hostnic::REFUSED),
     }
 }
 
@@ -168,6 +173,10 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         .filter(|h| h.spec.role == NicRole::Pod)
         .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.clone()))
         .collect();
+    let hostnic_ids: HashSet<&str> = all_nics
+        .iter()
+        .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.as_deref()))
+        .collect();
 
     // Decide.
     let mut budget = VxnetBudget::new(vxnets.iter().map(|v| (v.id.clone(), v.available_ips)));
@@ -178,15 +187,22 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     for node_name in &node_names {
         let node = by_name.get(node_name);
         let instance_id = node.map(|n| ctx.instances.instance_of(n));
-        let instance = instance_id
+        let described = instance_id
             .as_ref()
-            .and_then(|id| instances.iter().find(|i| &i.id == id))
-            .map(|i| InstanceView {
-                nics: i.nics.clone(),
-            });
-        let other_incoming = all_nics
+            .and_then(|id| instances.iter().find(|i| &i.id == id));
+        let foreign_nics = described.map_or(0, |i| {
+            i.nics
+                .iter()
+                .filter(|n| !n.primary && !hostnic_ids.contains(n.nic_id.as_str()))
+                .count() as u32
+        });
+        let instance = described.map(|i| InstanceView {
+            nics: i.nics.clone(),
+            running: i.running,
+        });
+        let other_pools_slots = all_nics
             .iter()
-            .filter(|h| h.spec.node == *node_name && h.spec.pool != name && phase(h).is_incoming())
+            .filter(|h| h.spec.node == *node_name && h.spec.pool != name && holds_slot(phase(h)))
             .count() as u32;
         let view = NodeView {
             name: node_name.clone(),
@@ -195,7 +211,8 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
             can_grow: node.is_some_and(|n| node::can_grow(n)),
             instance_id,
             instance,
-            other_incoming,
+            foreign_nics,
+            other_pools_slots,
             pod_nic_ids: pod_nic_ids.clone(),
         };
         let nics: Vec<NicView> = mine
@@ -221,6 +238,12 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
                 Some(t) => surplus.insert(key, t),
                 None => surplus.remove(&key),
             };
+        }
+        if d.blockers.contains(&Blocker::InstanceStopped)
+            && let Some(id) = &view.instance_id
+        {
+            // Read it again at the next recheck, not after the cache's minutes: it may start.
+            ctx.facts.forget_instance(id);
         }
         decisions.push((view.selected, d));
     }

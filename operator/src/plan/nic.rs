@@ -7,7 +7,7 @@ use std::time::Duration;
 use hostnic_crds::HostNicPhase;
 use jiff::Timestamp;
 
-use crate::cloud::{Job, JobState, Nic, NicState};
+use crate::cloud::{CloudError, CloudErrorKind, Job, JobState, Nic, NicState};
 
 /// Where an apply (not deleting) goes next, before any cloud read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,18 +127,26 @@ pub enum AttachVerdict {
     Elsewhere(String),
     /// Not attached and no job will attach it: attach (again).
     Attach,
-    /// Not attached yet but a job reported success moments ago: let the state settle.
+    /// Not visible or not attached yet, but it will be: a job reported success moments ago,
+    /// or the NIC is so new that DescribeNics may not show it yet (read-after-write lag).
     Settle,
 }
 
-/// Judges an attaching NIC. `job_status` is the status word of the last job (None: no job).
+/// Judges an attaching NIC. `job_status` is the status word of the last job (None: no job);
+/// `new` says the NIC was created within the visibility grace, so not finding it means
+/// "not visible yet", not "gone".
 pub fn attach_verdict(
     nic: Option<&Nic>,
     instance: &str,
     job_status: Option<&str>,
+    new: bool,
 ) -> AttachVerdict {
     let Some(nic) = nic else {
-        return AttachVerdict::Vanished;
+        return if new {
+            AttachVerdict::Settle
+        } else {
+            AttachVerdict::Vanished
+        };
     };
     match (nic.state, nic.instance.as_deref()) {
         (NicState::InUse, Some(i)) if i == instance => AttachVerdict::Attached,
@@ -148,6 +156,16 @@ pub fn attach_verdict(
             _ => AttachVerdict::Attach,
         },
     }
+}
+
+/// Whether a failed AttachNics was refused for the instance itself (stopped VM, another VPC,
+/// no free slot, unknown instance) rather than for this NIC: a refusal of the right kind that
+/// does not name the NIC. Retrying other NICs on that instance would be refused alike.
+pub fn refuses_instance(e: &CloudError, nic: &str) -> bool {
+    matches!(
+        e.kind,
+        CloudErrorKind::Refused | CloudErrorKind::NotFound | CloudErrorKind::Capacity
+    ) && !e.message.contains(nic)
 }
 
 /// Where a cleanup goes next, before any cloud read.
@@ -333,32 +351,89 @@ mod tests {
 
     #[test]
     fn attach_verdicts() {
-        assert_eq!(attach_verdict(None, "i-1", None), AttachVerdict::Vanished);
         assert_eq!(
-            attach_verdict(Some(&nic(NicState::InUse, Some("i-1"))), "i-1", None),
+            attach_verdict(None, "i-1", None, false),
+            AttachVerdict::Vanished
+        );
+        assert_eq!(
+            attach_verdict(Some(&nic(NicState::InUse, Some("i-1"))), "i-1", None, false),
             AttachVerdict::Attached
         );
         assert_eq!(
-            attach_verdict(Some(&nic(NicState::InUse, Some("i-2"))), "i-1", None),
+            attach_verdict(Some(&nic(NicState::InUse, Some("i-2"))), "i-1", None, false),
             AttachVerdict::Elsewhere("i-2".into())
         );
         let free = nic(NicState::Available, None);
         assert_eq!(
-            attach_verdict(Some(&free), "i-1", None),
+            attach_verdict(Some(&free), "i-1", None, false),
             AttachVerdict::Attach
         );
         assert_eq!(
-            attach_verdict(Some(&free), "i-1", Some("failed")),
+            attach_verdict(Some(&free), "i-1", Some("failed"), false),
             AttachVerdict::Attach
         );
         assert_eq!(
-            attach_verdict(Some(&free), "i-1", Some("unknown")),
+            attach_verdict(Some(&free), "i-1", Some("unknown"), false),
             AttachVerdict::Attach
         );
         assert_eq!(
-            attach_verdict(Some(&free), "i-1", Some("successful")),
+            attach_verdict(Some(&free), "i-1", Some("successful"), false),
             AttachVerdict::Settle
         );
+    }
+
+    #[test]
+    fn a_new_nic_not_visible_yet_is_pending_not_vanished() {
+        assert_eq!(
+            attach_verdict(None, "i-1", None, true),
+            AttachVerdict::Settle
+        );
+        assert_eq!(
+            attach_verdict(None, "i-1", Some("successful"), true),
+            AttachVerdict::Settle
+        );
+        assert_eq!(
+            attach_verdict(None, "i-1", Some("successful"), false),
+            AttachVerdict::Vanished,
+            "past the grace it is gone"
+        );
+    }
+
+    #[test]
+    fn refusals_about_the_instance_are_told_from_refusals_about_the_nic() {
+        let id = "52:54:00:00:00:01";
+        let e = |code, msg: &str| CloudError::from_code("AttachNics", code, msg);
+        assert!(refuses_instance(
+            &e(1400, "PermissionDenied, instance [i-1] is not running"),
+            id
+        ));
+        assert!(refuses_instance(
+            &e(
+                2100,
+                "ResourceNotFound, resource [i-1] of type [instance] not found"
+            ),
+            id
+        ));
+        assert!(refuses_instance(
+            &e(
+                5200,
+                "instance [i-1] cannot have more than 63 secondary NICs"
+            ),
+            id
+        ));
+        assert!(!refuses_instance(
+            &e(
+                1400,
+                "PermissionDenied, nic [52:54:00:00:00:01] is not available"
+            ),
+            id
+        ));
+        assert!(!refuses_instance(
+            &e(2100, "resource [52:54:00:00:00:01] not found"),
+            id
+        ));
+        assert!(!refuses_instance(&e(5000, "internal error"), id));
+        assert!(!refuses_instance(&e(2500, "quota"), id));
     }
 
     #[test]

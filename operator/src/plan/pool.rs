@@ -30,13 +30,18 @@ pub struct NicView {
     pub ip: Option<String>,
     /// Whether its deletion already started (deletionTimestamp set).
     pub deleting: bool,
+    /// Whether its instance refused to take it (condition AttachRefused).
+    pub refused: bool,
 }
 
-/// The node's VM as the cloud describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The node's VM as the cloud last described it (cached for minutes: the operator's own NICs
+/// are counted from HostNics, not from here).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceView {
     /// Every NIC attached, primary included.
     pub nics: Vec<InstanceNic>,
+    /// Whether the VM is running (AttachNics needs that).
+    pub running: bool,
 }
 
 /// A node, as the planner needs it.
@@ -54,8 +59,10 @@ pub struct NodeView {
     pub instance_id: Option<String>,
     /// The instance, when DescribeInstances found it.
     pub instance: Option<InstanceView>,
-    /// NICs of other pools on this node still on their way in (they will take slots).
-    pub other_incoming: u32,
+    /// Secondary NICs on the VM that no HostNic owns (someone else's), from the instance.
+    pub foreign_nics: u32,
+    /// NIC slots of the VM that other pools' HostNics hold or will hold.
+    pub other_pools_slots: u32,
     /// NIC ids of every pod-role HostNic (all pools): those never serve as a gateway.
     pub pod_nic_ids: HashSet<String>,
 }
@@ -128,6 +135,10 @@ pub enum Blocker {
     MaxPerNode,
     /// The node's instance is unknown to the cloud.
     InstanceUnknown,
+    /// The node's VM is not running.
+    InstanceStopped,
+    /// The node's VM refused a NIC for a reason about itself (AttachNics 1400/2100/5200).
+    InstanceRefused,
     /// Cordoned or NotReady: not grown on purpose.
     NotSchedulable,
 }
@@ -141,6 +152,8 @@ impl Blocker {
             Self::InstanceFull => "InstanceFull",
             Self::MaxPerNode => "MaxPerNode",
             Self::InstanceUnknown => "InstanceUnknown",
+            Self::InstanceStopped => "InstanceStopped",
+            Self::InstanceRefused => "InstanceRefused",
             Self::NotSchedulable => "NodeNotSchedulable",
         }
     }
@@ -184,6 +197,11 @@ pub struct Clock {
     pub now: Timestamp,
     /// How long a surplus must last before it is deleted.
     pub shrink_delay: Duration,
+}
+
+/// Whether a HostNic in this phase holds (or is about to take) one of the VM's NIC slots.
+pub fn holds_slot(p: HostNicPhase) -> bool {
+    !matches!(p, HostNicPhase::Failed | HostNicPhase::Deleting)
 }
 
 fn counts(nics: &[&NicView]) -> NodePoolStatus {
@@ -254,19 +272,31 @@ pub fn decide_node(
         .filter(|n| n.phase == HostNicPhase::Pending)
         .collect();
     let incoming = pods.iter().filter(|n| n.phase.is_incoming()).count() as u32;
-    let have = available.len() as u32 + incoming;
+    // NICs resting in quarantine come back: they are supply, so a pod restart (one release,
+    // one claim) costs no cloud call.
+    let resting = pods
+        .iter()
+        .filter(|n| n.phase == HostNicPhase::Released)
+        .count() as u32;
+    let have = available.len() as u32 + incoming + resting;
     let size = spec.size;
+    if nics.iter().any(|n| n.refused && !n.deleting) {
+        d.blockers.push(Blocker::InstanceRefused);
+    }
+    let running = node.instance.as_ref().is_none_or(|i| i.running);
+    if !running {
+        d.blockers.push(Blocker::InstanceStopped);
+    }
 
-    // Gateways before pod NICs: pods' routes depend on them.
-    let mut slots_taken = incoming
-        + node.other_incoming
-        + live
-            .iter()
-            .filter(|n| n.role == NicRole::Gateway && n.phase.is_incoming())
-            .count() as u32;
-    let free_slots = node.instance.as_ref().map(|i| {
-        let secondary = i.nics.iter().filter(|n| !n.primary).count() as u32;
-        MAX_NICS_PER_INSTANCE.saturating_sub(secondary)
+    // Gateways before pod NICs: pods' routes depend on them. The VM's free slots: its 63
+    // minus NICs that are not ours minus every HostNic that holds or will hold a slot.
+    let mut slots_taken = 0;
+    let own_slots = nics.iter().filter(|n| holds_slot(n.phase)).count() as u32;
+    let free_slots = node.instance.as_ref().map(|_| {
+        MAX_NICS_PER_INSTANCE
+            .saturating_sub(node.foreign_nics)
+            .saturating_sub(node.other_pools_slots)
+            .saturating_sub(own_slots)
     });
     if spec.routes.iter().any(|r| r.via_node()) {
         for vxnet in &spec.vxnets {
@@ -306,7 +336,7 @@ pub fn decide_node(
                 });
                 continue;
             }
-            if !node.can_grow || node.instance.is_none() {
+            if !node.can_grow || node.instance.is_none() || !running {
                 continue;
             }
             if free_slots.is_some_and(|f| f <= slots_taken) {
@@ -332,7 +362,13 @@ pub fn decide_node(
     }
     let dropped_pending = surplus.min(pending.len() as u32);
     surplus -= dropped_pending;
-    let extra_free = surplus.min(available.len() as u32);
+    // A cordoned or NotReady node keeps its free NICs: a drain is usually temporary, and a
+    // stopped VM refuses the detach anyway.
+    let extra_free = if node.can_grow {
+        surplus.min(available.len() as u32)
+    } else {
+        0
+    };
     if extra_free > 0 {
         let since = surplus_since.unwrap_or(clock.now);
         let waited = clock.now.duration_since(since).unsigned_abs();
@@ -356,6 +392,8 @@ pub fn decide_node(
     if want > 0 {
         if !node.can_grow {
             d.blockers.push(Blocker::NotSchedulable);
+        } else if !running {
+            // Reported above; AttachNics would be refused.
         } else if let Some(free_slots) = free_slots {
             let total = pods
                 .iter()
@@ -506,6 +544,10 @@ fn degraded_message(b: Blocker) -> &'static str {
         Blocker::InstanceFull => "a node's VM has no free NIC slot",
         Blocker::MaxPerNode => "a node reached spec.maxPerNode",
         Blocker::InstanceUnknown => "a node's QingCloud instance was not found",
+        Blocker::InstanceStopped => "a node's VM is not running",
+        Blocker::InstanceRefused => {
+            "a node's VM refuses NICs (stopped, another VPC or full); see its HostNics' AttachRefused"
+        }
         Blocker::NotSchedulable => "a node is cordoned or not ready",
     }
 }

@@ -27,8 +27,10 @@ fn node() -> NodeView {
                 private_ip: Some("10.0.0.2".into()),
                 primary: true,
             }],
+            running: true,
         }),
-        other_incoming: 0,
+        foreign_nics: 0,
+        other_pools_slots: 0,
         pod_nic_ids: HashSet::new(),
     }
 }
@@ -42,6 +44,7 @@ fn nic(name: &str, phase: HostNicPhase) -> NicView {
         nic_id: Some(format!("52:54:00:00:01:{:02x}", name.len())),
         ip: Some("10.0.1.1".into()),
         deleting: false,
+        refused: false,
     }
 }
 
@@ -82,17 +85,47 @@ fn incoming_nics_count_so_it_never_overshoots() {
 }
 
 #[test]
-fn bound_and_released_do_not_count_as_free() {
+fn released_nics_count_as_supply_bound_ones_do_not() {
     let nics = [
         nic("a", HostNicPhase::Bound),
         nic("b", HostNicPhase::Released),
         nic("c", HostNicPhase::Available),
     ];
     let d = run(&spec(2), &node(), &nics);
-    assert_eq!(d.create.len(), 1);
+    assert!(
+        d.create.is_empty(),
+        "the NIC resting in quarantine comes back: no replacement"
+    );
     assert_eq!(d.status.available, 1);
     assert_eq!(d.status.bound, 1);
     assert_eq!(d.status.in_progress, 1);
+    let d = run(&spec(3), &node(), &nics);
+    assert_eq!(d.create.len(), 1, "the bound one is not supply");
+}
+
+#[test]
+fn a_nic_returning_from_quarantine_is_kept_for_the_next_pod() {
+    // Size 2: a pod released "b" (resting) and another pod took "c": one free, one resting.
+    let resting = [
+        nic("a", HostNicPhase::Available),
+        nic("b", HostNicPhase::Released),
+        nic("c", HostNicPhase::Bound),
+    ];
+    let d = run(&spec(2), &node(), &resting);
+    assert!(d.create.is_empty() && d.delete.is_empty());
+    // "b" is back and no pod came: one surplus, kept through the shrink delay.
+    let back = [
+        nic("a", HostNicPhase::Available),
+        nic("b", HostNicPhase::Available),
+        nic("c", HostNicPhase::Available),
+    ];
+    let c = Clock {
+        now: Timestamp::from_second(10_000).unwrap(),
+        shrink_delay: Duration::from_secs(600),
+    };
+    let d = decide_node(&spec(2), &node(), &back, &mut budget(), None, c);
+    assert!(d.create.is_empty() && d.delete.is_empty());
+    assert_eq!(d.recheck_after, Some(Duration::from_secs(600)));
 }
 
 #[test]
@@ -121,10 +154,39 @@ fn free_slots_of_the_vm_cap_growth() {
             primary: false,
         });
     }
-    n.other_incoming = 1;
+    n.foreign_nics = 61;
+    n.other_pools_slots = 1;
     let d = run(&spec(3), &n, &[]);
-    assert_eq!(d.create.len(), 1, "63 - 61 attached - 1 incoming elsewhere");
+    assert_eq!(d.create.len(), 1, "63 - 61 foreign - 1 of another pool");
     assert_eq!(d.blockers, vec![Blocker::InstanceFull]);
+}
+
+#[test]
+fn own_nics_are_counted_from_hostnics_not_the_cached_instance() {
+    // The cached DescribeInstances predates our 60 NICs: they are counted from HostNics.
+    let mut n = node();
+    n.foreign_nics = 1;
+    let nics: Vec<NicView> = (0..60)
+        .map(|i| nic(&format!("n{i:02}"), HostNicPhase::Bound))
+        .collect();
+    let d = run(&spec(5), &n, &nics);
+    assert_eq!(d.create.len(), 2, "63 - 1 foreign - 60 ours");
+    assert_eq!(d.blockers, vec![Blocker::InstanceFull]);
+}
+
+#[test]
+fn stopped_or_refusing_instances_are_reported_and_not_grown() {
+    let mut n = node();
+    n.instance.as_mut().unwrap().running = false;
+    let d = run(&spec(2), &n, &[]);
+    assert!(d.create.is_empty());
+    assert_eq!(d.blockers, vec![Blocker::InstanceStopped]);
+    let mut refused = nic("a", HostNicPhase::Attaching);
+    refused.refused = true;
+    let d = run(&spec(1), &node(), &[refused]);
+    assert!(d.create.is_empty());
+    assert_eq!(d.blockers, vec![Blocker::InstanceRefused]);
+    assert!(Blocker::InstanceRefused.degrades());
 }
 
 #[test]
@@ -158,6 +220,17 @@ fn cordoned_or_not_ready_is_not_grown_nor_shrunk() {
     let d = run(&spec(3), &n, &[nic("a", HostNicPhase::Available)]);
     assert!(d.create.is_empty() && d.delete.is_empty());
     assert_eq!(d.blockers, vec![Blocker::NotSchedulable]);
+    // A surplus that lasted far beyond the shrink delay stays too.
+    let surplus = [
+        nic("a", HostNicPhase::Available),
+        nic("b", HostNicPhase::Available),
+        nic("c", HostNicPhase::Available),
+    ];
+    let c = clock();
+    let long_ago = c.now - Duration::from_secs(3600);
+    let d = decide_node(&spec(1), &n, &surplus, &mut budget(), Some(long_ago), c);
+    assert!(d.create.is_empty(), "{d:?}");
+    assert!(d.delete.is_empty(), "{d:?}");
 }
 
 #[test]

@@ -50,8 +50,8 @@ pub struct Setup {
     pub settings: Settings,
     /// Batch config.
     pub batch: BatchConfig,
-    /// Changes to the simulator's config (quotas, limits) before it starts.
-    pub configure_sim: Option<fn(&mut qingcloud_sim::SimConfig)>,
+    /// Further simulator settings (visibility lag, quotas, batch limits...).
+    pub sim: fn(&mut qingcloud_sim::SimConfig),
 }
 
 impl Default for Setup {
@@ -66,7 +66,7 @@ impl Default for Setup {
                 max_attach: 5,
                 max_detach: 20,
             },
-            configure_sim: None,
+            sim: |_| {},
         }
     }
 }
@@ -89,6 +89,8 @@ pub fn test_settings() -> Settings {
         backoff_throttled: Duration::from_millis(500),
         backoff_transient: Duration::from_millis(200),
         backoff_permanent: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(5),
+        visibility_grace: Duration::from_secs(30),
     }
 }
 
@@ -146,6 +148,7 @@ impl Env {
             pending: Latency::FixedMs(setup.job_ms / 2),
             working: Latency::FixedMs(setup.job_ms - setup.job_ms / 2),
         });
+        b = b.configure(setup.sim);
         for (id, cidr) in &setup.vxnets {
             b = b.vxnet(VxnetSpec::new(id, cidr.parse().expect("cidr")));
         }
@@ -153,9 +156,6 @@ impl Env {
             let mut spec = InstanceSpec::new(id);
             spec.vxnet = Some((*vx).to_string());
             b = b.instance(spec);
-        }
-        if let Some(f) = setup.configure_sim {
-            b = b.configure(f);
         }
         let sim = Arc::new(b.start().await.expect("start simulator"));
         let cfg = qingcloud::CloudConfig::from_yaml(&sim.config_yaml(), "sim.yaml".as_ref())

@@ -70,6 +70,10 @@ pub struct SimConfig {
     /// An extra plain-HTTP listener serving only the admin endpoints (test harnesses without
     /// a TLS client); the API stays on `listen` only.
     pub admin_listen: Option<SocketAddr>,
+    /// Read-after-write lag: a new NIC is left out of DescribeNics for this many
+    /// milliseconds of simulated time after CreateNics (the old hostnic re-read new NICs for
+    /// up to 15 s). Other calls see it at once.
+    pub nic_visibility_lag_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -100,6 +104,7 @@ impl Default for SimConfig {
             tls: false,
             tls_ca_file: None,
             admin_listen: None,
+            nic_visibility_lag_ms: 0,
         }
     }
 }

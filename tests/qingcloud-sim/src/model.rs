@@ -324,6 +324,8 @@ pub(crate) struct Model {
     active_jobs: BTreeSet<usize>,
     /// Plugs held back by a link-delay fault, with their due time.
     delayed_links: Vec<(Duration, LinkChange)>,
+    /// How long a new NIC stays out of DescribeNics.
+    visibility_lag: Duration,
 }
 
 impl Model {
@@ -350,6 +352,7 @@ impl Model {
             job_index: HashMap::new(),
             active_jobs: BTreeSet::new(),
             delayed_links: Vec::new(),
+            visibility_lag: Duration::from_millis(cfg.nic_visibility_lag_ms),
         };
         for v in &cfg.vxnets {
             m.add_vxnet(v)?;
@@ -1174,10 +1177,12 @@ impl Model {
 
     // === describe ===
 
-    /// DescribeNics; NICs hidden by the eventual-consistency fault are left out, and each
-    /// call that would have matched one uses up one of its hidden polls. Likewise each call
-    /// showing a NIC's stale status (status-lag fault) uses up one of those polls.
+    /// DescribeNics; NICs younger than the visibility lag are left out, so are NICs hidden by
+    /// the eventual-consistency fault, and each call that would have matched one of those uses
+    /// up one of its hidden polls. Likewise each call showing a NIC's stale status (status-lag
+    /// fault) uses up one of those polls.
     pub(crate) fn describe_nics(&mut self, f: &NicFilter, page: Page) -> (u64, Vec<wire::Nic>) {
+        let now = self.now();
         let mut rows = Vec::new();
         let mut revealed = Vec::new();
         let mut shown_stale = Vec::new();
@@ -1191,7 +1196,7 @@ impl Model {
                 && f.status
                     .is_none_or(|s| (s == NicStatus::InUse) == shown_in_use)
                 && f.name.as_ref().is_none_or(|n| *n == nic.name);
-            if !matches {
+            if !matches || now < nic.created + self.visibility_lag {
                 continue;
             }
             if nic.hidden_polls > 0 {
@@ -1820,6 +1825,29 @@ mod tests {
         };
         assert_eq!(m.describe_nics(&f, all()).0, 0);
         assert_eq!(m.describe_nics(&f, all()).0, 0);
+        assert_eq!(m.describe_nics(&f, all()).0, 1);
+    }
+
+    #[test]
+    fn new_nics_are_invisible_to_describe_for_the_lag() {
+        let mut m = model();
+        m.visibility_lag = Duration::from_secs(3);
+        let (id, _) = m
+            .create_nics("vxnet-aaaaaaa", 1, "lagging", &[], false, 0)
+            .unwrap()
+            .remove(0);
+        let f = NicFilter {
+            nics: vec![id.clone()],
+            ..Default::default()
+        };
+        assert_eq!(m.describe_nics(&f, all()).0, 0);
+        m.clock.advance(Duration::from_millis(2999));
+        assert_eq!(m.describe_nics(&f, all()).0, 0);
+        assert!(
+            m.nic_infos().iter().any(|n| n.nic.nic_id == id),
+            "the inspection view is not lagged"
+        );
+        m.clock.advance(Duration::from_millis(1));
         assert_eq!(m.describe_nics(&f, all()).0, 1);
     }
 
