@@ -118,16 +118,11 @@ impl System {
         };
         let sim = Sim::start(dir, &config, std::slice::from_ref(&node))?;
         let cloud_config = dir.join("qingcloud.yaml");
-        // The simulator's built-in test credentials, in the Secret's format.
+        // The simulator's built-in test credentials, in the Secret's format (HTTPS with the
+        // simulator's CA in its realistic profile).
         std::fs::write(
             &cloud_config,
-            format!(
-                "qy_access_key_id: 'SIMACCESSKEYID000000'\nqy_secret_access_key: 'sim-secret-access-key'\n\
-                 zone: 'pek3a'\nhost: '{}'\nport: {}\nprotocol: 'http'\nuri: '/iaas'\n\
-                 connection_retries: 3\nconnection_timeout: 10\n",
-                sim.addr().ip(),
-                sim.addr().port()
-            ),
+            sim.cloud_config_yaml("SIMACCESSKEYID000000", "sim-secret-access-key"),
         )?;
 
         // Two replicas, as the Deployment runs them: one leads, the other waits on the Lease.
