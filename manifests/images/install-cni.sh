@@ -85,7 +85,9 @@ agent_ready() {
 # Stays running until the pod is stopped; the conflist stays too.
 idle() {
     while :; do
-        sleep 3600 &
+        # Away from the container's stdout/stderr: a TERM between the fork and `sleeper=$!`
+        # leaves this sleep behind, and it must not keep the log stream open.
+        sleep 3600 </dev/null >/dev/null 2>&1 &
         sleeper=$!
         wait "$sleeper" || true
     done
