@@ -119,6 +119,9 @@ async fn every_cloud_error_class_converges() {
         env.patch_pool("web", serde_json::json!({ "size": 1 }))
             .await;
         env.converged("web", &["i-node0001"], 1, T).await;
+        // Let the cloud facts expire, so a fault on a Describe meets the grow's describe
+        // instead of a cache filled by the previous case.
+        tokio::time::sleep(env.setup_settings.cloud_cache + Duration::from_millis(200)).await;
         for f in faults {
             env.sim.inject(f);
         }
