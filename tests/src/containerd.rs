@@ -269,16 +269,27 @@ impl Drop for Containerd {
     }
 }
 
+/// Connects to the CRI socket, retrying until containerd listens: the socket file appears at
+/// `bind`, a moment before `listen`, so a first connect can be refused on a loaded machine.
 async fn connect(socket: &Path) -> Result<RuntimeServiceClient<Channel>> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            bail!("containerd did not create {}", socket.display());
+    loop {
+        match try_connect(socket).await {
+            Ok(channel) => return Ok(RuntimeServiceClient::new(channel)),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context(format!(
+                    "connect to containerd's CRI socket {}",
+                    socket.display()
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn try_connect(socket: &Path) -> Result<Channel> {
     let path = socket.to_owned();
-    let channel = Endpoint::try_from("http://[::]:0")
+    Ok(Endpoint::try_from("http://[::]:0")
         .context("CRI endpoint")?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
@@ -286,9 +297,7 @@ async fn connect(socket: &Path) -> Result<RuntimeServiceClient<Channel>> {
                 Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
             }
         }))
-        .await
-        .context("connect to containerd's CRI socket")?;
-    Ok(RuntimeServiceClient::new(channel))
+        .await?)
 }
 
 fn config_toml(root: &Path, socket: &Path, cni_bin: &Path, cni_conf: &Path) -> String {
