@@ -1,7 +1,7 @@
 //! Bearer-token authentication and RBAC authorization driven by the Roles, ClusterRoles and
 //! bindings stored in the server, so tests can check a component's RBAC manifests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -9,11 +9,18 @@ use serde_json::Value;
 use crate::store::Store;
 
 /// Who a request comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Identity {
     pub user: String,
     pub groups: Vec<String>,
+    /// `userInfo.extra`, e.g. `authentication.kubernetes.io/node-name` of a token bound to a
+    /// pod on that node (what admission policies read).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
 }
+
+/// The `userInfo.extra` key naming the node of a pod-bound service-account token.
+pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
 
 /// The user name and group that bypass RBAC (like `system:masters`).
 pub const ADMIN_USER: &str = "kube-mem-admin";
@@ -25,6 +32,7 @@ impl Identity {
         Identity {
             user: name.into(),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         }
     }
 
@@ -37,6 +45,7 @@ impl Identity {
                 format!("system:serviceaccounts:{namespace}"),
                 "system:authenticated".into(),
             ],
+            ..Default::default()
         }
     }
 
@@ -45,7 +54,14 @@ impl Identity {
         Identity {
             user: ADMIN_USER.into(),
             groups: vec![MASTERS_GROUP.into(), "system:authenticated".into()],
+            ..Default::default()
         }
+    }
+
+    /// Bound to a pod on `node`: the extra a projected service-account token carries (1.30+).
+    pub fn on_node(mut self, node: impl Into<String>) -> Self {
+        self.extra.insert(NODE_NAME_EXTRA.into(), vec![node.into()]);
+        self
     }
 
     pub fn with_group(mut self, group: impl Into<String>) -> Self {

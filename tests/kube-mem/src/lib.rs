@@ -15,6 +15,7 @@
 //! # drop(client); server.shutdown().await; Ok(()) }
 //! ```
 
+mod admission;
 pub mod audit;
 pub mod auth;
 mod discovery;

@@ -22,8 +22,10 @@ struct Args {
     #[arg(long, env = "KUBE_MEM_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// Require bearer tokens and enforce RBAC. Repeatable `TOKEN=USER` pairs; USER is a user
-    /// name or `system:serviceaccount:NS:NAME`. The admin token is always accepted.
-    #[arg(long = "token", value_name = "TOKEN=USER")]
+    /// name or `system:serviceaccount:NS:NAME`, optionally `@NODE` for a token bound to a pod
+    /// on NODE (its identity carries `authentication.kubernetes.io/node-name`, as projected
+    /// service-account tokens do since Kubernetes 1.30). The admin token is always accepted.
+    #[arg(long = "token", value_name = "TOKEN=USER[@NODE]")]
     tokens: Vec<String>,
     /// Serve HTTPS with a CA made at start (written into the kubeconfig). kubectl sends
     /// bearer tokens only over TLS, so use this with --token when kubectl must authenticate.
@@ -60,12 +62,20 @@ async fn main() -> anyhow::Result<()> {
         let mut auth = Auth::new();
         for t in tokens {
             let (token, user) = t.split_once('=').context("--token wants TOKEN=USER")?;
+            let (user, node) = match user.split_once('@') {
+                Some((user, node)) => (user, Some(node)),
+                None => (user, None),
+            };
             let id = match user
                 .strip_prefix("system:serviceaccount:")
                 .and_then(|r| r.split_once(':'))
             {
                 Some((ns, name)) => Identity::service_account(ns, name),
                 None => Identity::user(user),
+            };
+            let id = match node {
+                Some(node) => id.on_node(node),
+                None => id,
             };
             auth = auth.token(token, id);
         }

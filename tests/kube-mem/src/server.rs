@@ -173,6 +173,7 @@ pub async fn handle(
                     let anon = Identity {
                         user: "system:anonymous".into(),
                         groups: vec!["system:unauthenticated".into()],
+                        ..Default::default()
                     };
                     let a = Attributes {
                         verb: method.as_str().to_lowercase(),
@@ -378,6 +379,7 @@ async fn resource_request(
         force: truthy(&q, "force"),
         dry_run,
         field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str)),
+        user: Some(identity.clone()),
     };
     match (method, t.name.is_some()) {
         (Method::GET, false) if truthy(&q, "watch") => start_watch(shared, t, &q, view),
@@ -465,6 +467,7 @@ async fn resource_request(
                 parse_body(&raw, false)?
             };
             let opts = DeleteOpts {
+                user: Some(identity.clone()),
                 propagation: q.get("propagationPolicy").cloned().or_else(|| {
                     body.get("propagationPolicy")
                         .and_then(Value::as_str)
@@ -549,6 +552,7 @@ async fn review(
             groups: groups
                 .filter_map(|g| g.as_str().map(String::from))
                 .collect(),
+            ..Default::default()
         }
     };
     let attrs = match (

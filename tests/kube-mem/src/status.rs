@@ -231,6 +231,17 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// An admission denial with the `reason` a policy's validation names and its HTTP code.
+    pub fn denied(reason: &'static str, message: impl Into<String>) -> Self {
+        let code = match reason {
+            "Invalid" => 422,
+            "Unauthorized" => 401,
+            "RequestEntityTooLarge" => 413,
+            _ => 403,
+        };
+        Self::new(code, reason, message)
+    }
+
     pub fn path_not_found(path: &str) -> Self {
         Self::new(
             404,

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::admission::{self, Operation};
+use crate::auth::Identity;
 use crate::events;
 use crate::jsonpath::{JsonPath, set_path};
 use crate::managed::{self, Op};
@@ -93,6 +95,8 @@ pub struct ListOpts {
 /// Options of a delete: propagation policy and preconditions.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOpts {
+    /// Who deletes, for admission (`None`: the server itself, e.g. garbage collection).
+    pub user: Option<Identity>,
     pub propagation: Option<String>,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
@@ -130,6 +134,8 @@ pub struct WriteOpts {
     /// `force` of an apply: take conflicting fields from other managers.
     pub force: bool,
     pub dry_run: bool,
+    /// Who writes, for admission (`None`: the server itself, e.g. at start-up).
+    pub user: Option<Identity>,
 }
 
 impl WriteOpts {
@@ -708,6 +714,14 @@ impl Store {
         let av = t.def.api_version(&t.version);
         managed::record(&mut entries, &op, "", fields, &av, &now());
         managed::store(&mut body, entries);
+        self.admit(
+            w.user.as_ref(),
+            Operation::Create,
+            t,
+            &name,
+            Some(&body),
+            None,
+        )?;
         if dry_run {
             return Ok(Self::render(t, &body));
         }
@@ -785,6 +799,32 @@ impl Store {
     }
 
     /// Warnings of the writes since the last call (`Warning` headers of the response).
+    /// Admission of a user's write: the stored ValidatingAdmissionPolicies decide.
+    fn admit(
+        &mut self,
+        user: Option<&Identity>,
+        operation: Operation,
+        target: &Target,
+        name: &str,
+        object: Option<&Value>,
+        old_object: Option<&Value>,
+    ) -> ApiResult<()> {
+        let Some(user) = user else {
+            return Ok(());
+        };
+        let req = admission::Request {
+            operation,
+            user,
+            target,
+            name,
+            object,
+            old_object,
+        };
+        let warnings = admission::admit(self, &req)?;
+        self.warnings.extend(warnings);
+        Ok(())
+    }
+
     pub fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
     }
@@ -1041,6 +1081,14 @@ impl Store {
         if !causes.is_empty() {
             return Err(ApiError::invalid(t.subject(&name), causes));
         }
+        self.admit(
+            w.user.as_ref(),
+            Operation::Update,
+            t,
+            &name,
+            Some(&new),
+            Some(&old),
+        )?;
         if has_generation(&t.def, &t.version)
             && spec_part(&old, ver.status_subresource) != spec_part(&new, ver.status_subresource)
         {
@@ -1099,6 +1147,14 @@ impl Store {
                 "the ResourceVersion in the precondition does not match the ResourceVersion in record",
             ));
         }
+        self.admit(
+            opts.user.as_ref(),
+            Operation::Delete,
+            t,
+            &name,
+            None,
+            Some(&obj),
+        )?;
         if opts.dry_run {
             return Ok(Self::render(t, &obj));
         }

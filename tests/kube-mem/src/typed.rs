@@ -2,7 +2,7 @@
 //! type and encoded again; fields that did not survive are unknown to the real server too
 //! (which drops them, warns, or rejects the write under `fieldValidation=Strict`).
 
-use k8s_openapi::api::{apps, coordination, core, events, rbac};
+use k8s_openapi::api::{admissionregistration, apps, coordination, core, events, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,6 +35,12 @@ fn typed_form(group: &str, kind: &str, v: &Value) -> Option<Value> {
         ("rbac.authorization.k8s.io", "RoleBinding") => round_trip::<rbac::v1::RoleBinding>(v),
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
             round_trip::<rbac::v1::ClusterRoleBinding>(v)
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            round_trip::<admissionregistration::v1::ValidatingAdmissionPolicy>(v)
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+            round_trip::<admissionregistration::v1::ValidatingAdmissionPolicyBinding>(v)
         }
         ("apps", "Deployment") => round_trip::<apps::v1::Deployment>(v),
         ("apps", "DaemonSet") => round_trip::<apps::v1::DaemonSet>(v),

@@ -113,6 +113,26 @@ impl Admin {
         })
     }
 
+    /// PUT of `obj`'s status subresource (what the agent does on a claim or release), as
+    /// whoever the kubeconfig names; the server's answer, or its refusal.
+    pub fn update_status(&self, obj: &Value) -> Result<Value> {
+        self.rt.block_on(async {
+            let api = self
+                .api(
+                    obj["apiVersion"].as_str().unwrap_or_default(),
+                    obj["kind"].as_str().unwrap_or_default(),
+                    obj["metadata"]["namespace"].as_str(),
+                )
+                .await?;
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            let dynamic: DynamicObject = serde_json::from_value(obj.clone())?;
+            let stored = api
+                .replace_status(name, &PostParams::default(), &dynamic)
+                .await?;
+            Ok(serde_json::to_value(stored)?)
+        })
+    }
+
     /// `kubectl get --raw <path>`.
     pub fn get_raw(&self, path: &str) -> Result<String> {
         self.rt.block_on(async {

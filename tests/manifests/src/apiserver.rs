@@ -38,9 +38,16 @@ impl ApiServer {
             .arg("--kubeconfig")
             .arg(&kubeconfig);
         for account in accounts {
-            spec = spec
-                .arg("--token")
-                .arg(format!("{}={}", token_of(account), account.username()));
+            spec = spec.arg("--token").arg(format!(
+                "{}={}{}",
+                token_of(account),
+                account.username(),
+                account
+                    .node
+                    .as_ref()
+                    .map(|n| format!("@{n}"))
+                    .unwrap_or_default()
+            ));
         }
         let proc = Proc::start(spec, dir)?;
         let admin = Kubectl::new(&kubeconfig);
@@ -63,7 +70,7 @@ impl ApiServer {
 
     /// Writes a kubeconfig that authenticates as `account` and returns its path.
     pub fn kubeconfig_for(&self, account: &ServiceAccount) -> Result<PathBuf> {
-        let path = self.dir.join(format!("{}.kubeconfig", account.name));
+        let path = self.dir.join(format!("{}.kubeconfig", token_of(account)));
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-mem\n  cluster:\n    server: {}\n\
              contexts:\n- name: sa\n  context:\n    cluster: kube-mem\n    user: sa\n    namespace: {}\n\
@@ -88,9 +95,12 @@ impl ApiServer {
     }
 }
 
-/// The bearer token of a ServiceAccount in these tests.
+/// The bearer token of a ServiceAccount in these tests (one per node it is bound to).
 pub fn token_of(account: &ServiceAccount) -> String {
-    format!("token-{}-{}", account.namespace, account.name)
+    match &account.node {
+        Some(node) => format!("token-{}-{}-{node}", account.namespace, account.name),
+        None => format!("token-{}-{}", account.namespace, account.name),
+    }
 }
 
 /// One request in kube-mem's audit log.

@@ -36,6 +36,8 @@ pub enum RbacError {
 pub struct ServiceAccount {
     pub namespace: String,
     pub name: String,
+    /// The node of the pod its token is bound to (`authentication.kubernetes.io/node-name`).
+    pub node: Option<String>,
 }
 
 impl ServiceAccount {
@@ -43,6 +45,15 @@ impl ServiceAccount {
         Self {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
+            node: None,
+        }
+    }
+
+    /// The same account as a pod on `node` holds it (a projected token bound to that pod).
+    pub fn on_node(self, node: &str) -> Self {
+        Self {
+            node: Some(node.to_owned()),
+            ..self
         }
     }
 

@@ -3,6 +3,9 @@
 //! (`readOnlyRootFileSystem`) would silently vanish; re-serializing the typed value and
 //! comparing it with the original shows every field that was dropped or changed.
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -42,6 +45,12 @@ pub fn round_trip(obj: &Value) -> Result<(), TypedError> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => check::<ClusterRoleBinding>(obj),
         ("rbac.authorization.k8s.io/v1", "Role") => check::<Role>(obj),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => check::<RoleBinding>(obj),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            check::<ValidatingAdmissionPolicy>(obj)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            check::<ValidatingAdmissionPolicyBinding>(obj)
+        }
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             check::<CustomResourceDefinition>(obj)
         }

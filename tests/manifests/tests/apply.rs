@@ -14,6 +14,12 @@ fn plural(kind: &str) -> String {
             format!("{}s.rbac.authorization.k8s.io", kind.to_lowercase())
         }
         "Deployment" | "DaemonSet" => format!("{}s.apps", kind.to_lowercase()),
+        "ValidatingAdmissionPolicy" => {
+            "validatingadmissionpolicies.admissionregistration.k8s.io".into()
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            "validatingadmissionpolicybindings.admissionregistration.k8s.io".into()
+        }
         _ => format!("{}s", kind.to_lowercase()),
     }
 }
