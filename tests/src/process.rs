@@ -160,6 +160,13 @@ impl Proc {
         self.spawn()
     }
 
+    /// Replaces it as a rolling update replaces a pod: SIGTERM, up to `grace` to finish, then
+    /// the same command line again.
+    pub fn replace(&mut self, grace: Duration) -> Result<()> {
+        self.terminate(grace);
+        self.spawn()
+    }
+
     /// Times the process was started.
     pub fn starts(&self) -> u32 {
         self.starts

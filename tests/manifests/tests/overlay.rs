@@ -101,3 +101,28 @@ patches:
     // The patch merged by name: the downward-API variables are still there.
     assert!(env.iter().any(|e| e["name"] == "POD_NAME"));
 }
+
+/// The README's remote base names this repository (the workspace's `repository`), not another.
+#[test]
+fn the_readme_overlay_names_this_repository_as_its_remote_base() {
+    let root = hostnic_manifests_tests::repo_root();
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let repository = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("repository = "))
+        .map(|r| r.trim_matches('"'))
+        .expect("the workspace Cargo.toml names its repository");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let remote = readme
+        .lines()
+        .find_map(|l| {
+            l.split("# or ")
+                .nth(1)
+                .filter(|r| r.contains("//manifests"))
+        })
+        .expect("the README's overlay shows a remote base");
+    assert!(
+        remote.starts_with(&format!("{repository}//manifests?ref=")),
+        "README remote base {remote} is not {repository}//manifests"
+    );
+}
