@@ -33,7 +33,6 @@ mod server;
 pub mod status;
 mod store;
 mod table;
-mod tls;
 mod typed;
 
 use std::net::SocketAddr;
@@ -71,7 +70,7 @@ pub enum Error {
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
     #[error("tls: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] throwaway_tls::TlsError),
     #[error("kube client: {0}")]
     Kube(#[from] kube::Error),
 }
@@ -201,7 +200,7 @@ impl Builder {
             live: realism::Live::new(self.realism),
         });
         let tls = if self.tls {
-            Some(tls::generate(addr.ip())?)
+            Some(throwaway_tls::generate("kube-mem", addr.ip())?)
         } else {
             None
         };

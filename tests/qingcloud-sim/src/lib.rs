@@ -96,7 +96,6 @@ pub mod model;
 mod params;
 mod server;
 mod sim;
-mod tls;
 
 pub use actions::ACTIONS;
 pub use api_error::ApiError;

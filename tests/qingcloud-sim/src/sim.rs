@@ -230,7 +230,8 @@ impl Simulator {
             None => None,
         };
         let tls = if config.tls {
-            let tls = crate::tls::generate(addr.ip()).map_err(Error::Tls)?;
+            let tls = throwaway_tls::generate("qingcloud-sim", addr.ip())
+                .map_err(|e| Error::Tls(e.to_string()))?;
             let (path, owned) = match &config.tls_ca_file {
                 Some(p) => (p.clone(), false),
                 None => (

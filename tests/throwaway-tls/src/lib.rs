@@ -1,6 +1,6 @@
-//! HTTPS for the server: a throwaway CA and a server certificate for the listen address,
-//! made at start. kubectl (client-go) sends bearer tokens only over TLS, so a server with
-//! authentication serves HTTPS and its kubeconfigs carry the CA.
+//! HTTPS for the test stand-ins (kube-mem, qingcloud-sim): a throwaway CA and a server
+//! certificate for the listen address, made at start, so clients are tested on the TLS path
+//! the real servers (HTTPS only) put them on, trusting only the CA they are given.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
-/// The CA (for kubeconfigs) and the acceptor that serves the matching certificate.
+/// The CA clients must trust, and the acceptor serving the certificate it signed.
 #[derive(Clone)]
 pub struct Tls {
     pub ca_pem: String,
@@ -34,13 +34,14 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// A CA and a server certificate valid for `ip`, `127.0.0.1` and `localhost`.
-pub fn generate(ip: IpAddr) -> Result<Tls, TlsError> {
+/// A CA named `<server> CA` and a certificate for `server` valid for `ip`, `127.0.0.1` and
+/// `localhost`, served over HTTP/1.1 only (the stand-ins speak no HTTP/2).
+pub fn generate(server: &str, ip: IpAddr) -> Result<Tls, TlsError> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name
-        .push(DnType::CommonName, "kube-mem CA");
+        .push(DnType::CommonName, format!("{server} CA"));
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -54,7 +55,7 @@ pub fn generate(ip: IpAddr) -> Result<Tls, TlsError> {
         names.push(ip.to_string());
     }
     let mut leaf = CertificateParams::new(names)?;
-    leaf.distinguished_name.push(DnType::CommonName, "kube-mem");
+    leaf.distinguished_name.push(DnType::CommonName, server);
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -73,7 +74,6 @@ pub fn generate(ip: IpAddr) -> Result<Tls, TlsError> {
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
     .with_single_cert(chain, private)?;
-    // HTTP/1.1 only: the server speaks no HTTP/2.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls {
         ca_pem: ca_cert.pem(),
