@@ -5,6 +5,7 @@
 //! comments here are what `kubectl explain` prints.
 
 pub mod hostnic;
+pub mod names;
 pub mod nicpool;
 
 mod render;
@@ -24,10 +25,11 @@ pub const NIC_FINALIZER: &str = "hostnic.qingcloud.com/nic";
 /// Finalizer the operator puts on NicPools so their reclaim policy is applied before they go.
 pub const POOL_FINALIZER: &str = "hostnic.qingcloud.com/pool";
 
-/// Label on a HostNic naming its node; the agent watches with this selector.
+/// Label on a HostNic naming its node (value: [`names::label_value`] of the node name); the
+/// agent watches with this selector.
 pub const NODE_LABEL: &str = "hostnic.qingcloud.com/node";
 
-/// Label on a HostNic naming its NicPool.
+/// Label on a HostNic naming its NicPool (value: [`names::label_value`] of the pool name).
 pub const POOL_LABEL: &str = "hostnic.qingcloud.com/pool";
 
 /// Label on a HostNic naming its vxnet.

@@ -37,7 +37,11 @@ impl View {
         let changed = Arc::new(Notify::new());
         let (nics, nic_writer) = reflector::store::<HostNic>();
         let (pools, pool_writer) = reflector::store::<NicPool>();
-        let selector = format!("{}={node}", hostnic_crds::NODE_LABEL);
+        let selector = format!(
+            "{}={}",
+            hostnic_crds::NODE_LABEL,
+            hostnic_crds::names::label_value(node)
+        );
         let nic_stream = watcher(
             Api::<HostNic>::all(client.clone()),
             watcher::Config::default().labels(&selector),

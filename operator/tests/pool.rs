@@ -553,3 +553,47 @@ async fn node_heartbeats_cause_no_cloud_calls() {
     // Changes a pool does use still wake it: nodes_added_cordoned_and_deleted.
     env.shutdown().await;
 }
+
+/// Node and pool names of any legal length: a Node named like a long cloud hostname (240
+/// bytes) and a NicPool named with 205 bytes still give valid labels (shortened with a hash)
+/// and HostNic names (the random suffix kept), the pool fills, and deleting it finds its
+/// HostNics by the same label and returns every NIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_node_and_pool_names_fill_and_clean_up() {
+    let mut env = Env::start(Setup::default()).await;
+    let node = (0..12)
+        .map(|i| format!("segment{i:02}-abcdefghij"))
+        .collect::<Vec<_>>()
+        .join(".");
+    let pool = format!("{}-pool", "p".repeat(200));
+    let nodes = env.nodes();
+    nodes
+        .delete("i-node0001", &Default::default())
+        .await
+        .expect("delete the short-named node");
+    let long: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": node},
+        "spec": {"providerID": "qingcloud://i-node0001"},
+    }))
+    .expect("node");
+    nodes
+        .create(&Default::default(), &long)
+        .await
+        .expect("create the long-named node");
+    env.start_operator();
+    env.create_pool(&pool, spec(&[VX_A], 2)).await;
+    env.converged(&pool, &[&node], 2, T).await;
+    for h in env.all_hostnics().await {
+        let name = kube::ResourceExt::name_any(&h);
+        assert!(name.len() <= 253, "{name}");
+        for (k, v) in kube::ResourceExt::labels(&h) {
+            assert!(v.len() <= 63, "label {k}={v}");
+        }
+    }
+    env.delete_pool(&pool).await;
+    eventually("every HostNic and cloud NIC gone", T, || async {
+        env.all_hostnics().await.is_empty() && env.cloud_nics().is_empty()
+    })
+    .await;
+    env.shutdown().await;
+}

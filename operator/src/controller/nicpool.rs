@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hostnic_crds::{
     HostNic, HostNicPhase, HostNicSpec, NIC_FINALIZER, NODE_LABEL, NicPool, NicPoolStatus, NicRole,
-    POOL_FINALIZER, POOL_LABEL, ROLE_LABEL, ReclaimPolicy, VXNET_LABEL,
+    POOL_FINALIZER, POOL_LABEL, ROLE_LABEL, ReclaimPolicy, VXNET_LABEL, names,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
@@ -85,8 +85,7 @@ fn new_hostnic(pool: &str, node: &str, vxnet: &str, role: NicRole) -> HostNic {
         .take(5)
         .map(|c| char::from(c).to_ascii_lowercase())
         .collect();
-    let mut name = format!("{pool}-{node}-{suffix}");
-    name.truncate(253);
+    let name = names::object_name(&format!("{pool}-{node}"), &suffix);
     let mut h = HostNic::new(
         &name,
         HostNicSpec {
@@ -101,8 +100,8 @@ fn new_hostnic(pool: &str, node: &str, vxnet: &str, role: NicRole) -> HostNic {
         NicRole::Gateway => "Gateway",
     };
     h.metadata.labels = Some(BTreeMap::from([
-        (NODE_LABEL.to_string(), node.to_string()),
-        (POOL_LABEL.to_string(), pool.to_string()),
+        (NODE_LABEL.to_string(), names::label_value(node)),
+        (POOL_LABEL.to_string(), names::label_value(pool)),
         (VXNET_LABEL.to_string(), vxnet.to_string()),
         (ROLE_LABEL.to_string(), role_word.to_string()),
     ]));
@@ -440,7 +439,7 @@ async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
     let name = pool.name_any();
     let api: Api<HostNic> = Api::all(ctx.client.clone());
     let mine = api
-        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={}", names::label_value(&name))))
         .await
         .map_err(Error::kube("list HostNics"))?
         .items;

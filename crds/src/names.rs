@@ -1,0 +1,100 @@
+//! Names and label values derived from other names (a node's, a pool's), valid at any legal
+//! input length: kept as they are when they fit, else cut and ended with a hash of the whole,
+//! so two long inputs that share a prefix still differ. The operator and the agent derive the
+//! same value from the same name (the agent selects its node's HostNics by it), whatever build.
+
+use sha2::{Digest, Sha256};
+
+/// Longest label value Kubernetes accepts.
+pub const MAX_LABEL_VALUE: usize = 63;
+
+/// Longest object name (a DNS subdomain).
+pub const MAX_NAME: usize = 253;
+
+/// Hex digits of the hash that ends a shortened value (40 bits: a collision among the names
+/// of one cluster is not a practical concern).
+const HASH_DIGITS: usize = 10;
+
+fn hash_hex(s: &str) -> String {
+    let digest = Sha256::digest(s.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..HASH_DIGITS].to_string()
+}
+
+/// `s` cut to `max` bytes: its prefix (without a trailing `-` or `.`, which no name or label
+/// value may end with), `-`, and the hash of all of `s`. `s` itself when it fits.
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    // Node and pool names are DNS subdomains (ASCII), so a byte cut is a char cut.
+    let keep = max - HASH_DIGITS - 1;
+    let prefix = s[..keep].trim_end_matches(['-', '.']);
+    format!("{prefix}-{}", hash_hex(s))
+}
+
+/// The label value standing for `name` (a node or pool name): `name` itself up to 63 bytes.
+pub fn label_value(name: &str) -> String {
+    bounded(name, MAX_LABEL_VALUE)
+}
+
+/// An object name `<base>-<suffix>` of at most 253 bytes that always keeps `suffix` whole
+/// (it is what makes the name unique); a long `base` is shortened with its hash.
+pub fn object_name(base: &str, suffix: &str) -> String {
+    let room = MAX_NAME - suffix.len() - 1;
+    format!("{}-{suffix}", bounded(base, room))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid_label_value(v: &str) -> bool {
+        let ends_ok = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+        v.len() <= MAX_LABEL_VALUE
+            && ends_ok(v.chars().next())
+            && ends_ok(v.chars().last())
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }
+
+    #[test]
+    fn short_names_are_kept() {
+        assert_eq!(label_value("node-1"), "node-1");
+        let exact = "a".repeat(63);
+        assert_eq!(label_value(&exact), exact);
+        assert_eq!(object_name("pool-node", "abcde"), "pool-node-abcde");
+    }
+
+    #[test]
+    fn long_names_become_valid_distinct_stable_values() {
+        // A node name of 253 (the longest), and two of 70 sharing their first 69 bytes, cut
+        // right after a dot (which the value may not end with).
+        let longest = format!("{}.example", "n".repeat(244));
+        let a = format!("{}.compute-internal-a", "x".repeat(51));
+        let b = format!("{}.compute-internal-b", "x".repeat(51));
+        for name in [&longest, &a, &b] {
+            let v = label_value(name);
+            assert!(valid_label_value(&v), "{v:?} from {name:?}");
+            assert_eq!(v, label_value(name), "stable");
+        }
+        assert_ne!(label_value(&a), label_value(&b));
+        // Pinned: an agent and an operator of different builds must agree.
+        assert_eq!(
+            label_value(&a),
+            format!("{}-{}", "x".repeat(51), hash_hex(&a))
+        );
+    }
+
+    #[test]
+    fn object_names_keep_their_suffix_at_any_base_length() {
+        let base = format!("{}-{}", "p".repeat(253), "n".repeat(253));
+        let name = object_name(&base, "abcde");
+        assert!(name.len() <= MAX_NAME, "{}", name.len());
+        assert!(name.ends_with("-abcde"), "{name}");
+        assert_ne!(
+            object_name(&base, "abcde"),
+            object_name(&format!("{base}x"), "abcde")
+        );
+    }
+}
