@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::wire::InstanceStatus;
 use hyper::{Method, StatusCode};
-use qingcloud::wire::InstanceStatus;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::wire::{self, InstanceStatus, JobStatus, NicStatus};
 use ipnet::Ipv4Net;
-use qingcloud::wire::{self, InstanceStatus, JobStatus, NicStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -277,7 +277,7 @@ pub(crate) struct NicFilter {
 }
 
 /// One row of DescribeVxnetInstances (a NIC of an instance in the vxnet).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VxnetInstance {
     /// `i-...`.
     pub instance_id: String,
@@ -1122,7 +1122,7 @@ impl Model {
             vxnet_id: v.id.clone(),
             vxnet_name: v.name.clone(),
             // Managed (1) when joined to a router, unmanaged (0) otherwise.
-            vxnet_type: Some(u8::from(v.router.is_some())),
+            vxnet_type: u8::from(v.router.is_some()),
             zone_id: self.zone.clone(),
             create_time: self.stamp(v.created),
             description: String::new(),
@@ -1166,10 +1166,10 @@ impl Model {
                         .vxnet(&n.vxnet)
                         .map(|v| v.name.clone())
                         .unwrap_or_default(),
-                    vxnet_type: Some(1),
+                    vxnet_type: 1,
                     nic_id: n.id.clone(),
                     private_ip: n.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    role: Some(u8::from(n.primary)),
+                    role: u8::from(n.primary),
                 })
                 .collect(),
         }
