@@ -239,6 +239,27 @@ pub(crate) struct LinkChange {
     pub(crate) plug: bool,
 }
 
+/// A vxnet as the hot-plug layer needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct VxnetNetwork {
+    pub(crate) id: String,
+    pub(crate) cidr: Ipv4Net,
+    pub(crate) gateway: Ipv4Addr,
+    /// The VPC router it is joined to; `None` outside a VPC (nothing routes it).
+    pub(crate) router: Option<String>,
+}
+
+/// An instance's primary NIC in its node netns: plugged like any NIC, then addressed with a
+/// default route through its vxnet's gateway, as a VM's `eth0` is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PrimaryLink {
+    pub(crate) mac: String,
+    pub(crate) vxnet: String,
+    pub(crate) node: String,
+    pub(crate) address: Ipv4Net,
+    pub(crate) gateway: Ipv4Addr,
+}
+
 /// A job whose time is up: its link changes must be applied before [`Model::finish_job`].
 #[derive(Debug)]
 pub(crate) struct DueJob {
@@ -507,11 +528,35 @@ impl Model {
         self.instances.get(instance)?.node_netns.clone()
     }
 
-    /// (vxnet id, CIDR, gateway) of every vxnet, for the hot-plug layer.
-    pub(crate) fn vxnet_networks(&self) -> Vec<(String, Ipv4Net, Ipv4Addr)> {
+    /// Every vxnet as the hot-plug layer lays it out.
+    pub(crate) fn vxnet_networks(&self) -> Vec<VxnetNetwork> {
         self.vxnets
             .iter()
-            .map(|v| (v.id.clone(), v.cidr, v.gateway()))
+            .map(|v| VxnetNetwork {
+                id: v.id.clone(),
+                cidr: v.cidr,
+                gateway: v.gateway(),
+                router: v.router.clone(),
+            })
+            .collect()
+    }
+
+    /// The primary NIC of every instance played by a netns, with its address: a VM's `eth0`.
+    pub(crate) fn primary_links(&self) -> Vec<PrimaryLink> {
+        self.nics
+            .values()
+            .filter(|n| n.primary)
+            .filter_map(|n| {
+                let node = self.node_netns(n.instance.as_deref()?)?;
+                let vxnet = self.vxnet(&n.vxnet)?;
+                Some(PrimaryLink {
+                    mac: n.id.clone(),
+                    vxnet: n.vxnet.clone(),
+                    node,
+                    address: Ipv4Net::new(n.ip?, vxnet.cidr.prefix_len()).ok()?,
+                    gateway: vxnet.gateway(),
+                })
+            })
             .collect()
     }
 
