@@ -1241,7 +1241,9 @@ impl Model {
                 && f.status
                     .is_none_or(|s| (s == NicStatus::InUse) == shown_in_use)
                 && f.name.as_ref().is_none_or(|n| *n == nic.name);
-            if !matches || now < nic.created + self.visibility_lag {
+            // The lag is the API's read-after-write gap for CreateNics; an instance's own
+            // NIC is as old as the instance and always listed.
+            if !matches || (!nic.primary && now < nic.created + self.visibility_lag) {
                 continue;
             }
             if nic.hidden_polls > 0 {
@@ -1886,6 +1888,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(m.describe_nics(&f, all()).0, 0);
+        let primaries = NicFilter {
+            instances: vec!["i-node0001".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            m.describe_nics(&primaries, all()).0,
+            1,
+            "an instance's primary NIC is not a new NIC"
+        );
         m.clock.advance(Duration::from_millis(2999));
         assert_eq!(m.describe_nics(&f, all()).0, 0);
         assert!(
