@@ -211,7 +211,7 @@ async fn reclaim_retain_keeps_cloud_nics() {
     assert_eq!(kept.len(), 3, "retained NICs still exist");
     assert!(
         kept.iter()
-            .all(|n| n.nic.status == qingcloud::wire::NicStatus::InUse)
+            .all(|n| n.nic.status == qingcloud_sim::wire::NicStatus::InUse)
     );
     assert!(kept.iter().all(|n| n.nic.nic_name.starts_with("retained-")));
     env.shutdown().await;

@@ -326,8 +326,14 @@ impl Cluster {
     }
 
     /// What is left of the system that should not be: cloud NICs, HostNics, hot-plugged links
-    /// in node netns. Empty means clean.
+    /// in node netns (the VM's own primary NIC is not one). Empty means clean.
     pub fn leftovers(&self) -> Result<Vec<String>> {
+        let primaries: BTreeSet<String> = self
+            .sim
+            .primary_nics()?
+            .into_values()
+            .map(|(mac, _)| mac)
+            .collect();
         let mut left = Vec::new();
         for id in self.sim.nic_ids()? {
             left.push(format!("cloud NIC {id}"));
@@ -338,7 +344,7 @@ impl Cluster {
         for node in &self.nodes {
             if let Some(ns) = &node.netns {
                 for l in ns.links() {
-                    if l.name != "lo" {
+                    if l.name != "lo" && !primaries.contains(&l.mac) {
                         left.push(format!("link {} ({}) in {}", l.name, l.mac, ns.name()));
                     }
                 }

@@ -133,13 +133,33 @@ impl Sim {
     /// Every NIC the simulated account has except the instances' primary NICs (role 1), as the
     /// admin endpoint shows it.
     pub fn nics(&self) -> Result<Vec<serde_json::Value>> {
-        let v = http::get_json(self.addr, "/admin/nics")?;
-        Ok(v.as_array()
-            .cloned()
-            .unwrap_or_default()
+        Ok(self
+            .all_nics()?
             .into_iter()
-            .filter(|n| n["role"].as_u64() != Some(1))
+            .filter(|n| !is_primary(n))
             .collect())
+    }
+
+    /// The instances' primary NICs: instance id → (MAC, private IP). The simulator plugs each
+    /// into its node netns as the VM's own addressed NIC.
+    pub fn primary_nics(&self) -> Result<BTreeMap<String, (String, String)>> {
+        Ok(self
+            .all_nics()?
+            .iter()
+            .filter(|n| is_primary(n))
+            .filter_map(|n| {
+                let field = |k: &str| n[k].as_str().map(str::to_owned);
+                Some((
+                    field("instance_id")?,
+                    (field("nic_id")?.to_ascii_lowercase(), field("private_ip")?),
+                ))
+            })
+            .collect())
+    }
+
+    fn all_nics(&self) -> Result<Vec<serde_json::Value>> {
+        let v = http::get_json(self.addr, "/admin/nics")?;
+        Ok(v.as_array().cloned().unwrap_or_default())
     }
 
     /// Ids (lowercase MACs) of every NIC the simulated account has.
@@ -152,16 +172,17 @@ impl Sim {
             .collect())
     }
 
-    /// Names of the per-vxnet netns the simulator made for hot-plug.
+    /// Names of the netns the simulator made for hot-plug: one per vxnet, one per VPC router.
     pub fn vxnet_netns(&self) -> Result<Vec<String>> {
         let v = http::get_json(self.addr, "/admin/vxnets")?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x["netns"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
+        let names: BTreeSet<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|x| [&x["netns"], &x["router_netns"]])
+            .filter_map(|ns| ns.as_str().map(str::to_owned))
+            .collect();
+        Ok(names.into_iter().collect())
     }
 
     /// API calls served so far, per action.
@@ -189,4 +210,9 @@ impl Sim {
         http::send_json(self.addr, "DELETE", "/admin/faults", &serde_json::json!({}))?;
         Ok(())
     }
+}
+
+/// Role 1: an instance's own NIC, not one the operator made.
+fn is_primary(nic: &serde_json::Value) -> bool {
+    nic["role"].as_u64() == Some(1)
 }

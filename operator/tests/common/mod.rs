@@ -559,12 +559,12 @@ async fn fake_agent(client: kube::Client, sim: Arc<SimHandle>) {
         }
         // The simulator's inspection view, not the API: the agent's looks must not count as
         // the operator's cloud calls.
-        let nics: Vec<qingcloud::wire::Nic> = sim.nics().into_iter().map(|n| n.nic).collect();
+        let nics: Vec<qingcloud_sim::wire::Nic> = sim.nics().into_iter().map(|n| n.nic).collect();
         for mut h in waiting {
             let s = h.status.as_mut().expect("status");
             let attached = nics.iter().any(|n| {
                 Some(n.nic_id.as_str()) == s.nic_id.as_deref()
-                    && n.status == qingcloud::wire::NicStatus::InUse
+                    && n.status == qingcloud_sim::wire::NicStatus::InUse
                     && n.attached_to() == s.instance.as_deref()
             });
             if !attached {

@@ -1,15 +1,15 @@
-//! The API actions: parameters in, model call, JSON response out (encoded with the client
-//! crate's wire types, so both sides agree on field names by construction).
+//! The API actions: parameters in, model call, JSON response out (encoded with the
+//! simulator's own [`crate::wire`], so a client that disagrees with the reference fails).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use qingcloud::wire::{self, Envelope, InstanceStatus, JobStatus, NicStatus};
+use crate::wire::{self, InstanceStatus, JobStatus, NicStatus, RetCode};
 use serde::Serialize;
 
 use crate::api_error::ApiError;
 use crate::faults::Decision;
-use crate::model::{JobFaults, Model, NicFilter, PAGE_CAP, Page, VxnetInstance};
+use crate::model::{JobFaults, Model, NicFilter, PAGE_CAP, Page};
 use crate::params::Params;
 
 /// Every action the simulator implements.
@@ -70,22 +70,22 @@ pub(crate) fn run(
                     private_ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 })
                 .collect();
-            ok(action, wire::CreateNicsResponse { nics })
+            ok(action, &wire::CreateNics { nics })
         }
         "AttachNics" => {
             let instance = p.required("instance")?;
             let nics = p.required_list("nics")?;
             let job_id = model.attach_nics(instance, &nics, job_faults)?;
-            ok(action, wire::JobResponse { job_id })
+            ok(action, &wire::JobStarted { job_id })
         }
         "DetachNics" => {
             let nics = p.required_list("nics")?;
             let job_id = model.detach_nics(&nics, job_faults)?;
-            ok(action, wire::JobResponse { job_id })
+            ok(action, &wire::JobStarted { job_id })
         }
         "DeleteNics" => {
             model.delete_nics(&p.required_list("nics")?)?;
-            ok(action, wire::Empty {})
+            ok(action, &wire::NoFields {})
         }
         "ModifyNicAttributes" => {
             let nic = p.required("nic")?;
@@ -103,14 +103,15 @@ pub(crate) fn run(
                 p.get("vxnet").filter(|s| !s.is_empty()),
                 ip,
             )?;
-            ok(action, wire::Empty {})
+            ok(action, &wire::NoFields {})
         }
         "DescribeNics" => {
             let status = match p.get("status").filter(|s| !s.is_empty()) {
                 None => None,
-                Some("available") => Some(NicStatus::Available),
-                Some("in-use") => Some(NicStatus::InUse),
-                Some(_) => return Err(ApiError::invalid("status", "available or in-use")),
+                Some(s) => Some(
+                    NicStatus::parse(s)
+                        .ok_or_else(|| ApiError::invalid("status", "available or in-use"))?,
+                ),
             };
             let filter = NicFilter {
                 nics: p.list("nics"),
@@ -123,19 +124,16 @@ pub(crate) fn run(
                     .map(str::to_owned),
             };
             let (total, nic_set) = model.describe_nics(&filter, page(p)?);
-            ok(
-                action,
-                wire::DescribeNicsResponse {
-                    nic_set,
-                    total_count: Some(total),
-                },
-            )
+            listing(action, wire::NicSet { nic_set }, total)
         }
         "DescribeJobs" => {
             let statuses = p
                 .list("status")
                 .iter()
-                .map(|s| job_status(s))
+                .map(|s| {
+                    JobStatus::parse(s)
+                        .ok_or_else(|| ApiError::invalid("status", "unknown job status"))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let (total, job_set) = model.describe_jobs(
                 &p.list("jobs"),
@@ -143,95 +141,48 @@ pub(crate) fn run(
                 p.get("job_action").filter(|s| !s.is_empty()),
                 page(p)?,
             );
-            ok(
-                action,
-                wire::DescribeJobsResponse {
-                    job_set,
-                    total_count: Some(total),
-                },
-            )
+            listing(action, wire::JobSet { job_set }, total)
         }
         "DescribeVxnets" => {
             let (total, vxnet_set) =
                 model.describe_vxnets(&p.list("vxnets"), p.flag("verbose")?, page(p)?);
-            ok(
-                action,
-                without_null_ip_count(wire::DescribeVxnetsResponse {
-                    vxnet_set,
-                    total_count: Some(total),
-                })?,
-            )
+            listing(action, wire::VxnetSet { vxnet_set }, total)
         }
         "DescribeInstances" => {
             let statuses = p
                 .list("status")
                 .iter()
                 .map(|s| {
-                    serde_json::from_value::<InstanceStatus>(serde_json::Value::String(s.clone()))
-                        .ok()
-                        .filter(|st| *st != InstanceStatus::Unknown)
+                    InstanceStatus::parse(s)
                         .ok_or_else(|| ApiError::invalid("status", "unknown instance status"))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let (total, instance_set) =
                 model.describe_instances(&p.list("instances"), &statuses, page(p)?);
-            ok(
-                action,
-                wire::DescribeInstancesResponse {
-                    instance_set,
-                    total_count: Some(total),
-                },
-            )
+            listing(action, wire::InstanceSet { instance_set }, total)
         }
         "DescribeVxnetInstances" => {
             let vxnet = p.required("vxnet")?;
             let (total, instance_set) =
                 model.describe_vxnet_instances(vxnet, &p.list("instances"), page(p)?);
-            ok(
-                action,
-                VxnetInstancesResponse {
-                    instance_set,
-                    total_count: total,
-                },
-            )
+            listing(action, wire::InstanceSet { instance_set }, total)
         }
         _ => Err(ApiError::unknown_action(action)),
     }
 }
 
-/// DescribeVxnetInstances response body (the client crate has no type for it).
-#[derive(Serialize)]
-struct VxnetInstancesResponse {
-    instance_set: Vec<VxnetInstance>,
-    total_count: u64,
+fn ok<T: Serialize>(action: &str, body: &T) -> Result<String, ApiError> {
+    wire::success(action, body)
+        .map_err(|e| ApiError::new(RetCode::INTERNAL, format!("InternalError, {e}")))
 }
 
-/// The response with `available_ip_count` left out (not `null`) where the model has none:
-/// the real API omits fields it does not report.
-fn without_null_ip_count(
-    resp: wire::DescribeVxnetsResponse,
-) -> Result<serde_json::Value, ApiError> {
-    let mut value = serde_json::to_value(resp)
-        .map_err(|e| ApiError::new(wire::RetCode::INTERNAL, format!("InternalError, {e}")))?;
-    if let Some(set) = value["vxnet_set"].as_array_mut() {
-        for v in set.iter_mut().filter_map(|v| v.as_object_mut()) {
-            if v.get("available_ip_count").is_some_and(|c| c.is_null()) {
-                v.remove("available_ip_count");
-            }
-        }
-    }
-    Ok(value)
-}
-
-fn ok<T: Serialize>(action: &str, body: T) -> Result<String, ApiError> {
-    serde_json::to_string(&Envelope::ok(action, body))
-        .map_err(|e| ApiError::new(wire::RetCode::INTERNAL, format!("InternalError, {e}")))
+fn listing<T: Serialize>(action: &str, set: T, total_count: u64) -> Result<String, ApiError> {
+    ok(action, &wire::Listing { set, total_count })
 }
 
 /// The JSON body of an error response.
 pub(crate) fn error_body(e: &ApiError) -> String {
-    serde_json::to_string(&Envelope::error(e.code, e.message.clone()))
-        .unwrap_or_else(|_| format!(r#"{{"ret_code":{}}}"#, e.code))
+    wire::failure(e.code, &e.message)
 }
 
 /// `offset` (default 0) and `limit` (default 20, 0 = default, capped at 100 silently).
@@ -249,15 +200,4 @@ fn page(p: &Params) -> Result<Page, ApiError> {
         offset: offset.unsigned_abs(),
         limit: limit.min(PAGE_CAP),
     })
-}
-
-fn job_status(s: &str) -> Result<JobStatus, ApiError> {
-    match s {
-        "pending" => Ok(JobStatus::Pending),
-        "working" => Ok(JobStatus::Working),
-        "successful" => Ok(JobStatus::Successful),
-        "failed" => Ok(JobStatus::Failed),
-        "done with failure" => Ok(JobStatus::DoneWithFailure),
-        _ => Err(ApiError::invalid("status", "unknown job status")),
-    }
 }

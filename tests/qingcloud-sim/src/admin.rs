@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::wire::InstanceStatus;
 use hyper::{Method, StatusCode};
-use qingcloud::wire::InstanceStatus;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -73,6 +73,8 @@ pub(crate) async fn handle(
                 for v in list {
                     let id = v["vxnet_id"].as_str().unwrap_or_default().to_owned();
                     v["netns"] = to_value(shared.vxnet_netns(&id));
+                    let router = v["vpc_router_id"].as_str().unwrap_or_default().to_owned();
+                    v["router_netns"] = to_value(shared.router_netns(&router));
                 }
             }
             Ok(reply(vxnets))

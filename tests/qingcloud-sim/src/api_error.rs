@@ -1,7 +1,7 @@
 //! Errors the simulated API answers with (`ret_code` + message), in the wording real
 //! clients match on (`PermissionDenied`, `ResourceNotFound`, ...).
 
-use qingcloud::wire::RetCode;
+use crate::wire::RetCode;
 
 /// An API-level failure: HTTP 200 with a non-zero `ret_code`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

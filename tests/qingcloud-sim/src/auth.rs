@@ -1,5 +1,6 @@
-//! Request authentication: the common parameters, the signature (recomputed with the client
-//! crate's signer over the decoded, re-canonicalized parameters) and time_stamp freshness.
+//! Request authentication: the common parameters, the signature (recomputed with the
+//! simulator's own signer over the decoded, re-canonicalized parameters) and time_stamp
+//! freshness.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use crate::api_error::ApiError;
 use crate::clock::parse_time;
 use crate::config::AccessKey;
 use crate::params::Params;
+use crate::signer;
 
 /// Parameters every request must carry (1100 when one is missing).
 const COMMON: [&str; 6] = [
@@ -46,7 +48,7 @@ pub(crate) fn verify(
     if params.get("signature_version") != Some("1") {
         return Err(ApiError::invalid("signature_version", "must be 1"));
     }
-    let expected = qingcloud::signer::sign(&key.secret, method, path, &params.signed_pairs());
+    let expected = signer::signature(&key.secret, method, path, &params.signed_pairs());
     if params.get("signature") != Some(expected.as_str()) {
         return Err(ApiError::auth());
     }
@@ -95,9 +97,9 @@ mod tests {
         .chain(extra)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let sig = qingcloud::signer::sign(SECRET, method, path, &pairs);
+        let sig = signer::signature(SECRET, method, path, &pairs);
         pairs.push(("signature".into(), sig));
-        qingcloud::signer::canonical_query(&pairs)
+        signer::canonical(&pairs)
     }
 
     fn check(query: &str, method: &str, path: &str, now: Timestamp) -> Result<(), ApiError> {

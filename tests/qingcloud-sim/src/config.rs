@@ -119,7 +119,8 @@ pub enum Profile {
     Default,
     /// As the real API behaves (or is believed to, see the README): jobs of a few seconds
     /// serialized per instance, 5 NICs per Attach/DetachNics, VPC and DHCP rules,
-    /// `available_ip_count` only when verbose, a long job history, HTTPS.
+    /// `available_ip_count` only when verbose, a long job history, HTTPS, 2000 requests per
+    /// hour, new NICs visible to DescribeNics after 3 s.
     Realistic,
 }
 
@@ -141,6 +142,8 @@ impl SimConfig {
                 self.rules = base.rules;
                 self.job_history = base.job_history;
                 self.tls = base.tls;
+                self.quota = base.quota;
+                self.nic_visibility_lag_ms = base.nic_visibility_lag_ms;
             }
             Profile::Realistic => {
                 // Attach/detach jobs of 2-5 s, as observed for hot-plug on QingCloud [U].
@@ -152,6 +155,11 @@ impl SimConfig {
                 self.rules = Rules::realistic();
                 self.job_history = REALISTIC_JOB_HISTORY;
                 self.tls = true;
+                // A new account's request quota (reference §7).
+                self.quota = Some(Quota::default());
+                // New NICs reach DescribeNics a few seconds late: the old hostnic re-read them
+                // for up to 15 s (reference §7) [U].
+                self.nic_visibility_lag_ms = REALISTIC_NIC_VISIBILITY_LAG_MS;
             }
         }
     }
@@ -183,6 +191,9 @@ impl SimConfig {
         serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| e.to_string())
     }
 }
+
+/// How long a new NIC stays out of DescribeNics in the realistic profile.
+pub const REALISTIC_NIC_VISIBILITY_LAG_MS: u64 = 3000;
 
 /// Jobs in the history of a realistic account: ten pages of DescribeJobs.
 pub const REALISTIC_JOB_HISTORY: usize = 1000;

@@ -2,18 +2,26 @@
 //! instance's node netns, detached NICs vanish, and a NIC whose link died with a pod netns comes
 //! back to the node, as a real hot-plugged NIC returns to the host.
 //!
-//! Layout, per vxnet: a netns made by the simulator (`hn-vx-<pid>-<random>`) holding bridge `br0`
-//! with the vxnet gateway address. Per attached NIC: a veth pair created inside that vxnet
-//! netns; the end named `v<mac hex>` stays on the bridge, the other end gets the NIC's MAC and
-//! is moved into the node netns as `enx<mac hex>` (the name MAC-based udev naming gives a real
-//! NIC). Nothing is ever created in the host's own netns. Deleting a vxnet netns removes every
-//! pair of it, wherever the NIC ends went.
+//! Layout, per vxnet: a netns made by the simulator (`hn-vx-<pid>-<random>`) holding bridge `br0`.
+//! Per attached NIC: a veth pair created inside that vxnet netns; the end named `v<mac hex>`
+//! stays on the bridge, the other end gets the NIC's MAC and is moved into the node netns as
+//! `enx<mac hex>` (the name MAC-based udev naming gives a real NIC). Each instance's primary
+//! NIC is plugged the same way and, as a VM's `eth0`, gets its address and a default route
+//! through its vxnet's gateway.
+//!
+//! The VPC router, per router id: one more netns (same naming) forwarding IPv4, with a leg
+//! `l<n>` on the bridge of each vxnet joined to it; the leg holds the vxnet's gateway address.
+//! So pods in different vxnets of one VPC reach each other, and a pod reaches its node's
+//! primary address, through the gateway as in a real VPC. A vxnet outside any VPC has no
+//! router: its gateway address sits on `br0` itself and nothing forwards. Nothing is ever
+//! created in the host's own netns. Deleting a vxnet netns removes every pair of it, wherever
+//! the NIC ends went.
 //!
 //! Why `ip -n` rather than rtnetlink: every step names a netns, and `ip` enters it in its own
 //! process, so no thread of ours ever calls setns (the style guide's hazard), the crate needs
 //! no unsafe code, and a few milliseconds per exec do not matter at cloud-API speeds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -21,7 +29,7 @@ use rand::Rng;
 use tokio::process::Command;
 use tokio::task::JoinSet;
 
-use crate::model::LinkChange;
+use crate::model::{LinkChange, PrimaryLink, VxnetNetwork};
 
 /// The bridge inside each vxnet netns.
 const BRIDGE: &str = "br0";
@@ -38,6 +46,15 @@ struct Plugged {
     /// Its link could not be (re-)created: warn once, keep trying quietly while the node
     /// netns exists.
     lost: bool,
+    /// A primary NIC's address and gateway, set again whenever its link is re-created.
+    addressing: Option<Addressing>,
+}
+
+/// What a primary NIC is configured with in its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Addressing {
+    address: Ipv4Net,
+    gateway: Ipv4Addr,
 }
 
 /// The kernel side of the simulator (absent when hot-plug is off).
@@ -45,6 +62,8 @@ struct Plugged {
 pub(crate) struct Hotplug {
     /// vxnet id → netns name.
     vxnets: HashMap<String, String>,
+    /// VPC router id → netns name.
+    routers: HashMap<String, String>,
     /// mac → where its link lives.
     plugged: BTreeMap<String, Plugged>,
 }
@@ -63,16 +82,20 @@ fn peer_name(mac: &str) -> String {
 }
 
 async fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
+    run("ip", args).await
+}
+
+async fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
         .args(args)
         .output()
         .await
-        .map_err(|e| format!("run ip {}: {e}", args.join(" ")))?;
+        .map_err(|e| format!("run {program} {}: {e}", args.join(" ")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
-            "ip {}: {}",
+            "{program} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
@@ -80,38 +103,111 @@ async fn ip(args: &[&str]) -> Result<String, String> {
 }
 
 impl Hotplug {
-    /// Creates one netns with a gateway bridge per vxnet. On failure, removes what it made.
-    pub(crate) async fn setup(networks: &[(String, Ipv4Net, Ipv4Addr)]) -> Result<Self, String> {
+    /// Creates one netns with a bridge per vxnet and one router netns per VPC. On failure,
+    /// removes what it made.
+    pub(crate) async fn setup(networks: &[VxnetNetwork]) -> Result<Self, String> {
         sweep_orphans();
         let mut hp = Self::default();
-        for (id, cidr, gateway) in networks {
-            let suffix: String = rand::rng()
-                .sample_iter(rand::distr::Alphanumeric)
-                .take(4)
-                .map(|c| char::from(c).to_ascii_lowercase())
-                .collect();
-            let ns = format!("{NETNS_PREFIX}{}-{suffix}", std::process::id());
-            let addr = format!("{gateway}/{}", cidr.prefix_len());
-            let steps: [&[&str]; 5] = [
-                &["netns", "add", &ns],
-                &["-n", &ns, "link", "set", "lo", "up"],
-                &["-n", &ns, "link", "add", BRIDGE, "type", "bridge"],
-                &["-n", &ns, "addr", "add", &addr, "dev", BRIDGE],
-                &["-n", &ns, "link", "set", BRIDGE, "up"],
-            ];
-            for (i, step) in steps.iter().enumerate() {
-                if let Err(e) = ip(step).await {
-                    if i > 0 {
-                        hp.vxnets.insert(id.clone(), ns.clone());
-                    }
-                    delete_netns(hp.vxnets.values());
-                    return Err(e);
-                }
-            }
-            tracing::info!(vxnet = %id, netns = %ns, gateway = %addr, "vxnet netns ready");
-            hp.vxnets.insert(id.clone(), ns);
+        if let Err(e) = hp.build(networks).await {
+            delete_netns(hp.owned_netns().iter());
+            return Err(e);
         }
         Ok(hp)
+    }
+
+    async fn build(&mut self, networks: &[VxnetNetwork]) -> Result<(), String> {
+        let routers: BTreeSet<&String> =
+            networks.iter().filter_map(|n| n.router.as_ref()).collect();
+        for router in routers {
+            let ns = new_netns_name();
+            ip(&["netns", "add", &ns]).await?;
+            self.routers.insert(router.clone(), ns.clone());
+            ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
+            // Inside the router's own netns only: a fresh netns starts with forwarding off.
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ],
+            )
+            .await?;
+            tracing::info!(%router, netns = %ns, "VPC router netns ready");
+        }
+        for (leg, net) in networks.iter().enumerate() {
+            let ns = new_netns_name();
+            ip(&["netns", "add", &ns]).await?;
+            self.vxnets.insert(net.id.clone(), ns.clone());
+            let gateway = format!("{}/{}", net.gateway, net.cidr.prefix_len());
+            for step in [
+                &["-n", &ns, "link", "set", "lo", "up"][..],
+                &["-n", &ns, "link", "add", BRIDGE, "type", "bridge"],
+                &["-n", &ns, "link", "set", BRIDGE, "up"],
+            ] {
+                ip(step).await?;
+            }
+            match net.router.as_ref().and_then(|r| self.routers.get(r)) {
+                Some(router) => add_router_leg(&ns, router, &format!("l{leg}"), &gateway).await?,
+                None => ip(&["-n", &ns, "addr", "add", &gateway, "dev", BRIDGE])
+                    .await
+                    .map(drop)?,
+            }
+            tracing::info!(vxnet = %net.id, netns = %ns, %gateway, router = ?net.router, "vxnet netns ready");
+        }
+        Ok(())
+    }
+
+    /// Every netns this layer made: vxnets and routers.
+    pub(crate) fn owned_netns(&self) -> Vec<String> {
+        self.vxnets
+            .values()
+            .chain(self.routers.values())
+            .cloned()
+            .collect()
+    }
+
+    /// VPC router id → the netns playing it.
+    pub(crate) fn router_netns(&self) -> &HashMap<String, String> {
+        &self.routers
+    }
+
+    /// Plugs the primary NICs not plugged yet (instances added at run time included), each
+    /// with its address and default route.
+    pub(crate) async fn adopt_primaries(&mut self, primaries: Vec<PrimaryLink>) {
+        for p in primaries {
+            if self.plugged.contains_key(&p.mac) || !netns_path(&p.node).exists() {
+                continue;
+            }
+            let Some(vx) = self.vxnets.get(&p.vxnet).cloned() else {
+                continue;
+            };
+            let addressing = Addressing {
+                address: p.address,
+                gateway: p.gateway,
+            };
+            let result = plug(&vx, &p.mac, &p.node, Some(addressing)).await;
+            match &result {
+                Ok(()) => {
+                    tracing::info!(nic = %p.mac, node = %p.node, address = %p.address, "primary NIC plugged")
+                }
+                Err(error) => {
+                    tracing::warn!(nic = %p.mac, node = %p.node, %error, "cannot plug primary NIC")
+                }
+            }
+            self.plugged.insert(
+                p.mac,
+                Plugged {
+                    vxnet: p.vxnet,
+                    node: p.node,
+                    lost: result.is_err(),
+                    addressing: Some(addressing),
+                },
+            );
+        }
     }
 
     /// vxnet id → the netns made for it.
@@ -129,7 +225,7 @@ impl Hotplug {
                     continue;
                 };
                 running.spawn(async move {
-                    let result = plug(&vx, &change.mac, &node).await;
+                    let result = plug(&vx, &change.mac, &node, None).await;
                     (change, node, result)
                 });
             } else if let Some(p) = self.plugged.remove(&change.mac)
@@ -170,6 +266,7 @@ impl Hotplug {
                         vxnet: change.vxnet,
                         node,
                         lost,
+                        addressing: None,
                     },
                 );
             }
@@ -202,7 +299,7 @@ impl Hotplug {
                     }
                     continue;
                 }
-                match plug(ns, mac, &p.node).await {
+                match plug(ns, mac, &p.node, p.addressing).await {
                     Ok(()) => {
                         tracing::info!(nic = %mac, node = %p.node, "NIC link vanished; back on its node");
                         p.lost = false;
@@ -264,8 +361,14 @@ fn sweep_orphans() {
 }
 
 /// Creates the pair in the vxnet netns and moves the NIC end into the node (one request
-/// moves and renames, so no half-named link is ever visible there).
-async fn plug(vx: &str, mac: &str, node: &str) -> Result<(), String> {
+/// moves and renames, so no half-named link is ever visible there); a primary NIC is then
+/// addressed and routed in the node.
+async fn plug(
+    vx: &str,
+    mac: &str,
+    node: &str,
+    addressing: Option<Addressing>,
+) -> Result<(), String> {
     let (peer, tmp) = (peer_name(mac), format!("n{}", hex(mac)));
     ip(&[
         "-n", vx, "link", "add", &tmp, "address", mac, "type", "veth", "peer", "name", &peer,
@@ -284,13 +387,73 @@ async fn plug(vx: &str, mac: &str, node: &str) -> Result<(), String> {
             "name",
             &link_name(mac),
         ])
-        .await
+        .await?;
+        match addressing {
+            Some(a) => configure_primary(node, &link_name(mac), a).await,
+            None => Ok(()),
+        }
     };
     if let Err(e) = rest.await {
         let _ = ip(&["-n", vx, "link", "del", &peer]).await;
         return Err(e);
     }
     Ok(())
+}
+
+/// Address, up, default route via the gateway: what DHCP gives a VM's primary NIC.
+async fn configure_primary(node: &str, link: &str, a: Addressing) -> Result<(), String> {
+    // `ip -n` takes a name under /var/run/netns, not a path.
+    let ns =
+        netns_name(node).ok_or_else(|| format!("node netns {node} is not under /var/run/netns"))?;
+    let (address, gateway) = (a.address.to_string(), a.gateway.to_string());
+    ip(&["-n", &ns, "addr", "add", &address, "dev", link]).await?;
+    ip(&["-n", &ns, "link", "set", link, "up"]).await?;
+    ip(&[
+        "-n", &ns, "route", "replace", "default", "via", &gateway, "dev", link,
+    ])
+    .await
+    .map(drop)
+}
+
+/// The name of a netns given by name or by its path under `/var/run/netns` (or `/run/netns`).
+fn netns_name(netns: &str) -> Option<String> {
+    if !netns.contains('/') {
+        return Some(netns.to_owned());
+    }
+    let path = std::path::Path::new(netns);
+    let parent = path.parent()?;
+    (parent == std::path::Path::new("/var/run/netns")
+        || parent == std::path::Path::new("/run/netns"))
+    .then(|| path.file_name()?.to_str().map(str::to_owned))
+    .flatten()
+}
+
+/// A veth pair from the vxnet's bridge to the router: the router's end is the vxnet's gateway.
+async fn add_router_leg(vx: &str, router: &str, leg: &str, gateway: &str) -> Result<(), String> {
+    for step in [
+        &[
+            "-n", vx, "link", "add", "rtr0", "type", "veth", "peer", "name", "gw0",
+        ][..],
+        &["-n", vx, "link", "set", "gw0", "master", BRIDGE, "up"],
+        &[
+            "-n", vx, "link", "set", "rtr0", "netns", router, "name", leg,
+        ],
+        &["-n", router, "addr", "add", gateway, "dev", leg],
+        &["-n", router, "link", "set", leg, "up"],
+    ] {
+        ip(step).await?;
+    }
+    Ok(())
+}
+
+/// `hn-vx-<pid>-<random>`: see [`NETNS_PREFIX`].
+fn new_netns_name() -> String {
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(4)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect();
+    format!("{NETNS_PREFIX}{}-{suffix}", std::process::id())
 }
 
 fn link_names(json: &str) -> Vec<String> {

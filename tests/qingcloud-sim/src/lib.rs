@@ -2,8 +2,8 @@
 //!
 //! It speaks the real wire protocol (`shared/reference/qingcloud-api.md`) on `/iaas` and
 //! `/iaas/`, GET (query) or POST (form body), over HTTP or HTTPS (a CA made at start), always
-//! answering `application/json`; it verifies
-//! signatures with the client crate's signer, runs AttachNics/DetachNics as jobs with
+//! answering `application/json` from its own reading of the reference ([`wire`], not the
+//! client crate's types); it verifies signatures with its own signer, runs AttachNics/DetachNics as jobs with
 //! configurable latency, enforces the documented limits, injects faults on demand, and (as root,
 //! when hot-plug is on) makes attached NICs real links with the NIC's MAC in the netns that plays
 //! the instance.
@@ -95,7 +95,9 @@ pub mod hotplug;
 pub mod model;
 mod params;
 mod server;
+mod signer;
 mod sim;
+pub mod wire;
 
 pub use actions::ACTIONS;
 pub use api_error::ApiError;

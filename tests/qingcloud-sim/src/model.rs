@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::wire::{self, InstanceStatus, JobStatus, NicStatus};
 use ipnet::Ipv4Net;
-use qingcloud::wire::{self, InstanceStatus, JobStatus, NicStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -239,6 +239,27 @@ pub(crate) struct LinkChange {
     pub(crate) plug: bool,
 }
 
+/// A vxnet as the hot-plug layer needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct VxnetNetwork {
+    pub(crate) id: String,
+    pub(crate) cidr: Ipv4Net,
+    pub(crate) gateway: Ipv4Addr,
+    /// The VPC router it is joined to; `None` outside a VPC (nothing routes it).
+    pub(crate) router: Option<String>,
+}
+
+/// An instance's primary NIC in its node netns: plugged like any NIC, then addressed with a
+/// default route through its vxnet's gateway, as a VM's `eth0` is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PrimaryLink {
+    pub(crate) mac: String,
+    pub(crate) vxnet: String,
+    pub(crate) node: String,
+    pub(crate) address: Ipv4Net,
+    pub(crate) gateway: Ipv4Addr,
+}
+
 /// A job whose time is up: its link changes must be applied before [`Model::finish_job`].
 #[derive(Debug)]
 pub(crate) struct DueJob {
@@ -277,7 +298,7 @@ pub(crate) struct NicFilter {
 }
 
 /// One row of DescribeVxnetInstances (a NIC of an instance in the vxnet).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VxnetInstance {
     /// `i-...`.
     pub instance_id: String,
@@ -507,11 +528,35 @@ impl Model {
         self.instances.get(instance)?.node_netns.clone()
     }
 
-    /// (vxnet id, CIDR, gateway) of every vxnet, for the hot-plug layer.
-    pub(crate) fn vxnet_networks(&self) -> Vec<(String, Ipv4Net, Ipv4Addr)> {
+    /// Every vxnet as the hot-plug layer lays it out.
+    pub(crate) fn vxnet_networks(&self) -> Vec<VxnetNetwork> {
         self.vxnets
             .iter()
-            .map(|v| (v.id.clone(), v.cidr, v.gateway()))
+            .map(|v| VxnetNetwork {
+                id: v.id.clone(),
+                cidr: v.cidr,
+                gateway: v.gateway(),
+                router: v.router.clone(),
+            })
+            .collect()
+    }
+
+    /// The primary NIC of every instance played by a netns, with its address: a VM's `eth0`.
+    pub(crate) fn primary_links(&self) -> Vec<PrimaryLink> {
+        self.nics
+            .values()
+            .filter(|n| n.primary)
+            .filter_map(|n| {
+                let node = self.node_netns(n.instance.as_deref()?)?;
+                let vxnet = self.vxnet(&n.vxnet)?;
+                Some(PrimaryLink {
+                    mac: n.id.clone(),
+                    vxnet: n.vxnet.clone(),
+                    node,
+                    address: Ipv4Net::new(n.ip?, vxnet.cidr.prefix_len()).ok()?,
+                    gateway: vxnet.gateway(),
+                })
+            })
             .collect()
     }
 
@@ -1122,7 +1167,7 @@ impl Model {
             vxnet_id: v.id.clone(),
             vxnet_name: v.name.clone(),
             // Managed (1) when joined to a router, unmanaged (0) otherwise.
-            vxnet_type: Some(u8::from(v.router.is_some())),
+            vxnet_type: u8::from(v.router.is_some()),
             zone_id: self.zone.clone(),
             create_time: self.stamp(v.created),
             description: String::new(),
@@ -1166,10 +1211,10 @@ impl Model {
                         .vxnet(&n.vxnet)
                         .map(|v| v.name.clone())
                         .unwrap_or_default(),
-                    vxnet_type: Some(1),
+                    vxnet_type: 1,
                     nic_id: n.id.clone(),
                     private_ip: n.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    role: Some(u8::from(n.primary)),
+                    role: u8::from(n.primary),
                 })
                 .collect(),
         }
@@ -1196,7 +1241,9 @@ impl Model {
                 && f.status
                     .is_none_or(|s| (s == NicStatus::InUse) == shown_in_use)
                 && f.name.as_ref().is_none_or(|n| *n == nic.name);
-            if !matches || now < nic.created + self.visibility_lag {
+            // The lag is the API's read-after-write gap for CreateNics; an instance's own
+            // NIC is as old as the instance and always listed.
+            if !matches || (!nic.primary && now < nic.created + self.visibility_lag) {
                 continue;
             }
             if nic.hidden_polls > 0 {
@@ -1841,6 +1888,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(m.describe_nics(&f, all()).0, 0);
+        let primaries = NicFilter {
+            instances: vec!["i-node0001".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            m.describe_nics(&primaries, all()).0,
+            1,
+            "an instance's primary NIC is not a new NIC"
+        );
         m.clock.advance(Duration::from_millis(2999));
         assert_eq!(m.describe_nics(&f, all()).0, 0);
         assert!(

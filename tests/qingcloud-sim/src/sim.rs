@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use qingcloud::wire::{self, InstanceStatus};
+use crate::wire::{self, InstanceStatus};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     hotplug: tokio::sync::Mutex<Option<Hotplug>>,
     /// vxnet id → the netns made for it (fixed at start, so teardown needs no lock).
     vxnet_netns: HashMap<String, String>,
+    /// VPC router id → the netns playing it (fixed at start too).
+    router_netns: HashMap<String, String>,
     /// Wakes the driver when a job is created (its deadline may be the next one).
     pub(crate) wake: Notify,
 }
@@ -105,12 +107,27 @@ impl Shared {
 
     async fn check_links(&self) {
         if let Some(hp) = self.hotplug.lock().await.as_mut() {
+            let primaries = self.lock().model.primary_links();
+            hp.adopt_primaries(primaries).await;
             hp.check().await;
         }
     }
 
     pub(crate) fn vxnet_netns(&self, vxnet: &str) -> Option<String> {
         self.vxnet_netns.get(vxnet).cloned()
+    }
+
+    pub(crate) fn router_netns(&self, router: &str) -> Option<String> {
+        self.router_netns.get(router).cloned()
+    }
+
+    /// Every netns the simulator made, for teardown.
+    fn owned_netns(&self) -> Vec<String> {
+        self.vxnet_netns
+            .values()
+            .chain(self.router_netns.values())
+            .cloned()
+            .collect()
     }
 }
 
@@ -252,7 +269,11 @@ impl Simulator {
         // Netns last: nothing after this can fail, so they cannot leak.
         let hotplug = if config.hotplug {
             match Hotplug::setup(&model.vxnet_networks()).await {
-                Ok(hp) => Some(hp),
+                Ok(mut hp) => {
+                    // The VMs' own NICs are there before any API call, as on a real VM.
+                    hp.adopt_primaries(model.primary_links()).await;
+                    Some(hp)
+                }
                 Err(e) => {
                     // The CA file written above must not outlive a failed start.
                     if let Some((_, file)) = &tls {
@@ -269,6 +290,10 @@ impl Simulator {
             .as_ref()
             .map(|hp| hp.vxnet_netns().clone())
             .unwrap_or_default();
+        let router_netns = hotplug
+            .as_ref()
+            .map(|hp| hp.router_netns().clone())
+            .unwrap_or_default();
         let shared = Arc::new(Shared {
             config,
             clock,
@@ -281,6 +306,7 @@ impl Simulator {
             }),
             hotplug: tokio::sync::Mutex::new(hotplug),
             vxnet_netns,
+            router_netns,
             wake: Notify::new(),
         });
         let cancel = CancellationToken::new();
@@ -551,10 +577,16 @@ impl SimHandle {
             .map_err(Error::Config)
     }
 
-    /// The netns the simulator made for a vxnet (hot-plug on only): its bridge `br0` holds the
-    /// gateway address.
+    /// The netns the simulator made for a vxnet (hot-plug on only): bridge `br0`, with the
+    /// gateway address on the VPC router's leg (or on `br0` itself outside any VPC).
     pub fn vxnet_netns(&self, vxnet: &str) -> Option<String> {
         self.shared.vxnet_netns(vxnet)
+    }
+
+    /// The netns playing a VPC router (hot-plug on only): IPv4 forwarding on, one leg per
+    /// vxnet of the VPC holding that vxnet's gateway address.
+    pub fn router_netns(&self, router: &str) -> Option<String> {
+        self.shared.router_netns(router)
     }
 
     /// Moves a manual clock forward and finishes the jobs that became due.
@@ -574,7 +606,7 @@ impl SimHandle {
                 tracing::warn!(%error, "simulator task ended badly");
             }
         }
-        delete_netns(self.shared.vxnet_netns.values());
+        delete_netns(&self.shared.owned_netns());
         if let Some((_, file)) = &self.ca {
             file.remove();
         }
@@ -584,7 +616,7 @@ impl SimHandle {
 impl Drop for SimHandle {
     fn drop(&mut self) {
         self.cancel.cancel();
-        delete_netns(self.shared.vxnet_netns.values());
+        delete_netns(&self.shared.owned_netns());
         if let Some((_, file)) = &self.ca {
             file.remove();
         }

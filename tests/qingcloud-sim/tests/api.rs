@@ -706,10 +706,16 @@ async fn job_state_machine_on_a_manual_clock() {
     assert_eq!(status(job.clone()).await, "working");
     let nic = |id: &str| sim.nics().into_iter().find(|n| n.nic.nic_id == id).unwrap();
     assert_eq!(nic(&nics[0]).state, NicState::Attaching);
-    assert_eq!(nic(&nics[0]).nic.status, NicStatus::Available);
+    assert_eq!(
+        nic(&nics[0]).nic.status,
+        qingcloud_sim::wire::NicStatus::Available
+    );
     sim.advance(Duration::from_millis(2000)).await.unwrap();
     assert_eq!(status(job.clone()).await, "successful");
-    assert_eq!(nic(&nics[0]).nic.status, NicStatus::InUse);
+    assert_eq!(
+        nic(&nics[0]).nic.status,
+        qingcloud_sim::wire::NicStatus::InUse
+    );
     let st = api.ok("DescribeJobs", &[("status.1", "successful")]).await;
     assert_eq!(st["total_count"], 1);
 

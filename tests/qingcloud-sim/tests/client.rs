@@ -282,7 +282,7 @@ async fn batched_calls_respect_max_batch() {
     assert!(
         secondaries(&sim)
             .iter()
-            .all(|n| n.nic.status == NicStatus::InUse)
+            .all(|n| n.nic.status == qingcloud_sim::wire::NicStatus::InUse)
     );
 
     let report = c.detach_nics_batched(&ids).await;

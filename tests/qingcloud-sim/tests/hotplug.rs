@@ -254,3 +254,101 @@ async fn figure_hotplug_of_16_nics() {
     );
     sim.shutdown().await;
 }
+
+/// Moves the attached NIC `mac` from `node` into a new pod netns as `eth0`, addressed in its
+/// vxnet with a default route through the gateway, as the agent does.
+fn into_pod(sim: &SimHandle, node: &Netns, mac: &str, gateway: &str) -> (Netns, String) {
+    let pod = Netns::new("pod");
+    let link = node.link_by_mac(mac).expect("NIC link in the node");
+    node.ip(&["link", "set", &link, "netns", &pod.name, "name", "eth0"]);
+    let ip = ip_of(sim, mac);
+    pod.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    pod.ip(&["link", "set", "eth0", "up"]);
+    pod.ip(&["route", "add", "default", "via", gateway]);
+    (pod, ip)
+}
+
+#[tokio::test]
+async fn the_vpc_router_joins_vxnets_and_the_nodes_primary_nic() {
+    if !require_root("the_vpc_router_joins_vxnets_and_the_nodes_primary_nic") {
+        return;
+    }
+    const VX2: &str = "vxnet-pods002";
+    const PRIMARY: &str = "vxnet-nodes01";
+    const OUTSIDE: &str = "vxnet-novpc01";
+    let node = Netns::new("node");
+    let sim = Simulator::builder()
+        .vxnet(VxnetSpec::new(VX, "172.22.0.0/24".parse().unwrap()))
+        .vxnet(VxnetSpec::new(VX2, "172.23.0.0/24".parse().unwrap()))
+        .vxnet(VxnetSpec::new(PRIMARY, "172.21.0.0/24".parse().unwrap()))
+        .vxnet(VxnetSpec::new(OUTSIDE, "172.24.0.0/24".parse().unwrap()).outside_vpc())
+        .instance(InstanceSpec {
+            vxnet: Some(PRIMARY.into()),
+            ..InstanceSpec::new(NODE).node_netns(&node.name)
+        })
+        .hotplug(true)
+        .job_latency(JobLatency {
+            pending: Latency::FixedMs(10),
+            working: Latency::FixedMs(20),
+        })
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&sim);
+
+    // The VM's own NIC is there from the start: addressed, default route via its gateway.
+    let primary = sim
+        .nics()
+        .into_iter()
+        .find(|n| n.nic.role == Some(1))
+        .expect("primary NIC")
+        .nic;
+    let link = node
+        .link_by_mac(&primary.nic_id)
+        .expect("primary NIC link in the node");
+    assert!(
+        node.ip(&["-4", "addr", "show", "dev", &link])
+            .contains(&format!("{}/24", primary.private_ip))
+    );
+    assert!(
+        node.ip(&["route", "show", "default"])
+            .contains("via 172.21.0.1")
+    );
+
+    let mut nics = Vec::new();
+    for vx in [VX, VX2, OUTSIDE] {
+        nics.extend(api.create(vx, 1).await);
+    }
+    let job = api.job("AttachNics", Some(NODE), &nics).await;
+    assert_eq!(api.wait_job(&job).await, "successful");
+    let (a, ip_a) = into_pod(&sim, &node, &nics[0], "172.22.0.1");
+    let (b, ip_b) = into_pod(&sim, &node, &nics[1], "172.23.0.1");
+    let (out, _) = into_pod(&sim, &node, &nics[2], "172.24.0.1");
+
+    assert!(a.ping(&ip_b), "pod to pod across vxnets of one VPC");
+    assert!(b.ping(&ip_a), "and back");
+    assert!(
+        a.ping(&primary.private_ip),
+        "pod to its node's primary address"
+    );
+    assert!(node.ping(&ip_b), "node to a pod in another vxnet");
+    assert!(
+        out.ping("172.24.0.1"),
+        "a vxnet outside any VPC still has its gateway"
+    );
+    assert!(!out.ping(&ip_a), "but nothing routes it");
+
+    let router = sim.vxnets()[0]
+        .router
+        .as_ref()
+        .expect("in a VPC")
+        .router_id
+        .clone();
+    let router_ns = sim.router_netns(&router).expect("router netns");
+    assert!(netns_exists(&router_ns));
+    sim.shutdown().await;
+    assert!(
+        !netns_exists(&router_ns),
+        "the router netns goes with the simulator"
+    );
+}

@@ -12,7 +12,7 @@ use common::Api;
 use qingcloud::wire::JobStatus;
 use qingcloud::{Client, ClientSettings, CloudConfig, JobFilter};
 use qingcloud_sim::{
-    InstanceJobs, InstanceSpec, JobLatency, Latency, Profile, Rules, SimConfig, SimHandle,
+    InstanceJobs, InstanceSpec, JobLatency, Latency, Profile, Quota, Rules, SimConfig, SimHandle,
     Simulator, VxnetSpec,
 };
 use serde_json::Value;
@@ -94,12 +94,15 @@ fn realistic_profile_turns_every_rule_on_and_default_stays_lenient() {
         panic!("{:?}", cfg.job_latency)
     };
     assert!(lo >= 1000 && hi <= 5000, "a few seconds: {lo}-{hi}");
+    assert_eq!(cfg.quota, Some(Quota::per_hour(2000)));
+    assert_eq!(cfg.nic_visibility_lag_ms, 3000);
 
     let default = SimConfig::default();
     assert_eq!(SimConfig::with_profile(Profile::Default), default);
     assert_eq!(default.nic_batch_limit, None);
     assert_eq!(default.rules, Rules::default());
     assert!(!default.tls && default.job_history == 0);
+    assert!(default.quota.is_none() && default.nic_visibility_lag_ms == 0);
 
     // A config file names the profile; its own keys win over the profile's.
     let cfg = SimConfig::from_yaml("profile: realistic\ntls: false\nseed: 9\n", None).unwrap();
