@@ -155,6 +155,7 @@ impl Lab {
             sweep_seconds: 3600,
             link_scan_seconds: 1,
             shutdown_grace_seconds: 20,
+            uninstall: false,
             log_format: "text".into(),
         }
     }
