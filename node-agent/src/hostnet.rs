@@ -388,6 +388,30 @@ mod tests {
     }
 
     #[test]
+    fn destinations_are_the_via_node_routes_of_every_pool() {
+        use hostnic_crds::{NicPoolSpec, Route};
+        let pool = |routes: &[(&str, &str)]| {
+            let spec: NicPoolSpec = serde_json::from_value(serde_json::json!({
+                "vxnets": ["vxnet-abc1234"],
+                "routes": routes
+                    .iter()
+                    .map(|(d, g)| Route { destination: (*d).into(), gateway: (*g).into() })
+                    .collect::<Vec<_>>(),
+            }))
+            .unwrap();
+            Arc::new(NicPool::new("p", spec))
+        };
+        let pools = [
+            pool(&[("10.96.0.0/12", "0.0.0.0"), ("172.16.0.0/16", "10.0.0.9")]),
+            pool(&[("10.96.1.2/12", "0.0.0.0"), ("10.200.0.0/16", "0.0.0.0")]),
+        ];
+        assert_eq!(
+            via_node_destinations(&pools),
+            nets(&["10.96.0.0/12", "10.200.0.0/16"])
+        );
+    }
+
+    #[test]
     fn plan_is_a_noop_only_when_chain_and_jump_match() {
         let want = chain_rules(&nets(&["10.96.0.0/12"]));
         let chain = format!("-N {CHAIN}\n{}\n", want[0]);
