@@ -322,6 +322,11 @@ async fn services_backed_in_the_vxnet_answer_only_with_the_agents_masquerade() {
     // Strict RPF on node 1 drops the pod's packets to its primary address: they come in on
     // the primary NIC, and the way back to the pod is the vxnet NIC.
     assert!(connect(&lab.client, "192.168.50.11", 10250).is_err());
+    // ARP flux: asked on the vxnet for its primary address, node 1 answers with gw0's MAC (a
+    // pod that takes the address as on-link reaches it through gw0).
+    lab.same_node_pod
+        .ip(&["route", "add", "192.168.50.11/32", "dev", "eth0"]);
+    assert!(connect(&lab.same_node_pod, "192.168.50.11", 10250).is_ok());
 
     let node1 = Arc::new(Netns::open(lab.node1.path()).unwrap());
     let applied = hostnet::ensure(node1.clone(), destinations())
@@ -342,8 +347,7 @@ async fn services_backed_in_the_vxnet_answer_only_with_the_agents_masquerade() {
     );
 
     let redirects_before = icmp_redirects_sent(&lab.node1);
-    // Several connections each: an ICMP redirect after the first would send the next ones
-    // straight to the backend's MAC, where the ClusterIP is nobody's address.
+    // Several connections each, as clients reconnect.
     for svc in [&SAME_NODE, &OTHER_NODE, &KUBERNETES, &OWN] {
         for _ in 0..3 {
             let seen = connect(&lab.client, svc.cluster_ip, svc.port)
@@ -365,6 +369,9 @@ async fn services_backed_in_the_vxnet_answer_only_with_the_agents_masquerade() {
         Ok("10.77.0.5".parse().unwrap()),
         "pod to its node's primary address with loose RPF"
     );
+    // arp_ignore=1: node 1 answers ARP on a NIC only for that NIC's own addresses.
+    lab.same_node_pod.ip(&["neigh", "flush", "dev", "eth0"]);
+    assert!(connect(&lab.same_node_pod, "192.168.50.11", 10250).is_err());
 
     // Idempotent: a second pass changes nothing.
     assert_eq!(
