@@ -14,8 +14,11 @@
 //! The node also forwards that traffic out of the NIC it came in on, and answers on one NIC
 //! for traffic that arrived on another. Hence the sysctls ([`conf_writes`]): no ICMP redirects
 //! (forwarding back out of the NIC makes the kernel send the pod one per connection, naming
-//! the backend as the better next hop for what was the ClusterIP), loose instead of strict
+//! the backend as the next hop; useless at best), loose instead of strict
 //! reverse-path filtering, and ARP answered and announced per NIC.
+//!
+//! The node must forward IPv4 (`net.ipv4.ip_forward=1`, as kubeadm requires): checked, and
+//! logged as an error when off. kube-proxy needs no particular setting.
 //!
 //! The rules are made with the `iptables` command (the nft backend on current distributions,
 //! as kube-proxy's), run on a thread inside the node netns; `/proc/sys/net` is per netns too.
@@ -213,6 +216,22 @@ pub async fn ensure(node: Arc<Netns>, destinations: BTreeSet<Ipv4Net>) -> Result
     .await
 }
 
+/// Whether the node forwards IPv4 (`net.ipv4.ip_forward`): without it no Service traffic of a
+/// pod gets past the node's NIC. The agent only checks it: kubeadm requires it of every node,
+/// and writing it resets every interface's `forwarding`, which is the node owner's choice.
+pub async fn forwarding(node: Arc<Netns>) -> Result<bool> {
+    netns::run_in(vec![node], move |_| async move {
+        let text = std::fs::read_to_string(IP_FORWARD).map_err(|source| Error::Io {
+            context: "read net.ipv4.ip_forward",
+            source,
+        })?;
+        Ok(text.trim() == "1")
+    })
+    .await
+}
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
 /// Removes the jump and the chain from the node netns (uninstall); nothing to do when they are
 /// gone. The sysctls stay: they are what a multi-NIC node needs anyway, and the values before
 /// the agent are not known after a restart.
@@ -243,6 +262,12 @@ pub async fn keep_loop(view: Arc<View>, node: Arc<Netns>, interval: Duration) {
     view.wait_synced().await;
     loop {
         let destinations = via_node_destinations(&view.pools());
+        if !destinations.is_empty() && matches!(forwarding(node.clone()).await, Ok(false)) {
+            tracing::error!(
+                destinations = ?destinations,
+                "net.ipv4.ip_forward is 0 on this node: pods cannot reach Services through it"
+            );
+        }
         match ensure(node.clone(), destinations.clone()).await {
             Ok(applied) if applied.nat_changed || !applied.sysctls.is_empty() => tracing::info!(
                 chain = CHAIN,

@@ -421,6 +421,19 @@ async fn traffic_that_hits_no_service_keeps_the_pods_source() {
 }
 
 #[tokio::test]
+async fn forwarding_is_what_the_node_says() {
+    if !require_root("forwarding_is_what_the_node_says") {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let ns = Arc::new(Netns::open(node.path()).unwrap());
+    // A new netns starts with forwarding off, whatever the host's value.
+    assert!(!hostnet::forwarding(ns.clone()).await.unwrap());
+    sysctl(&node, "net.ipv4.ip_forward", "1");
+    assert!(hostnet::forwarding(ns).await.unwrap());
+}
+
+#[tokio::test]
 async fn remove_takes_the_chain_and_its_jump_and_leaves_kube_proxys_rules() {
     if !require_root("remove_takes_the_chain_and_its_jump_and_leaves_kube_proxys_rules") {
         return;
