@@ -20,9 +20,9 @@
 //! The node must forward IPv4 (`net.ipv4.ip_forward=1`, as kubeadm requires): checked, and
 //! logged as an error when off. kube-proxy needs no particular setting.
 //!
-//! The rules are made with the `iptables` command (nft backend; kube-proxy's rules may be nft
-//! or legacy, both tested), run on a thread inside the node netns; `/proc/sys/net` is per
-//! netns too.
+//! The rules are made with the `iptables` command (nft backend; it also worked with kube-proxy
+//! rules written by iptables-legacy, measured once), run on a thread inside the node netns;
+//! `/proc/sys/net` is per netns too.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
