@@ -39,6 +39,12 @@ pub struct Args {
     #[arg(long, env = "HOSTNIC_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
 
+    /// `true`: uninstall: remove the agent's nat rule from the node at start and keep it off
+    /// (the agent still serves the CNI DELs of the last pods). The same variable switches the
+    /// `cni-config` container to uninstall (README, Uninstall).
+    #[arg(long, env = "HOSTNIC_CNI_UNINSTALL", action = clap::ArgAction::Set, default_value_t = false)]
+    pub uninstall: bool,
+
     /// Log format: `json` (default) or `text`.
     #[arg(long, env = "HOSTNIC_LOG_FORMAT", default_value = "json")]
     pub log_format: String,

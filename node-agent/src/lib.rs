@@ -12,6 +12,7 @@ pub mod attach;
 pub mod claims;
 pub mod decide;
 pub mod health;
+pub mod hostnet;
 pub mod hygiene;
 pub mod journal;
 pub mod kube_io;

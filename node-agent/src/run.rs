@@ -16,7 +16,7 @@ use crate::kube_io::KubeIo;
 use crate::metrics::Metrics;
 use crate::netns::Netns;
 use crate::watch::View;
-use crate::{Result, health, hygiene, link_events, server};
+use crate::{Result, health, hostnet, hygiene, link_events, server};
 
 /// A running agent; dropping it stops every task (the socket file stays, as after a crash).
 pub struct Running {
@@ -84,6 +84,7 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
         sweep_seconds,
         link_scan_seconds,
         shutdown_grace_seconds: _,
+        uninstall,
         log_format: _,
     } = args.clone();
     let node_netns = Arc::new(match node_netns {
@@ -121,6 +122,16 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
         agent.node_netns.clone(),
         link_events.clone(),
     )));
+    // Service route host side: kept right while installed, removed once on uninstall.
+    tasks.push(if uninstall {
+        tokio::spawn(hostnet::remove_once(agent.node_netns.clone()))
+    } else {
+        tokio::spawn(hostnet::keep_loop(
+            agent.view.clone(),
+            agent.node_netns.clone(),
+            hostnet::INTERVAL,
+        ))
+    });
     let a = agent.clone();
     tasks.push(tokio::spawn(async move {
         a.recover().await;

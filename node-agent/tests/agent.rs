@@ -155,6 +155,7 @@ impl Lab {
             sweep_seconds: 3600,
             link_scan_seconds: 1,
             shutdown_grace_seconds: 20,
+            uninstall: false,
             log_format: "text".into(),
         }
     }
@@ -1914,4 +1915,43 @@ async fn killed_at_each_claim_step_the_restart_undoes_or_keeps_the_claim() {
 
 fn mac_of(nic: &HostNic) -> String {
     nic.status.as_ref().unwrap().nic_id.clone().unwrap()
+}
+
+/// The Service route's nat rule for the lab pool's via-node route: installed by a started
+/// agent in its node netns, removed by one started for uninstall (HOSTNIC_CNI_UNINSTALL).
+#[tokio::test]
+async fn the_agent_installs_the_service_masquerade_and_removes_it_on_uninstall() {
+    if !require_root("the_agent_installs_the_service_masquerade_and_removes_it_on_uninstall") {
+        return;
+    }
+    let lab = Lab::new().await;
+    let rule = format!(
+        "-A {} -m conntrack --ctstate DNAT --ctorigdst 10.96.0.0/12 -j MASQUERADE --random-fully",
+        hostnic_agent::hostnet::CHAIN
+    );
+    let agent = lab.start_agent().await;
+    wait_nat(&lab.node, &rule, true).await;
+    drop(agent);
+    let args = Args {
+        uninstall: true,
+        ..lab.args()
+    };
+    let agent = run::start(&args, lab.client.clone()).await.unwrap();
+    wait_nat(&lab.node, hostnic_agent::hostnet::CHAIN, false).await;
+    drop(agent);
+}
+
+/// Waits up to 10 s until the nat table of `ns` contains `text` or, with `want` false, not.
+async fn wait_nat(ns: &TestNetns, text: &str, want: bool) {
+    let nat =
+        || String::from_utf8_lossy(&ns.exec("iptables", &["-t", "nat", "-S"]).stdout).into_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while nat().contains(text) != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{text:?} in the nat table != {want}:\n{}",
+            nat()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

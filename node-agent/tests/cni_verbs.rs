@@ -101,6 +101,7 @@ impl Lab {
             link_scan_seconds: 1,
             log_format: "text".into(),
             shutdown_grace_seconds: 20,
+            uninstall: false,
         };
         let running = run::start(&args, self.client.clone()).await.unwrap();
         tokio::time::timeout(Duration::from_secs(20), running.wait_recovered())

@@ -24,6 +24,13 @@ pub const OPERATOR_USER: &str = "65532:65532";
 pub const INSTALLER_TOOLS: &[&str] = &["cp", "chmod", "mv", "rm", "mkdir", "sort", "head", "sleep"];
 
 const PATH_ENV: &str = "PATH=/usr/local/bin:/usr/bin:/bin";
+/// The agent also runs `iptables` from `/usr/sbin`, as on Debian.
+const AGENT_PATH_ENV: &str = "PATH=/usr/local/bin:/usr/sbin:/usr/bin:/bin";
+/// Debian's `iptables` (nft backend): one multi-call binary and the extensions it loads.
+const XTABLES_MULTI: &str = "/usr/sbin/xtables-nft-multi";
+const XTABLES_EXTENSIONS: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+/// The names the agent runs `iptables` by, all the multi-call binary.
+pub const IPTABLES_TOOLS: &[&str] = &["iptables", "iptables-restore"];
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The files the images are made of.
@@ -110,6 +117,7 @@ pub fn agent(inputs: &Inputs, name: &str) -> Result<ImageSpec> {
     for t in INSTALLER_TOOLS {
         entries.push((format!("/usr/bin/{t}"), file(tool(t)?, 0o755)));
     }
+    entries.extend(iptables()?);
     entries.push(("/run".to_owned(), Entry::Dir));
     entries.push(("/var/run".to_owned(), Entry::Symlink("../run".into())));
     entries.push(("/tmp".to_owned(), Entry::Dir));
@@ -118,10 +126,42 @@ pub fn agent(inputs: &Inputs, name: &str) -> Result<ImageSpec> {
         entries,
         entrypoint: vec![AGENT_BIN.to_owned()],
         user: None,
-        env: vec![PATH_ENV.to_owned()],
+        env: vec![AGENT_PATH_ENV.to_owned()],
     }
     // loopback and portmap only run on the node, never in the image.
     .with_needed_libraries(&[&plugin("loopback"), &plugin("portmap")])
+}
+
+/// This machine's `iptables` (Debian package, nft backend) as the Dockerfile installs it: the
+/// multi-call binary under its names, and every extension (listing a chain loads the
+/// extension of each match in it, and kube-proxy's and other rules use many).
+fn iptables() -> Result<Vec<(String, Entry)>> {
+    let mut entries = vec![(
+        XTABLES_MULTI.to_owned(),
+        file(must_exist(Path::new(XTABLES_MULTI))?, 0o755),
+    )];
+    for name in IPTABLES_TOOLS {
+        entries.push((
+            format!("/usr/sbin/{name}"),
+            Entry::Symlink("xtables-nft-multi".into()),
+        ));
+    }
+    let dir = std::fs::read_dir(XTABLES_EXTENSIONS)
+        .with_context(|| format!("{XTABLES_EXTENSIONS} (Debian package iptables)"))?;
+    let mut extensions = Vec::new();
+    for e in dir {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == "so") {
+            extensions.push(path);
+        }
+    }
+    extensions.sort();
+    entries.extend(
+        extensions
+            .into_iter()
+            .map(|p| (p.display().to_string(), file(p, 0o644))),
+    );
+    Ok(entries)
 }
 
 /// A tool of this machine, from `/usr/bin` or `/bin`.

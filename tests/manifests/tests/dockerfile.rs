@@ -350,11 +350,46 @@ fn the_offline_builder_makes_the_images_the_dockerfile_makes() {
             .any(|d| p.starts_with(d))
                 || ["/tmp", "/run", "/var/run", "/bin"].contains(&p)
         };
+        let installed = apt_installed(ins);
         for (path, _) in &spec.entries {
             assert!(
-                copied.contains(path) || base_file(path),
+                copied.contains(path) || base_file(path) || installed_by(path, &installed),
                 "{stage}: the offline image has {path}, which the Dockerfile image does not"
             );
         }
     }
+}
+
+/// The Debian packages a stage's `RUN` instructions `apt-get install`.
+fn apt_installed(ins: &[String]) -> Vec<String> {
+    ins.iter()
+        .filter(|i| i.starts_with("RUN "))
+        .flat_map(|i| i.split(';'))
+        .filter_map(|c| c.trim().strip_prefix("apt-get install"))
+        .flat_map(|args| words(args).into_iter().filter(|w| !w.starts_with('-')))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `path` of this machine (through its symlinks, e.g. Debian's alternatives) belongs
+/// to one of `packages`, as `dpkg -S` tells.
+fn installed_by(path: &str, packages: &[String]) -> bool {
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let out = std::process::Command::new("dpkg")
+        .arg("-S")
+        .arg(&real)
+        .output()
+        .expect("run dpkg -S");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .any(|(pkgs, _)| {
+            pkgs.split(", ").any(|p| {
+                packages
+                    .iter()
+                    .any(|want| want == p.split(':').next().unwrap_or(p))
+            })
+        })
 }

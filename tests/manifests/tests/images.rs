@@ -213,6 +213,24 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
         "--help",
     ]);
     assert!(help.contains("--health-addr"), "{help}");
+    // Its `iptables` loads the extensions of the Service route's rule (in the container's own
+    // netns: `ctr run` makes one; privileged for NET_ADMIN, as the DaemonSet runs it).
+    let listed = ctr.ok(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--privileged",
+        agent_ref,
+        "hn-img-iptables",
+        "/bin/sh",
+        "-c",
+        "iptables -t nat -A POSTROUTING -m conntrack --ctstate DNAT --ctorigdst 10.96.0.0/12 \
+         -j MASQUERADE --random-fully && iptables -t nat -S POSTROUTING",
+    ]);
+    assert!(
+        listed.contains("--ctorigdst 10.96.0.0/12 -j MASQUERADE --random-fully"),
+        "{listed}"
+    );
 
     // The DaemonSet's installer containers as the manifests render them, on host directories.
     let objs = render::kustomize(&manifests_dir()).unwrap();
