@@ -101,6 +101,7 @@ impl Lab {
             link_scan_seconds: 1,
             log_format: "text".into(),
             shutdown_grace_seconds: 20,
+            wait_for_nic_seconds: 30,
         };
         let running = run::start(&args, self.client.clone()).await.unwrap();
         tokio::time::timeout(Duration::from_secs(20), running.wait_recovered())
@@ -276,6 +277,8 @@ fn claim_req(pod: &TestNetns, container: &str, network: Option<&str>) -> ClaimRe
         },
         pool: None,
         pod_pool: None,
+        pod_annotations: false,
+        wait_for_nic_seconds: 0,
         network: network.map(str::to_owned),
         mtu: None,
         routes: vec![],
