@@ -124,8 +124,11 @@ impl Agent {
                         waiting = Some(self.waiting.enter(&pool).await);
                     }
                     // Any change of the view may be the NIC arriving; the deadline bounds the
-                    // wait, and the lock is not held meanwhile.
-                    let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+                    // wait, and the lock is not held meanwhile. A stopping agent answers now.
+                    tokio::select! {
+                        _ = tokio::time::timeout_at(deadline, changes.changed()) => {}
+                        () = self.requests.stopping() => return Err(Error::NoFreeNic { pool }),
+                    }
                 }
                 other => return other,
             }

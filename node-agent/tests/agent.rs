@@ -282,6 +282,18 @@ impl Lab {
         pool.annotations().get(&key).cloned()
     }
 
+    /// Waits until the NicPool says an ADD on this node waits.
+    async fn wait_told(&self) {
+        let told = async {
+            while self.waiting_annotation().await.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), told)
+            .await
+            .expect("the NicPool never said that an ADD waits");
+    }
+
     async fn hostnics(&self) -> Vec<HostNic> {
         let api: Api<HostNic> = Api::all(self.client.clone());
         api.list(&Default::default()).await.unwrap().items
@@ -678,14 +690,7 @@ async fn an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way() {
         async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
     });
     // The ADD is held and the operator told; the answer is not "try again later".
-    let told = async {
-        while lab.waiting_annotation().await.is_none() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), told)
-        .await
-        .expect("the NicPool never said that an ADD waits");
+    lab.wait_told().await;
     assert!(!claim.is_finished(), "{:?}", claim.await);
 
     // The NIC arrives: hot-plugged, then Available.
@@ -1860,6 +1865,34 @@ async fn wait_for_file(path: &Path) {
     tokio::time::timeout(Duration::from_secs(20), wait)
         .await
         .unwrap_or_else(|_| panic!("{} never appeared", path.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_an_add_waiting_for_a_nic_at_once() {
+    if !require_root("sigterm_answers_an_add_waiting_for_a_nic_at_once") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_hostnic(1).await;
+    lab.set_phase(&name, HostNicPhase::Attaching).await;
+    let mut agent = AgentProcess::spawn(&lab);
+    wait_ready(&lab, 0).await;
+    let pod = Arc::new(TestNetns::new("pod"));
+    let claim = tokio::spawn({
+        let (socket, pod) = (lab.socket(), pod.clone());
+        async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
+    });
+    lab.wait_told().await;
+    let stopped = std::time::Instant::now();
+    agent.terminate();
+    // The held ADD answers "try again later" rather than holding the stop for its grace.
+    let (code, body) = tokio::time::timeout(Duration::from_secs(5), claim)
+        .await
+        .expect("the waiting ADD answers when the agent stops")
+        .unwrap();
+    assert_eq!(error_kind(&body), ErrorKind::TryAgainLater, "{code} {body}");
+    assert!(agent.wait_exit(Duration::from_secs(5)).success());
+    assert!(stopped.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
