@@ -18,6 +18,8 @@ use crate::version::SpecVersion;
 /// Default deadline of one agent request: claims move a link and write the HostNic, which takes
 /// milliseconds; seconds mean the agent is stuck and the runtime should retry.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// The pod annotation in which kubelet says where a pod came from (`api`, `file`, `http`).
+const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// Default of `waitForNicSeconds`: how long an ADD that finds its pool empty may wait for a
 /// NIC on its way (the agent's own `--wait-for-nic-seconds` may cap it lower).
 pub const DEFAULT_WAIT_FOR_NIC_SECS: u64 = 30;
@@ -194,7 +196,12 @@ impl NetConf {
             validate_pool_name(p, "\"pool\"")?;
         }
         let mut annotations = raw.runtime_config.unwrap_or_default().pod_annotations;
-        let pod_annotations = annotations.is_some();
+        // A static pod (config source "file" or "http") has no Pod of its own in the API, only
+        // a mirror that kubelet may not have made yet: the agent looks it up as before.
+        let pod_annotations = annotations.as_ref().is_some_and(|a| {
+            a.get(CONFIG_SOURCE_ANNOTATION)
+                .is_none_or(|source| source == "api")
+        });
         let annotation_pool = annotations
             .as_mut()
             .and_then(|a| a.remove(POOL_ANNOTATION))
@@ -459,6 +466,17 @@ mod tests {
         })))
         .unwrap();
         assert_eq!((c.pod_pool, c.pod_annotations), (None, true));
+        let source = |source: &str| {
+            parse(with(
+                json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {
+                "kubernetes.io/config.source": source}}}),
+            ))
+            .unwrap()
+            .pod_annotations
+        };
+        assert!(source("api"));
+        // A static pod: the agent must find its mirror in the API rather than trust its UID.
+        assert!(!source("file"));
     }
 
     #[test]

@@ -160,9 +160,9 @@ pub struct ClaimRequest {
     /// `io.kubernetes.cri.pod-annotations` capability), for when the agent cannot read the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_pool: Option<String>,
-    /// Whether the runtime passed the pod's annotations at all: then a missing
-    /// [`Self::pod_pool`] means the pod has no pool annotation, and with [`PodInfo::uid`] the
-    /// agent needs no API round trip to serve the ADD.
+    /// Whether the runtime passed the pod's annotations and they show a pod of the API (not a
+    /// static pod): then a missing [`Self::pod_pool`] means the pod has no pool annotation, and
+    /// with [`PodInfo::uid`] the agent needs no API round trip to serve the ADD.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pod_annotations: bool,
     /// How long the agent may hold the claim when the pool is empty but a NIC for it is on its
