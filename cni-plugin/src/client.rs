@@ -93,6 +93,11 @@ impl Client {
         }
     }
 
+    /// This client's deadline per request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The same agent with another deadline.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hostnic_agent_api::{AttachmentKey, DEFAULT_SOCKET, Route};
+use hostnic_agent_api::{AttachmentKey, DEFAULT_SOCKET, MAX_WAIT_FOR_NIC_SECS, Route};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -18,6 +18,11 @@ use crate::version::SpecVersion;
 /// Default deadline of one agent request: claims move a link and write the HostNic, which takes
 /// milliseconds; seconds mean the agent is stuck and the runtime should retry.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// The pod annotation in which kubelet says where a pod came from (`api`, `file`, `http`).
+const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
+/// Default of `waitForNicSeconds`: how long an ADD that finds its pool empty may wait for a
+/// NIC on its way (the agent's own `--wait-for-nic-seconds` may cap it lower).
+pub const DEFAULT_WAIT_FOR_NIC_SECS: u64 = 30;
 /// Upper bound of `timeoutSeconds`: container runtimes give a whole sandbox a few minutes.
 pub const MAX_TIMEOUT_SECS: u64 = 120;
 /// The pod annotation choosing a NicPool (hostnic_crds' constant; the plugin stays kube-free).
@@ -32,6 +37,7 @@ struct RawConf {
     name: Option<String>,
     socket: Option<String>,
     timeout_seconds: Option<u64>,
+    wait_for_nic_seconds: Option<u64>,
     log_file: Option<String>,
     pool: Option<String>,
     mtu: Option<u32>,
@@ -68,8 +74,10 @@ struct RawAttachment {
 /// Capability args the runtime passes for capabilities the conflist declares.
 #[derive(Deserialize, Default)]
 struct RuntimeConfig {
+    /// Absent when the runtime does not pass annotations (CRI-O, a conflist without the
+    /// capability): only then must the agent read the pod for its pool annotation.
     #[serde(rename = "io.kubernetes.cri.pod-annotations", default)]
-    pod_annotations: BTreeMap<String, String>,
+    pod_annotations: Option<BTreeMap<String, String>>,
 }
 
 /// A validated network config.
@@ -83,6 +91,9 @@ pub struct NetConf {
     pub socket: PathBuf,
     /// Deadline of each agent request.
     pub timeout: Duration,
+    /// How long the agent may hold an ADD for a NIC on its way; the claim's deadline is
+    /// `timeout` plus this.
+    pub wait_for_nic: Duration,
     /// Where to log; stderr when unset.
     pub log_file: Option<PathBuf>,
     /// The config's `pool`: the NicPool of pods without a `hostnic.qingcloud.com/pool`
@@ -91,6 +102,8 @@ pub struct NetConf {
     pub pool: Option<String>,
     /// The pod's pool annotation, when the runtime passes pod annotations.
     pub pod_pool: Option<String>,
+    /// Whether the runtime passed pod annotations (so no `pod_pool` means no annotation).
+    pub pod_annotations: bool,
     /// MTU for the pod interface.
     pub mtu: Option<u32>,
     /// Extra routes (`ipam.routes`), passed to the agent.
@@ -163,6 +176,14 @@ impl NetConf {
             }
             other => other.map(PathBuf::from),
         };
+        let wait_secs = raw
+            .wait_for_nic_seconds
+            .unwrap_or(DEFAULT_WAIT_FOR_NIC_SECS);
+        if wait_secs > MAX_WAIT_FOR_NIC_SECS {
+            return Err(CniError::config(format!(
+                "\"waitForNicSeconds\" {wait_secs} is out of range: use 0 to {MAX_WAIT_FOR_NIC_SECS}"
+            )));
+        }
         if let Some(mtu) = raw.mtu
             && !(68..=65535).contains(&mtu)
         {
@@ -174,11 +195,16 @@ impl NetConf {
         if let Some(p) = &config_pool {
             validate_pool_name(p, "\"pool\"")?;
         }
-        let annotation_pool = raw
-            .runtime_config
-            .unwrap_or_default()
-            .pod_annotations
-            .remove(POOL_ANNOTATION)
+        let mut annotations = raw.runtime_config.unwrap_or_default().pod_annotations;
+        // A static pod (config source "file" or "http") has no Pod of its own in the API, only
+        // a mirror that kubelet may not have made yet: the agent looks it up as before.
+        let pod_annotations = annotations.as_ref().is_some_and(|a| {
+            a.get(CONFIG_SOURCE_ANNOTATION)
+                .is_none_or(|source| source == "api")
+        });
+        let annotation_pool = annotations
+            .as_mut()
+            .and_then(|a| a.remove(POOL_ANNOTATION))
             .filter(|p| !p.is_empty());
         if let Some(p) = &annotation_pool {
             validate_pool_name(p, &format!("pod annotation {POOL_ANNOTATION}"))?;
@@ -219,9 +245,11 @@ impl NetConf {
             name,
             socket,
             timeout: Duration::from_secs(timeout_secs),
+            wait_for_nic: Duration::from_secs(wait_secs),
             log_file,
             pool: config_pool,
             pod_pool: annotation_pool,
+            pod_annotations,
             mtu: raw.mtu,
             routes,
             dns: raw.dns.unwrap_or_default(),
@@ -372,6 +400,10 @@ mod tests {
         assert_eq!(c.version, SpecVersion::V1_1_0);
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+        assert_eq!(
+            c.wait_for_nic,
+            Duration::from_secs(DEFAULT_WAIT_FOR_NIC_SECS)
+        );
         assert_eq!((c.pool, c.pod_pool, c.mtu), (None, None, None));
         assert_eq!(c.log_file, None);
         assert!(c.routes.is_empty() && c.warnings.is_empty() && c.prev_result.is_none());
@@ -422,11 +454,29 @@ mod tests {
         .unwrap();
         assert_eq!(c.pod_pool.as_deref(), Some("fast"));
         assert_eq!(c.pool.as_deref(), Some("node-default"));
+        assert!(c.pod_annotations);
         let c = parse(with(json!({"pool": "node-default", "runtimeConfig": {}}))).unwrap();
         assert_eq!(
-            (c.pool.as_deref(), c.pod_pool),
-            (Some("node-default"), None)
+            (c.pool.as_deref(), c.pod_pool, c.pod_annotations),
+            (Some("node-default"), None, false)
         );
+        // Annotations passed without the pool's: the pod has none, the agent need not look.
+        let c = parse(with(json!({
+            "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"other": "x"}}
+        })))
+        .unwrap();
+        assert_eq!((c.pod_pool, c.pod_annotations), (None, true));
+        let source = |source: &str| {
+            parse(with(
+                json!({"runtimeConfig": {"io.kubernetes.cri.pod-annotations": {
+                "kubernetes.io/config.source": source}}}),
+            ))
+            .unwrap()
+            .pod_annotations
+        };
+        assert!(source("api"));
+        // A static pod: the agent must find its mirror in the API rather than trust its UID.
+        assert!(!source("file"));
     }
 
     #[test]
@@ -435,6 +485,7 @@ mod tests {
             (json!({"socket": "relative.sock"}), "socket"),
             (json!({"timeoutSeconds": 0}), "timeoutSeconds"),
             (json!({"timeoutSeconds": 100000}), "timeoutSeconds"),
+            (json!({"waitForNicSeconds": 61}), "waitForNicSeconds"),
             (json!({"mtu": 10}), "mtu"),
             (json!({"mtu": "big"}), "field \"mtu\": invalid type"),
             (

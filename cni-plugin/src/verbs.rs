@@ -139,11 +139,15 @@ fn add(
         pod: pod.clone(),
         pool: conf.pool.clone(),
         pod_pool: conf.pod_pool.clone(),
+        pod_annotations: conf.pod_annotations,
+        wait_for_nic_seconds: conf.wait_for_nic.as_secs(),
         network: Some(conf.name.clone()),
         mtu: conf.mtu,
         routes: conf.routes.clone(),
     };
-    let attachment: Attachment = match client.post(path::CLAIM, &req) {
+    // The agent may hold the claim that long while a NIC for an empty pool is on its way.
+    let claim_client = client.with_timeout(client.timeout() + conf.wait_for_nic);
+    let attachment: Attachment = match claim_client.post(path::CLAIM, &req) {
         Ok(a) => a,
         Err(e) => {
             if e.outcome_unknown() {

@@ -539,7 +539,12 @@ fn del_tolerates_what_add_would_reject() {
 fn agent_slow_times_out_with_an_io_error() {
     let agent =
         FakeAgent::with(|req| Reply::Slow(Duration::from_secs(3), Box::new(common::healthy(req))));
-    let conf = net_conf("1.0.0", &agent, json!({"timeoutSeconds": 1}));
+    // Granting no wait for a NIC on its way, the claim's deadline is timeoutSeconds alone.
+    let conf = net_conf(
+        "1.0.0",
+        &agent,
+        json!({"timeoutSeconds": 1, "waitForNicSeconds": 0}),
+    );
     let msg = run_plugin(&cni_env("ADD", "c"), &conf).cni_error(5);
     assert!(msg.contains("timeoutSeconds"), "{msg}");
     // The claim may still complete: the plugin asked for it to be undone.

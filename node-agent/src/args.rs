@@ -44,6 +44,12 @@ pub struct Args {
     /// `cni-config` container to uninstall (README, Uninstall).
     #[arg(long, env = "HOSTNIC_CNI_UNINSTALL", action = clap::ArgAction::Set, default_value_t = false)]
     pub uninstall: bool,
+    /// Seconds an ADD that finds its pool empty waits for a NIC on its way (being created or
+    /// attached, or resting after a release) before it answers "try again later": well below
+    /// the runtime's sandbox timeout, and never longer than the plugin grants in the claim.
+    #[arg(long, env = "HOSTNIC_WAIT_FOR_NIC_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=hostnic_agent_api::MAX_WAIT_FOR_NIC_SECS))]
+    pub wait_for_nic_seconds: u64,
 
     /// Log format: `json` (default) or `text`.
     #[arg(long, env = "HOSTNIC_LOG_FORMAT", default_value = "json")]

@@ -74,18 +74,18 @@ pub async fn attach(node: Arc<Netns>, pod: Arc<Netns>, spec: AttachSpec) -> Resu
                 netns: node_name,
             })?;
         let started = std::time::Instant::now();
-        netlink::set_down_with_alias(nh, link.index, &link.name).await?;
-        let aliased = started.elapsed();
-        if let Err(e) = netlink::move_to(nh, link.index, pod_fd, &spec.ifname).await {
-            let _ = netlink::set_down_with_alias(nh, link.index, "").await;
+        // One request: the kernel closes the link as it leaves the node, and keeps the alias.
+        if let Err(e) = netlink::move_into(nh, link.index, pod_fd, &spec.ifname, spec.mtu, &link.name).await {
+            if let Err(undo) = put_back(nh, ph, &link, node_fd).await {
+                tracing::error!(mac = %spec.mac, error = %undo, "undo of a failed move failed");
+            }
             return Err(e);
         }
         let moved = started.elapsed();
         let configured = configure(ph, &spec).await;
         tracing::debug!(
             mac = %spec.mac,
-            alias_ms = aliased.as_secs_f64() * 1e3,
-            move_ms = (moved - aliased).as_secs_f64() * 1e3,
+            move_ms = moved.as_secs_f64() * 1e3,
             configure_ms = (started.elapsed() - moved).as_secs_f64() * 1e3,
             "attach steps"
         );
@@ -105,6 +105,27 @@ pub async fn attach(node: Arc<Netns>, pod: Arc<Netns>, spec: AttachSpec) -> Resu
     .await
 }
 
+/// Brings `link` back to the node as it was before a move that failed: the kernel may have
+/// moved it and then failed the rename (the pod's name is taken), leaving it in the pod under
+/// its node name with the new MTU.
+async fn put_back(nh: &Handle, ph: &Handle, link: &Link, node_fd: i32) -> Result<()> {
+    if let Some(moved) = netlink::link_by_mac(ph, &link.mac).await? {
+        netlink::move_to(ph, moved.index, node_fd, &link.name).await?;
+    }
+    if let Some(home) = netlink::link_by_mac(nh, &link.mac).await?
+        && (home.mtu != link.mtu || home.alias != link.alias)
+    {
+        netlink::restore(
+            nh,
+            home.index,
+            link.mtu,
+            link.alias.as_deref().unwrap_or(""),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn configure(ph: &Handle, spec: &AttachSpec) -> Result<u32> {
     let link = netlink::link_by_mac(ph, &spec.mac)
         .await?
@@ -112,9 +133,6 @@ async fn configure(ph: &Handle, spec: &AttachSpec) -> Result<u32> {
             mac: spec.mac.clone(),
             netns: "pod".into(),
         })?;
-    if let Some(mtu) = spec.mtu {
-        netlink::set_mtu(ph, link.index, mtu).await?;
-    }
     // Announce the address with a gratuitous ARP when the link comes up: the IP may have
     // belonged to a pod elsewhere (it moved with the NIC) and neighbours still cache it.
     let sysctl = format!("/proc/sys/net/ipv4/conf/{}/arp_notify", spec.ifname);
@@ -143,8 +161,21 @@ async fn move_out(from: &Handle, nh: &Handle, mac: &str, node_fd: i32) -> Result
         Err(Error::Netlink { source, .. })
             if netlink::is_errno(&source, nix::errno::Errno::EEXIST) =>
         {
+            // The name is taken on the node. The kernel either refused the move (the link's
+            // pod name is taken there too) or moved the link and then failed the rename.
             let fallback = fallback_name(mac);
-            netlink::move_to(from, link.index, node_fd, &fallback).await?;
+            match netlink::link_by_mac(from, mac).await? {
+                Some(still) => netlink::move_to(from, still.index, node_fd, &fallback).await?,
+                None => {
+                    let home = netlink::link_by_mac(nh, mac).await?.ok_or_else(|| {
+                        Error::LinkNotFound {
+                            mac: mac.to_owned(),
+                            netns: "the node, after a failed move home".into(),
+                        }
+                    })?;
+                    netlink::rename(nh, home.index, &fallback).await?;
+                }
+            }
             fallback
         }
         Err(e) => return Err(e),

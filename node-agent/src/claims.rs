@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hostnic_agent_api::{
     AgentStatus, Attachment, AttachmentKey, CheckRequest, ClaimRequest, GcFailure, GcRequest,
@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::netns::{Netns, Probe};
 use crate::observe;
 use crate::shutdown::Requests;
+use crate::waiting::Waiting;
 use crate::watch::View;
 use crate::{Error, Result, decide, test_hooks};
 
@@ -50,18 +51,26 @@ pub struct Agent {
     pub(crate) journal: Journal,
     /// Socket requests in flight, for a graceful stop.
     pub(crate) requests: Arc<Requests>,
+    /// How long an ADD that finds its pool empty waits for a NIC on its way.
+    wait_for_nic: Duration,
+    /// The ADDs waiting so, told to the operator.
+    waiting: Waiting,
 }
 
 impl Agent {
-    /// An agent over `view`, acting on `node_netns`, recording claims in `journal`.
+    /// An agent over `view`, acting on `node_netns`, recording claims in `journal`; an ADD
+    /// finding its pool empty waits up to `wait_for_nic` for a NIC on its way.
     pub fn new(
         view: Arc<View>,
         kube: KubeIo,
         node_netns: Arc<Netns>,
         metrics: Arc<Metrics>,
         journal: Journal,
+        wait_for_nic: Duration,
     ) -> Self {
         Self {
+            waiting: Waiting::new(kube.clone(), view.node()),
+            wait_for_nic,
             view,
             kube,
             node_netns,
@@ -95,17 +104,52 @@ impl Agent {
         self.ensure_recovered()?;
         // A netns that does not exist is "container unknown" (3), one that is not a netns 7.
         let pod_ns = Arc::new(Netns::open(&req.netns)?);
-        // The pod's annotation may choose the pool, and its UID marks that it was seen in the
-        // API: only such claims are swept when the pod disappears from the API. Read before
-        // taking the lock so concurrent claims do not queue behind an API round trip.
-        let pod = self.kube.get_pod(&req.pod.namespace, &req.pod.name).await?;
+        // Read before taking the lock so concurrent claims do not queue behind an API round trip.
+        let facts = self.pod_facts(&req).await?;
+        let wait = self
+            .wait_for_nic
+            .min(Duration::from_secs(req.wait_for_nic_seconds));
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.view.changes();
+        let mut waiting = None;
+        loop {
+            changes.borrow_and_update();
+            match self.claim_now(&req, &pod_ns, &facts).await {
+                Err(Error::NoFreeNic { pool })
+                    if tokio::time::Instant::now() < deadline
+                        && decide::nic_coming(&self.view.nics(), &pool) =>
+                {
+                    if waiting.is_none() {
+                        info!(%pool, "no free NIC; waiting for one on its way");
+                        waiting = Some(self.waiting.enter(&pool).await);
+                    }
+                    // Any change of the view may be the NIC arriving; the deadline bounds the
+                    // wait, and the lock is not held meanwhile. A stopping agent answers now.
+                    tokio::select! {
+                        _ = tokio::time::timeout_at(deadline, changes.changed()) => {}
+                        () = self.requests.stopping() => return Err(Error::NoFreeNic { pool }),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt at the claim with the NICs the view shows now, under the lock.
+    async fn claim_now(
+        self: &Arc<Self>,
+        req: &ClaimRequest,
+        pod_ns: &Arc<Netns>,
+        (annotation, api_uid): &(Option<String>, Option<String>),
+    ) -> Result<Attachment> {
+        let pod_ns = pod_ns.clone();
         let _serial = self.lock.lock().await;
         let mut nics = self.view.nics();
         if let Some(nic) = decide::find_bound(&nics, &req.key).cloned() {
             if let Some(done) = self.answered().get(&req.key) {
                 return Ok(done.clone());
             }
-            if let Some(att) = self.live_attachment(&nic, &req, pod_ns.clone()).await? {
+            if let Some(att) = self.live_attachment(&nic, req, pod_ns.clone()).await? {
                 self.answered().insert(req.key.clone(), att.clone());
                 return Ok(att);
             }
@@ -114,16 +158,6 @@ impl Agent {
             nics = self.view.nics();
         }
 
-        // The pod's annotation wins over the conflist's pool, from the API when the pod is
-        // there, else as the runtime passed it.
-        let annotation = match &pod {
-            Some(p) => p
-                .annotations()
-                .get(hostnic_crds::POD_POOL_ANNOTATION)
-                .cloned(),
-            None => req.pod_pool.clone(),
-        };
-        let api_uid = pod.and_then(|p| p.metadata.uid);
         let pools = self.view.pools();
         let pool = decide::choose_pool(annotation.as_deref(), req.pool.as_deref(), &pools, &nics)
             .map_err(|why| Error::NoPool {
@@ -134,7 +168,7 @@ impl Agent {
         let pod_ref = PodRef {
             namespace: req.pod.namespace.clone(),
             name: req.pod.name.clone(),
-            uid: api_uid,
+            uid: api_uid.clone(),
             container_id: req.key.container_id.clone(),
             netns: req.netns.clone(),
             interface: req.key.ifname.clone(),
@@ -143,7 +177,7 @@ impl Agent {
         let mut lost = HashSet::new();
         loop {
             let (written, spec) = self
-                .bind_free_nic(&pool, &pools, &req, &pod_ref, &mut lost)
+                .bind_free_nic(&pool, &pools, req, &pod_ref, &mut lost)
                 .await?;
             let record = ClaimRecord {
                 hostnic: written.name_any(),
@@ -228,6 +262,27 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// The pod's pool annotation (it wins over the conflist's pool) and its UID, which marks
+    /// that it is a pod of the API: only such claims are swept when the pod leaves the API.
+    /// Taken from the runtime when it passed both (containerd passes the annotations, and
+    /// kubelet `K8S_POD_UID`), so the ADD makes no API round trip; else read from the API.
+    async fn pod_facts(&self, req: &ClaimRequest) -> Result<(Option<String>, Option<String>)> {
+        if req.pod_annotations && req.pod.uid.is_some() {
+            return Ok((req.pod_pool.clone(), req.pod.uid.clone()));
+        }
+        Ok(
+            match self.kube.get_pod(&req.pod.namespace, &req.pod.name).await? {
+                Some(p) => (
+                    p.annotations()
+                        .get(hostnic_crds::POD_POOL_ANNOTATION)
+                        .cloned(),
+                    p.metadata.uid,
+                ),
+                None => (req.pod_pool.clone(), None),
+            },
+        )
     }
 
     /// Records the claim on the first free NIC of `pool` not in `lost` that can serve it,

@@ -63,6 +63,17 @@ pub fn mac(nic: &HostNic) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
+/// Annotation kubelet puts on a static pod's mirror in the API: the static pod's own UID (which
+/// kubelet passes to the runtime as `K8S_POD_UID`), while the mirror gets a UID of its own.
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// Whether `pod`, as the API shows it, is the pod whose UID a claim recorded (from the API or
+/// from the runtime's `K8S_POD_UID`, which for a static pod is the one in its mirror's annotation).
+pub fn is_same_pod(pod: &k8s_openapi::api::core::v1::Pod, uid: &str) -> bool {
+    pod.metadata.uid.as_deref() == Some(uid)
+        || pod.annotations().get(MIRROR_ANNOTATION).map(String::as_str) == Some(uid)
+}
+
 /// Whether `nic` is bound to this attachment.
 pub fn is_bound_to(nic: &HostNic, key: &AttachmentKey) -> bool {
     phase(nic) == HostNicPhase::Bound
@@ -116,6 +127,22 @@ pub fn free_candidates(
     free
 }
 
+/// Whether `nic` is a pod NIC on its way to being free: being created or attached, resting
+/// after a release (the operator returns it after quarantine), or Available without its link.
+fn is_coming(nic: &HostNic) -> bool {
+    nic.spec.role == NicRole::Pod
+        && !is_free(nic)
+        && (phase(nic).is_incoming()
+            || phase(nic) == HostNicPhase::Released
+            || phase(nic) == HostNicPhase::Available)
+}
+
+/// Whether a NIC of `pool` is on its way on this node: an ADD finding the pool empty then
+/// waits for it instead of answering "try again later".
+pub fn nic_coming(nics: &[Arc<HostNic>], pool: &str) -> bool {
+    nics.iter().any(|n| n.spec.pool == pool && is_coming(n))
+}
+
 /// Free NICs and NICs on their way (being created or attached, or resting after a release).
 pub fn counts(nics: &[Arc<HostNic>]) -> (u32, u32) {
     let pod_nics = nics.iter().filter(|n| n.spec.role == NicRole::Pod);
@@ -123,10 +150,7 @@ pub fn counts(nics: &[Arc<HostNic>]) -> (u32, u32) {
     for n in pod_nics {
         if is_free(n) {
             free += 1;
-        } else if phase(n).is_incoming()
-            || phase(n) == HostNicPhase::Released
-            || phase(n) == HostNicPhase::Available
-        {
+        } else if is_coming(n) {
             incoming += 1;
         }
     }
@@ -696,6 +720,38 @@ mod tests {
         let exclude = HashSet::from(["a".to_owned()]);
         assert_eq!(names(free_candidates(&nics, "p", &exclude)), ["c"]);
         assert_eq!(counts(&nics), (3, 2));
+        // Only a NIC of the pool on its way makes an ADD wait: not a bound one, not another
+        // pool's.
+        assert!(nic_coming(&nics, "p"));
+        let only_taken = vec![
+            nic("b", "p", HostNicPhase::Bound),
+            nic("e", "q", HostNicPhase::Attaching),
+        ];
+        assert!(!nic_coming(&only_taken, "p"));
+        assert!(nic_coming(&only_taken, "q"));
+        assert!(nic_coming(&[nic("c", "p", HostNicPhase::Creating)], "p"));
+    }
+
+    #[test]
+    fn a_static_pod_is_its_mirror_and_another_uid_is_another_pod() {
+        let pod = |uid: &str, mirror: Option<&str>| {
+            let mut p = k8s_openapi::api::core::v1::Pod::default();
+            p.metadata.uid = Some(uid.into());
+            p.metadata.annotations =
+                mirror.map(|m| [(MIRROR_ANNOTATION.to_owned(), m.to_owned())].into());
+            p
+        };
+        assert!(is_same_pod(&pod("u1", None), "u1"));
+        assert!(!is_same_pod(&pod("u2", None), "u1"));
+        // kubelet passes the static pod's UID; the API shows its mirror under another.
+        assert!(is_same_pod(
+            &pod("mirror-uid", Some("static-uid")),
+            "static-uid"
+        ));
+        assert!(!is_same_pod(
+            &pod("mirror-uid", Some("other")),
+            "static-uid"
+        ));
     }
 
     #[test]

@@ -154,7 +154,7 @@ pub async fn sweep(agent: &Agent) -> usize {
             None => false,
             Some(uid) => match agent.kube.get_pod(&pod.namespace, &pod.name).await {
                 Ok(None) => true,
-                Ok(Some(p)) => p.metadata.uid.as_ref() != Some(uid),
+                Ok(Some(p)) => !decide::is_same_pod(&p, uid),
                 Err(error) => {
                     warn!(%error, "could not look up pod; keeping its NIC for now");
                     false

@@ -1,9 +1,9 @@
 //! The agent's Kubernetes calls: HostNic status writes (optimistic, by resourceVersion), pod
 //! lookups and events on HostNics. Every verb the agent uses is here, which keeps RBAC honest.
 
-use hostnic_crds::HostNic;
+use hostnic_crds::{HostNic, NicPool};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 
@@ -84,6 +84,17 @@ impl KubeIo {
             .get_opt(name)
             .await
             .map_err(Error::kube("get pod"))
+    }
+
+    /// Sets (`Some`) or removes (`None`) the annotation `key` of NicPool `pool` by a merge patch
+    /// (`patch nicpools`): no read, and no conflict with the operator's writes.
+    pub async fn annotate_pool(&self, pool: &str, key: &str, value: Option<&str>) -> Result<()> {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        Api::<NicPool>::all(self.client.clone())
+            .patch(pool, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(drop)
+            .map_err(Error::kube("annotate nicpool"))
     }
 
     /// Publishes an event on a HostNic (`create`/`patch` `events.k8s.io/events`). Failures are

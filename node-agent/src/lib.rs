@@ -21,11 +21,13 @@ pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod observe;
+pub mod overlay;
 pub mod recover;
 pub mod run;
 pub mod server;
 pub mod shutdown;
 pub mod test_hooks;
+pub mod waiting;
 pub mod watch;
 
 use std::path::PathBuf;

@@ -139,6 +139,46 @@ pub async fn move_to(h: &Handle, index: u32, fd: i32, name: &str) -> Result<()> 
         .map_err(nl("move link to another netns"))
 }
 
+/// Moves a link into the netns of `fd` as `name` with `mtu` (if given) and `alias` in its
+/// ifalias, in one request. The kernel renames during the move only when the link's current
+/// name is taken in the destination; otherwise it moves the link first and renames it after,
+/// so an EEXIST can leave the link moved under its old name (see `attach::put_back`).
+pub async fn move_into(
+    h: &Handle,
+    index: u32,
+    fd: i32,
+    name: &str,
+    mtu: Option<u32>,
+    alias: &str,
+) -> Result<()> {
+    let mut msg = LinkUnspec::new_with_index(index)
+        .setns_by_fd(fd)
+        .name(name)
+        .alias(alias);
+    if let Some(mtu) = mtu {
+        msg = msg.mtu(mtu);
+    }
+    h.link()
+        .set(msg.build())
+        .execute()
+        .await
+        .map_err(nl("move link to another netns"))
+}
+
+/// Sets the link's MTU and ifalias back (an empty alias clears it).
+pub async fn restore(h: &Handle, index: u32, mtu: u32, alias: &str) -> Result<()> {
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .mtu(mtu)
+                .alias(alias)
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl("restore link mtu and alias"))
+}
+
 /// Sets the link down and stores `alias` in its ifalias (empty clears it).
 pub async fn set_down_with_alias(h: &Handle, index: u32, alias: &str) -> Result<()> {
     h.link()

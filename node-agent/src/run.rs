@@ -85,6 +85,7 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
         link_scan_seconds,
         shutdown_grace_seconds: _,
         uninstall,
+        wait_for_nic_seconds,
         log_format: _,
     } = args.clone();
     let node_netns = Arc::new(match node_netns {
@@ -99,6 +100,7 @@ pub async fn start(args: &Args, client: kube::Client) -> Result<Running> {
         node_netns,
         Arc::new(Metrics::default()),
         Journal::for_socket(&socket)?,
+        Duration::from_secs(wait_for_nic_seconds),
     ));
 
     let listener = server::bind(&socket)?;

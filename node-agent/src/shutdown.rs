@@ -12,6 +12,7 @@ pub struct Requests {
     inflight: AtomicUsize,
     stopping: AtomicBool,
     idle: Notify,
+    stopped: Notify,
 }
 
 /// One request in flight; dropping it ends the request.
@@ -38,6 +39,18 @@ impl Requests {
     /// Refuses new requests from now on.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.stopped.notify_waiters();
+    }
+
+    /// Returns once [`Requests::stop`] was called: a request that only waits (an ADD held for
+    /// a NIC on its way) answers then instead of holding up the stop.
+    pub async fn stopping(&self) {
+        let notified = self.stopped.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.stopping.load(Ordering::SeqCst) {
+            notified.await;
+        }
     }
 
     /// Requests in flight.
@@ -70,6 +83,10 @@ mod tests {
         let running = requests.enter().expect("taken before stop");
         requests.stop();
         assert!(requests.enter().is_none());
+        // Already stopping: returns at once.
+        tokio::time::timeout(Duration::from_secs(1), requests.stopping())
+            .await
+            .expect("stopping returns once stopped");
         let waiter = tokio::spawn({
             let r = requests.clone();
             async move { r.idle().await }
@@ -79,5 +96,21 @@ mod tests {
         drop(running);
         waiter.await.unwrap();
         assert_eq!(requests.inflight(), 0);
+    }
+
+    #[tokio::test]
+    async fn stopping_wakes_the_requests_that_wait() {
+        let requests = Arc::new(Requests::default());
+        let waiter = tokio::spawn({
+            let r = requests.clone();
+            async move { r.stopping().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "stopping before stop");
+        requests.stop();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("stop wakes the waiter")
+            .unwrap();
     }
 }

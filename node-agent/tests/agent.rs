@@ -156,6 +156,7 @@ impl Lab {
             link_scan_seconds: 1,
             shutdown_grace_seconds: 20,
             uninstall: false,
+            wait_for_nic_seconds: 30,
             log_format: "text".into(),
         }
     }
@@ -258,6 +259,42 @@ impl Lab {
         name
     }
 
+    /// Puts HostNic `name` in `phase`, as the operator does.
+    async fn set_phase(&self, name: &str, phase: HostNicPhase) {
+        let api: Api<HostNic> = Api::all(self.client.clone());
+        let mut nic = api.get(name).await.unwrap();
+        nic.status.as_mut().unwrap().phase = phase;
+        api.replace_status(name, &PostParams::default(), &nic)
+            .await
+            .unwrap();
+    }
+
+    /// The NicPool annotation telling the operator an ADD on this node waits.
+    async fn waiting_annotation(&self) -> Option<String> {
+        let pool = Api::<NicPool>::all(self.client.clone())
+            .get(POOL)
+            .await
+            .unwrap();
+        let key = format!(
+            "{}{}",
+            hostnic_crds::WAITING_ANNOTATION_PREFIX,
+            self.node_name
+        );
+        pool.annotations().get(&key).cloned()
+    }
+
+    /// Waits until the NicPool says an ADD on this node waits.
+    async fn wait_told(&self) {
+        let told = async {
+            while self.waiting_annotation().await.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), told)
+            .await
+            .expect("the NicPool never said that an ADD waits");
+    }
+
     async fn hostnics(&self) -> Vec<HostNic> {
         let api: Api<HostNic> = Api::all(self.client.clone());
         api.list(&Default::default()).await.unwrap().items
@@ -307,6 +344,8 @@ fn claim_req(pod: &TestNetns, container: &str) -> ClaimRequest {
         },
         pool: None,
         pod_pool: None,
+        pod_annotations: false,
+        wait_for_nic_seconds: 30,
         network: Some("hostnic".into()),
         mtu: None,
         routes: vec![],
@@ -509,6 +548,7 @@ async fn claim_check_release_gc_over_the_socket() {
         "update hostnic.qingcloud.com/hostnics/status",
         "list hostnic.qingcloud.com/nicpools",
         "watch hostnic.qingcloud.com/nicpools",
+        "patch hostnic.qingcloud.com/nicpools",
         "create events.k8s.io/events",
         "patch events.k8s.io/events",
     ];
@@ -600,6 +640,89 @@ async fn bad_requests_get_4xx_and_change_nothing() {
     assert_eq!(before, after, "a bad request changed a HostNic");
     assert_eq!(lab.node.link_by_mac(&mac(1)).as_deref(), Some("hn1"));
     assert!(pod.links().iter().all(|l| l.name == "lo"));
+}
+
+#[tokio::test]
+async fn a_claim_with_the_runtimes_pod_facts_makes_no_api_read() {
+    if !require_root("a_claim_with_the_runtimes_pod_facts_makes_no_api_read") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_nic(1).await;
+    let agent = lab.start_agent().await;
+    lab.wait_free(&agent, 1).await;
+    // containerd passed the pod's annotations (none names a pool) and kubelet K8S_POD_UID; the
+    // pod is not even in the API, so a GET would lose the UID.
+    let pod = TestNetns::new("pod");
+    let mut req = claim_req(&pod, "c1");
+    req.pod.uid = Some("uid-from-cni-args".into());
+    req.pod_annotations = true;
+    lab.server.clear_audit();
+    let (code, body) = post(&lab.socket(), path::CLAIM, &req).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let reads: Vec<_> = lab
+        .server
+        .audit()
+        .into_iter()
+        .filter(|r| r.resource == "pods")
+        .map(|r| r.permission())
+        .collect();
+    assert!(reads.is_empty(), "the ADD read the pod: {reads:?}");
+    let bound = lab.hostnic(&name).await;
+    let recorded = bound.status.and_then(|s| s.pod).and_then(|p| p.uid);
+    assert_eq!(recorded.as_deref(), Some("uid-from-cni-args"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way() {
+    if !require_root("an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    // The operator is attaching the pool's only NIC: no link on the node yet.
+    let name = lab.add_hostnic(1).await;
+    lab.set_phase(&name, HostNicPhase::Attaching).await;
+    let agent = lab.start_agent().await;
+    let pod = Arc::new(TestNetns::new("pod"));
+    lab.create_pod("c1").await;
+    let started = std::time::Instant::now();
+    let claim = tokio::spawn({
+        let (socket, pod) = (lab.socket(), pod.clone());
+        async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
+    });
+    // The ADD is held and the operator told; the answer is not "try again later".
+    lab.wait_told().await;
+    assert!(!claim.is_finished(), "{:?}", claim.await);
+
+    // The NIC arrives: hot-plugged, then Available.
+    lab.node.add_fake_nic("hn1", &mac(1));
+    lab.set_phase(&name, HostNicPhase::Available).await;
+    let (code, body) = tokio::time::timeout(Duration::from_secs(10), claim)
+        .await
+        .expect("the held ADD answers once the NIC is there")
+        .unwrap();
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        serde_json::from_value::<Attachment>(body).unwrap().mac,
+        mac(1)
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let cleared = async {
+        while lab.waiting_annotation().await.is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), cleared)
+        .await
+        .expect("the waiting annotation stays after the ADD answered");
+
+    // Nothing on its way now (the one NIC is Bound): the next ADD answers 11 at once.
+    let other = TestNetns::new("pod");
+    let started = std::time::Instant::now();
+    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&other, "c2")).await;
+    assert_eq!(error_kind(&body), ErrorKind::TryAgainLater, "{code} {body}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(agent);
 }
 
 #[tokio::test]
@@ -1743,6 +1866,34 @@ async fn wait_for_file(path: &Path) {
     tokio::time::timeout(Duration::from_secs(20), wait)
         .await
         .unwrap_or_else(|_| panic!("{} never appeared", path.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_an_add_waiting_for_a_nic_at_once() {
+    if !require_root("sigterm_answers_an_add_waiting_for_a_nic_at_once") {
+        return;
+    }
+    let mut lab = Lab::new().await;
+    let name = lab.add_hostnic(1).await;
+    lab.set_phase(&name, HostNicPhase::Attaching).await;
+    let mut agent = AgentProcess::spawn(&lab);
+    wait_ready(&lab, 0).await;
+    let pod = Arc::new(TestNetns::new("pod"));
+    let claim = tokio::spawn({
+        let (socket, pod) = (lab.socket(), pod.clone());
+        async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
+    });
+    lab.wait_told().await;
+    let stopped = std::time::Instant::now();
+    agent.terminate();
+    // The held ADD answers "try again later" rather than holding the stop for its grace.
+    let (code, body) = tokio::time::timeout(Duration::from_secs(5), claim)
+        .await
+        .expect("the waiting ADD answers when the agent stops")
+        .unwrap();
+    assert_eq!(error_kind(&body), ErrorKind::TryAgainLater, "{code} {body}");
+    assert!(agent.wait_exit(Duration::from_secs(5)).success());
+    assert!(stopped.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

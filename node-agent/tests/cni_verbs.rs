@@ -102,6 +102,7 @@ impl Lab {
             log_format: "text".into(),
             shutdown_grace_seconds: 20,
             uninstall: false,
+            wait_for_nic_seconds: 30,
         };
         let running = run::start(&args, self.client.clone()).await.unwrap();
         tokio::time::timeout(Duration::from_secs(20), running.wait_recovered())
@@ -277,6 +278,8 @@ fn claim_req(pod: &TestNetns, container: &str, network: Option<&str>) -> ClaimRe
         },
         pool: None,
         pod_pool: None,
+        pod_annotations: false,
+        wait_for_nic_seconds: 0,
         network: network.map(str::to_owned),
         mtu: None,
         routes: vec![],

@@ -228,3 +228,56 @@ async fn gateway_nics_get_their_address_on_the_node() {
     assert_eq!(node.addresses("hgw1"), vec!["10.77.0.254/24".to_owned()]);
     assert!(node.links().iter().find(|l| l.name == "hgw1").unwrap().up);
 }
+
+#[tokio::test]
+async fn an_attach_whose_name_is_taken_in_the_pod_leaves_the_nic_home_as_it_was() {
+    if !require_root("an_attach_whose_name_is_taken_in_the_pod_leaves_the_nic_home_as_it_was") {
+        return;
+    }
+    let (node, pod) = (TestNetns::new("node"), TestNetns::new("pod"));
+    node.add_fake_nic("hnic1", MAC);
+    let mtu_before = node.ip(&["-j", "link", "show", "dev", "hnic1"]);
+    // The kernel moves the link (its own name is free in the pod), then fails the rename.
+    pod.add_fake_nic("eth0", "52:54:0a:4d:00:99");
+    let err = attach::attach(open(&node), open(&pod), spec("eth0"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("move link"), "{err}");
+    assert_eq!(pod.link_by_mac(MAC), None, "the NIC stayed in the pod");
+    assert_eq!(node.link_by_mac(MAC).as_deref(), Some("hnic1"));
+    assert_eq!(ifalias(&node, "hnic1"), None);
+    let mtu =
+        |json: &str| serde_json::from_str::<serde_json::Value>(json).unwrap()[0]["mtu"].clone();
+    assert_eq!(
+        mtu(&node.ip(&["-j", "link", "show", "dev", "hnic1"])),
+        mtu(&mtu_before)
+    );
+    // The pod's own eth0 is untouched.
+    assert_eq!(pod.links().iter().filter(|l| l.name == "eth0").count(), 1);
+}
+
+#[tokio::test]
+async fn a_release_whose_host_name_is_taken_comes_home_under_the_fallback_name() {
+    if !require_root("a_release_whose_host_name_is_taken_comes_home_under_the_fallback_name") {
+        return;
+    }
+    let (node, pod) = (TestNetns::new("node"), TestNetns::new("pod"));
+    node.add_fake_nic("hnic1", MAC);
+    // A second network's interface: its pod name is free on the node.
+    attach::attach(open(&node), open(&pod), spec("net1"))
+        .await
+        .unwrap();
+    // Meanwhile the host name went to another link.
+    node.ip(&[
+        "link", "add", "hnic1", "type", "veth", "peer", "name", "taker",
+    ]);
+    let detached = attach::detach(open(&node), Some(open(&pod)), MAC.into())
+        .await
+        .unwrap();
+    let fallback = attach::fallback_name(MAC);
+    assert_eq!(detached.host_name.as_deref(), Some(fallback.as_str()));
+    assert_eq!(pod.link_by_mac(MAC), None);
+    assert_eq!(node.link_by_mac(MAC).as_deref(), Some(fallback.as_str()));
+    assert_eq!(ifalias(&node, &fallback), None);
+    assert!(node.addresses(&fallback).is_empty());
+}

@@ -108,6 +108,8 @@ pub fn healthy(req: &Recorded) -> Reply {
                 pod: Default::default(),
                 pool: None,
                 pod_pool: None,
+                pod_annotations: false,
+                wait_for_nic_seconds: 0,
                 network: None,
                 mtu: None,
                 routes: vec![],

@@ -124,6 +124,14 @@ pub struct PodInfo {
     pub uid: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Most seconds a claim may be held for a NIC on its way (see
+/// [`ClaimRequest::wait_for_nic_seconds`]).
+pub const MAX_WAIT_FOR_NIC_SECS: u64 = 60;
+
 /// Identifies one attachment: the sandbox container and the interface inside it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AttachmentKey {
@@ -152,6 +160,16 @@ pub struct ClaimRequest {
     /// `io.kubernetes.cri.pod-annotations` capability), for when the agent cannot read the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_pool: Option<String>,
+    /// Whether the runtime passed the pod's annotations and they show a pod of the API (not a
+    /// static pod): then a missing [`Self::pod_pool`] means the pod has no pool annotation, and
+    /// with [`PodInfo::uid`] the agent needs no API round trip to serve the ADD.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pod_annotations: bool,
+    /// How long the agent may hold the claim when the pool is empty but a NIC for it is on its
+    /// way (the plugin waits that much longer for the answer); 0, as from older plugins, means
+    /// answer "try again later" at once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait_for_nic_seconds: u64,
     /// The network (the conflist's `name`) making the attachment, recorded with the claim so
     /// that GC of one network never releases another network's attachments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -346,6 +364,8 @@ mod tests {
             },
             pool: None,
             pod_pool: None,
+            pod_annotations: false,
+            wait_for_nic_seconds: 0,
             network: Some("hostnic".into()),
             mtu: None,
             routes: vec![],
