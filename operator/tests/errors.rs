@@ -115,21 +115,7 @@ async fn every_cloud_error_class_converges() {
         ),
     ];
     for (what, faults) in cases {
-        eprintln!("case: {what}");
-        env.patch_pool("web", serde_json::json!({ "size": 1 }))
-            .await;
-        env.converged("web", &["i-node0001"], 1, T).await;
-        // Let the cloud facts expire, so a fault on a Describe meets the grow's describe
-        // instead of a cache filled by the previous case.
-        tokio::time::sleep(env.setup_settings.cloud_cache + Duration::from_millis(200)).await;
-        for f in faults {
-            env.sim.inject(f);
-        }
-        env.patch_pool("web", serde_json::json!({ "size": 2 }))
-            .await;
-        env.converged("web", &["i-node0001"], 2, T).await;
-        let left = env.sim.faults();
-        assert!(left.is_empty(), "{what}: faults never fired: {left:?}");
+        resize_through(&env, what, faults, 1, 2).await;
     }
 
     // Deletion path: detach and delete fail transiently, or say "not found" for a NIC that
@@ -155,16 +141,7 @@ async fn every_cloud_error_class_converges() {
             Fault::error(2100).on("DeleteNics").next(1),
         ),
     ] {
-        eprintln!("case: {what}");
-        env.patch_pool("web", serde_json::json!({ "size": 2 }))
-            .await;
-        env.converged("web", &["i-node0001"], 2, T).await;
-        env.sim.inject(f);
-        env.patch_pool("web", serde_json::json!({ "size": 1 }))
-            .await;
-        env.converged("web", &["i-node0001"], 1, T).await;
-        let left = env.sim.faults();
-        assert!(left.is_empty(), "{what}: faults never fired: {left:?}");
+        resize_through(&env, what, vec![f], 2, 1).await;
     }
     let failures = hostnic_operator::metrics::encode(&env.registry);
     assert!(
@@ -172,6 +149,43 @@ async fn every_cloud_error_class_converges() {
         "throttling is counted: {failures}"
     );
     env.shutdown().await;
+}
+
+/// One case of a fault class: the pool of "web" converged at `from` NICs, `faults` armed, then
+/// resized to `to`: it converges there and every fault fired.
+async fn resize_through(env: &Env, what: &str, faults: Vec<Fault>, from: u32, to: u32) {
+    eprintln!("case: {what}");
+    env.patch_pool("web", serde_json::json!({ "size": from }))
+        .await;
+    env.converged("web", &["i-node0001"], from, T).await;
+    // Let the cloud facts expire, so a fault on a Describe meets the resize's describe
+    // instead of a cache filled by the previous case.
+    tokio::time::sleep(env.setup_settings.cloud_cache + Duration::from_millis(200)).await;
+    for f in faults {
+        env.sim.inject(f);
+    }
+    env.patch_pool("web", serde_json::json!({ "size": to }))
+        .await;
+    env.converged("web", &["i-node0001"], to, T).await;
+    let left = env.sim.faults();
+    assert!(left.is_empty(), "{what}: faults never fired: {left:?}");
+}
+
+/// A pool of `size` over a cloud that shows a new NIC to DescribeNics only 3 s after its
+/// CreateNics (a realistic read-after-write lag), with GC (another component, which judges
+/// "vanished" from listings and would collect a leak later) kept out.
+async fn lagging_visibility_env(size: u32) -> Env {
+    let mut settings = test_settings();
+    settings.gc_interval = Duration::from_secs(3600);
+    let mut env = Env::start(Setup {
+        settings,
+        sim: |c| c.nic_visibility_lag_ms = 3000,
+        ..Default::default()
+    })
+    .await;
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], size)).await;
+    env
 }
 
 fn degraded_reason(pool: &hostnic_crds::NicPool) -> Option<String> {
@@ -372,18 +386,7 @@ async fn a_persistently_failing_attach_job_costs_calls_logarithmic_in_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_nics_not_visible_yet_are_not_failed() {
-    // A realistic read-after-write lag: DescribeNics shows a new NIC 3 s after CreateNics.
-    let mut settings = test_settings();
-    // GC (another component) judges "vanished" from listings; kept out of this test.
-    settings.gc_interval = Duration::from_secs(3600);
-    let mut env = Env::start(Setup {
-        settings,
-        sim: |c| c.nic_visibility_lag_ms = 3000,
-        ..Default::default()
-    })
-    .await;
-    env.start_operator();
-    env.create_pool("web", spec(&[VX_A], 3)).await;
+    let env = lagging_visibility_env(3).await;
     env.converged("web", &["i-node0001"], 3, T).await;
     assert_eq!(
         env.sim.calls().action("CreateNics"),
@@ -488,17 +491,8 @@ async fn a_conflicting_write_after_attach_keeps_the_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_nic_removed_before_it_is_visible_is_not_leaked() {
-    let mut settings = test_settings();
-    // GC would collect a leak later; here nothing may leak in the first place.
-    settings.gc_interval = Duration::from_secs(3600);
-    let mut env = Env::start(Setup {
-        settings,
-        sim: |c| c.nic_visibility_lag_ms = 3000,
-        ..Default::default()
-    })
-    .await;
-    env.start_operator();
-    env.create_pool("web", spec(&[VX_A], 2)).await;
+    // Nothing may leak in the first place (GC is off).
+    let env = lagging_visibility_env(2).await;
     eventually("NICs created", T, || async {
         let all = env.all_hostnics().await;
         all.len() == 2

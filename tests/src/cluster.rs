@@ -58,6 +58,18 @@ pub struct ClusterConfig {
     /// jobs serialized per instance, VPC/DHCP rules, `available_ip_count` only when verbose, a
     /// long job history; job latency stays `job_latency_ms`) or `default` (lenient).
     pub sim_profile: &'static str,
+    /// The operator's timers: the test tempo (default) or the production defaults.
+    pub tempo: Tempo,
+}
+
+/// The operator's timers (lease, job polls, cloud cache, GC, resync, shrink delay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tempo {
+    /// Scaled down so that tests and demos see restarts, refills and GC passes in seconds.
+    Test,
+    /// The operator's own defaults, for figures that count what a real cluster would do
+    /// over time (idle and churn calls); only the request budget stays `cloud_qps`.
+    Production,
 }
 
 impl Default for ClusterConfig {
@@ -77,6 +89,7 @@ impl Default for ClusterConfig {
             cloud_qps: 20.0,
             api_latency_ms: (5, 10),
             sim_profile: "realistic",
+            tempo: Tempo::Test,
         }
     }
 }
@@ -108,6 +121,8 @@ pub struct Cluster {
     pub sim: Sim,
     /// The operator.
     pub operator: Proc,
+    /// The API server's address (plain HTTP, no authentication).
+    pub api_addr: SocketAddr,
     /// The nodes.
     pub nodes: Vec<Node>,
     config: ClusterConfig,
@@ -202,6 +217,7 @@ impl Cluster {
             api,
             sim,
             operator,
+            api_addr,
             nodes,
             config,
         };
@@ -233,17 +249,31 @@ impl Cluster {
         .to_string()
     }
 
-    /// Creates (or replaces) a NicPool.
+    /// Creates (or replaces) a NicPool without quarantine (a released NIC is free at once).
     pub fn apply_pool(&self, name: &str, size: u32, vxnets: &[&str]) -> Result<()> {
-        let pool = serde_json::json!({
+        self.apply_pool_quarantined(name, size, vxnets, Some(0))
+    }
+
+    /// Creates (or replaces) a NicPool; `quarantine_seconds` None leaves the CRD's default.
+    pub fn apply_pool_quarantined(
+        &self,
+        name: &str,
+        size: u32,
+        vxnets: &[&str],
+        quarantine_seconds: Option<u32>,
+    ) -> Result<()> {
+        let mut pool = serde_json::json!({
             "apiVersion": "hostnic.qingcloud.com/v1alpha1",
             "kind": "NicPool",
             "metadata": {
                 "name": name,
                 "annotations": {"hostnic.qingcloud.com/is-default-pool": "true"},
             },
-            "spec": {"vxnets": vxnets, "size": size, "quarantineSeconds": 0},
+            "spec": {"vxnets": vxnets, "size": size},
         });
+        if let Some(q) = quarantine_seconds {
+            pool["spec"]["quarantineSeconds"] = q.into();
+        }
         self.kubectl.apply(&pool.to_string())?;
         Ok(())
     }
@@ -481,7 +511,7 @@ fn node_list(nodes: &[Node]) -> String {
 }
 
 fn operator_spec(config: &ClusterConfig, kubeconfig: &Path, cloud: &Path) -> Result<Spec> {
-    Ok(Spec::new("operator", bin("hostnic-operator"))
+    let spec = Spec::new("operator", bin("hostnic-operator"))
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info")
         .arg("--cluster-name")
@@ -494,29 +524,33 @@ fn operator_spec(config: &ClusterConfig, kubeconfig: &Path, cloud: &Path) -> Res
         .arg("default")
         .arg("--identity")
         .arg("operator-0")
-        // Test tempo: short lease (restarts take over fast), fast job polls and GC passes.
-        .arg("--lease-seconds")
-        .arg("3")
-        .arg("--lease-renew-deadline-seconds")
-        .arg("2")
-        .arg("--lease-retry-period-seconds")
-        .arg("1")
-        .arg("--job-poll-seconds")
-        .arg("0.2")
-        .arg("--shrink-delay-seconds")
-        .arg("1")
-        .arg("--cloud-cache-seconds")
-        .arg("1")
         .arg("--cloud-qps")
-        .arg(config.cloud_qps.to_string())
-        .arg("--job-timeout-seconds")
-        .arg("10")
-        .arg("--gc-interval-seconds")
-        .arg("2")
-        .arg("--gc-grace-seconds")
-        .arg("2")
-        .arg("--resync-seconds")
-        .arg("5"))
+        .arg(config.cloud_qps.to_string());
+    Ok(match config.tempo {
+        Tempo::Production => spec,
+        // Short lease (restarts take over fast), fast job polls and GC passes.
+        Tempo::Test => spec
+            .arg("--lease-seconds")
+            .arg("3")
+            .arg("--lease-renew-deadline-seconds")
+            .arg("2")
+            .arg("--lease-retry-period-seconds")
+            .arg("1")
+            .arg("--job-poll-seconds")
+            .arg("0.2")
+            .arg("--shrink-delay-seconds")
+            .arg("1")
+            .arg("--cloud-cache-seconds")
+            .arg("1")
+            .arg("--job-timeout-seconds")
+            .arg("10")
+            .arg("--gc-interval-seconds")
+            .arg("2")
+            .arg("--gc-grace-seconds")
+            .arg("2")
+            .arg("--resync-seconds")
+            .arg("5"),
+    })
 }
 
 fn agent_spec(node: &Node, kubeconfig: &Path) -> Result<Spec> {

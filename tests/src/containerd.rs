@@ -4,7 +4,6 @@
 //! every sandbox, kills containerd and its shims and unmounts what they left.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,9 +15,10 @@ use k8s_cri::v1::{
     LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
     PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
 };
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::oci::{self, Entry, ImageSpec};
 
 /// The sandbox ("pause") image every pod sandbox runs; built offline by [`build_pause_image`].
 pub const PAUSE_IMAGE: &str = "registry.local/hostnic/pause:1";
@@ -350,77 +350,32 @@ fn netns_from_info(info: &str) -> Option<PathBuf> {
 /// Builds an OCI image archive holding a static `pause` binary (compiled here with
 /// `gcc -static`: no image can be pulled on this machine) and returns its path.
 pub fn build_pause_image(dir: &Path) -> Result<PathBuf> {
-    let layout = dir.join("layout");
-    let blobs = layout.join("blobs/sha256");
-    let rootfs = dir.join("rootfs");
-    fs::create_dir_all(&blobs).context("create image layout")?;
-    fs::create_dir_all(&rootfs).context("create image rootfs")?;
+    fs::create_dir_all(dir).context("create the pause image dir")?;
     let src = dir.join("pause.c");
     fs::write(&src, PAUSE_C).context("write pause.c")?;
-    run(Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(rootfs.join("pause"))
-        .arg(&src))
-    .context("compile pause with gcc -static (needs gcc and libc6-dev)")?;
-    let layer_tar = dir.join("layer.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&layer_tar)
-        .arg("pause"))?;
-    let layer = fs::read(&layer_tar).context("read layer")?;
-    let layer_digest = put_blob(&blobs, &layer)?;
-    let config = serde_json::json!({
-        "architecture": oci_arch(),
-        "os": "linux",
-        "config": {"Entrypoint": ["/pause"]},
-        "rootfs": {"type": "layers", "diff_ids": [&layer_digest]},
-    })
-    .to_string();
-    let config_digest = put_blob(&blobs, config.as_bytes())?;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config.len(),
-        },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": &layer_digest,
-            "size": layer.len(),
-        }],
-    })
-    .to_string();
-    let manifest_digest = put_blob(&blobs, manifest.as_bytes())?;
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest.len(),
-            // ctr import names the image after this annotation.
-            "annotations": {
-                "io.containerd.image.name": PAUSE_IMAGE,
-                "org.opencontainers.image.ref.name": "1",
-            },
-        }],
-    });
-    fs::write(layout.join("index.json"), index.to_string()).context("write index.json")?;
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    let pause = dir.join("pause");
+    oci::run(
+        Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&pause)
+            .arg(&src),
     )
-    .context("write oci-layout")?;
+    .context("compile pause with gcc -static (needs gcc and libc6-dev)")?;
+    let spec = ImageSpec {
+        name: PAUSE_IMAGE.into(),
+        entries: vec![(
+            "/pause".into(),
+            Entry::File {
+                source: pause,
+                mode: 0o755,
+            },
+        )],
+        entrypoint: vec!["/pause".into()],
+        user: None,
+        env: Vec::new(),
+    };
     let archive = dir.join("pause-image.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .args(["oci-layout", "index.json", "blobs"]))?;
+    oci::write_archive(&spec, &dir.join("image"), &archive)?;
     Ok(archive)
 }
 
@@ -434,32 +389,6 @@ int main(void) {
     for (;;) pause();
 }
 "#;
-
-fn put_blob(blobs: &Path, data: &[u8]) -> Result<String> {
-    let hex: String = Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut f = fs::File::create(blobs.join(&hex)).context("create blob")?;
-    f.write_all(data).context("write blob")?;
-    Ok(format!("sha256:{hex}"))
-}
-
-fn oci_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
 
 /// Pids of processes with `arg` among their command-line arguments.
 fn pids_with_arg(arg: &str) -> Vec<u32> {

@@ -4,70 +4,35 @@
 //! thread plays every node's agent, writing with optimistic concurrency like the real one.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::StreamExt;
 use hostnic_crds::{HostNic, HostNicPhase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, Client, ResourceExt};
+
+use crate::stand_in::{Control, StandIn};
 
 /// The running stand-in; stopped on drop.
-pub struct FakeAgents {
-    stop: Arc<AtomicBool>,
-    reports: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct FakeAgents(StandIn);
 
 impl FakeAgents {
     /// Starts reporting links for the cluster behind `kubeconfig`.
     pub fn start(kubeconfig: &Path) -> Result<Self> {
-        let kubeconfig = Kubeconfig::read_from(kubeconfig).context("read kubeconfig")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let reports = Arc::new(AtomicU64::new(0));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("tokio runtime")?;
-        let client = runtime.block_on(async {
-            let config =
-                Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-            Client::try_from(config).context("kube client")
-        })?;
-        let (s, r) = (stop.clone(), reports.clone());
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(run(client, s, r));
-        });
-        Ok(Self {
-            stop,
-            reports,
-            thread: Some(thread),
-        })
+        StandIn::start(kubeconfig, run).map(Self)
     }
 
     /// Links reported so far.
     pub fn reports(&self) -> u64 {
-        self.reports.load(Ordering::Relaxed)
+        self.0.done()
     }
 }
 
-impl Drop for FakeAgents {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn run(client: Client, stop: Arc<AtomicBool>, reports: Arc<AtomicU64>) {
+async fn run(client: Client, control: Control) {
     let api: Api<HostNic> = Api::all(client);
-    while !stop.load(Ordering::Relaxed) {
+    while !control.stopping() {
         if let Ok(list) = api.list(&ListParams::default()).await {
             let todo: Vec<HostNic> = list.items.into_iter().filter(needs_report).collect();
             let done = futures::stream::iter(todo)
@@ -76,7 +41,7 @@ async fn run(client: Client, stop: Arc<AtomicBool>, reports: Arc<AtomicU64>) {
                 .filter(|ok| std::future::ready(*ok))
                 .count()
                 .await;
-            reports.fetch_add(done as u64, Ordering::Relaxed);
+            control.count(done as u64);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -1,11 +1,23 @@
-//! A minimal HTTP/1.1 client over TCP for the simulator's admin endpoints (127.0.0.1 only): the
-//! tests need a handful of JSON GETs and POSTs, not a full client stack.
+//! A minimal HTTP/1.1 client over TCP for the test servers' endpoints (127.0.0.1 only): the
+//! tests need a handful of JSON GETs and POSTs and a raw look at a response, not a full
+//! client stack.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+/// An HTTP response as it came: the head (status line and headers) and the body, de-chunked.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The status line and the headers, as sent.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
 
 /// Sends one request (`Connection: close`) and returns the status code and body.
 pub fn request(
@@ -14,6 +26,18 @@ pub fn request(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<(u16, String)> {
+    let r = exchange(addr, method, path, body)?;
+    Ok((r.status, r.body))
+}
+
+/// Sends one request (`Connection: close`) and returns the whole response, for tests that
+/// check the status line and headers as a client library would see them.
+pub fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("connect {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -45,7 +69,11 @@ pub fn request(
     } else {
         rest.to_owned()
     };
-    Ok((status, body))
+    Ok(Response {
+        status,
+        head: head.to_owned(),
+        body,
+    })
 }
 
 /// GET returning JSON; fails on a non-2xx status.

@@ -157,20 +157,8 @@ pub fn write_archive(spec: &ImageSpec, work: &Path, archive: &Path) -> Result<St
         }
     }
     let layer_tar = work.join("layer.tar");
-    // One layer, reproducible: sorted names, owner root, fixed times.
-    run(Command::new("tar")
-        .args([
-            "--sort=name",
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "--mtime=@0",
-            "-C",
-        ])
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&layer_tar)
-        .arg("."))?;
+    // One layer.
+    reproducible_tar(&rootfs, &layer_tar, &["."])?;
     let layer = fs::read(&layer_tar).context("read layer")?;
     let layer_digest = put_blob(&blobs, &layer)?;
     let mut config = serde_json::json!({
@@ -231,6 +219,16 @@ pub fn write_archive(spec: &ImageSpec, work: &Path, archive: &Path) -> Result<St
         "Layers": [format!("blobs/sha256/{}", hex_of(&layer_digest))],
     }]);
     fs::write(layout.join("manifest.json"), docker.to_string()).context("write manifest.json")?;
+    reproducible_tar(
+        &layout,
+        archive,
+        &["oci-layout", "index.json", "manifest.json", "blobs"],
+    )?;
+    Ok(manifest_digest)
+}
+
+/// Tars `members` of `dir` into `archive` reproducibly: sorted names, owner root, fixed times.
+fn reproducible_tar(dir: &Path, archive: &Path, members: &[&str]) -> Result<()> {
     run(Command::new("tar")
         .args([
             "--sort=name",
@@ -240,11 +238,10 @@ pub fn write_archive(spec: &ImageSpec, work: &Path, archive: &Path) -> Result<St
             "--mtime=@0",
             "-C",
         ])
-        .arg(&layout)
+        .arg(dir)
         .arg("-cf")
         .arg(archive)
-        .args(["oci-layout", "index.json", "manifest.json", "blobs"]))?;
-    Ok(manifest_digest)
+        .args(members))
 }
 
 fn hex_of(digest: &str) -> &str {
@@ -269,7 +266,8 @@ fn oci_arch() -> &'static str {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+/// Runs `cmd`; fails with its stderr.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 
 use crate::cluster::Cluster;
-use crate::cni_runtime::{self, CniRuntime};
+use crate::cni_runtime::{self, CniFailure, CniRuntime};
 use crate::interrupt;
 use crate::netns::TestNetns;
 
@@ -113,20 +113,26 @@ impl Pods {
     /// CNI ADD of a new pod on `node`. A failed ADD is followed by a DEL, as kubelet does
     /// (StopPodSandbox), so nothing half-made stays behind.
     pub fn add(&self, node: usize, name: &str) -> Result<Pod> {
+        self.try_add(node, name)?
+            .map_err(|e| anyhow!("CNI ADD {name}: {e}"))
+    }
+
+    /// [`Pods::add`], keeping the plugin's failure (its CNI error code) apart from failures
+    /// of the harness.
+    pub fn try_add(&self, node: usize, name: &str) -> Result<Result<Pod, CniFailure>> {
         let netns = TestNetns::new("pod");
         interrupt::add_netns(netns.name());
         let container_id = format!("ctr-{}", netns.name());
         let rt = self.runtime(name, &container_id);
         let conflist = self.conflist(node);
-        let result = match rt.add(&conflist, &container_id, &netns.path(), "eth0") {
-            Ok(r) => r,
+        match rt.add(&conflist, &container_id, &netns.path(), "eth0") {
+            Ok(result) => Pod::from_result(name, node, netns, &container_id, result).map(Ok),
             Err(e) => {
                 let _ = rt.del(&conflist, &container_id, &netns.path(), "eth0");
                 interrupt::remove_netns(netns.name());
-                return Err(anyhow!("CNI ADD {name}: {e}"));
+                Ok(Err(e))
             }
-        };
-        Pod::from_result(name, node, netns, &container_id, result)
+        }
     }
 
     /// CNI ADD, retried while it fails (no free NIC yet: "try again later"), as kubelet

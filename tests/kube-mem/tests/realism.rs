@@ -2,9 +2,11 @@
 //! watch events that arrive later than the write's answer, and 429s from API Priority and
 //! Fairness. Lower bounds only: they hold on any machine, however slow.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use hostnic_tests::http::{self, Response};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use kube_mem::{KubeMem, Realism, Throttled};
@@ -65,7 +67,7 @@ async fn writes_take_the_commit_latency_and_watchers_see_them_later() {
 async fn throttled_requests_get_429_with_retry_after_until_the_budget_is_spent() {
     let server = KubeMem::builder().start().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(server.client().await.unwrap(), "default");
-    let url = format!("{}/api/v1/namespaces/default/configmaps", server.url());
+    let path = "/api/v1/namespaces/default/configmaps";
 
     server.throttle(Throttled::Writes, 1);
     cms.list(&Default::default())
@@ -85,35 +87,36 @@ async fn throttled_requests_get_429_with_retry_after_until_the_budget_is_spent()
     );
 
     server.throttle(Throttled::All, 1);
-    let resp = raw_get(&url).await;
-    assert!(resp.starts_with("HTTP/1.1 429"), "{resp}");
+    let resp = raw_get(server.addr(), path).await;
+    assert!(resp.head.starts_with("HTTP/1.1 429"), "{resp:?}");
+    assert_eq!(resp.status, 429, "{resp:?}");
     assert!(
-        resp.to_ascii_lowercase().contains("retry-after: 1"),
-        "{resp}"
+        resp.head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{resp:?}"
     );
-    assert!(resp.contains(r#""reason":"TooManyRequests""#), "{resp}");
     assert!(
-        raw_get(&url).await.starts_with("HTTP/1.1 200"),
+        resp.body.contains(r#""reason":"TooManyRequests""#),
+        "{resp:?}"
+    );
+    assert!(
+        raw_get(server.addr(), path)
+            .await
+            .head
+            .starts_with("HTTP/1.1 200"),
         "only one was armed"
     );
     assert_eq!(server.throttled(), 2);
     server.shutdown().await;
 }
 
-/// A plain HTTP/1.1 GET, to see the status line and headers as a client library would.
-async fn raw_get(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    s.write_all(
-        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+/// A plain HTTP/1.1 GET through the harness's client, to see the status line and headers as a
+/// client library would; blocking, so it runs off the runtime that serves it.
+async fn raw_get(addr: SocketAddr, path: &str) -> Response {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || http::exchange(addr, "GET", &path, None))
+        .await
+        .expect("GET thread")
+        .expect("GET")
 }
 
 #[tokio::test]

@@ -10,15 +10,17 @@ use clap::Parser;
 use hostnic_tests::bench::{self, Profile};
 use serde_json::{Map, Value};
 
-/// hostnic benchmarks: (a) CNI latency, (b) pool refill, (c) API calls per NIC, (d) scale.
+/// hostnic benchmarks: (a) CNI latency, (a2) concurrent ADDs, (a3) ADD on an empty pool,
+/// (b) pool refill, (c) API calls per NIC, (d) scale, (e) idle calls, (f) churn calls.
 #[derive(Parser, Debug)]
 #[command(name = "hostnic-bench")]
 struct Args {
-    /// The full profile (300 CNI iterations, burst of 10, 500 nodes) instead of the CI one.
+    /// The full profile (300 CNI iterations, burst of 10, 500 nodes in (d) and (e), 10 minutes
+    /// idle, 100 restarts over 10 nodes) instead of the CI one.
     #[arg(long)]
     full: bool,
-    /// Which benchmarks to run (comma separated: a,b,c,d).
-    #[arg(long, default_value = "a,b,c,d", value_delimiter = ',')]
+    /// Which benchmarks to run (comma separated: a,a2,a3,b,c,d,e,f).
+    #[arg(long, default_value = "a,a2,a3,b,c,d,e,f", value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the figures.
     #[arg(long, default_value = "target/hostnic-bench.json")]
@@ -49,20 +51,28 @@ fn main() -> ExitCode {
     for which in &args.only {
         let key = match which.as_str() {
             "a" => "a_cni_latency",
+            "a2" => "a2_concurrent_adds",
+            "a3" => "a3_empty_pool_add",
             "b" => "b_refill",
             "c" => "c_calls_per_nic",
             "d" => "d_scale",
+            "e" => "e_idle_calls",
+            "f" => "f_churn_calls",
             other => {
-                eprintln!("unknown benchmark {other:?} (a, b, c or d)");
+                eprintln!("unknown benchmark {other:?} (a, a2, a3, b, c, d, e or f)");
                 return ExitCode::from(2);
             }
         };
         eprintln!("running {key}...");
         let result = match key {
             "a_cni_latency" => bench::cni_latency(profile),
+            "a2_concurrent_adds" => bench::concurrent_adds(profile),
+            "a3_empty_pool_add" => bench::empty_pool_add(),
             "b_refill" => bench::refill(profile),
             "c_calls_per_nic" => bench::calls_per_nic(),
-            _ => bench::scale(profile),
+            "d_scale" => bench::scale(profile),
+            "e_idle_calls" => bench::idle(profile),
+            _ => bench::churn(profile),
         };
         let value = match result {
             Ok(v) => v,
