@@ -44,10 +44,16 @@ pub const POD_POOL_ANNOTATION: &str = "hostnic.qingcloud.com/pool";
 /// NicPool annotation (value `"true"`) marking the pool used by pods that name none.
 pub const DEFAULT_POOL_ANNOTATION: &str = "hostnic.qingcloud.com/is-default-pool";
 
-/// Prefix of the NicPool annotation a node-agent sets, as `<prefix><node>`, while an ADD on
-/// that node waits for one of the pool's NICs to arrive; its value is when the wait began (RFC
-/// 3339). The agent removes it when no ADD waits any more: a refill that is urgent.
+/// Prefix of the NicPool annotation a node-agent sets, as [`waiting_annotation`], while an ADD
+/// on that node waits for one of the pool's NICs to arrive; its value is when the wait began
+/// (RFC 3339). The agent removes it when no ADD waits any more: a refill that is urgent.
 pub const WAITING_ANNOTATION_PREFIX: &str = "waiting.hostnic.qingcloud.com/";
+
+/// The waiting annotation's key for `node`: the prefix and the node's label value (an
+/// annotation key's name part is limited to 63 bytes, like a label value).
+pub fn waiting_annotation(node: &str) -> String {
+    format!("{WAITING_ANNOTATION_PREFIX}{}", names::label_value(node))
+}
 
 /// Most secondary NICs a QingCloud VM can hold (64 NICs including the primary).
 pub const MAX_NICS_PER_INSTANCE: u32 = 63;

@@ -1,5 +1,5 @@
 //! ADDs held while a NIC for their empty pool is on its way, and the NicPool annotation that
-//! tells the operator a pod on this node waits (see `hostnic_crds::WAITING_ANNOTATION_PREFIX`).
+//! tells the operator a pod on this node waits (see `hostnic_crds::waiting_annotation`).
 //!
 //! The annotation costs two merge patches per episode (first ADD starts waiting, last one ends),
 //! not one per ADD, and only when a pool ran dry. It is best effort: a failed patch only costs
@@ -25,7 +25,7 @@ impl Waiting {
     pub fn new(kube: KubeIo, node: &str) -> Self {
         Self {
             kube,
-            key: format!("{}{node}", hostnic_crds::WAITING_ANNOTATION_PREFIX),
+            key: hostnic_crds::waiting_annotation(node),
             count: Arc::default(),
         }
     }

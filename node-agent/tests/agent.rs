@@ -275,12 +275,9 @@ impl Lab {
             .get(POOL)
             .await
             .unwrap();
-        let key = format!(
-            "{}{}",
-            hostnic_crds::WAITING_ANNOTATION_PREFIX,
-            self.node_name
-        );
-        pool.annotations().get(&key).cloned()
+        pool.annotations()
+            .get(&hostnic_crds::waiting_annotation(&self.node_name))
+            .cloned()
     }
 
     /// Waits until the NicPool says an ADD on this node waits.

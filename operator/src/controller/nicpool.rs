@@ -213,6 +213,9 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
             foreign_nics,
             other_pools_slots,
             pod_nic_ids: pod_nic_ids.clone(),
+            pod_waiting: pool
+                .annotations()
+                .contains_key(&hostnic_crds::waiting_annotation(node_name)),
         };
         let nics: Vec<NicView> = mine
             .iter()

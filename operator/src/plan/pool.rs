@@ -65,6 +65,9 @@ pub struct NodeView {
     pub other_pools_slots: u32,
     /// NIC ids of every pod-role HostNic (all pools): those never serve as a gateway.
     pub pod_nic_ids: HashSet<String>,
+    /// An ADD on this node waits for one of the pool's NICs (the agent's annotation on the
+    /// pool, `hostnic_crds::waiting_annotation`).
+    pub pod_waiting: bool,
 }
 
 /// Free addresses per vxnet, shared by every node of one pass.
@@ -273,10 +276,11 @@ pub fn decide_node(
         .collect();
     let incoming = pods.iter().filter(|n| n.phase.is_incoming()).count() as u32;
     // NICs resting in quarantine come back: they are supply, so a pod restart (one release,
-    // one claim) costs no cloud call.
+    // one claim) costs no cloud call. Unless a pod waits now: the quarantine (minutes) is far
+    // longer than an ADD may wait, so it gets a new NIC and the resting ones go to the surplus.
     let resting = pods
         .iter()
-        .filter(|n| n.phase == HostNicPhase::Released)
+        .filter(|n| n.phase == HostNicPhase::Released && !node.pod_waiting)
         .count() as u32;
     let have = available.len() as u32 + incoming + resting;
     let size = spec.size;

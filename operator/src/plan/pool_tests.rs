@@ -32,6 +32,7 @@ fn node() -> NodeView {
         foreign_nics: 0,
         other_pools_slots: 0,
         pod_nic_ids: HashSet::new(),
+        pod_waiting: false,
     }
 }
 
@@ -101,6 +102,21 @@ fn released_nics_count_as_supply_bound_ones_do_not() {
     assert_eq!(d.status.in_progress, 1);
     let d = run(&spec(3), &node(), &nics);
     assert_eq!(d.create.len(), 1, "the bound one is not supply");
+}
+
+#[test]
+fn a_waiting_pod_does_not_wait_out_the_quarantine() {
+    // All free NICs rest in quarantine (minutes) while an ADD waits (seconds): a new one.
+    let nics = [
+        nic("a", HostNicPhase::Bound),
+        nic("b", HostNicPhase::Released),
+    ];
+    let waiting = NodeView {
+        pod_waiting: true,
+        ..node()
+    };
+    assert!(run(&spec(1), &node(), &nics).create.is_empty());
+    assert_eq!(run(&spec(1), &waiting, &nics).create.len(), 1);
 }
 
 #[test]
