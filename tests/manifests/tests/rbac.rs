@@ -50,6 +50,15 @@ const NEEDED_BEYOND_THE_SCENARIO: &[(&str, &str, &str, &str, &str)] = &[
     ),
     (
         "hostnic-agent",
+        "patch",
+        "hostnic.qingcloud.com",
+        "nicpools",
+        "the waiting annotation (node-agent waiting.rs), set only while an ADD finds its pool \
+         empty with a NIC on its way, which this scenario does not provoke \
+         (node-agent agent.rs::an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way does)",
+    ),
+    (
+        "hostnic-agent",
         "get",
         "hostnic.qingcloud.com",
         "hostnics",
