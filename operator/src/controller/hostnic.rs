@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::plan::conditions::{self, Cond};
 use crate::plan::nic::{
     ApplyStep, AttachVerdict, CleanupStep, CleanupVerdict, Facts, JobVerdict, apply_step,
-    attach_verdict, cleanup_step, cleanup_verdict, job_verdict, refuses_instance,
+    attach_verdict, cleanup_step, cleanup_verdict, job_verdict, link_home, refuses_instance,
 };
 
 /// Controller name in metrics and logs.
@@ -73,6 +73,8 @@ fn facts(status: &HostNicStatus) -> Facts<'_> {
             .map(|j| (j.id.as_str(), j.status.as_str())),
         attached: conditions::is_true(&status.conditions, "Attached"),
         link_ready: conditions::is_true(&status.conditions, "LinkReady"),
+        link_home: link_home(status),
+        pod: status.pod.is_some(),
         released_at: status.released_at.as_ref().map(|t| t.0),
     }
 }
@@ -309,6 +311,8 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                 return Ok(Action::requeue(settings.resync));
             }
             ApplyStep::Quarantine(rest) => return Ok(Action::requeue(rest)),
+            // The agent's report of the link is a HostNic write, which wakes this reconcile.
+            ApplyStep::AwaitLinkHome => return Ok(Action::requeue(settings.resync)),
             ApplyStep::Idle => return Ok(Action::requeue(settings.resync)),
         }
     }
@@ -514,13 +518,19 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
     for _ in 0..MAX_STEPS {
         let status = cur.status.clone().unwrap_or_default();
         let f = facts(&status);
-        let node_alive = if f.phase == HostNicPhase::Bound {
-            node_exists(ctx, &cur.spec.node).await?
-        } else {
-            true
+        // Only a wait for the node's pods depends on the node: read it only then.
+        let step = match cleanup_step(&f, true) {
+            CleanupStep::WaitRelease | CleanupStep::WaitLinkHome => {
+                cleanup_step(&f, node_exists(ctx, &cur.spec.node).await?)
+            }
+            step => step,
         };
-        match cleanup_step(&f, node_alive) {
+        // Both waits poll: a deleted Node wakes no HostNic, and it ends them.
+        match step {
             CleanupStep::WaitRelease => return Err(Error::Waiting("a pod still holds the NIC")),
+            CleanupStep::WaitLinkHome => {
+                return Err(Error::Waiting("the agent has not proven the link home"));
+            }
             CleanupStep::Forget => return Ok(Action::await_change()),
             CleanupStep::FindByName => {
                 let found = ctx

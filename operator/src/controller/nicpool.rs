@@ -62,6 +62,7 @@ pub fn error_policy(pool: Arc<NicPool>, error: &Error, ctx: Arc<Context>) -> Act
 
 fn nic_view(h: &HostNic) -> NicView {
     let s = h.status.clone().unwrap_or_default();
+    let link_home = crate::plan::nic::link_home(&s);
     NicView {
         name: h.name_any(),
         phase: s.phase,
@@ -71,6 +72,7 @@ fn nic_view(h: &HostNic) -> NicView {
         ip: s.private_ip,
         deleting: h.metadata.deletion_timestamp.is_some(),
         refused: conditions::is_true(&s.conditions, super::hostnic::REFUSED),
+        link_home,
     }
 }
 

@@ -45,6 +45,7 @@ fn nic(name: &str, phase: HostNicPhase) -> NicView {
         ip: Some("10.0.1.1".into()),
         deleting: false,
         refused: false,
+        link_home: true,
     }
 }
 
@@ -262,6 +263,29 @@ fn shrink_waits_for_the_hysteresis_then_deletes_free_only() {
     let d = decide_node(&spec(1), &node(), &nics, &mut budget(), Some(c.now), later);
     assert_eq!(d.delete, vec!["c".to_string(), "b".to_string()]);
     assert!(d.surplus_since.is_none());
+}
+
+#[test]
+fn shrink_deletes_only_free_nics_whose_link_is_proven_home() {
+    let mut unproven = nic("c", HostNicPhase::Available);
+    unproven.link_home = false;
+    let nics = [
+        nic("a", HostNicPhase::Available),
+        nic("b", HostNicPhase::Available),
+        unproven,
+    ];
+    let c = clock();
+    let later = Clock {
+        now: c.now + Duration::from_secs(61),
+        ..c
+    };
+    let d = decide_node(&spec(0), &node(), &nics, &mut budget(), Some(c.now), later);
+    assert_eq!(d.delete, vec!["b".to_string(), "a".to_string()]);
+    assert_eq!(
+        d.surplus_since,
+        Some(c.now),
+        "the surplus timer keeps running for the unproven one"
+    );
 }
 
 #[test]
