@@ -40,7 +40,14 @@ pub async fn reconcile(nic: Arc<HostNic>, ctx: Arc<Context>) -> Result<Action> {
         finalizer(&api, NIC_FINALIZER, nic, |event| async {
             match event {
                 Event::Apply(nic) => apply(&nic, &ctx).await,
-                Event::Cleanup(nic) => cleanup(&nic, &ctx).await,
+                Event::Cleanup(nic) => {
+                    let done = cleanup(&nic, &ctx).await;
+                    if done.is_ok() {
+                        // Its finalizer goes: whatever its round still expected, it is not coming.
+                        ctx.batch.forget(&nic.name_any());
+                    }
+                    done
+                }
             }
         })
         .await
@@ -138,6 +145,8 @@ async fn fail(
     reason: &'static str,
     message: String,
 ) -> Result<Action> {
+    // It makes no call of its round any more.
+    ctx.batch.forget(&cur.name_any());
     let generation = cur.metadata.generation;
     write(ctx, cur, |s| {
         s.phase = HostNicPhase::Failed;
@@ -274,7 +283,11 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                     AttachVerdict::Attach => {
                         // The phase (Attaching) already records the intent.
                         ctx.checkpoint.step("AttachNics").await;
-                        match ctx.batch.attach(&instance, &id, prio).await {
+                        match ctx
+                            .batch
+                            .attach(&instance, &id, &cur.name_any(), prio)
+                            .await
+                        {
                             Ok(job) => {
                                 write_result(ctx, &cur, |s| {
                                     s.last_job = Some(CloudJob {
@@ -515,6 +528,7 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
         .get(RETAIN_ANNOTATION)
         .is_some_and(|v| v == "true");
     let prio = Priority::Background;
+    let name = cur.name_any();
     for _ in 0..MAX_STEPS {
         let status = cur.status.clone().unwrap_or_default();
         let f = facts(&status);
@@ -596,7 +610,8 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             cur = write(ctx, &cur, |s| s.phase = HostNicPhase::Detaching).await?;
                         }
                         ctx.checkpoint.step("DetachNics").await;
-                        match ctx.batch.detach(&id, prio).await {
+                        let instance = status.instance.as_deref();
+                        match ctx.batch.detach(instance, &id, Some(&name), prio).await {
                             Ok(job) => {
                                 write_result(ctx, &cur, |s| {
                                     s.last_job = Some(CloudJob {
@@ -618,7 +633,8 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             write(ctx, &cur, |s| s.phase = HostNicPhase::Deleting).await?;
                         }
                         ctx.checkpoint.step("DeleteNics").await;
-                        match ctx.batch.delete(&id, prio).await {
+                        let instance = status.instance.as_deref();
+                        match ctx.batch.delete(instance, &id, Some(&name), prio).await {
                             Ok(()) => return Ok(Action::await_change()),
                             Err(e) if e.is_not_found() => return Ok(Action::await_change()),
                             Err(e) => return Err(e.into()),

@@ -436,6 +436,16 @@ pub fn decide_node(
     d
 }
 
+/// Whether a HostNic being deleted detaches its NIC (so it joins its node's detach round): it is
+/// attached, and its cleanup needs no wait (its link proven home, or its node gone).
+pub fn joins_detach_round(nic: &NicView, node_exists: bool) -> bool {
+    match nic.phase {
+        HostNicPhase::Available | HostNicPhase::Released => nic.link_home || !node_exists,
+        HostNicPhase::Bound => !node_exists,
+        _ => false,
+    }
+}
+
 /// A spec the operator refuses to act on, with the reason shown in the Degraded condition.
 pub fn validate(spec: &NicPoolSpec, known_vxnets: &HashSet<String>) -> Result<(), String> {
     if spec.vxnets.is_empty() {

@@ -289,6 +289,27 @@ fn shrink_deletes_only_free_nics_whose_link_is_proven_home() {
 }
 
 #[test]
+fn only_nics_detached_without_a_wait_join_the_detach_round() {
+    assert!(joins_detach_round(&nic("a", HostNicPhase::Available), true));
+    assert!(joins_detach_round(&nic("a", HostNicPhase::Released), true));
+    let mut unproven = nic("a", HostNicPhase::Released);
+    unproven.link_home = false;
+    assert!(!joins_detach_round(&unproven, true));
+    assert!(joins_detach_round(&unproven, false));
+    assert!(!joins_detach_round(&nic("a", HostNicPhase::Bound), true));
+    assert!(joins_detach_round(&nic("a", HostNicPhase::Bound), false));
+    for p in [
+        HostNicPhase::Pending,
+        HostNicPhase::Creating,
+        HostNicPhase::Attaching,
+        HostNicPhase::Failed,
+        HostNicPhase::Detaching,
+    ] {
+        assert!(!joins_detach_round(&nic("a", p), true), "{p:?}");
+    }
+}
+
+#[test]
 fn surplus_that_disappears_resets_the_timer() {
     let nics = [nic("a", HostNicPhase::Available)];
     let d = decide_node(

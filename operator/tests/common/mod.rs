@@ -65,6 +65,7 @@ impl Default for Setup {
                 window: Duration::from_millis(50),
                 max_attach: 5,
                 max_detach: 20,
+                round_wait: Duration::from_secs(5),
             },
             sim: |_| {},
         }
