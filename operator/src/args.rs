@@ -98,6 +98,11 @@ pub struct Args {
     #[arg(long, env = "HOSTNIC_BATCH_WINDOW_MS", default_value_t = 200)]
     pub batch_window_ms: u64,
 
+    /// Longest milliseconds a round the pool planned (the NICs it creates or deletes on a node
+    /// in one pass) waits for a member that does not ask; a complete round never waits.
+    #[arg(long, env = "HOSTNIC_BATCH_ROUND_WAIT_MS", default_value_t = 10_000)]
+    pub batch_round_wait_ms: u64,
+
     /// Seconds between polls of a running attach/detach job.
     #[arg(long, env = "HOSTNIC_JOB_POLL_SECONDS", default_value_t = 2.0)]
     pub job_poll_seconds: f64,

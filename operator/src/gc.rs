@@ -302,8 +302,16 @@ impl Collector {
                 continue;
             }
             let r = match nic.state {
-                NicState::InUse => ctx.batch.detach(&nic.id, prio).await.map(|_| ()),
-                NicState::Available => ctx.batch.delete(&nic.id, prio).await,
+                NicState::InUse => ctx
+                    .batch
+                    .detach(nic.instance.as_deref(), &nic.id, None, prio)
+                    .await
+                    .map(|_| ()),
+                NicState::Available => {
+                    ctx.batch
+                        .delete(nic.instance.as_deref(), &nic.id, None, prio)
+                        .await
+                }
             };
             match r {
                 Ok(()) => {

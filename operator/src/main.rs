@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         max_attach_batch,
         max_detach_batch,
         batch_window_ms,
+        batch_round_wait_ms,
         job_poll_seconds: _,
         job_timeout_seconds,
         shrink_delay_seconds: _,
@@ -135,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
             window: Duration::from_millis(batch_window_ms),
             max_attach: max_attach_batch,
             max_detach: max_detach_batch,
+            round_wait: Duration::from_millis(batch_round_wait_ms),
         },
         identity,
         lease: Some(LeaseConfig {

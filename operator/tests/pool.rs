@@ -395,6 +395,109 @@ async fn released_nics_rest_in_quarantine() {
     env.shutdown().await;
 }
 
+/// The names of the pool's HostNics, sorted.
+async fn names(env: &Env) -> Vec<String> {
+    let mut n: Vec<String> = env
+        .all_hostnics()
+        .await
+        .iter()
+        .map(kube::ResourceExt::name_any)
+        .collect();
+    n.sort();
+    n
+}
+
+/// A pod ends while its netns cannot be read: the agent writes the release but has not seen
+/// the link come home, and the pool shrinks meanwhile. The NIC rests past its quarantine and is
+/// neither made Available nor detached until the agent reports its link on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shrink_never_detaches_a_nic_whose_link_is_not_proven_home() {
+    let mut env = Env::start(Setup::default()).await;
+    env.start_operator();
+    let mut s = spec(&[VX_A], 2);
+    // 1 s so the test waits past it in seconds (120 s in production).
+    s.quarantine_seconds = 1;
+    env.create_pool("web", s).await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    let held = names(&env).await[0].clone();
+    env.bind(&held).await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    env.release_unproven(&held).await;
+    env.patch_pool("web", serde_json::json!({"size": 0})).await;
+    eventually("the NICs proven free are gone", T, || async {
+        names(&env).await == [held.clone()] && env.cloud_nics().len() == 1
+    })
+    .await;
+    // Well past the quarantine (1 s, plus its second of rounding).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let h = env.hostnics().get_opt(&held).await.expect("get");
+    assert_eq!(
+        h.and_then(|h| h.status).map(|s| s.phase),
+        Some(HostNicPhase::Released),
+        "left quarantine with its link unaccounted for"
+    );
+    assert!(env.attached_in_cloud(&held).await, "detached from its pod");
+
+    env.report_link_home(&held).await;
+    eventually("the proven NIC goes too", T, || async {
+        env.all_hostnics().await.is_empty() && env.cloud_nics().is_empty()
+    })
+    .await;
+    env.shutdown().await;
+}
+
+/// The claim lands after the shrink's delete (the agent's view had the NIC Available), and the
+/// release is written before the link is home: the cleanup waits for the pod, then for the
+/// agent's proof, and only then detaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cleanup_racing_a_claim_and_a_release_waits_for_the_link() {
+    let mut env = Env::start(Setup::default()).await;
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 2)).await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    let victim = names(&env).await[0].clone();
+    // The operator is away, so the order is the race's: delete (as a shrink does), claim.
+    env.stop_operator().await;
+    env.hostnics()
+        .delete(&victim, &kube::api::DeleteParams::default())
+        .await
+        .expect("delete");
+    env.bind(&victim).await;
+    env.start_operator();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        env.attached_in_cloud(&victim).await,
+        "detached from its pod"
+    );
+
+    env.release_unproven(&victim).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        env.attached_in_cloud(&victim).await,
+        "detached before the link was home"
+    );
+    assert!(
+        env.hostnics()
+            .get_opt(&victim)
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    env.report_link_home(&victim).await;
+    eventually("the NIC goes once proven home", T, || async {
+        env.hostnics()
+            .get_opt(&victim)
+            .await
+            .expect("get")
+            .is_none()
+    })
+    .await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
 /// Cloud calls that change NICs so far.
 fn nic_churn(env: &Env) -> [u64; 4] {
     let c = env.sim.calls();

@@ -1,8 +1,12 @@
-//! Coalesces the single-NIC requests of concurrent reconciles into batched cloud calls:
-//! AttachNics per instance, DetachNics, DeleteNics and the Describe calls by id. Each HostNic
-//! reconcile asks for its own NIC; requests arriving within a short window share one call.
+//! Batched cloud calls: AttachNics per instance, DetachNics and DeleteNics per instance, and the
+//! Describe calls by id. The pool plans each round: the HostNics it creates (or deletes) on a
+//! node in one pass are expected to attach (or detach and delete) together, and their call is
+//! made as soon as every one of them asked, up to the batch limit. Requests outside a round
+//! share a call with those arriving within a short window. A call refused for its size is
+//! split in halves and the smaller limit is kept for every later call of that action.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,38 +18,139 @@ use super::{CloudApi, CloudError, CloudErrorKind, CloudResult, Job, Nic, NicQuer
 type BatchFn<R> =
     Arc<dyn Fn(String, Vec<String>, Priority) -> BoxFuture<'static, CloudResult<R>> + Send + Sync>;
 
+/// One request: the item (a NIC id), who asks (a HostNic name, when it is in a round), and
+/// where the answer goes.
+struct Waiter<R> {
+    item: String,
+    member: Option<String>,
+    tx: tokio::sync::oneshot::Sender<CloudResult<R>>,
+}
+
 struct Group<R> {
     id: u64,
     prio: Priority,
-    waiters: Vec<(String, tokio::sync::oneshot::Sender<CloudResult<R>>)>,
+    waiters: Vec<Waiter<R>>,
 }
 
-/// Collects items per key for `window` (or until `max` distinct items) and runs one call.
+impl<R> Group<R> {
+    fn distinct(&self) -> usize {
+        let mut items: Vec<&String> = self.waiters.iter().map(|w| &w.item).collect();
+        items.sort();
+        items.dedup();
+        items.len()
+    }
+
+    fn has_member(&self) -> bool {
+        self.waiters.iter().any(|w| w.member.is_some())
+    }
+}
+
+/// Collects items per key and runs one call for them: when every member of the key's round
+/// has asked, when the group reaches the batch limit, or after the wait (the window, or the
+/// round's bound when a member of the round is waiting).
 struct Coalescer<R> {
     groups: Mutex<HashMap<String, Group<R>>>,
+    /// Per key, the members the pool expects in the current round that have not asked yet.
+    rounds: Mutex<HashMap<String, HashSet<String>>>,
     next_id: Mutex<u64>,
     window: Duration,
-    max: usize,
+    /// Longest a round waits for a member that does not come (its create failed, it was
+    /// deleted): a bound on the delay, not a way to meet.
+    round_wait: Duration,
+    /// Most distinct items per call: the configured limit, lowered by size refusals.
+    limit: AtomicUsize,
     run: BatchFn<R>,
     /// Whether a refused batch is retried item by item, so one bad NIC cannot block the others.
     split_on_refusal: bool,
 }
 
+/// Answers per item.
+type Answers<R> = HashMap<String, CloudResult<R>>;
+
 impl<R: Clone + Send + 'static> Coalescer<R> {
-    fn new(window: Duration, max: usize, split_on_refusal: bool, run: BatchFn<R>) -> Arc<Self> {
+    fn new(cfg: &BatchConfig, max: usize, split_on_refusal: bool, run: BatchFn<R>) -> Arc<Self> {
         Arc::new(Self {
             groups: Mutex::new(HashMap::new()),
+            rounds: Mutex::new(HashMap::new()),
             next_id: Mutex::new(0),
-            window,
-            max: max.max(1),
+            window: cfg.window,
+            round_wait: cfg.round_wait,
+            limit: AtomicUsize::new(max.max(1)),
             run,
             split_on_refusal,
         })
     }
 
-    async fn submit(self: &Arc<Self>, key: String, item: String, prio: Priority) -> CloudResult<R> {
+    /// The current limit of one call.
+    fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Expects `members` to ask under `key` in this round (added to those still expected).
+    fn plan(self: &Arc<Self>, key: &str, members: impl IntoIterator<Item = String>) {
+        let mut rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
+        rounds.entry(key.to_string()).or_default().extend(members);
+    }
+
+    /// `member` will not ask (it failed or went away): a round waiting only for it runs now.
+    fn forget(self: &Arc<Self>, member: &str) {
+        let keys: Vec<String> = {
+            let mut rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
+            let mut keys = Vec::new();
+            for (k, m) in rounds.iter_mut() {
+                if m.remove(member) {
+                    keys.push(k.clone());
+                }
+            }
+            rounds.retain(|_, m| !m.is_empty());
+            keys
+        };
+        for key in keys {
+            let due = {
+                let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+                let complete =
+                    groups.get(&key).is_some_and(|g| g.has_member()) && !self.expects(&key);
+                if complete { groups.remove(&key) } else { None }
+            };
+            if let Some(group) = due {
+                let this = Arc::clone(self);
+                tokio::spawn(async move { this.run_group(&key, group).await });
+            }
+        }
+    }
+
+    /// Whether members of `key`'s round have yet to ask.
+    fn expects(&self, key: &str) -> bool {
+        self.rounds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|m| !m.is_empty())
+    }
+
+    /// Marks `member` as having asked; whether it was expected.
+    fn join(&self, key: &str, member: &str) -> bool {
+        let mut rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = rounds.get_mut(key) else {
+            return false;
+        };
+        let was = m.remove(member);
+        if m.is_empty() {
+            rounds.remove(key);
+        }
+        was
+    }
+
+    async fn submit(
+        self: &Arc<Self>,
+        key: String,
+        item: String,
+        member: Option<&str>,
+        prio: Priority,
+    ) -> CloudResult<R> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let full = {
+        let member = member.filter(|m| self.join(&key, m)).map(str::to_string);
+        let due = {
             let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
             let group = match groups.get_mut(&key) {
                 Some(g) => g,
@@ -55,10 +160,15 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
                         *n += 1;
                         *n
                     };
+                    let wait = if member.is_some() {
+                        self.round_wait
+                    } else {
+                        self.window
+                    };
                     let this = Arc::clone(self);
                     let k = key.clone();
                     tokio::spawn(async move {
-                        tokio::time::sleep(this.window).await;
+                        tokio::time::sleep(wait).await;
                         let due = this.take(&k, Some(id));
                         if let Some(group) = due {
                             this.run_group(&k, group).await;
@@ -72,18 +182,17 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
                 }
             };
             group.prio = group.prio.min(prio);
-            group.waiters.push((item, tx));
-            let mut distinct: Vec<&String> = group.waiters.iter().map(|(i, _)| i).collect();
-            distinct.sort();
-            distinct.dedup();
-            // A full group leaves the map at once, so no later request can join it.
-            if distinct.len() >= self.max {
+            group.waiters.push(Waiter { item, member, tx });
+            // A group that runs leaves the map at once, so no later request can join it.
+            let full = group.distinct() >= self.limit();
+            let complete = group.has_member() && !self.expects(&key);
+            if full || complete {
                 groups.remove(&key)
             } else {
                 None
             }
         };
-        if let Some(group) = full {
+        if let Some(group) = due {
             let this = Arc::clone(self);
             tokio::spawn(async move { this.run_group(&key, group).await });
         }
@@ -100,45 +209,75 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
         }
     }
 
-    /// Makes the group's call and answers every waiter. A refusal that names some of the
-    /// batch's NICs fails those and retries the others once without them; any other refusal
-    /// (about the instance, or naming no NIC) answers every waiter, since retrying the same
-    /// NICs one by one would only repeat it.
+    /// Makes the group's calls and answers every waiter.
     async fn run_group(self: &Arc<Self>, key: &str, group: Group<R>) {
-        let mut items: Vec<String> = group.waiters.iter().map(|(i, _)| i.clone()).collect();
+        let mut items: Vec<String> = group.waiters.iter().map(|w| w.item.clone()).collect();
         items.sort();
         items.dedup();
-        let result = (self.run)(key.to_string(), items.clone(), group.prio).await;
-        let culprits: Vec<String> = match &result {
-            Err(e) if self.split_on_refusal && is_refusal(e) => items
-                .iter()
-                .filter(|i| e.message.contains(i.as_str()))
+        let answers = self.run_items(key, items, group.prio).await;
+        for w in group.waiters {
+            let r = answers
+                .get(&w.item)
                 .cloned()
-                .collect(),
-            _ => Vec::new(),
-        };
-        if culprits.is_empty() || culprits.len() == items.len() {
-            for (_, tx) in group.waiters {
-                let _ = tx.send(result.clone());
+                .unwrap_or_else(|| Err(CloudError::transient("batch", "no answer for the item")));
+            let _ = w.tx.send(r);
+        }
+    }
+
+    /// Calls for `items` in chunks of the current limit. A call refused for its size (1100 for
+    /// more than one item) lowers the limit to half its size and is made again in those
+    /// halves, never unchanged. A refusal that names some of the NICs fails those and retries
+    /// the others once without them; any other refusal (about the instance, or naming no NIC)
+    /// answers every item, since retrying the same NICs one by one would only repeat it.
+    fn run_items<'a>(
+        self: &'a Arc<Self>,
+        key: &'a str,
+        items: Vec<String>,
+        prio: Priority,
+    ) -> BoxFuture<'a, Answers<R>> {
+        Box::pin(async move {
+            let limit = self.limit();
+            if items.len() > limit {
+                let mut answers = HashMap::new();
+                for chunk in items.chunks(limit) {
+                    answers.extend(self.run_items(key, chunk.to_vec(), prio).await);
+                }
+                return answers;
             }
-            return;
-        }
-        if let Err(error) = &result {
-            tracing::debug!(%error, refused = ?culprits, "batch refused for some NICs: retrying the others once");
-        }
-        let rest: Vec<String> = items
-            .into_iter()
-            .filter(|i| !culprits.contains(i))
-            .collect();
-        let retried = (self.run)(key.to_string(), rest, group.prio).await;
-        for (item, tx) in group.waiters {
-            let r = if culprits.contains(&item) {
-                result.clone()
-            } else {
-                retried.clone()
+            let result = (self.run)(key.to_string(), items.clone(), prio).await;
+            let all = |r: &CloudResult<R>| -> Answers<R> {
+                items.iter().map(|i| (i.clone(), r.clone())).collect()
             };
-            let _ = tx.send(r);
-        }
+            match &result {
+                Err(e) if items.len() > 1 && is_size_refusal(e) => {
+                    let half = items.len().div_ceil(2);
+                    let was = self.limit.fetch_min(half, Ordering::Relaxed);
+                    tracing::warn!(%e, was, now = half.min(was), "the cloud refused the batch for its size: lowering the limit");
+                    self.run_items(key, items, prio).await
+                }
+                Err(e) if self.split_on_refusal && is_refusal(e) => {
+                    let culprits: Vec<String> = items
+                        .iter()
+                        .filter(|i| e.message.contains(i.as_str()))
+                        .cloned()
+                        .collect();
+                    if culprits.is_empty() || culprits.len() == items.len() {
+                        return all(&result);
+                    }
+                    tracing::debug!(%e, refused = ?culprits, "batch refused for some NICs: retrying the others once");
+                    let rest: Vec<String> = items
+                        .iter()
+                        .filter(|i| !culprits.contains(i))
+                        .cloned()
+                        .collect();
+                    let retried = (self.run)(key.to_string(), rest.clone(), prio).await;
+                    let mut answers = all(&result);
+                    answers.extend(rest.into_iter().map(|i| (i, retried.clone())));
+                    answers
+                }
+                _ => all(&result),
+            }
+        })
     }
 }
 
@@ -150,6 +289,13 @@ fn is_refusal(e: &CloudError) -> bool {
     )
 }
 
+/// Whether the cloud refused a call as malformed (1100): for a call whose only varying
+/// parameter is its list of NICs, that is its length (QingCloud takes at most 5 NICs per
+/// AttachNics/DetachNics).
+fn is_size_refusal(e: &CloudError) -> bool {
+    e.code == Some(1100)
+}
+
 /// Batch limits and the coalescing window.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
@@ -159,6 +305,22 @@ pub struct BatchConfig {
     pub max_attach: usize,
     /// Most NICs per DetachNics / DeleteNics call.
     pub max_detach: usize,
+    /// Longest a round planned by the pool waits for a member that does not ask.
+    pub round_wait: Duration,
+}
+
+impl BatchConfig {
+    /// The limits capped at `concurrency`: every NIC of a call waits for it in a reconcile of
+    /// its own, so a call can never gather more NICs than reconciles run at once (a larger
+    /// round would hold every slot and wait out `round_wait`).
+    pub fn within(self, concurrency: usize) -> Self {
+        let c = concurrency.max(1);
+        Self {
+            max_attach: self.max_attach.min(c),
+            max_detach: self.max_detach.min(c),
+            ..self
+        }
+    }
 }
 
 /// Single-NIC front of a [`CloudApi`] that batches concurrent requests.
@@ -184,7 +346,7 @@ impl Batcher {
     pub fn new(cloud: Arc<dyn CloudApi>, cfg: BatchConfig) -> Self {
         let c = cloud.clone();
         let attach = Coalescer::new(
-            cfg.window,
+            &cfg,
             cfg.max_attach,
             true,
             Arc::new(move |instance, nics, prio| {
@@ -194,7 +356,7 @@ impl Batcher {
         );
         let c = cloud.clone();
         let detach = Coalescer::new(
-            cfg.window,
+            &cfg,
             cfg.max_detach,
             true,
             Arc::new(move |_, nics, prio| {
@@ -204,7 +366,7 @@ impl Batcher {
         );
         let c = cloud.clone();
         let delete = Coalescer::new(
-            cfg.window,
+            &cfg,
             cfg.max_detach,
             true,
             Arc::new(move |_, nics, prio| {
@@ -214,7 +376,7 @@ impl Batcher {
         );
         let c = cloud.clone();
         let nics = Coalescer::new(
-            cfg.window,
+            &cfg,
             DESCRIBE_BATCH,
             false,
             Arc::new(move |_, ids, prio| {
@@ -228,7 +390,7 @@ impl Batcher {
         );
         let c = cloud;
         let jobs = Coalescer::new(
-            cfg.window,
+            &cfg,
             DESCRIBE_BATCH,
             false,
             Arc::new(move |_, ids, prio| {
@@ -245,24 +407,77 @@ impl Batcher {
         }
     }
 
-    /// Attaches `nic` to `instance` together with other NICs bound for the same instance.
-    pub async fn attach(&self, instance: &str, nic: &str, prio: Priority) -> CloudResult<String> {
+    /// The pool's round on `instance`: these HostNics (just created) attach together.
+    pub fn plan_attach(&self, instance: &str, members: impl IntoIterator<Item = String>) {
+        self.attach.plan(instance, members);
+    }
+
+    /// The pool's round on `instance`: these HostNics (just deleted, attached) detach together,
+    /// then are deleted together.
+    pub fn plan_detach(&self, instance: &str, members: impl IntoIterator<Item = String>) {
+        self.detach.plan(instance, members);
+    }
+
+    /// `member` will make no call of its round (it failed, or needs no detach or delete).
+    pub fn forget(&self, member: &str) {
+        self.attach.forget(member);
+        self.detach.forget(member);
+        self.delete.forget(member);
+    }
+
+    /// Attaches `nic` to `instance` together with the other NICs of `member`'s round (or
+    /// those asking within the window).
+    pub async fn attach(
+        &self,
+        instance: &str,
+        nic: &str,
+        member: &str,
+        prio: Priority,
+    ) -> CloudResult<String> {
         self.attach
-            .submit(instance.to_string(), nic.to_string(), prio)
+            .submit(instance.to_string(), nic.to_string(), Some(member), prio)
             .await
     }
 
-    /// Detaches `nic` in a batch.
-    pub async fn detach(&self, nic: &str, prio: Priority) -> CloudResult<String> {
-        self.detach
-            .submit(String::new(), nic.to_string(), prio)
-            .await
+    /// Detaches `nic` (attached to `instance`) in a batch; a member of a detach round is then
+    /// expected in the delete round of its instance.
+    pub async fn detach(
+        &self,
+        instance: Option<&str>,
+        nic: &str,
+        member: Option<&str>,
+        prio: Priority,
+    ) -> CloudResult<String> {
+        let key = instance.unwrap_or_default().to_string();
+        let r = self
+            .detach
+            .submit(key.clone(), nic.to_string(), member, prio)
+            .await;
+        if let (Ok(_), Some(m)) = (&r, member) {
+            self.delete.plan(&key, [m.to_string()]);
+        }
+        r
     }
 
-    /// Deletes `nic` in a batch.
-    pub async fn delete(&self, nic: &str, prio: Priority) -> CloudResult<()> {
+    /// Deletes `nic` (last on `instance`) in a batch.
+    pub async fn delete(
+        &self,
+        instance: Option<&str>,
+        nic: &str,
+        member: Option<&str>,
+        prio: Priority,
+    ) -> CloudResult<()> {
+        if let Some(m) = member {
+            // Not detached by this operator (already free): it asks for no detach.
+            self.detach.forget(m);
+        }
         self.delete
-            .submit(String::new(), nic.to_string(), prio)
+            .submit(
+                instance.unwrap_or_default().to_string(),
+                nic.to_string(),
+                member,
+                prio,
+            )
             .await
     }
 
@@ -270,7 +485,7 @@ impl Batcher {
     pub async fn nic(&self, id: &str, prio: Priority) -> CloudResult<Option<Nic>> {
         let all = self
             .nics
-            .submit(String::new(), id.to_string(), prio)
+            .submit(String::new(), id.to_string(), None, prio)
             .await?;
         Ok(all.iter().find(|n| n.id == id).cloned())
     }
@@ -279,7 +494,7 @@ impl Batcher {
     pub async fn job(&self, id: &str, prio: Priority) -> CloudResult<Option<Job>> {
         let all = self
             .jobs
-            .submit(String::new(), id.to_string(), prio)
+            .submit(String::new(), id.to_string(), None, prio)
             .await?;
         Ok(all.iter().find(|j| j.id == id).cloned())
     }
@@ -296,6 +511,7 @@ mod tests {
             window: Duration::from_millis(30),
             max_attach: 3,
             max_detach: 10,
+            round_wait: Duration::from_secs(30),
         }
     }
 
@@ -321,7 +537,7 @@ mod tests {
         let jobs = futures::future::join_all(ids.iter().map(|id| {
             let b = b.clone();
             let id = id.clone();
-            async move { b.attach("i-1", &id, Priority::Refill).await.unwrap() }
+            async move { b.attach("i-1", &id, &id, Priority::Refill).await.unwrap() }
         }))
         .await;
         assert_eq!(
@@ -347,7 +563,7 @@ mod tests {
         let results = futures::future::join_all(ids.iter().map(|id| {
             let b = b.clone();
             let id = id.clone();
-            async move { b.attach("i-1", &id, Priority::Refill).await }
+            async move { b.attach("i-1", &id, &id, Priority::Refill).await }
         }))
         .await;
         assert!(results[0].is_ok() && results[1].is_ok());
@@ -369,7 +585,7 @@ mod tests {
         let results = futures::future::join_all(ids.iter().map(|id| {
             let b = b.clone();
             let id = id.clone();
-            async move { b.attach("i-404", &id, Priority::Refill).await }
+            async move { b.attach("i-404", &id, &id, Priority::Refill).await }
         }))
         .await;
         assert!(
@@ -409,5 +625,111 @@ mod tests {
             r.as_ref()
                 .is_err_and(|e| e.kind == CloudErrorKind::Throttled)
         }));
+    }
+
+    #[tokio::test]
+    async fn a_planned_round_makes_one_call_as_soon_as_every_member_asked() {
+        let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
+        cloud.add_vxnet("vxnet-a", 100);
+        cloud.add_instance("i-1", "vxnet-a");
+        let ids = nics(&cloud, 3).await;
+        // A window far longer than the test: only the round can make the call.
+        let b = Arc::new(Batcher::new(
+            cloud.clone(),
+            BatchConfig {
+                window: Duration::from_secs(600),
+                ..cfg()
+            },
+        ));
+        b.plan_attach("i-1", ids.iter().map(|id| format!("hn-{id}")));
+        let all = futures::future::join_all(ids.iter().map(|id| {
+            let b = b.clone();
+            let id = id.clone();
+            async move {
+                b.attach("i-1", &id, &format!("hn-{id}"), Priority::Refill)
+                    .await
+            }
+        }));
+        let jobs = tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .expect("the round ran when complete");
+        assert!(jobs.iter().all(Result::is_ok));
+        assert_eq!(cloud.calls()["AttachNics"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_member_that_will_not_come_releases_its_round() {
+        let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
+        cloud.add_vxnet("vxnet-a", 100);
+        cloud.add_instance("i-1", "vxnet-a");
+        let ids = nics(&cloud, 2).await;
+        let b = Arc::new(Batcher::new(
+            cloud.clone(),
+            BatchConfig {
+                window: Duration::from_secs(600),
+                ..cfg()
+            },
+        ));
+        b.plan_attach(
+            "i-1",
+            ["a".to_string(), "b".to_string(), "failed".to_string()],
+        );
+        let all = futures::future::join_all(
+            ids.iter()
+                .zip(["a", "b"])
+                .map(|(id, m)| b.attach("i-1", id, m, Priority::Refill)),
+        );
+        let forget = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            b.forget("failed");
+        };
+        let (jobs, ()) =
+            tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(all, forget) })
+                .await
+                .expect("released by forget");
+        assert!(jobs.iter().all(Result::is_ok));
+        assert_eq!(cloud.calls()["AttachNics"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_its_size_is_halved_and_the_limit_kept() {
+        let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
+        cloud.add_vxnet("vxnet-a", 100);
+        cloud.add_instance("i-1", "vxnet-a");
+        cloud.limit_batches(5);
+        let ids = nics(&cloud, 20).await;
+        let b = Arc::new(Batcher::new(
+            cloud.clone(),
+            BatchConfig {
+                max_attach: 20,
+                ..cfg()
+            },
+        ));
+        let attach_all = |ids: Vec<String>| {
+            let b = b.clone();
+            async move {
+                b.plan_attach("i-1", ids.iter().cloned());
+                futures::future::join_all(
+                    ids.iter()
+                        .map(|id| b.attach("i-1", id, id, Priority::Refill)),
+                )
+                .await
+            }
+        };
+        let jobs = attach_all(ids[..10].to_vec()).await;
+        assert!(jobs.iter().all(Result::is_ok), "{jobs:?}");
+        assert_eq!(
+            cloud.calls()["AttachNics"],
+            3,
+            "10 refused, then two halves of 5"
+        );
+        let jobs = attach_all(ids[10..].to_vec()).await;
+        assert!(jobs.iter().all(Result::is_ok), "{jobs:?}");
+        assert_eq!(
+            cloud.calls()["AttachNics"],
+            5,
+            "the next round uses the limit that worked"
+        );
+        assert!(cloud.nics().iter().all(|n| n.state == NicState::InUse));
     }
 }

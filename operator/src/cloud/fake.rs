@@ -25,6 +25,8 @@ struct State {
     faults: HashMap<&'static str, VecDeque<i64>>,
     seq: u64,
     fail_jobs: u32,
+    /// Most NICs per AttachNics/DetachNics (more: 1100), as the realistic simulator.
+    batch_limit: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -98,6 +100,23 @@ impl FakeCloud {
     /// Makes the next calls of `action` fail with these ret_codes, in order.
     pub fn inject(&self, action: &'static str, codes: &[i64]) {
         self.lock().faults.entry(action).or_default().extend(codes);
+    }
+
+    /// Refuses Attach/DetachNics of more than `limit` NICs with 1100.
+    pub fn limit_batches(&self, limit: usize) {
+        self.lock().batch_limit = Some(limit);
+    }
+
+    /// Refuses a job call naming more NICs than the batch limit.
+    fn check_size(&self, action: &'static str, nics: &[String]) -> CloudResult<()> {
+        match self.lock().batch_limit {
+            Some(l) if nics.len() > l => Err(CloudError::from_code(
+                action,
+                1100,
+                format!("InvalidParameter, nics: at most {l} NICs per request"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Makes the next attach job fail.
@@ -286,6 +305,7 @@ impl CloudApi for FakeCloud {
     ) -> BoxFuture<'_, CloudResult<String>> {
         Box::pin(async move {
             self.enter("AttachNics")?;
+            self.check_size("AttachNics", &nics)?;
             let mut s = self.lock();
             let Some(inst) = s.instances.get(&instance) else {
                 return Err(CloudError::from_code(
@@ -333,6 +353,7 @@ impl CloudApi for FakeCloud {
     fn detach_nics(&self, nics: Vec<String>, _: Priority) -> BoxFuture<'_, CloudResult<String>> {
         Box::pin(async move {
             self.enter("DetachNics")?;
+            self.check_size("DetachNics", &nics)?;
             let mut s = self.lock();
             for n in &nics {
                 match s.nics.get(n) {

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::plan::conditions::{self, Cond};
 use crate::plan::nic::{
     ApplyStep, AttachVerdict, CleanupStep, CleanupVerdict, Facts, JobVerdict, apply_step,
-    attach_verdict, cleanup_step, cleanup_verdict, job_verdict, refuses_instance,
+    attach_verdict, cleanup_step, cleanup_verdict, job_verdict, link_home, refuses_instance,
 };
 
 /// Controller name in metrics and logs.
@@ -40,7 +40,14 @@ pub async fn reconcile(nic: Arc<HostNic>, ctx: Arc<Context>) -> Result<Action> {
         finalizer(&api, NIC_FINALIZER, nic, |event| async {
             match event {
                 Event::Apply(nic) => apply(&nic, &ctx).await,
-                Event::Cleanup(nic) => cleanup(&nic, &ctx).await,
+                Event::Cleanup(nic) => {
+                    let done = cleanup(&nic, &ctx).await;
+                    if done.is_ok() {
+                        // Its finalizer goes: whatever its round still expected, it is not coming.
+                        ctx.batch.forget(&nic.name_any());
+                    }
+                    done
+                }
             }
         })
         .await
@@ -73,6 +80,8 @@ fn facts(status: &HostNicStatus) -> Facts<'_> {
             .map(|j| (j.id.as_str(), j.status.as_str())),
         attached: conditions::is_true(&status.conditions, "Attached"),
         link_ready: conditions::is_true(&status.conditions, "LinkReady"),
+        link_home: link_home(status),
+        pod: status.pod.is_some(),
         released_at: status.released_at.as_ref().map(|t| t.0),
     }
 }
@@ -136,6 +145,8 @@ async fn fail(
     reason: &'static str,
     message: String,
 ) -> Result<Action> {
+    // It makes no call of its round any more.
+    ctx.batch.forget(&cur.name_any());
     let generation = cur.metadata.generation;
     write(ctx, cur, |s| {
         s.phase = HostNicPhase::Failed;
@@ -272,7 +283,11 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                     AttachVerdict::Attach => {
                         // The phase (Attaching) already records the intent.
                         ctx.checkpoint.step("AttachNics").await;
-                        match ctx.batch.attach(&instance, &id, prio).await {
+                        match ctx
+                            .batch
+                            .attach(&instance, &id, &cur.name_any(), prio)
+                            .await
+                        {
                             Ok(job) => {
                                 write_result(ctx, &cur, |s| {
                                     s.last_job = Some(CloudJob {
@@ -309,6 +324,8 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                 return Ok(Action::requeue(settings.resync));
             }
             ApplyStep::Quarantine(rest) => return Ok(Action::requeue(rest)),
+            // The agent's report of the link is a HostNic write, which wakes this reconcile.
+            ApplyStep::AwaitLinkHome => return Ok(Action::requeue(settings.resync)),
             ApplyStep::Idle => return Ok(Action::requeue(settings.resync)),
         }
     }
@@ -511,16 +528,23 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
         .get(RETAIN_ANNOTATION)
         .is_some_and(|v| v == "true");
     let prio = Priority::Background;
+    let name = cur.name_any();
     for _ in 0..MAX_STEPS {
         let status = cur.status.clone().unwrap_or_default();
         let f = facts(&status);
-        let node_alive = if f.phase == HostNicPhase::Bound {
-            node_exists(ctx, &cur.spec.node).await?
-        } else {
-            true
+        // Only a wait for the node's pods depends on the node: read it only then.
+        let step = match cleanup_step(&f, true) {
+            CleanupStep::WaitRelease | CleanupStep::WaitLinkHome => {
+                cleanup_step(&f, node_exists(ctx, &cur.spec.node).await?)
+            }
+            step => step,
         };
-        match cleanup_step(&f, node_alive) {
+        // Both waits poll: a deleted Node wakes no HostNic, and it ends them.
+        match step {
             CleanupStep::WaitRelease => return Err(Error::Waiting("a pod still holds the NIC")),
+            CleanupStep::WaitLinkHome => {
+                return Err(Error::Waiting("the agent has not proven the link home"));
+            }
             CleanupStep::Forget => return Ok(Action::await_change()),
             CleanupStep::FindByName => {
                 let found = ctx
@@ -586,7 +610,8 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             cur = write(ctx, &cur, |s| s.phase = HostNicPhase::Detaching).await?;
                         }
                         ctx.checkpoint.step("DetachNics").await;
-                        match ctx.batch.detach(&id, prio).await {
+                        let instance = status.instance.as_deref();
+                        match ctx.batch.detach(instance, &id, Some(&name), prio).await {
                             Ok(job) => {
                                 write_result(ctx, &cur, |s| {
                                     s.last_job = Some(CloudJob {
@@ -608,7 +633,8 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             write(ctx, &cur, |s| s.phase = HostNicPhase::Deleting).await?;
                         }
                         ctx.checkpoint.step("DeleteNics").await;
-                        match ctx.batch.delete(&id, prio).await {
+                        let instance = status.instance.as_deref();
+                        match ctx.batch.delete(instance, &id, Some(&name), prio).await {
                             Ok(()) => return Ok(Action::await_change()),
                             Err(e) if e.is_not_found() => return Ok(Action::await_change()),
                             Err(e) => return Err(e.into()),

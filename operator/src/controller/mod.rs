@@ -125,7 +125,10 @@ impl Context {
             },
         );
         Self {
-            batch: Batcher::new(cloud.clone(), op.batch),
+            batch: Batcher::new(
+                cloud.clone(),
+                op.batch.within(usize::from(settings.concurrency)),
+            ),
             facts: cache::CloudFacts::new(cloud.clone(), settings.cloud_cache),
             instances: InstanceSource {
                 annotation: settings.instance_annotation.clone(),
@@ -405,6 +408,7 @@ mod priority_tests {
                 window: Duration::ZERO,
                 max_attach: 5,
                 max_detach: 5,
+                round_wait: Duration::ZERO,
             },
             identity: "t".into(),
             lease: None,

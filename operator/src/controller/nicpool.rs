@@ -27,7 +27,7 @@ use crate::node;
 use crate::plan::conditions;
 use crate::plan::pool::{
     Blocker, Clock, InstanceView, NicView, NodeDecision, NodeView, VxnetBudget, decide_node,
-    holds_slot, summarize, validate,
+    holds_slot, joins_detach_round, summarize, validate,
 };
 
 /// Controller name in metrics and logs.
@@ -62,6 +62,7 @@ pub fn error_policy(pool: Arc<NicPool>, error: &Error, ctx: Arc<Context>) -> Act
 
 fn nic_view(h: &HostNic) -> NicView {
     let s = h.status.clone().unwrap_or_default();
+    let link_home = crate::plan::nic::link_home(&s);
     NicView {
         name: h.name_any(),
         phase: s.phase,
@@ -71,6 +72,7 @@ fn nic_view(h: &HostNic) -> NicView {
         ip: s.private_ip,
         deleting: h.metadata.deletion_timestamp.is_some(),
         refused: conditions::is_true(&s.conditions, super::hostnic::REFUSED),
+        link_home,
     }
 }
 
@@ -250,16 +252,31 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         decisions.push((view.selected, d));
     }
 
-    // Act.
+    // Act. What a pass creates (deletes) on a node is one round: attached (detached and
+    // deleted) in one call per batch limit, planned before the first member can ask.
     for (_, d) in &decisions {
         let node_name = &d.status.node;
+        let instance = d.status.instance.as_deref();
         for new in &d.create {
             let h = new_hostnic(&name, node_name, &new.vxnet, new.role);
-            hostnics
-                .create(&PostParams::default(), &h)
-                .await
-                .map_err(Error::kube("create HostNic"))?;
+            let member = h.name_any();
+            if let Some(i) = instance {
+                ctx.batch.plan_attach(i, [member.clone()]);
+            }
+            if let Err(e) = hostnics.create(&PostParams::default(), &h).await {
+                ctx.batch.forget(&member);
+                return Err(Error::kube("create HostNic")(e));
+            }
             ctx.facts.consume(&new.vxnet);
+        }
+        if let Some(i) = instance {
+            let node_exists = by_name.contains_key(node_name);
+            let round = mine
+                .iter()
+                .filter(|h| d.delete.contains(&h.name_any()))
+                .filter(|h| joins_detach_round(&nic_view(h), node_exists))
+                .map(|h| h.name_any());
+            ctx.batch.plan_detach(i, round);
         }
         for victim in &d.delete {
             delete_hostnic(&hostnics, victim).await?;
@@ -462,6 +479,18 @@ async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
         .iter()
         .map(|n| n.name_any())
         .collect();
+    if pool.spec.reclaim_policy == ReclaimPolicy::Delete {
+        // Per node, the NICs deleted now are one detach round.
+        for h in &mine {
+            let instance = h.status.as_ref().and_then(|s| s.instance.as_deref());
+            if let Some(i) = instance
+                && h.metadata.deletion_timestamp.is_none()
+                && joins_detach_round(&nic_view(h), live_nodes.contains(&h.spec.node))
+            {
+                ctx.batch.plan_detach(i, [h.name_any()]);
+            }
+        }
+    }
     for h in &mine {
         if h.metadata.deletion_timestamp.is_some() {
             continue;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hostnic_crds::HostNicPhase;
+use hostnic_crds::{HostNicPhase, HostNicStatus};
 use jiff::Timestamp;
 
 use crate::cloud::{CloudError, CloudErrorKind, Job, JobState, Nic, NicState};
@@ -26,6 +26,9 @@ pub enum ApplyStep {
     EndQuarantine,
     /// Released and resting: look again after this.
     Quarantine(Duration),
+    /// Released and rested, but the agent has not proven the link home since the claim: kept
+    /// Released until it does (its next write wakes the reconcile).
+    AwaitLinkHome,
     /// Nothing to do in this phase.
     Idle,
 }
@@ -43,8 +46,41 @@ pub struct Facts<'a> {
     pub attached: bool,
     /// Condition LinkReady is True (the agent sees the link).
     pub link_ready: bool,
+    /// The agent proved the link on the node since the last claim ([`link_home`]).
+    pub link_home: bool,
+    /// A pod is (or was last) recorded as the NIC's holder.
+    pub pod: bool,
     /// When the NIC was released (phase Released).
     pub released_at: Option<Timestamp>,
+}
+
+/// Whether the agent has proven the NIC's link on the node since it was last claimed: the
+/// agent's `LinkReady` is True, and (after a release) it turned True no earlier than the
+/// release. A claim writes `LinkReady=False` (InPod) with `Bound`, and a release is written
+/// with `LinkReady=True` only when the link is back; a True condition older than the release
+/// is a report from before the claim, which proves nothing about where the link is now.
+pub fn link_home(status: &HostNicStatus) -> bool {
+    status.conditions.iter().any(|c| {
+        c.type_ == "LinkReady"
+            && c.status == "True"
+            && status
+                .released_at
+                .as_ref()
+                .is_none_or(|r| c.last_transition_time.0 >= r.0)
+    })
+}
+
+/// Whether a detach or delete of the NIC needs the agent's proof that its link is home: it is
+/// (or was) handed to pods, so its link may be in a pod's netns. A NIC on its way in was never
+/// claimable (the agent claims only Available NICs), and one on its way out already recorded
+/// the intent, which is only written with the proof (or with its node gone).
+fn needs_link_proof(f: &Facts<'_>) -> bool {
+    !f.phase.is_outgoing()
+        && (f.pod
+            || matches!(
+                f.phase,
+                HostNicPhase::Available | HostNicPhase::Bound | HostNicPhase::Released
+            ))
 }
 
 /// Whether a recorded job status word means it may still be running.
@@ -77,10 +113,12 @@ pub fn apply_step(f: &Facts<'_>, quarantine: Duration, now: Timestamp) -> ApplyS
             };
             let since = f.released_at.unwrap_or(now);
             let rested = now.duration_since(since).unsigned_abs();
-            if rested >= quarantine {
+            if rested < quarantine {
+                ApplyStep::Quarantine(quarantine - rested)
+            } else if f.link_home {
                 ApplyStep::EndQuarantine
             } else {
-                ApplyStep::Quarantine(quarantine - rested)
+                ApplyStep::AwaitLinkHome
             }
         }
         _ => ApplyStep::Idle,
@@ -173,6 +211,9 @@ pub fn refuses_instance(e: &CloudError, nic: &str) -> bool {
 pub enum CleanupStep {
     /// A pod still holds the NIC on a live node: wait for its release.
     WaitRelease,
+    /// The node lives and the agent has not proven the NIC's link home since its last claim:
+    /// wait for the agent's next report (a pod may hold the link).
+    WaitLinkHome,
     /// Nothing ever reached the cloud: just let the object go.
     Forget,
     /// A create may have happened: look the NIC up by name.
@@ -183,7 +224,9 @@ pub enum CleanupStep {
     CheckNic,
 }
 
-/// The first step of a cleanup.
+/// The first step of a cleanup. `node_exists` is false only when the Node object is gone: no
+/// pod runs there any more, so its NICs go without the agent's proof (which no agent is left to
+/// give).
 pub fn cleanup_step(f: &Facts<'_>, node_exists: bool) -> CleanupStep {
     if f.phase == HostNicPhase::Bound && node_exists {
         return CleanupStep::WaitRelease;
@@ -191,6 +234,9 @@ pub fn cleanup_step(f: &Facts<'_>, node_exists: bool) -> CleanupStep {
     match (f.phase, f.nic_id) {
         (HostNicPhase::Pending, None) | (HostNicPhase::Failed, None) => CleanupStep::Forget,
         (_, None) => CleanupStep::FindByName,
+        (_, Some(_)) if node_exists && needs_link_proof(f) && !f.link_home => {
+            CleanupStep::WaitLinkHome
+        }
         (_, Some(_)) => match f.last_job {
             Some((id, status)) if running(status) && f.phase == HostNicPhase::Detaching => {
                 CleanupStep::PollJob(id.to_string())
@@ -231,6 +277,8 @@ mod tests {
             last_job: None,
             attached: false,
             link_ready: false,
+            link_home: false,
+            pod: false,
             released_at: None,
         }
     }
@@ -302,6 +350,7 @@ mod tests {
     fn quarantine_counts_from_release() {
         let mut f = facts(HostNicPhase::Released);
         f.released_at = Some(t(1000));
+        f.link_home = true;
         assert_eq!(
             apply_step(&f, Q, t(1100)),
             ApplyStep::Quarantine(Duration::from_secs(21))
@@ -457,12 +506,96 @@ mod tests {
         f.last_job = Some(("j-2", "successful"));
         assert_eq!(cleanup_step(&f, true), CleanupStep::CheckNic);
         let mut f = facts(HostNicPhase::Available);
+        f.link_home = true;
         f.last_job = Some(("j-1", "working"));
         assert_eq!(
             cleanup_step(&f, true),
             CleanupStep::CheckNic,
             "an attach job is not waited for"
         );
+    }
+
+    /// A status as the agent writes it: `LinkReady` with its transition time, and the release.
+    fn status(link: Option<(&str, i64)>, released_at: Option<i64>) -> HostNicStatus {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        HostNicStatus {
+            phase: HostNicPhase::Released,
+            released_at: released_at.map(|s| Time(t(s))),
+            conditions: link
+                .map(|(status, at)| Condition {
+                    type_: "LinkReady".into(),
+                    status: status.into(),
+                    reason: "LinkPresent".into(),
+                    message: String::new(),
+                    last_transition_time: Time(t(at)),
+                    observed_generation: None,
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_link_is_home_only_when_reported_since_the_claim() {
+        assert!(
+            link_home(&status(Some(("True", 900)), None)),
+            "never claimed"
+        );
+        assert!(
+            link_home(&status(Some(("True", 1000)), Some(1000))),
+            "the release reported the link back"
+        );
+        assert!(link_home(&status(Some(("True", 1005)), Some(1000))));
+        assert!(
+            !link_home(&status(Some(("True", 900)), Some(1000))),
+            "a report from before the claim"
+        );
+        assert!(!link_home(&status(Some(("False", 1005)), Some(1000))));
+        assert!(!link_home(&status(None, None)));
+    }
+
+    #[test]
+    fn quarantine_ends_only_with_the_link_home() {
+        let mut f = facts(HostNicPhase::Released);
+        f.released_at = Some(t(1000));
+        f.pod = true;
+        assert_eq!(apply_step(&f, Q, t(2000)), ApplyStep::AwaitLinkHome);
+        f.link_home = true;
+        assert_eq!(apply_step(&f, Q, t(2000)), ApplyStep::EndQuarantine);
+    }
+
+    #[test]
+    fn no_detach_or_delete_without_the_link_home() {
+        for p in [
+            HostNicPhase::Available,
+            HostNicPhase::Released,
+            HostNicPhase::Failed,
+        ] {
+            let mut f = facts(p);
+            f.pod = true;
+            assert_eq!(cleanup_step(&f, true), CleanupStep::WaitLinkHome, "{p:?}");
+            assert_eq!(
+                cleanup_step(&f, false),
+                CleanupStep::CheckNic,
+                "{p:?}: a deleted node runs no pod"
+            );
+            f.link_home = true;
+            assert_eq!(cleanup_step(&f, true), CleanupStep::CheckNic, "{p:?}");
+        }
+        // Never handed out, or the intent to remove it already recorded: nothing to prove.
+        for p in [
+            HostNicPhase::Attaching,
+            HostNicPhase::Failed,
+            HostNicPhase::Detaching,
+            HostNicPhase::Deleting,
+        ] {
+            assert_eq!(
+                cleanup_step(&facts(p), true),
+                CleanupStep::CheckNic,
+                "{p:?}"
+            );
+        }
     }
 
     #[test]

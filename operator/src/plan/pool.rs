@@ -32,6 +32,9 @@ pub struct NicView {
     pub deleting: bool,
     /// Whether its instance refused to take it (condition AttachRefused).
     pub refused: bool,
+    /// Whether the agent proved its link on the node since its last claim
+    /// ([`super::nic::link_home`]).
+    pub link_home: bool,
 }
 
 /// The node's VM as the cloud last described it (cached for minutes: the operator's own NICs
@@ -377,14 +380,17 @@ pub fn decide_node(
         let since = surplus_since.unwrap_or(clock.now);
         let waited = clock.now.duration_since(since).unsigned_abs();
         if waited >= clock.shrink_delay {
-            let mut victims: Vec<&&NicView> = available.iter().collect();
+            // Only NICs whose link the agent proved home: another may be on its way into a
+            // pod, and its cleanup could not detach it anyway.
+            let mut victims: Vec<&&NicView> = available.iter().filter(|n| n.link_home).collect();
             victims.sort_by(|a, b| b.name.cmp(&a.name));
-            d.delete.extend(
-                victims
-                    .iter()
-                    .take(extra_free as usize)
-                    .map(|n| n.name.clone()),
-            );
+            victims.truncate(extra_free as usize);
+            d.delete.extend(victims.iter().map(|n| n.name.clone()));
+            if victims.len() < extra_free as usize {
+                // The surplus lasted: the rest goes as soon as the agent proves it (its
+                // HostNic write wakes the pool).
+                d.surplus_since = Some(since);
+            }
         } else {
             d.surplus_since = Some(since);
             d.recheck_after = Some(clock.shrink_delay - waited);
@@ -432,6 +438,16 @@ pub fn decide_node(
     d.blockers.sort();
     d.blockers.dedup();
     d
+}
+
+/// Whether a HostNic being deleted detaches its NIC (so it joins its node's detach round): it is
+/// attached, and its cleanup needs no wait (its link proven home, or its node gone).
+pub fn joins_detach_round(nic: &NicView, node_exists: bool) -> bool {
+    match nic.phase {
+        HostNicPhase::Available | HostNicPhase::Released => nic.link_home || !node_exists,
+        HostNicPhase::Bound => !node_exists,
+        _ => false,
+    }
 }
 
 /// A spec the operator refuses to act on, with the reason shown in the Degraded condition.

@@ -46,6 +46,7 @@ fn nic(name: &str, phase: HostNicPhase) -> NicView {
         ip: Some("10.0.1.1".into()),
         deleting: false,
         refused: false,
+        link_home: true,
     }
 }
 
@@ -278,6 +279,50 @@ fn shrink_waits_for_the_hysteresis_then_deletes_free_only() {
     let d = decide_node(&spec(1), &node(), &nics, &mut budget(), Some(c.now), later);
     assert_eq!(d.delete, vec!["c".to_string(), "b".to_string()]);
     assert!(d.surplus_since.is_none());
+}
+
+#[test]
+fn shrink_deletes_only_free_nics_whose_link_is_proven_home() {
+    let mut unproven = nic("c", HostNicPhase::Available);
+    unproven.link_home = false;
+    let nics = [
+        nic("a", HostNicPhase::Available),
+        nic("b", HostNicPhase::Available),
+        unproven,
+    ];
+    let c = clock();
+    let later = Clock {
+        now: c.now + Duration::from_secs(61),
+        ..c
+    };
+    let d = decide_node(&spec(0), &node(), &nics, &mut budget(), Some(c.now), later);
+    assert_eq!(d.delete, vec!["b".to_string(), "a".to_string()]);
+    assert_eq!(
+        d.surplus_since,
+        Some(c.now),
+        "the surplus timer keeps running for the unproven one"
+    );
+}
+
+#[test]
+fn only_nics_detached_without_a_wait_join_the_detach_round() {
+    assert!(joins_detach_round(&nic("a", HostNicPhase::Available), true));
+    assert!(joins_detach_round(&nic("a", HostNicPhase::Released), true));
+    let mut unproven = nic("a", HostNicPhase::Released);
+    unproven.link_home = false;
+    assert!(!joins_detach_round(&unproven, true));
+    assert!(joins_detach_round(&unproven, false));
+    assert!(!joins_detach_round(&nic("a", HostNicPhase::Bound), true));
+    assert!(joins_detach_round(&nic("a", HostNicPhase::Bound), false));
+    for p in [
+        HostNicPhase::Pending,
+        HostNicPhase::Creating,
+        HostNicPhase::Attaching,
+        HostNicPhase::Failed,
+        HostNicPhase::Detaching,
+    ] {
+        assert!(!joins_detach_round(&nic("a", p), true), "{p:?}");
+    }
 }
 
 #[test]

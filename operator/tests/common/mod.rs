@@ -65,6 +65,7 @@ impl Default for Setup {
                 window: Duration::from_millis(50),
                 max_attach: 5,
                 max_detach: 20,
+                round_wait: Duration::from_secs(5),
             },
             sim: |_| {},
         }
@@ -347,6 +348,19 @@ impl Env {
             .collect()
     }
 
+    /// Whether HostNic `name` still exists with its NIC attached to an instance in the cloud.
+    pub async fn attached_in_cloud(&self, name: &str) -> bool {
+        let Some(h) = self.hostnics().get_opt(name).await.expect("get") else {
+            return false;
+        };
+        let id = h.status.and_then(|s| s.nic_id).expect("nic id");
+        self.sim.nics().into_iter().any(|n| {
+            n.nic.nic_id == id
+                && n.nic.status == qingcloud::wire::NicStatus::InUse
+                && n.nic.attached_to().is_some()
+        })
+    }
+
     /// No two cloud NICs share an owner's name (a create was never repeated blindly), unless
     /// the simulator hid a new NIC on purpose.
     pub fn assert_no_duplicate_names(&self) {
@@ -432,8 +446,14 @@ impl Env {
             && s.in_progress == 0
     }
 
-    /// Plays the agent claiming a free NIC for a pod.
+    /// Plays the agent claiming a free NIC for a pod: Bound and `LinkReady=False` (InPod) in
+    /// one write with the object's resourceVersion, as the real agent's claim.
     pub async fn bind(&self, name: &str) {
+        self.try_bind(name).await.expect("bind");
+    }
+
+    /// `bind`, answering the API server's refusal (a 409 when the operator wrote first).
+    pub async fn try_bind(&self, name: &str) -> kube::Result<HostNic> {
         let mut h = self.hostnics().get(name).await.expect("get");
         let s = h.status.get_or_insert_with(Default::default);
         assert_eq!(s.phase, HostNicPhase::Available);
@@ -447,22 +467,51 @@ impl Env {
             interface: "eth0".into(),
             network: None,
         });
+        set_link_ready(s, false, "InPod");
         self.hostnics()
             .replace_status(name, &PostParams::default(), &h)
             .await
-            .expect("bind");
     }
 
-    /// Plays the agent releasing a NIC.
+    /// Plays the agent releasing a NIC whose link is back on the node (`LinkReady=True` in the
+    /// same write, as the real agent's release).
     pub async fn release(&self, name: &str) {
+        self.write_release(name, true).await;
+    }
+
+    /// Plays a release written before the link is proven home (the pod's netns is gone or
+    /// unreadable and the link has not shown up on the node): `LinkReady` stays as the claim
+    /// left it.
+    pub async fn release_unproven(&self, name: &str) {
+        self.write_release(name, false).await;
+    }
+
+    async fn write_release(&self, name: &str, link_home: bool) {
         let mut h = self.hostnics().get(name).await.expect("get");
         let s = h.status.get_or_insert_with(Default::default);
         s.phase = HostNicPhase::Released;
         s.released_at = Some(Time(Timestamp::now()));
+        if link_home {
+            set_link_ready(s, true, "LinkPresent");
+        }
         self.hostnics()
             .replace_status(name, &PostParams::default(), &h)
             .await
             .expect("release");
+    }
+
+    /// Plays the agent reporting the NIC's link on the node (its link pass).
+    pub async fn report_link_home(&self, name: &str) {
+        let mut h = self.hostnics().get(name).await.expect("get");
+        set_link_ready(
+            h.status.get_or_insert_with(Default::default),
+            true,
+            "LinkPresent",
+        );
+        self.hostnics()
+            .replace_status(name, &PostParams::default(), &h)
+            .await
+            .expect("report link");
     }
 
     pub async fn delete_pool(&self, name: &str) {
@@ -513,6 +562,19 @@ pub async fn add_node(client: &kube::Client, name: &str) {
         .create(&PostParams::default(), &n)
         .await
         .expect("create node");
+}
+
+/// Replaces the `LinkReady` condition, transition time now.
+fn set_link_ready(s: &mut hostnic_crds::HostNicStatus, ready: bool, reason: &str) {
+    s.conditions.retain(|c| c.type_ != "LinkReady");
+    s.conditions.push(Condition {
+        type_: "LinkReady".into(),
+        status: if ready { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: String::new(),
+        observed_generation: None,
+        last_transition_time: Time(Timestamp::now()),
+    });
 }
 
 /// Polls `f` until it is true, panicking with `what` after `within`.

@@ -1,0 +1,78 @@
+//! Batched cloud calls against the simulator's realistic batch limit (5 NICs per
+//! AttachNics/DetachNics, 1100 beyond): the pool plans one round per node, and a call refused
+//! for its size is split, never resent unchanged.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(60);
+const NODE: &str = "i-node0001";
+
+/// The realistic simulator's limit, and the production reconcile concurrency (32): every NIC of
+/// a round waits for its call in a reconcile of its own, and the tests' 16 would cap a call at
+/// 16 of the 20.
+fn limited() -> Setup {
+    let defaults = <hostnic_operator::args::Args as clap::Parser>::parse_from(["x"]).settings();
+    let mut settings = test_settings();
+    settings.concurrency = defaults.concurrency;
+    Setup {
+        sim: |c| c.nic_batch_limit = Some(5),
+        settings,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_of_30_fills_with_one_attach_per_five_nics() {
+    let mut env = Env::start(limited()).await;
+    env.start_operator();
+    env.create_pool("big", spec(&[VX_A], 30)).await;
+    env.converged("big", &[NODE], 30, T).await;
+    let calls = env.sim.calls();
+    eprintln!(
+        "fill of 30: AttachNics {}, CreateNics {}, DescribeNics {}, DescribeJobs {}",
+        calls.action("AttachNics"),
+        calls.action("CreateNics"),
+        calls.action("DescribeNics"),
+        calls.action("DescribeJobs")
+    );
+    assert_eq!(calls.action("AttachNics"), 6, "30 NICs, 5 per AttachNics");
+    env.shutdown().await;
+}
+
+/// The README's uninstall with `--max-detach-batch=20` (the Setup's batch config) against a
+/// cloud that takes 5: refused twice for its size, then detached in fives, within the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_pool_of_20_survives_a_size_refusal() {
+    let mut env = Env::start(limited()).await;
+    assert_eq!(env.batch.max_detach, 20);
+    env.start_operator();
+    env.create_pool("big", spec(&[VX_A], 20)).await;
+    env.converged("big", &[NODE], 20, T).await;
+    env.sim.reset_calls();
+    env.delete_pool("big").await;
+    eventually("pool and NICs gone", T, || async {
+        env.pool("big").await.is_none() && env.cloud_nics().is_empty()
+    })
+    .await;
+    let calls = env.sim.calls();
+    eprintln!(
+        "delete of 20: DetachNics {}, DeleteNics {}, DescribeNics {}, DescribeJobs {}",
+        calls.action("DetachNics"),
+        calls.action("DeleteNics"),
+        calls.action("DescribeNics"),
+        calls.action("DescribeJobs")
+    );
+    // 20 refused, 10 refused, then four of 5: no refused batch is sent again.
+    assert_eq!(calls.action("DetachNics"), 6);
+    assert!(
+        calls.action("DeleteNics") <= 2,
+        "{}",
+        calls.action("DeleteNics")
+    );
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
