@@ -356,7 +356,7 @@ impl Env {
         let id = h.status.and_then(|s| s.nic_id).expect("nic id");
         self.sim.nics().into_iter().any(|n| {
             n.nic.nic_id == id
-                && n.nic.status == qingcloud::wire::NicStatus::InUse
+                && n.nic.status == qingcloud_sim::wire::NicStatus::InUse
                 && n.nic.attached_to().is_some()
         })
     }
