@@ -5,13 +5,14 @@
 mod common;
 
 use std::collections::HashMap;
+use std::future::ready;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    Lab, POOL, blocking, call, claim_req, error_kind, health_get, phase, post, release_req,
-    start_recovered,
+    Lab, POOL, blocking, call, claim_req, error_kind, eventually, health_get, phase, post,
+    release_req, start_recovered,
 };
 use hostnic_agent::args::Args;
 use hostnic_agent::run;
@@ -364,14 +365,10 @@ async fn an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way() {
         mac(1)
     );
     assert!(started.elapsed() < Duration::from_secs(20));
-    let cleared = async {
-        while lab.waiting_annotation().await.is_some() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), cleared)
-        .await
-        .expect("the waiting annotation stays after the ADD answered");
+    assert!(
+        lab.says_waiting_within_10s(false).await,
+        "the waiting annotation stays after the ADD answered"
+    );
 
     // Nothing on its way now (the one NIC is Bound): the next ADD answers 11 at once.
     let other = TestNetns::new("pod");
@@ -568,15 +565,13 @@ fn nic_comes_home(lab: &Lab, i: usize, name: &str) {
 
 /// Waits (at most 20 s, the link pass reacts to link events) for a HostNic's phase.
 async fn wait_phase(lab: &Lab, name: &str, want: HostNicPhase) {
-    let wait = async {
-        while phase(&lab.hostnic(name).await) != want {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .is_err()
-    {
+    let became = eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async move { phase(&lab.hostnic(name).await) == want },
+    )
+    .await;
+    if !became {
         panic!(
             "{name} never became {want:?}: {:?}",
             lab.hostnic(name).await.status
@@ -600,17 +595,11 @@ fn queued_dels(lab: &Lab) -> Vec<String> {
 
 /// Waits (at most 20 s) until no DEL is queued.
 async fn wait_queue_empty(lab: &Lab) {
-    let wait = async {
-        while !queued_dels(lab).is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .is_err()
-    {
-        panic!("queued DELs never drained: {:?}", queued_dels(lab));
-    }
+    let drained = eventually(Duration::from_secs(20), Duration::from_millis(50), || {
+        ready(queued_dels(lab).is_empty())
+    })
+    .await;
+    assert!(drained, "queued DELs never drained: {:?}", queued_dels(lab));
 }
 
 /// Runs `ip -n <netns> args`.
@@ -1096,14 +1085,11 @@ async fn gateway_nics_are_configured_on_the_node_and_never_claimed() {
         .unwrap();
     assert_eq!(nic.spec.role, NicRole::Gateway);
     let agent = lab.start_agent().await;
-    let wait = async {
-        while lab.node.addresses("hn9") != vec![format!("{}/24", ip(9))] {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("gateway NIC configured");
+    let configured = eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+        ready(lab.node.addresses("hn9") == vec![format!("{}/24", ip(9))])
+    })
+    .await;
+    assert!(configured, "gateway NIC configured");
     assert!(
         lab.node
             .links()
@@ -1246,12 +1232,11 @@ async fn link_ready(lab: &Lab, name: &str) -> Option<String> {
 
 /// Waits up to `within` for HostNic `name`'s `LinkReady` to become `want`.
 async fn wait_link_ready(lab: &Lab, name: &str, want: &str, within: Duration) {
-    let wait = async {
-        while link_ready(lab, name).await.as_deref() != Some(want) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(within, wait).await.is_err() {
+    let became = eventually(within, Duration::from_millis(50), || async move {
+        link_ready(lab, name).await.as_deref() == Some(want)
+    })
+    .await;
+    if !became {
         let status = lab.hostnic(name).await.status;
         panic!("LinkReady of {name} never became {want} within {within:?}: {status:?}");
     }
@@ -1453,14 +1438,11 @@ fn spawn_paused(lab: &Lab, point: &str) -> (AgentProcess, PathBuf) {
 }
 
 async fn wait_for_file(path: &Path) {
-    let wait = async {
-        while !path.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .unwrap_or_else(|_| panic!("{} never appeared", path.display()));
+    let appeared = eventually(Duration::from_secs(20), Duration::from_millis(10), || {
+        ready(path.exists())
+    })
+    .await;
+    assert!(appeared, "{} never appeared", path.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1504,14 +1486,12 @@ async fn sigterm_stops_accepting_lets_the_claim_in_flight_finish_then_exits() {
     wait_for_file(&marker).await;
     agent.terminate();
     // New requests are refused while the claim in flight still runs.
-    let refused = async {
-        while tokio::net::UnixStream::connect(lab.socket()).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), refused)
-        .await
-        .expect("the socket stops accepting on SIGTERM");
+    let refused = eventually(Duration::from_secs(10), Duration::from_millis(10), || {
+        let socket = lab.socket();
+        async move { tokio::net::UnixStream::connect(socket).await.is_err() }
+    })
+    .await;
+    assert!(refused, "the socket stops accepting on SIGTERM");
     assert!(agent.is_running(), "exited with a request in flight");
     assert!(!claim.is_finished());
     std::fs::remove_file(&marker).unwrap();

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::collections::BTreeMap;
+use std::future::{Future, ready};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -138,6 +139,20 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// Polls `done` every `every` until it holds; false if it did not within `within`.
+pub async fn eventually<F, Fut>(within: Duration, every: Duration, mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let wait = async {
+        while !done().await {
+            tokio::time::sleep(every).await;
+        }
+    };
+    tokio::time::timeout(within, wait).await.is_ok()
+}
+
 /// Starts the agent and waits (at most 20 s) until it has recovered.
 pub async fn start_recovered(args: &Args, client: Client) -> Running {
     let running = run::start(args, client).await.unwrap();
@@ -249,14 +264,15 @@ impl Lab {
     }
 
     pub async fn wait_free(&self, agent: &Running, n: u32) {
-        let wait = async {
-            while agent.agent.status().free_nics < n {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(20), wait)
-            .await
-            .unwrap_or_else(|_| panic!("{n} free NICs never showed: {:?}", agent.agent.status()));
+        let shown = eventually(Duration::from_secs(20), Duration::from_millis(50), || {
+            ready(agent.agent.status().free_nics >= n)
+        })
+        .await;
+        assert!(
+            shown,
+            "{n} free NICs never showed: {:?}",
+            agent.agent.status()
+        );
     }
 
     fn pool_spec(routes: &[&str]) -> NicPoolSpec {
@@ -416,14 +432,21 @@ impl Lab {
 
     /// Waits until the NicPool says an ADD on this node waits.
     pub async fn wait_told(&self) {
-        let told = async {
-            while self.waiting_annotation().await.is_none() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), told)
-            .await
-            .expect("the NicPool never said that an ADD waits");
+        assert!(
+            self.says_waiting_within_10s(true).await,
+            "the NicPool never said that an ADD waits"
+        );
+    }
+
+    /// Whether, within 10 s, the NicPool says that an ADD on this node waits (`waits`) or no
+    /// longer does.
+    pub async fn says_waiting_within_10s(&self, waits: bool) -> bool {
+        eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || async move { self.waiting_annotation().await.is_some() == waits },
+        )
+        .await
     }
 
     pub async fn hostnics(&self) -> Vec<HostNic> {
