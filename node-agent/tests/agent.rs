@@ -892,8 +892,10 @@ impl Drop for AgentProcess {
 
 /// Waits until the agent on the lab's socket reports `free` free NICs and has synced.
 async fn wait_ready(lab: &Lab, free: u32) {
-    let wait = async {
-        loop {
+    let ready = eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async move {
             if lab.socket().exists()
                 && let Ok(Ok(stream)) = tokio::time::timeout(
                     Duration::from_secs(1),
@@ -903,21 +905,15 @@ async fn wait_ready(lab: &Lab, free: u32) {
             {
                 drop(stream);
                 let (code, body) = call(&lab.socket(), Method::GET, path::STATUS, vec![]).await;
-                if code == StatusCode::OK
-                    && let Ok(s) = serde_json::from_value::<AgentStatus>(body)
-                    && s.synced
-                    && s.free_nics >= free
-                {
-                    return;
-                }
+                return code == StatusCode::OK
+                    && serde_json::from_value::<AgentStatus>(body)
+                        .is_ok_and(|s| s.synced && s.free_nics >= free);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(30), wait)
-        .await
-        .is_err()
-    {
+            false
+        },
+    )
+    .await;
+    if !ready {
         let log = std::fs::read_to_string(lab.dir.path().join("agent.log")).unwrap_or_default();
         panic!("agent never became ready; its log:\n{log}");
     }
@@ -1193,8 +1189,10 @@ async fn a_claim_failing_in_the_kernel_is_undone_and_reported() {
     lab.claimed(&claim_req(&pod, "c1")).await;
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(lab.client.clone(), "default");
-    let wait = async {
-        loop {
+    let both = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
             let reasons: Vec<String> = events
                 .list(&Default::default())
                 .await
@@ -1206,17 +1204,11 @@ async fn a_claim_failing_in_the_kernel_is_undone_and_reported() {
                 })
                 .filter_map(|e| e.reason)
                 .collect();
-            if reasons.contains(&"ClaimFailed".to_owned())
-                && reasons.contains(&"Claimed".to_owned())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("ClaimFailed and Claimed events");
+            reasons.contains(&"ClaimFailed".to_owned()) && reasons.contains(&"Claimed".to_owned())
+        },
+    )
+    .await;
+    assert!(both, "ClaimFailed and Claimed events");
 }
 
 /// The `LinkReady` condition's status of HostNic `name`, if reported.
