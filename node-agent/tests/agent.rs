@@ -2,365 +2,41 @@
 //! the test as the operator would (Available, with nicId/ip/cidr/gateway), veth "NICs" in a
 //! node netns, pods as test netns, requests over the agent's unix socket.
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use std::collections::HashMap;
+use std::future::ready;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{
+    Lab, POOL, blocking, call, claim_req, error_kind, eventually, health_get, phase, post,
+    release_req, start_recovered,
+};
 use hostnic_agent::args::Args;
-use hostnic_agent::run::{self, Running};
-use hostnic_agent_api::{
-    AgentStatus, ApiError, Attachment, AttachmentKey, ClaimRequest, ErrorKind, GcRequest,
-    GcResponse, PodInfo, Released, path,
-};
-use hostnic_crds::{
-    HostNic, HostNicPhase, HostNicSpec, HostNicStatus, NicPool, NicPoolSpec, NicRole,
-};
+use hostnic_agent::run;
+use hostnic_agent_api::ErrorKind;
+use hostnic_agent_api::{AgentStatus, Attachment, GcRequest, GcResponse, Released, path};
+use hostnic_crds::{HostNic, HostNicPhase, NicPool, NicRole};
+use hostnic_tests::cni_runtime::{CniFailure, CniRuntime};
 use hostnic_tests::netns::TestNetns;
 use hostnic_tests::privilege::require_root;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-const POOL: &str = "pool-a";
-const VXNET: &str = "vxnet-abc";
-
-// === test client ===
-
-/// Sends one request on the agent socket; returns the status and the JSON body. A connection
-/// cut off midway (the agent killed) answers 599 and `null`.
-async fn call(socket: &Path, method: Method, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {
-    let cut = (StatusCode::from_u16(599).unwrap(), Value::Null);
-    let Ok(stream) = tokio::net::UnixStream::connect(socket).await else {
-        return cut;
-    };
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    else {
-        return cut;
-    };
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "hostnic")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let Ok(resp) = sender.send_request(req).await else {
-        return cut;
-    };
-    let status = resp.status();
-    let Ok(bytes) = resp.into_body().collect().await else {
-        return cut;
-    };
-    (
-        status,
-        serde_json::from_slice(&bytes.to_bytes()).unwrap_or(Value::Null),
-    )
-}
-
-/// GETs a path of the agent's health server.
-async fn health_get(addr: std::net::SocketAddr, uri: &str) -> (StatusCode, String) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .uri(uri)
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-async fn post<T: serde::Serialize>(socket: &Path, uri: &str, body: &T) -> (StatusCode, Value) {
-    call(socket, Method::POST, uri, serde_json::to_vec(body).unwrap()).await
-}
-
-fn error_kind(body: &Value) -> ErrorKind {
-    serde_json::from_value::<ApiError>(body.clone())
-        .expect("ApiError body")
-        .kind
-}
-
-// === the lab ===
-
-struct Lab {
-    server: kube_mem::KubeMemHandle,
-    client: Client,
-    node_name: String,
-    node: TestNetns,
-    dir: tempfile::TempDir,
-    /// NIC MAC -> HostNic name.
-    nics: BTreeMap<String, String>,
-}
+/// This binary's vxnet, 10.77.0.0/24.
+const NET: u8 = 77;
 
 fn mac(i: usize) -> String {
-    format!("52:54:0a:4d:01:{i:02x}")
+    common::mac(NET, i)
 }
 
 fn ip(i: usize) -> String {
-    format!("10.77.0.{}", 10 + i)
-}
-
-impl Lab {
-    async fn new() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(
-                std::env::var("RUST_LOG")
-                    .unwrap_or_else(|_| "hostnic_agent=debug,kube=warn".into()),
-            )
-            .try_init();
-        let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        let server = kube_mem::KubeMem::builder()
-            .with_crds_from_dir(crds)
-            .start()
-            .await
-            .unwrap();
-        let client = server.client().await.unwrap();
-        let node = TestNetns::new("node");
-        let node_name = node.name().to_owned();
-        let lab = Self {
-            server,
-            client,
-            node_name,
-            node,
-            dir: tempfile::tempdir().unwrap(),
-            nics: BTreeMap::new(),
-        };
-        lab.create_pool().await;
-        lab
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/hostnic.sock")
-    }
-
-    fn args(&self) -> Args {
-        Args {
-            node_name: self.node_name.clone(),
-            node_netns: Some(self.node.path()),
-            socket: self.socket(),
-            health_addr: "127.0.0.1:0".parse().unwrap(),
-            sweep_seconds: 3600,
-            link_scan_seconds: 1,
-            shutdown_grace_seconds: 20,
-            uninstall: false,
-            wait_for_nic_seconds: 30,
-            log_format: "text".into(),
-        }
-    }
-
-    async fn start_agent(&self) -> Running {
-        let running = run::start(&self.args(), self.client.clone()).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(20), running.wait_recovered())
-            .await
-            .expect("agent recovers");
-        running
-    }
-
-    async fn create_pool(&self) {
-        let pools: Api<NicPool> = Api::all(self.client.clone());
-        let mut pool = NicPool::new(
-            POOL,
-            NicPoolSpec {
-                vxnets: vec![VXNET.into()],
-                node_selector: Default::default(),
-                size: 3,
-                max_per_node: 10,
-                routes: vec![hostnic_crds::Route {
-                    destination: "10.96.0.0/12".into(),
-                    gateway: "0.0.0.0".into(),
-                }],
-                reclaim_policy: Default::default(),
-                quarantine_seconds: 0,
-            },
-        );
-        pool.metadata.annotations = Some(
-            [(
-                hostnic_crds::DEFAULT_POOL_ANNOTATION.to_owned(),
-                "true".to_owned(),
-            )]
-            .into(),
-        );
-        let created = pools.create(&PostParams::default(), &pool).await.unwrap();
-        let mut with_status = created.clone();
-        with_status.status = Some(hostnic_crds::NicPoolStatus {
-            node_status: vec![hostnic_crds::NodePoolStatus {
-                node: self.node_name.clone(),
-                gateways: vec![hostnic_crds::NodeGateway {
-                    vxnet: VXNET.into(),
-                    ip: "10.77.0.254".into(),
-                    nic_id: "52:54:0a:4d:ff:fe".into(),
-                    hostnic: None,
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        pools
-            .replace_status(POOL, &PostParams::default(), &with_status)
-            .await
-            .unwrap();
-    }
-
-    /// Adds a veth "NIC" to the node netns and an Available HostNic for it, as the operator would.
-    async fn add_nic(&mut self, i: usize) -> String {
-        self.node.add_fake_nic(&format!("hn{i}"), &mac(i));
-        self.add_hostnic(i).await
-    }
-
-    /// Adds an Available HostNic for NIC `i` without its link on the node.
-    async fn add_hostnic(&mut self, i: usize) -> String {
-        let api: Api<HostNic> = Api::all(self.client.clone());
-        let name = format!("{POOL}-{}-{i:05}", self.node_name);
-        let mut nic = HostNic::new(
-            &name,
-            HostNicSpec {
-                pool: POOL.into(),
-                node: self.node_name.clone(),
-                vxnet: VXNET.into(),
-                role: NicRole::Pod,
-            },
-        );
-        nic.metadata.labels = Some(
-            [
-                (hostnic_crds::NODE_LABEL.to_owned(), self.node_name.clone()),
-                (hostnic_crds::POOL_LABEL.to_owned(), POOL.to_owned()),
-                (hostnic_crds::VXNET_LABEL.to_owned(), VXNET.to_owned()),
-                (hostnic_crds::ROLE_LABEL.to_owned(), "Pod".to_owned()),
-            ]
-            .into(),
-        );
-        let mut created = api.create(&PostParams::default(), &nic).await.unwrap();
-        created.status = Some(HostNicStatus {
-            phase: HostNicPhase::Available,
-            nic_id: Some(mac(i)),
-            private_ip: Some(ip(i)),
-            vxnet_cidr: Some("10.77.0.0/24".into()),
-            vxnet_gateway: Some("10.77.0.1".into()),
-            instance: Some("i-test".into()),
-            ..Default::default()
-        });
-        api.replace_status(&name, &PostParams::default(), &created)
-            .await
-            .unwrap();
-        self.nics.insert(mac(i), name.clone());
-        name
-    }
-
-    /// Puts HostNic `name` in `phase`, as the operator does.
-    async fn set_phase(&self, name: &str, phase: HostNicPhase) {
-        let api: Api<HostNic> = Api::all(self.client.clone());
-        let mut nic = api.get(name).await.unwrap();
-        nic.status.as_mut().unwrap().phase = phase;
-        api.replace_status(name, &PostParams::default(), &nic)
-            .await
-            .unwrap();
-    }
-
-    /// The NicPool annotation telling the operator an ADD on this node waits.
-    async fn waiting_annotation(&self) -> Option<String> {
-        let pool = Api::<NicPool>::all(self.client.clone())
-            .get(POOL)
-            .await
-            .unwrap();
-        pool.annotations()
-            .get(&hostnic_crds::waiting_annotation(&self.node_name))
-            .cloned()
-    }
-
-    /// Waits until the NicPool says an ADD on this node waits.
-    async fn wait_told(&self) {
-        let told = async {
-            while self.waiting_annotation().await.is_none() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), told)
-            .await
-            .expect("the NicPool never said that an ADD waits");
-    }
-
-    async fn hostnics(&self) -> Vec<HostNic> {
-        let api: Api<HostNic> = Api::all(self.client.clone());
-        api.list(&Default::default()).await.unwrap().items
-    }
-
-    async fn hostnic(&self, name: &str) -> HostNic {
-        Api::<HostNic>::all(self.client.clone())
-            .get(name)
-            .await
-            .unwrap()
-    }
-
-    async fn create_pod(&self, name: &str) {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"containers": [{"name": "c", "image": "pause"}]}
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-    }
-
-    async fn wait_free(&self, agent: &Running, n: u32) {
-        let wait = async {
-            while agent.agent.status().free_nics < n {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(20), wait)
-            .await
-            .unwrap_or_else(|_| panic!("{n} free NICs never showed: {:?}", agent.agent.status()));
-    }
-}
-
-fn claim_req(pod: &TestNetns, container: &str) -> ClaimRequest {
-    ClaimRequest {
-        key: AttachmentKey {
-            container_id: container.into(),
-            ifname: "eth0".into(),
-        },
-        netns: pod.path().display().to_string(),
-        pod: PodInfo {
-            namespace: "default".into(),
-            name: container.into(),
-            uid: None,
-        },
-        pool: None,
-        pod_pool: None,
-        pod_annotations: false,
-        wait_for_nic_seconds: 30,
-        network: Some("hostnic".into()),
-        mtu: None,
-        routes: vec![],
-    }
-}
-
-fn release_req(container: &str, netns: Option<&TestNetns>) -> hostnic_agent_api::ReleaseRequest {
-    hostnic_agent_api::ReleaseRequest {
-        key: AttachmentKey {
-            container_id: container.into(),
-            ifname: "eth0".into(),
-        },
-        netns: netns.map(|n| n.path().display().to_string()),
-    }
-}
-
-fn phase(nic: &HostNic) -> HostNicPhase {
-    nic.status.as_ref().map(|s| s.phase).unwrap_or_default()
+    common::ip(NET, i)
 }
 
 // === tests ===
@@ -370,10 +46,8 @@ async fn claim_check_release_gc_over_the_socket() {
     if !require_root("claim_check_release_gc_over_the_socket") {
         return;
     }
-    let mut lab = Lab::new().await;
-    for i in 1..=3 {
-        lab.add_nic(i).await;
-    }
+    let mut lab = Lab::with_pool(NET).await;
+    lab.add_nics(3).await;
     // NIC 1's wire ends on the vxnet bridge that carries the gateway address.
     let vxnet = TestNetns::new("vx");
     lab.node.ip(&["link", "set", "hn1p", "netns", vxnet.name()]);
@@ -382,8 +56,7 @@ async fn claim_check_release_gc_over_the_socket() {
     vxnet.ip(&["link", "set", "br0", "up"]);
     vxnet.ip(&["link", "set", "hn1p", "master", "br0", "up"]);
 
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 3).await;
+    let agent = lab.start_agent_free(3).await;
     let socket = lab.socket();
     let (code, status) = call(&socket, Method::GET, path::STATUS, vec![]).await;
     assert_eq!(code, StatusCode::OK);
@@ -395,11 +68,7 @@ async fn claim_check_release_gc_over_the_socket() {
         0o600
     );
 
-    let pod1 = TestNetns::new("pod");
-    lab.create_pod("c1").await;
-    let (code, body) = post(&socket, path::CLAIM, &claim_req(&pod1, "c1")).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    let att: Attachment = serde_json::from_value(body).unwrap();
+    let (pod1, att) = lab.pod_claimed("c1").await;
     // The agent picks NICs in name order: NIC 1 is first.
     assert_eq!(att.mac, mac(1));
     assert_eq!(att.address, format!("{}/24", ip(1)));
@@ -429,9 +98,7 @@ async fn claim_check_release_gc_over_the_socket() {
     );
 
     // Repeated ADD: same answer, nothing else claimed.
-    let (code, again) = post(&socket, path::CLAIM, &claim_req(&pod1, "c1")).await;
-    assert_eq!(code, StatusCode::OK);
-    assert_eq!(serde_json::from_value::<Attachment>(again).unwrap(), att);
+    assert_eq!(lab.claimed(&claim_req(&pod1, "c1")).await, att);
     assert_eq!(
         lab.hostnics()
             .await
@@ -570,10 +237,9 @@ async fn bad_requests_get_4xx_and_change_nothing() {
     if !require_root("bad_requests_get_4xx_and_change_nothing") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     lab.add_nic(1).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 1).await;
+    let _agent = lab.start_agent_free(1).await;
     let before: Vec<_> = lab
         .hostnics()
         .await
@@ -644,10 +310,9 @@ async fn a_claim_with_the_runtimes_pod_facts_makes_no_api_read() {
     if !require_root("a_claim_with_the_runtimes_pod_facts_makes_no_api_read") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_nic(1).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 1).await;
+    let _agent = lab.start_agent_free(1).await;
     // containerd passed the pod's annotations (none names a pool) and kubelet K8S_POD_UID; the
     // pod is not even in the API, so a GET would lose the UID.
     let pod = TestNetns::new("pod");
@@ -655,8 +320,7 @@ async fn a_claim_with_the_runtimes_pod_facts_makes_no_api_read() {
     req.pod.uid = Some("uid-from-cni-args".into());
     req.pod_annotations = true;
     lab.server.clear_audit();
-    let (code, body) = post(&lab.socket(), path::CLAIM, &req).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    lab.claimed(&req).await;
     let reads: Vec<_> = lab
         .server
         .audit()
@@ -675,7 +339,7 @@ async fn an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way() {
     if !require_root("an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     // The operator is attaching the pool's only NIC: no link on the node yet.
     let name = lab.add_hostnic(1).await;
     lab.set_phase(&name, HostNicPhase::Attaching).await;
@@ -683,10 +347,7 @@ async fn an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way() {
     let pod = Arc::new(TestNetns::new("pod"));
     lab.create_pod("c1").await;
     let started = std::time::Instant::now();
-    let claim = tokio::spawn({
-        let (socket, pod) = (lab.socket(), pod.clone());
-        async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
-    });
+    let claim = lab.spawn_claim(claim_req(&pod, "c1"));
     // The ADD is held and the operator told; the answer is not "try again later".
     lab.wait_told().await;
     assert!(!claim.is_finished(), "{:?}", claim.await);
@@ -704,14 +365,10 @@ async fn an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way() {
         mac(1)
     );
     assert!(started.elapsed() < Duration::from_secs(20));
-    let cleared = async {
-        while lab.waiting_annotation().await.is_some() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), cleared)
-        .await
-        .expect("the waiting annotation stays after the ADD answered");
+    assert!(
+        lab.says_waiting_within_10s(false).await,
+        "the waiting annotation stays after the ADD answered"
+    );
 
     // Nothing on its way now (the one NIC is Bound): the next ADD answers 11 at once.
     let other = TestNetns::new("pod");
@@ -729,12 +386,9 @@ async fn concurrent_claims_never_hand_out_a_nic_twice() {
     }
     const NICS: usize = 5;
     const PODS: usize = 32;
-    let mut lab = Lab::new().await;
-    for i in 1..=NICS {
-        lab.add_nic(i).await;
-    }
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, NICS as u32).await;
+    let mut lab = Lab::with_pool(NET).await;
+    lab.add_nics(NICS).await;
+    let _agent = lab.start_agent_free(NICS as u32).await;
     let pods: Vec<Arc<TestNetns>> = (0..PODS).map(|_| Arc::new(TestNetns::new("pod"))).collect();
     for i in 0..PODS {
         lab.create_pod(&format!("c{i}")).await;
@@ -815,18 +469,12 @@ async fn restart_keeps_live_pods_and_releases_half_done_claims() {
     if !require_root("restart_keeps_live_pods_and_releases_half_done_claims") {
         return;
     }
-    let mut lab = Lab::new().await;
-    for i in 1..=3 {
-        lab.add_nic(i).await;
-    }
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 3).await;
-    let socket = lab.socket();
+    let mut lab = Lab::with_pool(NET).await;
+    lab.add_nics(3).await;
+    let agent = lab.start_agent_free(3).await;
     let live = Arc::new(TestNetns::new("pod"));
     lab.create_pod("c1").await;
-    let (code, body) = post(&socket, path::CLAIM, &claim_req(&live, "c1")).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    let att: Attachment = serde_json::from_value(body).unwrap();
+    let att = lab.claimed(&claim_req(&live, "c1")).await;
     drop(agent);
 
     // A claim recorded on the HostNic whose kernel step never ran (killed in between).
@@ -860,9 +508,7 @@ async fn restart_keeps_live_pods_and_releases_half_done_claims() {
     );
     assert_eq!(live.addresses("eth0"), vec![att.address.clone()]);
     // The repeated ADD after the restart still gets the same answer.
-    let (code, body) = post(&socket, path::CLAIM, &claim_req(&live, "c1")).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(serde_json::from_value::<Attachment>(body).unwrap(), att);
+    assert_eq!(lab.claimed(&claim_req(&live, "c1")).await, att);
     assert_invariants(&lab, &[live.clone(), half.clone()]).await;
     drop(agent);
 }
@@ -872,11 +518,10 @@ async fn sweep_releases_nics_of_vanished_pods() {
     if !require_root("sweep_releases_nics_of_vanished_pods") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     lab.add_nic(1).await;
     lab.add_nic(2).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 2).await;
+    let agent = lab.start_agent_free(2).await;
     let socket = lab.socket();
     let (gone_ns, gone_pod) = (TestNetns::new("pod"), TestNetns::new("pod"));
     lab.create_pod("c1").await;
@@ -920,15 +565,13 @@ fn nic_comes_home(lab: &Lab, i: usize, name: &str) {
 
 /// Waits (at most 20 s, the link pass reacts to link events) for a HostNic's phase.
 async fn wait_phase(lab: &Lab, name: &str, want: HostNicPhase) {
-    let wait = async {
-        while phase(&lab.hostnic(name).await) != want {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .is_err()
-    {
+    let became = eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async move { phase(&lab.hostnic(name).await) == want },
+    )
+    .await;
+    if !became {
         panic!(
             "{name} never became {want:?}: {:?}",
             lab.hostnic(name).await.status
@@ -952,17 +595,11 @@ fn queued_dels(lab: &Lab) -> Vec<String> {
 
 /// Waits (at most 20 s) until no DEL is queued.
 async fn wait_queue_empty(lab: &Lab) {
-    let wait = async {
-        while !queued_dels(lab).is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .is_err()
-    {
-        panic!("queued DELs never drained: {:?}", queued_dels(lab));
-    }
+    let drained = eventually(Duration::from_secs(20), Duration::from_millis(50), || {
+        ready(queued_dels(lab).is_empty())
+    })
+    .await;
+    assert!(drained, "queued DELs never drained: {:?}", queued_dels(lab));
 }
 
 /// Runs `ip -n <netns> args`.
@@ -1055,12 +692,9 @@ async fn restart_keeps_running_pods_whatever_changed_meanwhile() {
     if !require_root("restart_keeps_running_pods_whatever_changed_meanwhile") {
         return;
     }
-    let mut lab = Lab::new().await;
-    for i in 1..=3 {
-        lab.add_nic(i).await;
-    }
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 3).await;
+    let mut lab = Lab::with_pool(NET).await;
+    lab.add_nics(3).await;
+    let agent = lab.start_agent_free(3).await;
     let pods: Vec<Arc<TestNetns>> = (0..3).map(|_| Arc::new(TestNetns::new("pod"))).collect();
     let mut atts = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
@@ -1119,9 +753,7 @@ async fn restart_keeps_running_pods_whatever_changed_meanwhile() {
         assert_eq!(phase(&lab.hostnic(&att.hostnic).await), HostNicPhase::Bound);
     }
     // The repeated ADD gets what the claim applied then, not what the pool says today.
-    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pods[0], "c0")).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(serde_json::from_value::<Attachment>(body).unwrap(), atts[0]);
+    assert_eq!(lab.claimed(&claim_req(&pods[0], "c0")).await, atts[0]);
     // The sweep does not take an unopenable netns as gone, even once its pod left the API:
     // the NIC is not provably home, so it stays Bound and in the pod.
     let api_pods: Api<Pod> = Api::namespaced(lab.client.clone(), "default");
@@ -1144,14 +776,10 @@ async fn release_without_the_link_home_keeps_the_nic_bound_until_it_returns() {
     if !require_root("release_without_the_link_home_keeps_the_nic_bound_until_it_returns") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_nic(1).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 1).await;
-    let pod = TestNetns::new("pod");
-    lab.create_pod("c1").await;
-    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    let agent = lab.start_agent_free(1).await;
+    let (pod, _) = lab.pod_claimed("c1").await;
     // The runtime destroyed the netns before its DEL: the link went with it.
     drop(pod);
     let (code, body) = post(&lab.socket(), path::RELEASE, &release_req("c1", None)).await;
@@ -1264,8 +892,10 @@ impl Drop for AgentProcess {
 
 /// Waits until the agent on the lab's socket reports `free` free NICs and has synced.
 async fn wait_ready(lab: &Lab, free: u32) {
-    let wait = async {
-        loop {
+    let ready = eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async move {
             if lab.socket().exists()
                 && let Ok(Ok(stream)) = tokio::time::timeout(
                     Duration::from_secs(1),
@@ -1275,21 +905,15 @@ async fn wait_ready(lab: &Lab, free: u32) {
             {
                 drop(stream);
                 let (code, body) = call(&lab.socket(), Method::GET, path::STATUS, vec![]).await;
-                if code == StatusCode::OK
-                    && let Ok(s) = serde_json::from_value::<AgentStatus>(body)
-                    && s.synced
-                    && s.free_nics >= free
-                {
-                    return;
-                }
+                return code == StatusCode::OK
+                    && serde_json::from_value::<AgentStatus>(body)
+                        .is_ok_and(|s| s.synced && s.free_nics >= free);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(30), wait)
-        .await
-        .is_err()
-    {
+            false
+        },
+    )
+    .await;
+    if !ready {
         let log = std::fs::read_to_string(lab.dir.path().join("agent.log")).unwrap_or_default();
         panic!("agent never became ready; its log:\n{log}");
     }
@@ -1318,10 +942,8 @@ async fn killed_mid_claim_and_restarted_keeps_the_invariants() {
     }
     const NICS: usize = 8;
     const PODS: usize = 6;
-    let mut lab = Lab::new().await;
-    for i in 1..=NICS {
-        lab.add_nic(i).await;
-    }
+    let mut lab = Lab::with_pool(NET).await;
+    lab.add_nics(NICS).await;
     let mut all_pods: Vec<Arc<TestNetns>> = Vec::new();
     let mut agent = AgentProcess::spawn(&lab);
     // Kill points: right after the first answer, and after fixed delays that land mid-claim.
@@ -1393,35 +1015,25 @@ async fn libcni_add_check_del_through_the_plugin() {
     if !require_root("libcni_add_check_del_through_the_plugin") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     lab.add_nic(1).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 1).await;
+    let _agent = lab.start_agent_free(1).await;
     lab.create_pod("p1").await;
     let pod = TestNetns::new("pod");
-    let conflist = lab.dir.path().join("hostnic.conflist");
-    let conf = json!({
-        "cniVersion": "1.0.0",
-        "name": "hostnic",
-        "plugins": [{"type": "hostnic", "socket": lab.socket()}]
-    });
-    std::fs::write(&conflist, serde_json::to_vec(&conf).unwrap()).unwrap();
-    let plugin_dir = hostnic_tests::bins::bin("hostnic")
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let rt =
-        hostnic_tests::cni_runtime::CniRuntime::new([plugin_dir], lab.dir.path().join("cache"))
-            .cni_args("K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1;K8S_POD_INFRA_CONTAINER_ID=ctr1");
-    let (rt, netns, conflist_path) = (Arc::new(rt), pod.path(), conflist.clone());
+    let conflist = lab.conflist("hostnic.conflist", json!({}));
+    let rt = Arc::new(
+        lab.runtime("K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1;K8S_POD_INFRA_CONTAINER_ID=ctr1"),
+    );
+    let netns = pod.path();
+    // One libcni verb for `ctr1` as `eth0`, off the runtime's threads.
+    let verb = |netns: PathBuf, f: fn(&CniRuntime, &Path, &Path) -> Result<Value, CniFailure>| {
+        let (rt, conflist) = (rt.clone(), conflist.clone());
+        blocking(move || f(&rt, &conflist, &netns))
+    };
 
-    let blocking = |f: Box<dyn FnOnce() -> Value + Send>| tokio::task::spawn_blocking(f);
-    let (r, n, c) = (rt.clone(), netns.clone(), conflist_path.clone());
-    let result = blocking(Box::new(move || {
-        r.add(&c, "ctr1", &n, "eth0").expect("ADD")
-    }))
-    .await
-    .unwrap();
+    let result = verb(netns.clone(), |rt, c, n| rt.add(c, "ctr1", n, "eth0"))
+        .await
+        .expect("ADD");
     assert_eq!(result["interfaces"][0]["name"], "eth0", "{result}");
     assert_eq!(
         result["ips"][0]["address"],
@@ -1430,30 +1042,19 @@ async fn libcni_add_check_del_through_the_plugin() {
     );
     assert_eq!(pod.link_by_mac(&mac(1)).as_deref(), Some("eth0"));
 
-    let (r, n, c) = (rt.clone(), netns.clone(), conflist_path.clone());
-    blocking(Box::new(move || {
-        r.check(&c, "ctr1", &n, "eth0").expect("CHECK");
-        Value::Null
-    }))
-    .await
-    .unwrap();
+    let check =
+        |rt: &CniRuntime, c: &Path, n: &Path| rt.check(c, "ctr1", n, "eth0").map(|()| Value::Null);
+    verb(netns.clone(), check).await.expect("CHECK");
     pod.ip(&["addr", "flush", "dev", "eth0"]);
-    let (r, n, c) = (rt.clone(), netns.clone(), conflist_path.clone());
-    let failed = blocking(Box::new(move || {
-        json!(r.check(&c, "ctr1", &n, "eth0").is_err())
-    }))
-    .await
-    .unwrap();
-    assert_eq!(failed, json!(true), "CHECK missed a removed address");
+    let failed = verb(netns.clone(), check).await.is_err();
+    assert!(failed, "CHECK missed a removed address");
 
     for netns in [netns.clone(), PathBuf::new()] {
-        let (r, c) = (rt.clone(), conflist_path.clone());
-        blocking(Box::new(move || {
-            r.del(&c, "ctr1", &netns, "eth0").expect("DEL");
-            Value::Null
-        }))
+        verb(netns, |rt, c, n| {
+            rt.del(c, "ctr1", n, "eth0").map(|()| Value::Null)
+        })
         .await
-        .unwrap();
+        .expect("DEL");
     }
     assert_eq!(lab.node.link_by_mac(&mac(1)).as_deref(), Some("hn1"));
     assert_eq!(
@@ -1469,7 +1070,7 @@ async fn gateway_nics_are_configured_on_the_node_and_never_claimed() {
     if !require_root("gateway_nics_are_configured_on_the_node_and_never_claimed") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_nic(9).await;
     let api: Api<HostNic> = Api::all(lab.client.clone());
     let mut nic = api.get(&name).await.unwrap();
@@ -1480,14 +1081,11 @@ async fn gateway_nics_are_configured_on_the_node_and_never_claimed() {
         .unwrap();
     assert_eq!(nic.spec.role, NicRole::Gateway);
     let agent = lab.start_agent().await;
-    let wait = async {
-        while lab.node.addresses("hn9") != vec![format!("{}/24", ip(9))] {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("gateway NIC configured");
+    let configured = eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+        ready(lab.node.addresses("hn9") == vec![format!("{}/24", ip(9))])
+    })
+    .await;
+    assert!(configured, "gateway NIC configured");
     assert!(
         lab.node
             .links()
@@ -1516,12 +1114,9 @@ async fn claim_and_release_figures() {
         return;
     }
     const N: usize = 12;
-    let mut lab = Lab::new().await;
-    for i in 1..=N {
-        lab.add_nic(i).await;
-    }
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, N as u32).await;
+    let mut lab = Lab::with_pool(NET).await;
+    lab.add_nics(N).await;
+    let _agent = lab.start_agent_free(N as u32).await;
     let pods: Vec<TestNetns> = (0..N).map(|_| TestNetns::new("pod")).collect();
     for i in 0..N {
         lab.create_pod(&format!("c{i}")).await;
@@ -1563,10 +1158,9 @@ async fn a_claim_failing_in_the_kernel_is_undone_and_reported() {
     if !require_root("a_claim_failing_in_the_kernel_is_undone_and_reported") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_nic(1).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 1).await;
+    let _agent = lab.start_agent_free(1).await;
     let pod = TestNetns::new("pod");
     lab.create_pod("c1").await;
     let mut req = claim_req(&pod, "c1");
@@ -1592,12 +1186,13 @@ async fn a_claim_failing_in_the_kernel_is_undone_and_reported() {
     assert!(pod.links().iter().all(|l| l.name == "lo"));
 
     // The NIC is free again and the next claim gets it; both outcomes are events on it.
-    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    lab.claimed(&claim_req(&pod, "c1")).await;
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(lab.client.clone(), "default");
-    let wait = async {
-        loop {
+    let both = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
             let reasons: Vec<String> = events
                 .list(&Default::default())
                 .await
@@ -1609,17 +1204,11 @@ async fn a_claim_failing_in_the_kernel_is_undone_and_reported() {
                 })
                 .filter_map(|e| e.reason)
                 .collect();
-            if reasons.contains(&"ClaimFailed".to_owned())
-                && reasons.contains(&"Claimed".to_owned())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("ClaimFailed and Claimed events");
+            reasons.contains(&"ClaimFailed".to_owned()) && reasons.contains(&"Claimed".to_owned())
+        },
+    )
+    .await;
+    assert!(both, "ClaimFailed and Claimed events");
 }
 
 /// The `LinkReady` condition's status of HostNic `name`, if reported.
@@ -1635,12 +1224,11 @@ async fn link_ready(lab: &Lab, name: &str) -> Option<String> {
 
 /// Waits up to `within` for HostNic `name`'s `LinkReady` to become `want`.
 async fn wait_link_ready(lab: &Lab, name: &str, want: &str, within: Duration) {
-    let wait = async {
-        while link_ready(lab, name).await.as_deref() != Some(want) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    if tokio::time::timeout(within, wait).await.is_err() {
+    let became = eventually(within, Duration::from_millis(50), || async move {
+        link_ready(lab, name).await.as_deref() == Some(want)
+    })
+    .await;
+    if !became {
         let status = lab.hostnic(name).await.status;
         panic!("LinkReady of {name} never became {want} within {within:?}: {status:?}");
     }
@@ -1653,16 +1241,13 @@ async fn hot_plugged_link_is_reported_without_waiting_for_the_scan() {
     if !require_root("hot_plugged_link_is_reported_without_waiting_for_the_scan") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_hostnic(5).await;
     let args = Args {
         link_scan_seconds: 3600,
         ..lab.args()
     };
-    let agent = run::start(&args, lab.client.clone()).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(20), agent.wait_recovered())
-        .await
-        .expect("agent recovers");
+    let agent = start_recovered(&args, lab.client.clone()).await;
     wait_link_ready(&lab, &name, "False", Duration::from_secs(10)).await;
     // Let the pass that the agent's own status write triggers go by, so only a link event
     // can wake the next one.
@@ -1719,14 +1304,10 @@ async fn dels_queued_while_the_agent_was_down_are_released_after_recovery() {
     if !require_root("dels_queued_while_the_agent_was_down_are_released_after_recovery") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_nic(1).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 1).await;
-    let pod = TestNetns::new("pod");
-    lab.create_pod("c1").await;
-    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    let agent = lab.start_agent_free(1).await;
+    let (pod, _) = lab.pod_claimed("c1").await;
     drop(agent);
     // The agent is down (an upgrade, a crash): the runtime's DEL still succeeds.
     let del = plugin_del(&lab, "c1", Some(&pod));
@@ -1802,7 +1383,7 @@ async fn del_completes_while_the_api_is_down_and_is_recorded_once_it_is_back() {
     if !require_root("del_completes_while_the_api_is_down_and_is_recorded_once_it_is_back") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_nic(1).await;
     let proxy = ApiProxy::start(lab.server.addr()).await;
     let yaml = lab
@@ -1810,15 +1391,9 @@ async fn del_completes_while_the_api_is_down_and_is_recorded_once_it_is_back() {
         .kubeconfig_yaml()
         .replace(&lab.server.addr().to_string(), &proxy.addr.to_string());
     let proxied = kube_mem::client_from_yaml(&yaml).await.unwrap();
-    let agent = run::start(&lab.args(), proxied).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(20), agent.wait_recovered())
-        .await
-        .expect("agent recovers");
+    let agent = start_recovered(&lab.args(), proxied).await;
     lab.wait_free(&agent, 1).await;
-    let pod = TestNetns::new("pod");
-    lab.create_pod("c1").await;
-    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    let (pod, _) = lab.pod_claimed("c1").await;
 
     proxy.set_up(false);
     let (code, body) = post(&lab.socket(), path::RELEASE, &release_req("c1", Some(&pod))).await;
@@ -1855,14 +1430,11 @@ fn spawn_paused(lab: &Lab, point: &str) -> (AgentProcess, PathBuf) {
 }
 
 async fn wait_for_file(path: &Path) {
-    let wait = async {
-        while !path.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .unwrap_or_else(|_| panic!("{} never appeared", path.display()));
+    let appeared = eventually(Duration::from_secs(20), Duration::from_millis(10), || {
+        ready(path.exists())
+    })
+    .await;
+    assert!(appeared, "{} never appeared", path.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1870,16 +1442,13 @@ async fn sigterm_answers_an_add_waiting_for_a_nic_at_once() {
     if !require_root("sigterm_answers_an_add_waiting_for_a_nic_at_once") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_hostnic(1).await;
     lab.set_phase(&name, HostNicPhase::Attaching).await;
     let mut agent = AgentProcess::spawn(&lab);
     wait_ready(&lab, 0).await;
     let pod = Arc::new(TestNetns::new("pod"));
-    let claim = tokio::spawn({
-        let (socket, pod) = (lab.socket(), pod.clone());
-        async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
-    });
+    let claim = lab.spawn_claim(claim_req(&pod, "c1"));
     lab.wait_told().await;
     let stopped = std::time::Instant::now();
     agent.terminate();
@@ -1898,28 +1467,23 @@ async fn sigterm_stops_accepting_lets_the_claim_in_flight_finish_then_exits() {
     if !require_root("sigterm_stops_accepting_lets_the_claim_in_flight_finish_then_exits") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_nic(1).await;
     lab.add_nic(2).await;
     let (mut agent, marker) = spawn_paused(&lab, hostnic_agent::test_hooks::CLAIM_ATTACHED);
     wait_ready(&lab, 2).await;
     let pod = Arc::new(TestNetns::new("pod"));
     lab.create_pod("c1").await;
-    let claim = tokio::spawn({
-        let (socket, pod) = (lab.socket(), pod.clone());
-        async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
-    });
+    let claim = lab.spawn_claim(claim_req(&pod, "c1"));
     wait_for_file(&marker).await;
     agent.terminate();
     // New requests are refused while the claim in flight still runs.
-    let refused = async {
-        while tokio::net::UnixStream::connect(lab.socket()).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), refused)
-        .await
-        .expect("the socket stops accepting on SIGTERM");
+    let refused = eventually(Duration::from_secs(10), Duration::from_millis(10), || {
+        let socket = lab.socket();
+        async move { tokio::net::UnixStream::connect(socket).await.is_err() }
+    })
+    .await;
+    assert!(refused, "the socket stops accepting on SIGTERM");
     assert!(agent.is_running(), "exited with a request in flight");
     assert!(!claim.is_finished());
     std::fs::remove_file(&marker).unwrap();
@@ -1940,7 +1504,7 @@ async fn sigterm_waits_no_longer_than_the_grace_period_and_the_cut_claim_is_undo
     if !require_root("sigterm_waits_no_longer_than_the_grace_period_and_the_cut_claim_is_undone") {
         return;
     }
-    let mut lab = Lab::new().await;
+    let mut lab = Lab::with_pool(NET).await;
     let name = lab.add_nic(1).await;
     let marker = lab.dir.path().join("recorded.paused");
     let mut agent = AgentProcess::spawn_with(
@@ -1961,10 +1525,7 @@ async fn sigterm_waits_no_longer_than_the_grace_period_and_the_cut_claim_is_undo
     wait_ready(&lab, 1).await;
     let pod = Arc::new(TestNetns::new("pod"));
     lab.create_pod("c1").await;
-    let claim = tokio::spawn({
-        let (socket, pod) = (lab.socket(), pod.clone());
-        async move { post(&socket, path::CLAIM, &claim_req(&pod, "c1")).await }
-    });
+    let claim = lab.spawn_claim(claim_req(&pod, "c1"));
     wait_for_file(&marker).await;
     agent.terminate();
     agent.wait_exit(Duration::from_secs(20));
@@ -1982,10 +1543,8 @@ async fn killed_at_each_claim_step_the_restart_undoes_or_keeps_the_claim() {
         return;
     }
     use hostnic_agent::test_hooks::{CLAIM_ATTACHED, CLAIM_RECORDED};
-    let mut lab = Lab::new().await;
-    for i in 1..=2 {
-        lab.add_nic(i).await;
-    }
+    let mut lab = Lab::with_pool(NET).await;
+    lab.add_nics(2).await;
     let mut pods = Vec::new();
     for (round, point) in [CLAIM_RECORDED, CLAIM_ATTACHED].into_iter().enumerate() {
         let (mut agent, marker) = spawn_paused(&lab, point);
@@ -1994,10 +1553,7 @@ async fn killed_at_each_claim_step_the_restart_undoes_or_keeps_the_claim() {
         pods.push(pod.clone());
         let container = format!("k{round}");
         lab.create_pod(&container).await;
-        let claim = tokio::spawn({
-            let (socket, pod, container) = (lab.socket(), pod.clone(), container.clone());
-            async move { post(&socket, path::CLAIM, &claim_req(&pod, &container)).await }
-        });
+        let claim = lab.spawn_claim(claim_req(&pod, &container));
         wait_for_file(&marker).await;
         // The claim is recorded on the HostNic (and for CLAIM_ATTACHED, configured in the pod)
         // but not answered: kill -9 exactly there.
@@ -2050,9 +1606,7 @@ async fn killed_at_each_claim_step_the_restart_undoes_or_keeps_the_claim() {
             // The pod is configured: kept, and the runtime's retried ADD gets that NIC.
             assert_eq!(phase(&nic), HostNicPhase::Bound, "{point}");
             assert_eq!(bound_to_it, 1, "a double claim");
-            let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, &container)).await;
-            assert_eq!(code, StatusCode::OK, "{body}");
-            let att: Attachment = serde_json::from_value(body).unwrap();
+            let att = lab.claimed(&claim_req(&pod, &container)).await;
             assert_eq!(att.hostnic, nic.name_any());
             assert_eq!(pod.addresses("eth0"), vec![att.address]);
         }
@@ -2072,7 +1626,7 @@ async fn the_agent_installs_the_service_masquerade_and_removes_it_on_uninstall()
     if !require_root("the_agent_installs_the_service_masquerade_and_removes_it_on_uninstall") {
         return;
     }
-    let lab = Lab::new().await;
+    let lab = Lab::with_pool(NET).await;
     let rule = format!(
         "-A {} -m conntrack --ctstate DNAT --ctorigdst 10.96.0.0/12 -j MASQUERADE --random-fully",
         hostnic_agent::hostnet::CHAIN

@@ -2,303 +2,41 @@
 //! against the in-memory API server and real network namespaces (veth "NICs" in a node netns),
 //! over the agent's socket and through libcni with the `hostnic` plugin.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hostnic_agent::args::Args;
-use hostnic_agent::run::{self, Running};
+use common::{Lab, blocking, phase, post};
 use hostnic_agent_api::{
-    ApiError, Attachment, AttachmentKey, ClaimRequest, ErrorKind, GcRequest, GcResponse, PodInfo,
-    path,
+    ApiError, Attachment, ClaimRequest, ErrorKind, GcRequest, GcResponse, path,
 };
-use hostnic_crds::{
-    HostNic, HostNicPhase, HostNicSpec, HostNicStatus, NicPool, NicPoolSpec, NicRole,
-};
+use hostnic_crds::HostNicPhase;
 use hostnic_tests::cni_runtime::{CniFailure, CniRuntime};
 use hostnic_tests::netns::TestNetns;
 use hostnic_tests::privilege::require_root;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
-use kube::{Api, Client};
-use serde_json::{Value, json};
+use http::StatusCode;
+use serde_json::json;
 
-const VXNET: &str = "vxnet-abc";
-
-async fn post<T: serde::Serialize>(socket: &Path, uri: &str, body: &T) -> (StatusCode, Value) {
-    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("host", "hostnic")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+/// This binary's vxnet, 10.78.0.0/24.
+const NET: u8 = 78;
 
 fn mac(i: usize) -> String {
-    format!("52:54:0a:4e:01:{i:02x}")
+    common::mac(NET, i)
 }
 
 fn ip(i: usize) -> String {
-    format!("10.78.0.{}", 10 + i)
+    common::ip(NET, i)
 }
 
-/// kube-mem, a node netns and an agent's arguments; pools and NICs made as the operator would.
-struct Lab {
-    client: Client,
-    node_name: String,
-    node: TestNetns,
-    dir: tempfile::TempDir,
-    _server: kube_mem::KubeMemHandle,
-}
-
-impl Lab {
-    async fn new() -> Self {
-        let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        let server = kube_mem::KubeMem::builder()
-            .with_crds_from_dir(crds)
-            .start()
-            .await
-            .unwrap();
-        let client = server.client().await.unwrap();
-        let node = TestNetns::new("node");
-        Self {
-            client,
-            node_name: node.name().to_owned(),
-            node,
-            dir: tempfile::tempdir().unwrap(),
-            _server: server,
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/hostnic.sock")
-    }
-
-    async fn start_agent(&self) -> Running {
-        let args = Args {
-            node_name: self.node_name.clone(),
-            node_netns: Some(self.node.path()),
-            socket: self.socket(),
-            health_addr: "127.0.0.1:0".parse().unwrap(),
-            sweep_seconds: 3600,
-            link_scan_seconds: 1,
-            log_format: "text".into(),
-            shutdown_grace_seconds: 20,
-            uninstall: false,
-            wait_for_nic_seconds: 30,
-        };
-        let running = run::start(&args, self.client.clone()).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(20), running.wait_recovered())
-            .await
-            .expect("agent recovers");
-        running
-    }
-
-    /// A NicPool with `routes` (gateway `0.0.0.0`) whose status gives this node `gateway` as
-    /// its address in the vxnet.
-    async fn apply_pool(&self, name: &str, default: bool, routes: &[&str], gateway: &str) {
-        let pools: Api<NicPool> = Api::all(self.client.clone());
-        let spec = NicPoolSpec {
-            vxnets: vec![VXNET.into()],
-            node_selector: Default::default(),
-            size: 3,
-            max_per_node: 10,
-            routes: routes
-                .iter()
-                .map(|d| hostnic_crds::Route {
-                    destination: (*d).into(),
-                    gateway: "0.0.0.0".into(),
-                })
-                .collect(),
-            reclaim_policy: Default::default(),
-            quarantine_seconds: 0,
-        };
-        let mut stored = match pools.get_opt(name).await.unwrap() {
-            Some(mut p) => {
-                p.spec = spec;
-                pools
-                    .replace(name, &PostParams::default(), &p)
-                    .await
-                    .unwrap()
-            }
-            None => {
-                let mut p = NicPool::new(name, spec);
-                if default {
-                    p.metadata.annotations = Some(
-                        [(
-                            hostnic_crds::DEFAULT_POOL_ANNOTATION.to_owned(),
-                            "true".to_owned(),
-                        )]
-                        .into(),
-                    );
-                }
-                pools.create(&PostParams::default(), &p).await.unwrap()
-            }
-        };
-        stored.status = Some(hostnic_crds::NicPoolStatus {
-            node_status: vec![hostnic_crds::NodePoolStatus {
-                node: self.node_name.clone(),
-                gateways: vec![hostnic_crds::NodeGateway {
-                    vxnet: VXNET.into(),
-                    ip: gateway.into(),
-                    nic_id: "52:54:0a:4e:ff:fe".into(),
-                    hostnic: None,
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        pools
-            .replace_status(name, &PostParams::default(), &stored)
-            .await
-            .unwrap();
-    }
-
-    /// A veth "NIC" on the node and an Available HostNic of `pool` for it.
-    async fn add_nic(&self, pool: &str, i: usize) -> String {
-        self.node.add_fake_nic(&format!("hn{i}"), &mac(i));
-        let api: Api<HostNic> = Api::all(self.client.clone());
-        let name = format!("{pool}-{}-{i:05}", self.node_name);
-        let mut nic = HostNic::new(
-            &name,
-            HostNicSpec {
-                pool: pool.into(),
-                node: self.node_name.clone(),
-                vxnet: VXNET.into(),
-                role: NicRole::Pod,
-            },
-        );
-        nic.metadata.labels = Some(
-            [
-                (hostnic_crds::NODE_LABEL.to_owned(), self.node_name.clone()),
-                (hostnic_crds::POOL_LABEL.to_owned(), pool.to_owned()),
-                (hostnic_crds::VXNET_LABEL.to_owned(), VXNET.to_owned()),
-                (hostnic_crds::ROLE_LABEL.to_owned(), "Pod".to_owned()),
-            ]
-            .into(),
-        );
-        let mut created = api.create(&PostParams::default(), &nic).await.unwrap();
-        created.status = Some(HostNicStatus {
-            phase: HostNicPhase::Available,
-            nic_id: Some(mac(i)),
-            private_ip: Some(ip(i)),
-            vxnet_cidr: Some("10.78.0.0/24".into()),
-            vxnet_gateway: Some("10.78.0.1".into()),
-            instance: Some("i-test".into()),
-            ..Default::default()
-        });
-        api.replace_status(&name, &PostParams::default(), &created)
-            .await
-            .unwrap();
-        name
-    }
-
-    async fn hostnic(&self, name: &str) -> HostNic {
-        Api::<HostNic>::all(self.client.clone())
-            .get(name)
-            .await
-            .unwrap()
-    }
-
-    async fn create_pod(&self, name: &str, pool_annotation: Option<&str>) {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
-        let annotations = pool_annotation
-            .map(|p| json!({hostnic_crds::POD_POOL_ANNOTATION: p}))
-            .unwrap_or(json!({}));
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
-            "spec": {"containers": [{"name": "c", "image": "pause"}]}
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-    }
-
-    async fn wait_free(&self, agent: &Running, n: u32) {
-        let wait = async {
-            while agent.agent.status().free_nics < n {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(20), wait)
-            .await
-            .unwrap_or_else(|_| panic!("{n} free NICs never showed: {:?}", agent.agent.status()));
-    }
-
-    /// A libcni runtime with the `hostnic` plugin under test, for pod `pod`.
-    fn runtime(&self, pod: &str) -> CniRuntime {
-        let plugin_dir = hostnic_tests::bins::bin("hostnic")
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        CniRuntime::new([plugin_dir], self.dir.path().join("cache"))
-            .cni_args(&format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"))
-    }
-
-    fn conflist(&self, file: &str, plugin: Value) -> PathBuf {
-        let path = self.dir.path().join(file);
-        let mut plugin = plugin;
-        plugin["type"] = json!("hostnic");
-        plugin["socket"] = json!(self.socket());
-        // Debian's libcni (1.1.2) converts results up to 1.0.0 only.
-        let list = json!({"cniVersion": "1.0.0", "name": "hostnic", "plugins": [plugin]});
-        std::fs::write(&path, list.to_string()).unwrap();
-        path
-    }
-}
-
+/// A claim on `network` that does not wait for a NIC on its way.
 fn claim_req(pod: &TestNetns, container: &str, network: Option<&str>) -> ClaimRequest {
     ClaimRequest {
-        key: AttachmentKey {
-            container_id: container.into(),
-            ifname: "eth0".into(),
-        },
-        netns: pod.path().display().to_string(),
-        pod: PodInfo {
-            namespace: "default".into(),
-            name: container.into(),
-            uid: None,
-        },
-        pool: None,
-        pod_pool: None,
-        pod_annotations: false,
         wait_for_nic_seconds: 0,
         network: network.map(str::to_owned),
-        mtu: None,
-        routes: vec![],
+        ..common::claim_req(pod, container)
     }
-}
-
-fn phase(nic: &HostNic) -> HostNicPhase {
-    nic.status.as_ref().map(|s| s.phase).unwrap_or_default()
-}
-
-async fn claimed(socket: &Path, req: &ClaimRequest) -> Attachment {
-    let (code, body) = post(socket, path::CLAIM, req).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    serde_json::from_value(body).unwrap()
-}
-
-/// Runs blocking libcni work off the runtime's threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 /// libcni's CheckNetworkList for container `ctr1` as `eth0`.
@@ -319,13 +57,12 @@ async fn gc_collects_only_its_own_networks_attachments() {
     if !require_root("gc_collects_only_its_own_networks_attachments") {
         return;
     }
-    let lab = Lab::new().await;
-    lab.apply_pool("pool-a", true, &[], "10.78.0.254").await;
+    let mut lab = Lab::new(NET).await;
+    lab.create_pool("pool-a", true, &[], "10.78.0.254").await;
     for i in 1..=4 {
-        lab.add_nic("pool-a", i).await;
+        lab.add_nic_in("pool-a", i).await;
     }
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 4).await;
+    let _agent = lab.start_agent_free(4).await;
     let socket = lab.socket();
     let pods: Vec<TestNetns> = (0..4).map(|_| TestNetns::new("pod")).collect();
     let mut atts = Vec::new();
@@ -334,8 +71,8 @@ async fn gc_collects_only_its_own_networks_attachments() {
         .enumerate()
     {
         let c = format!("c{i}");
-        lab.create_pod(&c, None).await;
-        atts.push(claimed(&socket, &claim_req(&pods[i], &c, network)).await);
+        lab.create_pod(&c).await;
+        atts.push(lab.claimed(&claim_req(&pods[i], &c, network)).await);
     }
     let recorded = lab
         .hostnic(&atts[2].hostnic)
@@ -393,18 +130,17 @@ async fn gc_reports_release_errors_and_goes_on() {
     if !require_root("gc_reports_release_errors_and_goes_on") {
         return;
     }
-    let lab = Lab::new().await;
-    lab.apply_pool("pool-a", true, &[], "10.78.0.254").await;
-    lab.add_nic("pool-a", 1).await;
-    lab.add_nic("pool-a", 2).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 2).await;
+    let mut lab = Lab::new(NET).await;
+    lab.create_pool("pool-a", true, &[], "10.78.0.254").await;
+    lab.add_nic_in("pool-a", 1).await;
+    lab.add_nic_in("pool-a", 2).await;
+    let _agent = lab.start_agent_free(2).await;
     let socket = lab.socket();
     let (p1, p2) = (TestNetns::new("pod"), TestNetns::new("pod"));
-    lab.create_pod("c1", None).await;
-    lab.create_pod("c2", None).await;
-    let a1 = claimed(&socket, &claim_req(&p1, "c1", Some("hostnic"))).await;
-    let a2 = claimed(&socket, &claim_req(&p2, "c2", Some("hostnic"))).await;
+    lab.create_pod("c1").await;
+    lab.create_pod("c2").await;
+    let a1 = lab.claimed(&claim_req(&p1, "c1", Some("hostnic"))).await;
+    let a2 = lab.claimed(&claim_req(&p2, "c2", Some("hostnic"))).await;
     assert_eq!(a1.mac, mac(1));
     // Squat both names NIC 1 could come home under.
     lab.node
@@ -440,19 +176,18 @@ async fn check_follows_the_cached_result_not_todays_pool() {
     if !require_root("check_follows_the_cached_result_not_todays_pool") {
         return;
     }
-    let lab = Lab::new().await;
-    lab.apply_pool("pool-a", true, &["10.96.0.0/12"], "10.78.0.254")
+    let mut lab = Lab::new(NET).await;
+    lab.create_pool("pool-a", true, &["10.96.0.0/12"], "10.78.0.254")
         .await;
-    lab.add_nic("pool-a", 1).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 1).await;
-    lab.create_pod("p1", None).await;
+    lab.add_nic_in("pool-a", 1).await;
+    let _agent = lab.start_agent_free(1).await;
+    lab.create_pod("p1").await;
     let pod = TestNetns::new("pod");
     let conflist = lab.conflist(
         "hostnic.conflist",
         json!({"mtu": 1400, "ipam": {"routes": [{"dst": "10.200.0.0/16"}]}}),
     );
-    let rt = Arc::new(lab.runtime("p1"));
+    let rt = Arc::new(lab.runtime("K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1"));
     let netns = pod.path();
     let check = || check_via_libcni(&rt, &conflist, &netns);
     let result = {
@@ -471,13 +206,8 @@ async fn check_follows_the_cached_result_not_todays_pool() {
     check().await.expect("CHECK right after ADD");
 
     // The pool gains a route and the node's gateway NIC is replaced (new address).
-    lab.apply_pool(
-        "pool-a",
-        true,
-        &["10.96.0.0/12", "10.100.0.0/16"],
-        "10.78.0.253",
-    )
-    .await;
+    lab.update_pool("pool-a", &["10.96.0.0/12", "10.100.0.0/16"], "10.78.0.253")
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     check().await.expect("CHECK after the NicPool changed");
     // A later chained plugin's route through eth0.
@@ -511,20 +241,19 @@ async fn pool_annotation_wins_and_bad_names_say_what_to_fix() {
     if !require_root("pool_annotation_wins_and_bad_names_say_what_to_fix") {
         return;
     }
-    let lab = Lab::new().await;
-    lab.apply_pool("pool-a", true, &[], "10.78.0.254").await;
-    lab.apply_pool("pool-b", false, &[], "10.78.0.254").await;
-    lab.add_nic("pool-a", 1).await;
-    lab.add_nic("pool-b", 2).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 2).await;
+    let mut lab = Lab::new(NET).await;
+    lab.create_pool("pool-a", true, &[], "10.78.0.254").await;
+    lab.create_pool("pool-b", false, &[], "10.78.0.254").await;
+    lab.add_nic_in("pool-a", 1).await;
+    lab.add_nic_in("pool-b", 2).await;
+    let _agent = lab.start_agent_free(2).await;
     let socket = lab.socket();
     let pod = TestNetns::new("pod");
 
-    lab.create_pod("c1", Some("pool-b")).await;
+    lab.create_pod_for("c1", Some("pool-b")).await;
     let mut req = claim_req(&pod, "c1", Some("hostnic"));
     req.pool = Some("pool-a".into());
-    let att = claimed(&socket, &req).await;
+    let att = lab.claimed(&req).await;
     assert_eq!(
         att.mac,
         mac(2),
@@ -532,7 +261,7 @@ async fn pool_annotation_wins_and_bad_names_say_what_to_fix() {
     );
 
     let other = TestNetns::new("pod");
-    lab.create_pod("c2", Some("pool-typo")).await;
+    lab.create_pod_for("c2", Some("pool-typo")).await;
     let mut req = claim_req(&other, "c2", Some("hostnic"));
     req.pool = Some("pool-a".into());
     let (code, body) = post(&socket, path::CLAIM, &req).await;
@@ -562,17 +291,16 @@ async fn a_vanished_link_makes_the_claim_take_the_next_free_nic() {
     if !require_root("a_vanished_link_makes_the_claim_take_the_next_free_nic") {
         return;
     }
-    let lab = Lab::new().await;
-    lab.apply_pool("pool-a", true, &[], "10.78.0.254").await;
-    let first = lab.add_nic("pool-a", 1).await;
-    lab.add_nic("pool-a", 2).await;
-    let agent = lab.start_agent().await;
-    lab.wait_free(&agent, 2).await;
+    let mut lab = Lab::new(NET).await;
+    lab.create_pool("pool-a", true, &[], "10.78.0.254").await;
+    let first = lab.add_nic_in("pool-a", 1).await;
+    lab.add_nic_in("pool-a", 2).await;
+    let _agent = lab.start_agent_free(2).await;
     let pod = TestNetns::new("pod");
-    lab.create_pod("c1", None).await;
+    lab.create_pod("c1").await;
     // The claim goes in before the link pass (100 ms after the link event) can report it.
     lab.node.ip(&["link", "del", "hn1"]);
-    let att = claimed(&lab.socket(), &claim_req(&pod, "c1", Some("hostnic"))).await;
+    let att = lab.claimed(&claim_req(&pod, "c1", Some("hostnic"))).await;
     assert_eq!(att.mac, mac(2));
     assert_eq!(pod.link_by_mac(&mac(2)).as_deref(), Some("eth0"));
     let nic = lab.hostnic(&first).await;
