@@ -227,7 +227,7 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                         &Cond::new(
                             "Attached",
                             true,
-                            "LinkReported",
+                            LINK_REPORTED,
                             format!("the agent sees the link on the node of {instance}"),
                         ),
                         generation,
@@ -518,12 +518,21 @@ const CREATED: &str = "NicCreated";
 /// Condition type on a HostNic whose instance refuses NICs; the pool reports it as Degraded.
 pub const REFUSED: &str = "AttachRefused";
 
-/// Whether the HostNic's NIC was recorded within `grace` (DescribeNics may not show it yet).
+/// Reason of the Attached=True condition recorded from the agent's link report.
+const LINK_REPORTED: &str = "LinkReported";
+
+/// Whether the HostNic's NIC was recorded within `grace` (DescribeNics may not show it yet):
+/// its id recorded, or its attach proven by the link report (no DescribeNics saw it then, and
+/// the NIC is older than the report, so this errs on the side of waiting).
 fn created_within(status: &HostNicStatus, grace: Duration, now: Timestamp) -> bool {
     status
         .conditions
         .iter()
-        .find(|c| c.type_ == "Attached" && c.status == "False" && c.reason == CREATED)
+        .find(|c| {
+            c.type_ == "Attached"
+                && ((c.status == "False" && c.reason == CREATED)
+                    || (c.status == "True" && c.reason == LINK_REPORTED))
+        })
         .is_some_and(|c| now.duration_since(c.last_transition_time.0).unsigned_abs() < grace)
 }
 
