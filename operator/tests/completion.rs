@@ -7,9 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use common::*;
-use hostnic_operator::args::Args;
 
 const T: Duration = Duration::from_secs(30);
 const NODE: &str = "i-node0001";
@@ -40,7 +38,7 @@ async fn all_attached(env: &Env, per_node: usize) -> bool {
 async fn a_reported_link_completes_the_attach_without_polling() {
     let mut s = setup();
     // The production grace: the reports must come well within it.
-    s.settings.link_grace = Args::parse_from(["hostnic-operator"]).settings().link_grace;
+    s.settings.link_grace = production_settings().link_grace;
     let mut env = Env::start(s).await;
     env.start_operator();
     env.sim.reset_calls();

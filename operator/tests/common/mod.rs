@@ -99,6 +99,11 @@ pub fn test_settings() -> Settings {
     }
 }
 
+/// The operator's production settings (its flags' defaults).
+pub fn production_settings() -> Settings {
+    <hostnic_operator::args::Args as clap::Parser>::parse_from(["hostnic-operator"]).settings()
+}
+
 /// The simulator client of most tests: no rate limit, short back-offs.
 pub fn fast_cloud_settings() -> qingcloud::ClientSettings {
     qingcloud::ClientSettings {
