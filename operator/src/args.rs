@@ -103,9 +103,15 @@ pub struct Args {
     #[arg(long, env = "HOSTNIC_BATCH_ROUND_WAIT_MS", default_value_t = 10_000)]
     pub batch_round_wait_ms: u64,
 
-    /// Seconds between polls of a running attach/detach job.
+    /// Seconds between polls of a running attach/detach job. Polls fall on a shared clock
+    /// tick, so the jobs polled at once share one DescribeJobs.
     #[arg(long, env = "HOSTNIC_JOB_POLL_SECONDS", default_value_t = 2.0)]
     pub job_poll_seconds: f64,
+
+    /// Seconds an attach waits for the agent's report of the NIC's link on the node (its
+    /// completion) before its job is polled: about twice a typical attach job.
+    #[arg(long, env = "HOSTNIC_LINK_GRACE_SECONDS", default_value_t = 30.0)]
+    pub link_grace_seconds: f64,
 
     /// Seconds after which a job still running counts as "unknown" and the NIC is re-read.
     #[arg(long, env = "HOSTNIC_JOB_TIMEOUT_SECONDS", default_value_t = 300)]
@@ -208,6 +214,8 @@ pub struct Settings {
     pub job_poll: Duration,
     /// Job age after which its outcome is unknown.
     pub job_timeout: Duration,
+    /// How long an attach waits for its link report before polling its job.
+    pub link_grace: Duration,
     /// Hysteresis before shrinking.
     pub shrink_delay: Duration,
     /// TTL of cached vxnet/instance facts.
@@ -245,6 +253,7 @@ impl Args {
             instance_label: self.instance_label.clone(),
             job_poll: Duration::from_secs_f64(self.job_poll_seconds.max(0.05)),
             job_timeout: Duration::from_secs(self.job_timeout_seconds),
+            link_grace: Duration::from_secs_f64(self.link_grace_seconds.max(0.0)),
             shrink_delay: Duration::from_secs(self.shrink_delay_seconds),
             cloud_cache: Duration::from_secs(self.cloud_cache_seconds),
             gc_interval: Duration::from_secs(self.gc_interval_seconds.max(1)),

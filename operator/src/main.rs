@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         batch_window_ms,
         batch_round_wait_ms,
         job_poll_seconds: _,
+        link_grace_seconds: _,
         job_timeout_seconds,
         shrink_delay_seconds: _,
         cloud_cache_seconds: _,

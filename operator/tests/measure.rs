@@ -18,10 +18,12 @@ fn setup() -> Setup {
         ..Default::default()
     };
     // Closer to production than the other tests: no GC pass during the run (GC is measured
-    // on its own), cached cloud facts, polls at half the job latency.
+    // on its own), cached cloud facts, polls at half the job latency, the production grace of
+    // the link report.
     s.settings.gc_interval = Duration::from_secs(3600);
     s.settings.cloud_cache = Duration::from_secs(15);
     s.settings.job_poll = Duration::from_millis(JOB_MS / 2);
+    s.settings.link_grace = production_settings().link_grace;
     s
 }
 

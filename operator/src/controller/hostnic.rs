@@ -22,6 +22,7 @@ use crate::plan::conditions::{self, Cond};
 use crate::plan::nic::{
     ApplyStep, AttachVerdict, CleanupStep, CleanupVerdict, Facts, JobVerdict, apply_step,
     attach_verdict, cleanup_step, cleanup_verdict, job_verdict, link_home, refuses_instance,
+    shared_tick,
 };
 
 /// Controller name in metrics and logs.
@@ -45,6 +46,7 @@ pub async fn reconcile(nic: Arc<HostNic>, ctx: Arc<Context>) -> Result<Action> {
                     if done.is_ok() {
                         // Its finalizer goes: whatever its round still expected, it is not coming.
                         ctx.batch.forget(&nic.name_any());
+                        ctx.link_wait.done(&nic.name_any());
                     }
                     done
                 }
@@ -70,7 +72,8 @@ pub fn nic_name(ctx: &Context, nic: &HostNic) -> String {
     )
 }
 
-fn facts(status: &HostNicStatus) -> Facts<'_> {
+/// The lifecycle's facts of `status`; `job_started`: when this operator recorded its last job.
+fn facts(status: &HostNicStatus, job_started: Option<Timestamp>) -> Facts<'_> {
     Facts {
         phase: status.phase,
         nic_id: status.nic_id.as_deref(),
@@ -83,6 +86,7 @@ fn facts(status: &HostNicStatus) -> Facts<'_> {
         link_home: link_home(status),
         pod: status.pod.is_some(),
         released_at: status.released_at.as_ref().map(|t| t.0),
+        job_started,
     }
 }
 
@@ -145,8 +149,9 @@ async fn fail(
     reason: &'static str,
     message: String,
 ) -> Result<Action> {
-    // It makes no call of its round any more.
+    // It makes no call of its round any more, and waits for no link.
     ctx.batch.forget(&cur.name_any());
+    ctx.link_wait.done(&cur.name_any());
     let generation = cur.metadata.generation;
     write(ctx, cur, |s| {
         s.phase = HostNicPhase::Failed;
@@ -186,7 +191,18 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
         let status = cur.status.clone().unwrap_or_default();
         let prio = ctx.priority_for(&cur);
         let quarantine = quarantine_of(ctx, &cur).await;
-        match apply_step(&facts(&status), quarantine, Timestamp::now()) {
+        let name = cur.name_any();
+        let started = status
+            .last_job
+            .as_ref()
+            .and_then(|j| ctx.link_wait.started(&name, &j.id));
+        let now = Timestamp::now();
+        match apply_step(
+            &facts(&status, started),
+            quarantine,
+            settings.link_grace,
+            now,
+        ) {
             ApplyStep::BeginCreate => {
                 cur = write(ctx, &cur, |s| s.phase = HostNicPhase::Creating).await?;
                 fresh_intent = true;
@@ -200,10 +216,45 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                     None => return Ok(Action::await_change()),
                 }
             }
+            ApplyStep::LinkReported => {
+                ctx.backoff.forget(&super::job_key(NAME, &cur));
+                ctx.link_wait.done(&name);
+                let generation = cur.metadata.generation;
+                let instance = status.instance.clone().unwrap_or_default();
+                write(ctx, &cur, |s| {
+                    set_cond(
+                        s,
+                        &Cond::new(
+                            "Attached",
+                            true,
+                            LINK_REPORTED,
+                            format!("the agent sees the link on the node of {instance}"),
+                        ),
+                        generation,
+                    );
+                    s.conditions.retain(|c| c.type_ != REFUSED);
+                    s.phase = HostNicPhase::Available;
+                })
+                .await?;
+                return Ok(Action::requeue(settings.resync));
+            }
+            // The link report is a HostNic write, which wakes this reconcile; past the grace
+            // the job is polled on the shared tick, with every other job due then.
+            ApplyStep::AwaitLink(rest) => {
+                let poll = now
+                    .checked_add(rest)
+                    .map_or(Duration::ZERO, |at| shared_tick(settings.job_poll, at));
+                return Ok(Action::requeue(rest + poll));
+            }
             ApplyStep::PollJob(id) => {
                 let job = ctx.batch.job(&id, prio).await?;
                 match job_verdict(job.as_ref(), settings.job_timeout, Timestamp::now()) {
-                    JobVerdict::Wait(_) => return Ok(Action::requeue(settings.job_poll)),
+                    JobVerdict::Wait(_) => {
+                        return Ok(Action::requeue(shared_tick(
+                            settings.job_poll,
+                            Timestamp::now(),
+                        )));
+                    }
                     JobVerdict::ReadNic(word) => {
                         cur = write(ctx, &cur, |s| {
                             if let Some(j) = s.last_job.as_mut() {
@@ -245,6 +296,7 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                 match attach_verdict(seen.as_ref(), &instance, job_word, new) {
                     AttachVerdict::Attached => {
                         ctx.backoff.forget(&super::job_key(NAME, &cur));
+                        ctx.link_wait.done(&name);
                         let generation = cur.metadata.generation;
                         cur = write(ctx, &cur, |s| {
                             set_cond(
@@ -289,6 +341,8 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             .await
                         {
                             Ok(job) => {
+                                // Before the write, whose watch event wakes the wait.
+                                ctx.link_wait.start(&name, &job, Timestamp::now());
                                 write_result(ctx, &cur, |s| {
                                     s.last_job = Some(CloudJob {
                                         id: job.clone(),
@@ -297,7 +351,7 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                                     });
                                 })
                                 .await?;
-                                return Ok(Action::requeue(settings.job_poll));
+                                return Ok(Action::requeue(settings.link_grace));
                             }
                             Err(e) if refuses_instance(&e, &id) => {
                                 return Err(refused(ctx, &cur, instance, e).await);
@@ -311,6 +365,7 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                 }
             }
             ApplyStep::MarkAvailable => {
+                ctx.link_wait.done(&name);
                 write(ctx, &cur, |s| s.phase = HostNicPhase::Available).await?;
                 return Ok(Action::requeue(settings.resync));
             }
@@ -463,12 +518,21 @@ const CREATED: &str = "NicCreated";
 /// Condition type on a HostNic whose instance refuses NICs; the pool reports it as Degraded.
 pub const REFUSED: &str = "AttachRefused";
 
-/// Whether the HostNic's NIC was recorded within `grace` (DescribeNics may not show it yet).
+/// Reason of the Attached=True condition recorded from the agent's link report.
+const LINK_REPORTED: &str = "LinkReported";
+
+/// Whether the HostNic's NIC was recorded within `grace` (DescribeNics may not show it yet):
+/// its id recorded, or its attach proven by the link report (no DescribeNics saw it then, and
+/// the NIC is older than the report, so this errs on the side of waiting).
 fn created_within(status: &HostNicStatus, grace: Duration, now: Timestamp) -> bool {
     status
         .conditions
         .iter()
-        .find(|c| c.type_ == "Attached" && c.status == "False" && c.reason == CREATED)
+        .find(|c| {
+            c.type_ == "Attached"
+                && ((c.status == "False" && c.reason == CREATED)
+                    || (c.status == "True" && c.reason == LINK_REPORTED))
+        })
         .is_some_and(|c| now.duration_since(c.last_transition_time.0).unsigned_abs() < grace)
 }
 
@@ -531,7 +595,7 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
     let name = cur.name_any();
     for _ in 0..MAX_STEPS {
         let status = cur.status.clone().unwrap_or_default();
-        let f = facts(&status);
+        let f = facts(&status, None);
         // Only a wait for the node's pods depends on the node: read it only then.
         let step = match cleanup_step(&f, true) {
             CleanupStep::WaitRelease | CleanupStep::WaitLinkHome => {

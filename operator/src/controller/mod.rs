@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod cache;
 pub mod hostnic;
+pub mod link_wait;
 pub mod nicpool;
 pub mod taint;
 pub mod triggers;
@@ -101,6 +102,8 @@ pub struct Context {
     pub checkpoint: Arc<Checkpoint>,
     /// Per-object exponential back-off of both controllers.
     pub backoff: backoff::Backoff,
+    /// When each attach job started waiting for its link report.
+    pub link_wait: link_wait::LinkWait,
 }
 
 impl std::fmt::Debug for Context {
@@ -143,6 +146,7 @@ impl Context {
             surplus: Mutex::new(HashMap::new()),
             checkpoint: op.checkpoint.clone(),
             backoff: backoff::Backoff::new(op.settings.backoff_max),
+            link_wait: link_wait::LinkWait::default(),
         }
     }
 

@@ -18,7 +18,14 @@ pub enum ApplyStep {
     FindOrCreate,
     /// Attaching: the cloud already said attached and the agent sees the link.
     MarkAvailable,
-    /// Attaching with a job that may still run: read the job.
+    /// Attaching with a job recorded, and the agent reports the NIC's link on the node: the
+    /// attach is complete (only our instance's node can see the link), no cloud read needed.
+    LinkReported,
+    /// Attaching with a job that may still run, within the grace of its link report: the
+    /// report (a HostNic write) wakes the reconcile; look again after this.
+    AwaitLink(Duration),
+    /// Attaching with a job that may still run and no link report within the grace: read the
+    /// job (the fallback poll).
     PollJob(String),
     /// Attaching: read the NIC.
     CheckNic,
@@ -52,6 +59,9 @@ pub struct Facts<'a> {
     pub pod: bool,
     /// When the NIC was released (phase Released).
     pub released_at: Option<Timestamp>,
+    /// When this operator recorded the last job (None: unknown, e.g. recorded before a
+    /// restart, so its link report counts as overdue).
+    pub job_started: Option<Timestamp>,
 }
 
 /// Whether the agent has proven the NIC's link on the node since it was last claimed: the
@@ -91,16 +101,29 @@ fn running(status: &str) -> bool {
     )
 }
 
-/// The next step of an apply.
-pub fn apply_step(f: &Facts<'_>, quarantine: Duration, now: Timestamp) -> ApplyStep {
+/// The next step of an apply. `link_grace` is how long a running attach job waits for the
+/// agent's link report before the job is polled.
+pub fn apply_step(
+    f: &Facts<'_>,
+    quarantine: Duration,
+    link_grace: Duration,
+    now: Timestamp,
+) -> ApplyStep {
     match f.phase {
         HostNicPhase::Pending => ApplyStep::BeginCreate,
         HostNicPhase::Creating => ApplyStep::FindOrCreate,
         HostNicPhase::Attaching if f.nic_id.is_none() => ApplyStep::FindOrCreate,
         HostNicPhase::Attaching if f.attached && f.link_ready => ApplyStep::MarkAvailable,
         HostNicPhase::Attaching if f.attached => ApplyStep::Idle,
+        HostNicPhase::Attaching if f.link_ready && f.last_job.is_some() => ApplyStep::LinkReported,
         HostNicPhase::Attaching => match f.last_job {
-            Some((id, status)) if running(status) => ApplyStep::PollJob(id.to_string()),
+            Some((id, status)) if running(status) => {
+                let waited = f.job_started.map(|t| now.duration_since(t).unsigned_abs());
+                match waited {
+                    Some(w) if w < link_grace => ApplyStep::AwaitLink(link_grace - w),
+                    _ => ApplyStep::PollJob(id.to_string()),
+                }
+            }
             _ => ApplyStep::CheckNic,
         },
         HostNicPhase::Released => {
@@ -123,6 +146,17 @@ pub fn apply_step(f: &Facts<'_>, quarantine: Duration, now: Timestamp) -> ApplyS
         }
         _ => ApplyStep::Idle,
     }
+}
+
+/// The wait until the next tick of a clock shared by every poll of period `every` (counted
+/// from the epoch): polls of jobs started at different times fall due together, and the
+/// batcher sends them as one DescribeJobs.
+pub fn shared_tick(every: Duration, now: Timestamp) -> Duration {
+    let period = i128::try_from(every.as_millis())
+        .unwrap_or(i128::MAX)
+        .max(1);
+    let into = i128::from(now.as_millisecond()).rem_euclid(period);
+    Duration::from_millis(u64::try_from(period - into).unwrap_or(u64::MAX))
 }
 
 /// Whether a job read from the cloud is done with, or must be waited for.
@@ -280,6 +314,7 @@ mod tests {
             link_home: false,
             pod: false,
             released_at: None,
+            job_started: None,
         }
     }
 
@@ -300,42 +335,43 @@ mod tests {
     }
 
     const Q: Duration = Duration::from_secs(120);
+    const G: Duration = Duration::from_secs(30);
 
     #[test]
     fn apply_steps_follow_the_phase() {
         let now = t(1000);
         assert_eq!(
-            apply_step(&facts(HostNicPhase::Pending), Q, now),
+            apply_step(&facts(HostNicPhase::Pending), Q, G, now),
             ApplyStep::BeginCreate
         );
         assert_eq!(
-            apply_step(&facts(HostNicPhase::Creating), Q, now),
+            apply_step(&facts(HostNicPhase::Creating), Q, G, now),
             ApplyStep::FindOrCreate
         );
         let mut f = facts(HostNicPhase::Attaching);
         f.nic_id = None;
-        assert_eq!(apply_step(&f, Q, now), ApplyStep::FindOrCreate);
+        assert_eq!(apply_step(&f, Q, G, now), ApplyStep::FindOrCreate);
         let mut f = facts(HostNicPhase::Attaching);
-        assert_eq!(apply_step(&f, Q, now), ApplyStep::CheckNic);
+        assert_eq!(apply_step(&f, Q, G, now), ApplyStep::CheckNic);
         f.last_job = Some(("j-1", "pending"));
-        assert_eq!(apply_step(&f, Q, now), ApplyStep::PollJob("j-1".into()));
+        assert_eq!(apply_step(&f, Q, G, now), ApplyStep::PollJob("j-1".into()));
         f.last_job = Some(("j-1", "failed"));
-        assert_eq!(apply_step(&f, Q, now), ApplyStep::CheckNic);
+        assert_eq!(apply_step(&f, Q, G, now), ApplyStep::CheckNic);
         f.attached = true;
         assert_eq!(
-            apply_step(&f, Q, now),
+            apply_step(&f, Q, G, now),
             ApplyStep::Idle,
             "attached, waiting for the agent"
         );
         f.link_ready = true;
-        assert_eq!(apply_step(&f, Q, now), ApplyStep::MarkAvailable);
+        assert_eq!(apply_step(&f, Q, G, now), ApplyStep::MarkAvailable);
         for p in [
             HostNicPhase::Available,
             HostNicPhase::Bound,
             HostNicPhase::Failed,
             HostNicPhase::Detaching,
         ] {
-            assert_eq!(apply_step(&facts(p), Q, now), ApplyStep::Idle);
+            assert_eq!(apply_step(&facts(p), Q, G, now), ApplyStep::Idle);
         }
     }
 
@@ -343,7 +379,52 @@ mod tests {
     fn link_ready_alone_is_not_enough() {
         let mut f = facts(HostNicPhase::Attaching);
         f.link_ready = true;
-        assert_eq!(apply_step(&f, Q, t(0)), ApplyStep::CheckNic);
+        assert_eq!(apply_step(&f, Q, G, t(0)), ApplyStep::CheckNic);
+    }
+
+    #[test]
+    fn an_attach_completes_by_the_link_report_and_polls_only_past_the_grace() {
+        let mut f = facts(HostNicPhase::Attaching);
+        f.last_job = Some(("j-1", "pending"));
+        f.job_started = Some(t(1000));
+        assert_eq!(
+            apply_step(&f, Q, G, t(1010)),
+            ApplyStep::AwaitLink(Duration::from_secs(20)),
+            "within the grace: no DescribeJobs"
+        );
+        assert_eq!(
+            apply_step(&f, Q, G, t(1030)),
+            ApplyStep::PollJob("j-1".into()),
+            "no report within the grace: the fallback poll"
+        );
+        f.job_started = None;
+        assert_eq!(
+            apply_step(&f, Q, G, t(1010)),
+            ApplyStep::PollJob("j-1".into()),
+            "a job recorded before a restart is polled"
+        );
+        for word in ["pending", "working", "successful", "failed", "unknown"] {
+            f.last_job = Some(("j-1", word));
+            f.link_ready = true;
+            assert_eq!(
+                apply_step(&f, Q, G, t(1010)),
+                ApplyStep::LinkReported,
+                "{word}: the link on the node proves the attach"
+            );
+        }
+    }
+
+    #[test]
+    fn polls_fall_on_a_shared_tick() {
+        let every = Duration::from_secs(2);
+        let ms = |m| Timestamp::from_millisecond(m).unwrap();
+        assert_eq!(shared_tick(every, ms(10_500)), Duration::from_millis(1500));
+        assert_eq!(shared_tick(every, ms(11_900)), Duration::from_millis(100));
+        assert_eq!(
+            shared_tick(every, ms(12_000)),
+            every,
+            "on a tick, the next one"
+        );
     }
 
     #[test]
@@ -352,16 +433,16 @@ mod tests {
         f.released_at = Some(t(1000));
         f.link_home = true;
         assert_eq!(
-            apply_step(&f, Q, t(1100)),
+            apply_step(&f, Q, G, t(1100)),
             ApplyStep::Quarantine(Duration::from_secs(21))
         );
         assert_eq!(
-            apply_step(&f, Q, t(1120)),
+            apply_step(&f, Q, G, t(1120)),
             ApplyStep::Quarantine(Duration::from_secs(1))
         );
-        assert_eq!(apply_step(&f, Q, t(1121)), ApplyStep::EndQuarantine);
+        assert_eq!(apply_step(&f, Q, G, t(1121)), ApplyStep::EndQuarantine);
         assert_eq!(
-            apply_step(&f, Duration::ZERO, t(1000)),
+            apply_step(&f, Duration::ZERO, G, t(1000)),
             ApplyStep::EndQuarantine
         );
     }
@@ -560,9 +641,9 @@ mod tests {
         let mut f = facts(HostNicPhase::Released);
         f.released_at = Some(t(1000));
         f.pod = true;
-        assert_eq!(apply_step(&f, Q, t(2000)), ApplyStep::AwaitLinkHome);
+        assert_eq!(apply_step(&f, Q, G, t(2000)), ApplyStep::AwaitLinkHome);
         f.link_home = true;
-        assert_eq!(apply_step(&f, Q, t(2000)), ApplyStep::EndQuarantine);
+        assert_eq!(apply_step(&f, Q, G, t(2000)), ApplyStep::EndQuarantine);
     }
 
     #[test]

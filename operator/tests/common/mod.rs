@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hostnic_crds::{HostNic, HostNicPhase, NicPool, NicPoolSpec, PodRef, ReclaimPolicy};
@@ -79,6 +80,9 @@ pub fn test_settings() -> Settings {
         instance_label: "hostnic.qingcloud.com/instance-id".into(),
         job_poll: Duration::from_millis(100),
         job_timeout: Duration::from_secs(20),
+        // 30 s in production; tests fail and lose attach jobs on purpose (no link is ever
+        // reported for those), and waiting the production grace for each would outlast them.
+        link_grace: Duration::from_secs(2),
         shrink_delay: Duration::ZERO,
         cloud_cache: Duration::from_secs(1),
         gc_interval: Duration::from_millis(500),
@@ -93,6 +97,11 @@ pub fn test_settings() -> Settings {
         backoff_max: Duration::from_secs(5),
         visibility_grace: Duration::from_secs(30),
     }
+}
+
+/// The operator's production settings (its flags' defaults).
+pub fn production_settings() -> Settings {
+    <hostnic_operator::args::Args as clap::Parser>::parse_from(["hostnic-operator"]).settings()
 }
 
 /// The simulator client of most tests: no rate limit, short back-offs.
@@ -121,6 +130,8 @@ pub struct Env {
     pub batch: BatchConfig,
     pub metrics: Arc<Metrics>,
     pub registry: prometheus_client::registry::Registry,
+    /// Whether the fake agent reports links (false: it withholds them, as a slow agent).
+    pub agent_reports: Arc<AtomicBool>,
     agent: JoinHandle<()>,
     op: Option<(JoinHandle<()>, CancellationToken)>,
 }
@@ -166,7 +177,12 @@ impl Env {
         for (id, _) in &setup.nodes {
             add_node(&client, id).await;
         }
-        let agent = tokio::spawn(fake_agent(client.clone(), sim.clone()));
+        let agent_reports = Arc::new(AtomicBool::new(true));
+        let agent = tokio::spawn(fake_agent(
+            client.clone(),
+            sim.clone(),
+            agent_reports.clone(),
+        ));
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut reg));
         Self {
@@ -179,6 +195,7 @@ impl Env {
             batch: setup.batch,
             metrics,
             registry: reg,
+            agent_reports,
             agent,
             op: None,
         }
@@ -594,11 +611,15 @@ where
 }
 
 /// The agent's part of the contract, enough for the operator: once the cloud says a NIC is
-/// attached, report LinkReady=True (the real agent sees the hot-plugged link).
-async fn fake_agent(client: kube::Client, sim: Arc<SimHandle>) {
+/// attached, report LinkReady=True (the real agent sees the hot-plugged link), unless
+/// `reports` is off.
+async fn fake_agent(client: kube::Client, sim: Arc<SimHandle>, reports: Arc<AtomicBool>) {
     let api: Api<HostNic> = Api::all(client);
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        if !reports.load(Ordering::SeqCst) {
+            continue;
+        }
         let Ok(list) = api.list(&ListParams::default()).await else {
             continue;
         };
