@@ -117,7 +117,7 @@ impl Agent {
             match self.claim_now(&req, &pod_ns, &facts).await {
                 Err(Error::NoFreeNic { pool })
                     if tokio::time::Instant::now() < deadline
-                        && decide::nic_coming(&self.view.nics(), &pool) =>
+                        && decide::nic_coming(&self.view.nics(), &self.view.pools(), &pool) =>
                 {
                     if waiting.is_none() {
                         info!(%pool, "no free NIC; waiting for one on its way");

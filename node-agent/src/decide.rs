@@ -138,9 +138,34 @@ fn is_coming(nic: &HostNic) -> bool {
 }
 
 /// Whether a NIC of `pool` is on its way on this node: an ADD finding the pool empty then
-/// waits for it instead of answering "try again later".
-pub fn nic_coming(nics: &[Arc<HostNic>], pool: &str) -> bool {
-    nics.iter().any(|n| n.spec.pool == pool && is_coming(n))
+/// waits for it instead of answering "try again later". On its way: a pod NIC being created
+/// or attached or resting after a release, or one the operator owes: the pool serves this node
+/// (it has NICs here), its size is above zero and it is not Degraded, so the refill of the NIC
+/// just taken is due even before its HostNic appears (an ADD right after another emptied it).
+pub fn nic_coming(nics: &[Arc<HostNic>], pools: &[Arc<NicPool>], pool: &str) -> bool {
+    let mut mine = nics
+        .iter()
+        .filter(|n| n.spec.pool == pool && n.spec.role == NicRole::Pod)
+        .peekable();
+    let serves_this_node = mine.peek().is_some();
+    if mine.any(|n| is_coming(n)) {
+        return true;
+    }
+    let owed = pools
+        .iter()
+        .find(|p| p.name_any() == pool)
+        .is_some_and(|p| p.spec.size > 0 && !is_degraded(p));
+    serves_this_node && owed
+}
+
+/// The pool's `Degraded` condition is True: the operator says it cannot converge (vxnet full,
+/// VM full, quota), so no refill is coming.
+fn is_degraded(pool: &NicPool) -> bool {
+    pool.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True")
+    })
 }
 
 /// Free NICs and NICs on their way (being created or attached, or resting after a release).
@@ -722,14 +747,40 @@ mod tests {
         assert_eq!(counts(&nics), (3, 2));
         // Only a NIC of the pool on its way makes an ADD wait: not a bound one, not another
         // pool's.
-        assert!(nic_coming(&nics, "p"));
+        assert!(nic_coming(&nics, &[], "p"));
         let only_taken = vec![
             nic("b", "p", HostNicPhase::Bound),
             nic("e", "q", HostNicPhase::Attaching),
         ];
-        assert!(!nic_coming(&only_taken, "p"));
-        assert!(nic_coming(&only_taken, "q"));
-        assert!(nic_coming(&[nic("c", "p", HostNicPhase::Creating)], "p"));
+        assert!(!nic_coming(&only_taken, &[], "p"));
+        assert!(nic_coming(&only_taken, &[], "q"));
+        assert!(nic_coming(
+            &[nic("c", "p", HostNicPhase::Creating)],
+            &[],
+            "p"
+        ));
+        // The operator owes this node the refill of the NIC just taken: a pool of size 3
+        // serving it, not Degraded. Not a pool of size 0, a Degraded one, or one without NICs
+        // here (it may not select this node).
+        let p = pool("p", false);
+        assert!(nic_coming(&only_taken, std::slice::from_ref(&p), "p"));
+        let mut empty = (*p).clone();
+        empty.spec.size = 0;
+        assert!(!nic_coming(&only_taken, &[Arc::new(empty)], "p"));
+        let mut degraded = (*p).clone();
+        degraded.status = Some(hostnic_crds::NicPoolStatus {
+            conditions: vec![Condition {
+                type_: "Degraded".into(),
+                status: "True".into(),
+                reason: "VxnetExhausted".into(),
+                message: String::new(),
+                last_transition_time: Time(Default::default()),
+                observed_generation: None,
+            }],
+            ..Default::default()
+        });
+        assert!(!nic_coming(&only_taken, &[Arc::new(degraded)], "p"));
+        assert!(!nic_coming(&[], std::slice::from_ref(&p), "p"));
     }
 
     #[test]

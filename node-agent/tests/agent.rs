@@ -370,10 +370,30 @@ async fn an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way() {
         "the waiting annotation stays after the ADD answered"
     );
 
-    // Nothing on its way now (the one NIC is Bound): the next ADD answers 11 at once.
+    // The pool's one NIC is Bound: the operator owes this node its refill even before the
+    // refill's HostNic appears, so the next ADD is held too, and takes the NIC when it comes.
+    let second = Arc::new(TestNetns::new("pod"));
+    lab.create_pod("c2").await;
+    let claim = lab.spawn_claim(claim_req(&second, "c2"));
+    lab.wait_told().await;
+    assert!(!claim.is_finished(), "{:?}", claim.await);
+    lab.add_nic(2).await;
+    let (code, body) = tokio::time::timeout(Duration::from_secs(10), claim)
+        .await
+        .expect("the held ADD answers once the refill is there")
+        .unwrap();
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        serde_json::from_value::<Attachment>(body).unwrap().mac,
+        mac(2)
+    );
+
+    // Nothing on its way when the operator says the pool cannot grow (Degraded): the next ADD
+    // answers 11 at once.
+    lab.set_pool_degraded(POOL).await;
     let other = TestNetns::new("pod");
     let started = std::time::Instant::now();
-    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&other, "c2")).await;
+    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&other, "c3")).await;
     assert_eq!(error_kind(&body), ErrorKind::TryAgainLater, "{code} {body}");
     assert!(started.elapsed() < Duration::from_secs(2));
     drop(agent);

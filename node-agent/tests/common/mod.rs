@@ -26,6 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -344,6 +345,25 @@ impl Lab {
         });
         Api::<NicPool>::all(self.client.clone())
             .replace_status(&name, &PostParams::default(), &pool)
+            .await
+            .unwrap();
+    }
+
+    /// Writes the operator's `Degraded=True` on `name`: the pool cannot grow, nothing is coming.
+    pub async fn set_pool_degraded(&self, name: &str) {
+        let pools: Api<NicPool> = Api::all(self.client.clone());
+        let mut pool = pools.get(name).await.unwrap();
+        let status = pool.status.get_or_insert_with(Default::default);
+        status.conditions.push(Condition {
+            type_: "Degraded".into(),
+            status: "True".into(),
+            reason: "VxnetExhausted".into(),
+            message: "no address left".into(),
+            last_transition_time: Time(jiff::Timestamp::now()),
+            observed_generation: None,
+        });
+        pools
+            .replace_status(name, &PostParams::default(), &pool)
             .await
             .unwrap();
     }
