@@ -72,6 +72,13 @@ pub enum Tempo {
     Production,
 }
 
+impl ClusterConfig {
+    /// The ids of the pod vxnets, as a NicPool names them.
+    pub fn vxnet_ids(&self) -> Vec<&str> {
+        self.vxnets.iter().map(|(id, _)| id.as_str()).collect()
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {

@@ -147,12 +147,7 @@ fn run_cluster(p: &mut dyn Progress, ours: &mut BTreeSet<String>) -> Result<()> 
 }
 
 fn flow(cluster: &Cluster, p: &mut dyn Progress, ours: &mut BTreeSet<String>) -> Result<()> {
-    let vxnets: Vec<&str> = cluster
-        .config()
-        .vxnets
-        .iter()
-        .map(|(id, _)| id.as_str())
-        .collect();
+    let vxnets = cluster.config().vxnet_ids();
     p.step(&format!(
         "creating NicPool {POOL:?}: 3 warm NICs per node over {vxnets:?}"
     ));

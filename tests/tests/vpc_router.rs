@@ -33,12 +33,7 @@ fn pods_reach_each_other_across_vxnets_and_their_nodes_primary_address() {
 }
 
 fn routed(cluster: &Cluster) -> Result<()> {
-    let vxnets: Vec<&str> = cluster
-        .config()
-        .vxnets
-        .iter()
-        .map(|(id, _)| id.as_str())
-        .collect();
+    let vxnets = cluster.config().vxnet_ids();
     cluster.apply_pool(POOL, 2, &vxnets)?;
     cluster.wait_converged(POOL, 2, Duration::from_secs(90))?;
     let pods = Pods::new(cluster)?;

@@ -54,18 +54,22 @@ impl Admin {
         })
     }
 
+    /// The API of `obj`'s own kind, version and namespace.
+    async fn api_of(&self, obj: &Value) -> Result<Api<DynamicObject>> {
+        self.api(
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+            obj["metadata"]["namespace"].as_str(),
+        )
+        .await
+    }
+
     /// Creates each object in order (POST), like `kubectl create -f`.
     pub fn create_all(&self, objects: &[Value]) -> Result<()> {
         self.rt.block_on(async {
             for obj in objects {
                 let what = crate::render::describe(obj);
-                let api = self
-                    .api(
-                        obj["apiVersion"].as_str().unwrap_or_default(),
-                        obj["kind"].as_str().unwrap_or_default(),
-                        obj["metadata"]["namespace"].as_str(),
-                    )
-                    .await?;
+                let api = self.api_of(obj).await?;
                 let dynamic: DynamicObject = serde_json::from_value(obj.clone())?;
                 api.create(&PostParams::default(), &dynamic)
                     .await
@@ -117,13 +121,7 @@ impl Admin {
     /// whoever the kubeconfig names; the server's answer, or its refusal.
     pub fn update_status(&self, obj: &Value) -> Result<Value> {
         self.rt.block_on(async {
-            let api = self
-                .api(
-                    obj["apiVersion"].as_str().unwrap_or_default(),
-                    obj["kind"].as_str().unwrap_or_default(),
-                    obj["metadata"]["namespace"].as_str(),
-                )
-                .await?;
+            let api = self.api_of(obj).await?;
             let name = obj["metadata"]["name"].as_str().unwrap_or_default();
             let dynamic: DynamicObject = serde_json::from_value(obj.clone())?;
             let stored = api
