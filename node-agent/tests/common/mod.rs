@@ -27,7 +27,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -350,20 +350,23 @@ impl Lab {
     }
 
     /// Writes the operator's `Degraded=True` on `name`: the pool cannot grow, nothing is coming.
+    /// A merge patch, as the agent's waiting-annotation patches may land meanwhile (a replace
+    /// with the resourceVersion read would conflict with them).
     pub async fn set_pool_degraded(&self, name: &str) {
-        let pools: Api<NicPool> = Api::all(self.client.clone());
-        let mut pool = pools.get(name).await.unwrap();
-        let status = pool.status.get_or_insert_with(Default::default);
-        status.conditions.push(Condition {
+        let degraded = Condition {
             type_: "Degraded".into(),
             status: "True".into(),
             reason: "VxnetExhausted".into(),
             message: "no address left".into(),
             last_transition_time: Time(jiff::Timestamp::now()),
             observed_generation: None,
-        });
-        pools
-            .replace_status(name, &PostParams::default(), &pool)
+        };
+        Api::<NicPool>::all(self.client.clone())
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": [degraded]}})),
+            )
             .await
             .unwrap();
     }
