@@ -443,6 +443,10 @@ fn fake_agent_cluster(nodes: usize, size: usize, tempo: Tempo) -> Result<(Cluste
         },
         &mut quiet,
     )?;
+    // The figures are call counts; at 500 nodes the realistic profile's 2000 requests an hour
+    // would stop the fill itself (seen: 2005 calls, not converged). The time the calls take
+    // within the real quota is the projection at the production budget.
+    cluster.sim.lift_request_quota()?;
     let fake = FakeAgents::start(cluster.kubectl.kubeconfig())?;
     Ok((cluster, fake))
 }
@@ -499,6 +503,7 @@ pub fn scale(profile: Profile) -> Result<Value> {
     let default_qps: f64 = operator_default("cloud-qps")?;
     Ok(json!({
         "what": "operator at scale, hot-plug off, production intervals, budget raised",
+        "sim_request_quota": "lifted (calls are counted, not refused)",
         "nodes": nodes,
         "nics": nics,
         "operator_cloud_qps": SCALE_QPS,
@@ -547,6 +552,7 @@ pub fn idle(profile: Profile) -> Result<Value> {
     let window = profile.idle.as_secs_f64();
     Ok(json!({
         "what": "idle converged cluster, kubelet status updates, production intervals",
+        "sim_request_quota": "lifted (calls are counted, not refused)",
         "nodes": nodes,
         "nics": nodes * size,
         "operator_cloud_qps": SCALE_QPS,

@@ -365,12 +365,7 @@ impl Cluster {
     /// What is left of the system that should not be: cloud NICs, HostNics, hot-plugged links
     /// in node netns (the VM's own primary NIC is not one). Empty means clean.
     pub fn leftovers(&self) -> Result<Vec<String>> {
-        let primaries: BTreeSet<String> = self
-            .sim
-            .primary_nics()?
-            .into_values()
-            .map(|(mac, _)| mac)
-            .collect();
+        let primaries = self.sim.primary_macs()?;
         let mut left = Vec::new();
         for id in self.sim.nic_ids()? {
             left.push(format!("cloud NIC {id}"));

@@ -157,6 +157,15 @@ impl Sim {
             .collect())
     }
 
+    /// The MACs of the instances' primary NICs: the links in node netns that are the VM's own.
+    pub fn primary_macs(&self) -> Result<BTreeSet<String>> {
+        Ok(self
+            .primary_nics()?
+            .into_values()
+            .map(|(mac, _)| mac)
+            .collect())
+    }
+
     fn all_nics(&self) -> Result<Vec<serde_json::Value>> {
         let v = http::get_json(self.addr, "/admin/nics")?;
         Ok(v.as_array().cloned().unwrap_or_default())
@@ -202,6 +211,13 @@ impl Sim {
         for f in faults {
             http::send_json(self.addr, "POST", "/admin/faults", f)?;
         }
+        Ok(())
+    }
+
+    /// Lifts the simulated account's API request quota (the realistic profile's 2000 an hour):
+    /// for runs that count calls at a scale whose fill would otherwise stop at the quota.
+    pub fn lift_request_quota(&self) -> Result<()> {
+        http::send_json(self.addr, "PUT", "/admin/quota", &serde_json::Value::Null)?;
         Ok(())
     }
 

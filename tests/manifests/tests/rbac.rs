@@ -421,13 +421,7 @@ fn operator_and_agent_need_exactly_the_rbac_the_manifests_grant() {
     assert!(report.is_empty(), "{report}\n{}", sys.logs());
     // The node netns is left as the simulator found it: no hot-plugged NIC remains (the VM's
     // own primary NIC, which the simulator plugs in with its address, is not one).
-    let primaries: BTreeSet<String> = sys
-        .sim
-        .primary_nics()
-        .unwrap()
-        .into_values()
-        .map(|(mac, _)| mac)
-        .collect();
+    let primaries = sys.sim.primary_macs().unwrap();
     let node_netns = sys.node.netns.as_ref().unwrap();
     let links: Vec<_> = node_netns
         .links()
