@@ -22,6 +22,8 @@ use crate::process::{Proc, Spec};
 use crate::sim::Sim;
 
 /// Access key the simulator accepts and the operator signs with (test-only credentials).
+/// Name of the operator's cloud config in the cluster's directory.
+const CLOUD_CONFIG_FILE: &str = "qingcloud.yaml";
 const SIM_KEY_ID: &str = "SIMACCESSKEYID000000";
 const SIM_SECRET: &str = "sim-secret-access-key";
 
@@ -211,7 +213,7 @@ impl Cluster {
 
         progress("starting the QingCloud simulator (hot-plug into the node netns)");
         let sim = Sim::start(&root, &config, &nodes)?;
-        let cloud_config = root.join("qingcloud.yaml");
+        let cloud_config = root.join(CLOUD_CONFIG_FILE);
         std::fs::write(&cloud_config, sim.cloud_config_yaml(SIM_KEY_ID, SIM_SECRET))
             .context("write cloud config")?;
 
@@ -239,6 +241,11 @@ impl Cluster {
             }
         }
         Ok(cluster)
+    }
+
+    /// The operator's cloud config file (qingcloud-sdk-go YAML for the simulator).
+    pub fn cloud_config_file(&self) -> PathBuf {
+        self.dir.path().join(CLOUD_CONFIG_FILE)
     }
 
     /// The configuration it was started with.

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod apiserver;
+pub mod ctr;
 pub mod kubelet;
 pub mod rbac;
 pub mod render;

@@ -9,92 +9,17 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
+use hostnic_manifests_tests::ctr::{Ctr, Kubelet, build, wait_until};
 use hostnic_manifests_tests::status_agent::StatusAgent;
 use hostnic_manifests_tests::{manifests_dir, render, repo_root};
 use hostnic_tests::bins::{bin, target_dir};
 use hostnic_tests::containerd::{CniSetup, Containerd};
+use hostnic_tests::images;
 use hostnic_tests::netns::TestNetns;
 use hostnic_tests::privilege::require_root;
-use hostnic_tests::{images, oci};
-use serde_json::Value;
-
-const NAMESPACE: &str = "hostnic-images-test";
-
-struct Ctr {
-    socket: PathBuf,
-}
-
-impl Ctr {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["-n", NAMESPACE])
-            .args(args)
-            .output()
-            .expect("run ctr")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-/// `ctr run` arguments for a container of the rendered pod spec: its env, its mounts of the
-/// volumes in `host` (volume name -> host directory) and its read-only root filesystem.
-fn run_args(c: &Value, host: &BTreeMap<&str, PathBuf>) -> Vec<String> {
-    let mut args = Vec::new();
-    if c["securityContext"]["readOnlyRootFilesystem"] == true {
-        args.push("--read-only".to_owned());
-    }
-    for e in c["env"].as_array().into_iter().flatten() {
-        if let Some(v) = e["value"].as_str() {
-            args.push("--env".to_owned());
-            args.push(format!("{}={v}", e["name"].as_str().unwrap()));
-        }
-    }
-    for m in c["volumeMounts"].as_array().into_iter().flatten() {
-        let name = m["name"].as_str().unwrap();
-        let src = host
-            .get(name)
-            .unwrap_or_else(|| panic!("{}: no host directory for volume {name}", c["name"]));
-        let mode = if m["readOnly"] == true { "ro" } else { "rw" };
-        args.push("--mount".to_owned());
-        args.push(format!(
-            "type=bind,src={},dst={},options=rbind:{mode}",
-            src.display(),
-            m["mountPath"].as_str().unwrap()
-        ));
-    }
-    args
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn build(dir: &Path, name: &str, spec: oci::ImageSpec) -> PathBuf {
-    let work = dir.join(format!("{name}-work"));
-    let archive = dir.join(format!("{name}.oci.tar"));
-    oci::write_archive(&spec, &work, &archive).unwrap();
-    archive
-}
 
 #[test]
 fn the_offline_images_import_into_containerd_and_run_read_only() {
@@ -256,22 +181,16 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
     for (file, text) in &conflist {
         fs::write(host["cni-conflist"].join(file), text.as_str().unwrap()).unwrap();
     }
-    let command = |c: &Value| -> Vec<String> {
-        c["command"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .chain(c["args"].as_array().into_iter().flatten())
-            .map(|a| a.as_str().unwrap().to_owned())
-            .collect()
+    let kubelet = Kubelet {
+        volumes: host.clone(),
+        ..Kubelet::default()
     };
-
     // The init container: plugins into the host's bin dir.
     let init = &spec["initContainers"][0];
     let mut args = vec!["run".to_owned(), "--rm".to_owned()];
-    args.extend(run_args(init, &host));
+    args.extend(kubelet.run_options(init));
     args.extend([agent_ref.to_owned(), "hn-img-install".to_owned()]);
-    args.extend(command(init));
+    args.extend(kubelet.command(init));
     ctr.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     for (name, source) in [
         ("hostnic", inputs.plugin.clone()),
@@ -303,9 +222,9 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
     let socket_name = socket_env.rsplit('/').next().unwrap();
     let agent_socket = StatusAgent::start(&host["run-hostnic"].join(socket_name)).unwrap();
     let mut args = vec!["run".to_owned(), "-d".to_owned()];
-    args.extend(run_args(writer, &host));
+    args.extend(kubelet.run_options(writer));
     args.extend([agent_ref.to_owned(), "hn-img-cni-config".to_owned()]);
-    args.extend(command(writer));
+    args.extend(kubelet.command(writer));
     ctr.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     wait_until("two STATUS questions from the container", || {
         agent_socket.asked() >= 2

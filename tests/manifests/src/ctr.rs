@@ -1,0 +1,152 @@
+//! Running the offline images with `ctr` the way the kubelet would run the manifests' containers:
+//! the rendered container's command, args (with `$(VAR)` expanded from its env), env (literal
+//! values and the downward-API fields the test supplies), volume mounts (onto host directories
+//! the test chooses, HostToContainer propagation as `rslave`) and read-only root.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use hostnic_tests::oci;
+use serde_json::Value;
+
+/// The containerd namespace the image tests use.
+pub const NAMESPACE: &str = "hostnic-images-test";
+
+/// `ctr` bound to one containerd socket and [`NAMESPACE`].
+#[derive(Debug)]
+pub struct Ctr {
+    /// containerd's socket.
+    pub socket: PathBuf,
+}
+
+impl Ctr {
+    /// Runs `ctr ARGS`, whatever its outcome.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["-n", NAMESPACE])
+            .args(args)
+            .output()
+            .expect("run ctr")
+    }
+
+    /// Runs `ctr ARGS` and returns its stdout; panics with its output if it failed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Kills and deletes container `id` if it runs (best effort, for cleanup).
+    pub fn remove(&self, id: &str) {
+        let _ = self.run(&["task", "kill", "-s", "SIGKILL", id]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.run(&["task", "delete", id]).status.success() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.run(&["container", "delete", id]);
+    }
+}
+
+/// What the kubelet would supply to a container beyond its spec.
+#[derive(Debug, Default)]
+pub struct Kubelet<'a> {
+    /// Volume name -> host directory mounted for it.
+    pub volumes: BTreeMap<&'a str, PathBuf>,
+    /// Downward-API `fieldRef.fieldPath` -> value (e.g. `spec.nodeName`).
+    pub fields: BTreeMap<&'a str, String>,
+}
+
+impl Kubelet<'_> {
+    /// The container's environment: literal values and the fields it refers to.
+    pub fn env(&self, c: &Value) -> Vec<(String, String)> {
+        c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let name = e["name"].as_str()?.to_owned();
+                if let Some(v) = e["value"].as_str() {
+                    return Some((name, v.to_owned()));
+                }
+                let path = e["valueFrom"]["fieldRef"]["fieldPath"].as_str()?;
+                let value = self.fields.get(path).unwrap_or_else(|| {
+                    panic!("{}: no value for field {path} of {name}", c["name"])
+                });
+                Some((name, value.clone()))
+            })
+            .collect()
+    }
+
+    /// `ctr run` options for the container: env, mounts and read-only root.
+    pub fn run_options(&self, c: &Value) -> Vec<String> {
+        let mut args = Vec::new();
+        if c["securityContext"]["readOnlyRootFilesystem"] == true {
+            args.push("--read-only".to_owned());
+        }
+        for (k, v) in self.env(c) {
+            args.push("--env".to_owned());
+            args.push(format!("{k}={v}"));
+        }
+        for m in c["volumeMounts"].as_array().into_iter().flatten() {
+            let name = m["name"].as_str().unwrap_or_default();
+            let src = self
+                .volumes
+                .get(name)
+                .unwrap_or_else(|| panic!("{}: no host directory for volume {name}", c["name"]));
+            let mut options = vec!["rbind", if m["readOnly"] == true { "ro" } else { "rw" }];
+            if m["mountPropagation"] == "HostToContainer" {
+                options.push("rslave");
+            }
+            args.push("--mount".to_owned());
+            args.push(format!(
+                "type=bind,src={},dst={},options={}",
+                src.display(),
+                m["mountPath"].as_str().unwrap_or_default(),
+                options.join(":")
+            ));
+        }
+        args
+    }
+
+    /// The container's command and args, `$(VAR)` expanded from its env as the kubelet does.
+    pub fn command(&self, c: &Value) -> Vec<String> {
+        let env = self.env(c);
+        c["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(c["args"].as_array().into_iter().flatten())
+            .filter_map(Value::as_str)
+            .map(|a| {
+                env.iter()
+                    .fold(a.to_owned(), |a, (k, v)| a.replace(&format!("$({k})"), v))
+            })
+            .collect()
+    }
+}
+
+/// Polls `cond` every 50 ms for up to 30 s; panics naming `what` if it never holds.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes image `spec` as an OCI archive `<name>.oci.tar` under `dir`.
+pub fn build(dir: &Path, name: &str, spec: oci::ImageSpec) -> PathBuf {
+    let work = dir.join(format!("{name}-work"));
+    let archive = dir.join(format!("{name}.oci.tar"));
+    oci::write_archive(&spec, &work, &archive).expect("write the image archive");
+    archive
+}
