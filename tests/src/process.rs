@@ -167,6 +167,13 @@ impl Proc {
         self.spawn()
     }
 
+    /// Replaces it as [`Proc::replace`] does, with `key=value` added to its environment: a
+    /// DaemonSet rolled by `kubectl set env`.
+    pub fn replace_with_env(&mut self, grace: Duration, key: &str, value: &str) -> Result<()> {
+        self.spec.env.push((key.into(), value.into()));
+        self.replace(grace)
+    }
+
     /// Times the process was started.
     pub fn starts(&self) -> u32 {
         self.starts
