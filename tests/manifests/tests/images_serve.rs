@@ -4,7 +4,8 @@
 //! the agent container and the operator container replace the cluster's agent and operator
 //! processes; the operator (its image user, read-only root) reads its credentials file and
 //! fills a pool through the simulator, the agent reports the links and serves the claim of a
-//! sandbox created through CRI, whose NIC returns when the sandbox goes.
+//! sandbox created through CRI, whose NIC returns when the sandbox goes. Both containers are
+//! ready (their /readyz probes) before any NicPool exists, as `kubectl rollout status` needs.
 //!
 //! What only a test adds, because the node and the cluster are stand-ins: the containers join
 //! the host netns where the stand-ins listen (`--with-ns`, as the cluster's processes run),
@@ -13,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,8 +24,8 @@ use hostnic_manifests_tests::{manifests_dir, render, repo_root};
 use hostnic_tests::bins::{bin, target_dir};
 use hostnic_tests::cluster::{Cluster, ClusterConfig, phase, wait_for};
 use hostnic_tests::containerd::{CniSetup, Containerd};
-use hostnic_tests::images;
 use hostnic_tests::privilege::require_root;
+use hostnic_tests::{http, images};
 use serde_json::Value;
 
 /// Where the test-only files (kubeconfig, the simulator's CA) are mounted in both containers.
@@ -295,6 +297,29 @@ fn the_images_serve_a_cri_sandbox_and_reach_the_simulator() {
                 .join("\n")
         )
     };
+    // Both are ready before any NicPool exists, as `kubectl rollout status` needs: their probes
+    // ask /readyz on the address their args give.
+    for (c, flag) in [
+        (container(&ds, "containers", "agent"), "--health-addr="),
+        (
+            container(&deploy, "containers", "operator"),
+            "--metrics-addr=",
+        ),
+    ] {
+        let addr: SocketAddr = kubelet
+            .command(c)
+            .iter()
+            .find_map(|a| a.strip_prefix(flag)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {flag} in {}", c["name"]));
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        wait_for(
+            &format!("{}'s /readyz", c["name"]),
+            Duration::from_secs(60),
+            || Ok(http::request(addr, "GET", "/readyz", None).is_ok_and(|(code, _)| code == 200)),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&ctr, &containerd)));
+    }
+    assert!(cluster.kubectl.list("nicpools").unwrap().is_empty());
     let vxnet = cluster.config().vxnets[0].0.clone();
     cluster.apply_pool("serve", 2, &[&vxnet]).unwrap();
     cluster
