@@ -2,6 +2,8 @@
 //! input length: kept as they are when they fit, else cut and ended with a hash of the whole,
 //! so two long inputs that share a prefix still differ. The operator and the agent derive the
 //! same value from the same name (the agent selects its node's HostNics by it), whatever build.
+//! Also the cloud names of NICs, `hostnic-<cluster>-<HostNic uid>`, which the operator and
+//! `kubectl hostnic leaks` parse with the same functions.
 
 use sha2::{Digest, Sha256};
 
@@ -44,7 +46,6 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     let room = MAX_NAME - suffix.len() - 1;
     format!("{}-{suffix}", bounded(base, room))
 }
-
 
 /// Prefix of the cloud names of `cluster`'s NICs, `hostnic-<cluster>-`: a NIC is named by it
 /// and its HostNic's uid, which is how a crashed create is adopted and how GC (and `kubectl
@@ -91,6 +92,19 @@ mod tests {
             && ends_ok(v.chars().last())
             && v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }
+
+    #[test]
+    fn nic_names_belong_to_exactly_one_cluster() {
+        let uid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1";
+        let eu = format!("hostnic-prod-eu-{uid}");
+        assert_eq!(owned_uid(&eu, &nic_prefix("prod-eu")), Some(uid));
+        assert_eq!(
+            owned_uid(&eu, &nic_prefix("prod")),
+            None,
+            "prod-eu is not prod's"
+        );
+        assert_eq!(hostnic_cluster(&eu), Some("prod-eu"));
     }
 
     #[test]

@@ -20,9 +20,9 @@ impl Fill {
     /// The fill of `pool` on `node` among `nics`.
     pub fn of<'a>(nics: impl IntoIterator<Item = &'a HostNic>, pool: &str, node: &str) -> Fill {
         let mut fill = Fill::default();
-        let ours = nics.into_iter().filter(|n| {
-            n.spec.role == NicRole::Pod && n.spec.pool == pool && n.spec.node == node
-        });
+        let ours = nics
+            .into_iter()
+            .filter(|n| n.spec.role == NicRole::Pod && n.spec.pool == pool && n.spec.node == node);
         for nic in ours {
             let phase = nic.status.as_ref().map(|s| s.phase).unwrap_or_default();
             let slot = match phase {

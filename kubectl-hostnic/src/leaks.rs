@@ -1,6 +1,6 @@
 //! `leaks`: cloud NICs named as this cluster's (`hostnic-<cluster>-<uid>`, parsed by the
 //! operator's own [`hostnic_crds::names::owned_uid`]) that no HostNic owns. Read-only: one
-//! DescribeNics by name, nothing is changed.
+//! paged DescribeNics, nothing is changed.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -34,18 +34,16 @@ pub fn find<'a>(cloud: &'a [Nic], cluster: &str, hostnics: &[Arc<HostNic>]) -> V
         .collect()
 }
 
-/// Every cloud NIC whose name contains this cluster's prefix, read with the operator's config
-/// file. The file's content (the secret) is never printed: the client's errors leave it out.
-pub async fn cloud_nics(config: &Path, cluster: &str) -> anyhow::Result<Vec<Nic>> {
+/// Every NIC of the account, read with the operator's config file. The whole account, not
+/// the pools' vxnets: a leak may sit in a vxnet no pool uses any more; and the API's name
+/// filter is not documented as a prefix match, so names are compared here. The file's
+/// content (the secret) is never printed: the client's errors leave it out.
+pub async fn cloud_nics(config: &Path) -> anyhow::Result<Vec<Nic>> {
     let config = CloudConfig::load(config)?;
     let client = qingcloud::Client::new(config, ClientSettings::default(), None)
         .context("build the QingCloud client")?;
-    let filter = NicFilter {
-        nic_name: Some(nic_prefix(cluster)),
-        ..Default::default()
-    };
     client
-        .describe_nics(&filter)
+        .describe_nics(&NicFilter::default())
         .await
         .context("DescribeNics")
 }
@@ -59,7 +57,13 @@ pub fn render(leaks: &[&Nic], cluster: &str) -> String {
     let rows: Vec<Vec<String>> = leaks
         .iter()
         .map(|n| {
-            let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+            let dash = |s: &str| {
+                if s.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
             vec![
                 n.nic_id.clone(),
                 n.nic_name.clone(),
@@ -71,4 +75,49 @@ pub fn render(leaks: &[&Nic], cluster: &str) -> String {
         })
         .collect();
     table::render(&header, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::nic;
+    use hostnic_crds::HostNicPhase;
+
+    const U1: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1";
+    const U2: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f2";
+    const U3: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f3";
+
+    fn cloud(id: &str, name: &str) -> Nic {
+        Nic {
+            nic_id: id.into(),
+            nic_name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_this_clusters_unowned_nics_are_leaks() {
+        let nics = [
+            cloud("52:54:00:00:00:01", &format!("hostnic-prod-{U1}")),
+            cloud("52:54:00:00:00:02", &format!("hostnic-prod-{U2}")),
+            cloud("52:54:00:00:00:03", &format!("hostnic-prod-{U3}")),
+            cloud("52:54:00:00:00:04", &format!("hostnic-prod-eu-{U1}")),
+            cloud("52:54:00:00:00:05", "hostnic-prod-handmade"),
+        ];
+        // Owned by its recorded id, and (a create in flight) by the uid in the name.
+        let by_id = nic("a", "p", "n1", HostNicPhase::Available, 1);
+        let mut by_uid = nic("b", "p", "n1", HostNicPhase::Creating, 9);
+        by_uid.metadata.uid = Some(U2.into());
+        let hostnics = [Arc::new(by_id), Arc::new(by_uid)];
+        let found: Vec<&str> = find(&nics, "prod", &hostnics)
+            .iter()
+            .map(|n| n.nic_id.as_str())
+            .collect();
+        assert_eq!(found, ["52:54:00:00:00:03"]);
+        let eu: Vec<&str> = find(&nics, "prod-eu", &hostnics)
+            .iter()
+            .map(|n| n.nic_id.as_str())
+            .collect();
+        assert_eq!(eu, ["52:54:00:00:00:04"]);
+    }
 }

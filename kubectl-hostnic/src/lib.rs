@@ -17,6 +17,8 @@
 pub mod args;
 pub mod fetch;
 pub mod fill;
+#[cfg(test)]
+mod fixtures;
 pub mod leaks;
 pub mod nodes;
 pub mod table;
@@ -63,8 +65,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             cluster,
         } => {
             let (_, nics) = fetch::pools_and_nics(&client).await?;
-            let cloud = leaks::cloud_nics(&cloud_config, &cluster).await?;
-            print!("{}", leaks::render(&leaks::find(&cloud, &cluster, &nics), &cluster));
+            let cloud = leaks::cloud_nics(&cloud_config).await?;
+            print!(
+                "{}",
+                leaks::render(&leaks::find(&cloud, &cluster, &nics), &cluster)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

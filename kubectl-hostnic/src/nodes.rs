@@ -80,3 +80,46 @@ pub fn render(rows: &[Row]) -> String {
         .collect();
     table::render(&header, &cells)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+    use hostnic_crds::{HostNicPhase::*, NodePoolStatus};
+
+    #[test]
+    fn one_row_per_pool_and_node_counted_from_the_hostnics() {
+        let mut a = waiting(pool("a", &[], 2), "n2", "2026-12-02T05:00:00Z");
+        // Listed by the status though it has no NIC yet.
+        if let Some(s) = a.status.as_mut() {
+            s.node_status.push(NodePoolStatus {
+                node: "n3".into(),
+                ..Default::default()
+            });
+        }
+        let pools = vec![Arc::new(a), Arc::new(pool("b", &[], 1))];
+        let p = pod("ns", "p", Some("n1"), "Running");
+        let mut gateway = nic("gw", "a", "n1", Available, 9);
+        gateway.spec.role = hostnic_crds::NicRole::Gateway;
+        let nics: Vec<Arc<HostNic>> = [
+            nic("a1", "a", "n1", Available, 1),
+            bound(nic("a2", "a", "n1", Bound, 2), &p),
+            nic("a3", "a", "n1", Released, 3),
+            nic("a4", "a", "n2", Failed, 4),
+            nic("b1", "b", "n1", Attaching, 5),
+            gateway,
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let table = render(&rows(&pools, &nics));
+        assert_eq!(
+            table,
+            "POOL   NODE   SIZE   AVAILABLE   BOUND   IN-PROGRESS   FAILED   WAITING-SINCE\n\
+             a      n1     2      1           1       1             0        -\n\
+             a      n2     2      0           0       0             1        2026-12-02T05:00:00Z\n\
+             a      n3     2      0           0       0             0        -\n\
+             b      n1     1      0           0       1             0        -\n"
+        );
+    }
+}

@@ -28,7 +28,10 @@ mod tests {
     fn columns_line_up() {
         let t = super::render(
             &["NAME", "N"],
-            &[vec!["a".into(), "10".into()], vec!["long".into(), "2".into()]],
+            &[
+                vec!["a".into(), "10".into()],
+                vec!["long".into(), "2".into()],
+            ],
         );
         assert_eq!(t, "NAME   N\na      10\nlong   2\n");
     }

@@ -69,7 +69,10 @@ pub enum Blocker {
 pub enum Verdict {
     /// The pod holds a Bound NIC; `running` tells whether the pod also runs (if not, what
     /// holds it is not hostnic's doing).
-    Fine { nic: String, running: bool },
+    Fine {
+        nic: String,
+        running: bool,
+    },
     Blocked(Blocker),
 }
 
@@ -98,8 +101,13 @@ impl Verdict {
     /// The one line saying what blocks the pod, or that it is fine.
     pub fn line(&self) -> String {
         match self {
-            Verdict::Fine { nic, running: true } => format!("ok: pod Running with HostNic {nic} Bound"),
-            Verdict::Fine { nic, running: false } => format!(
+            Verdict::Fine { nic, running: true } => {
+                format!("ok: pod Running with HostNic {nic} Bound")
+            }
+            Verdict::Fine {
+                nic,
+                running: false,
+            } => format!(
                 "ok: HostNic {nic} is Bound to the pod; it is not Running for a reason outside hostnic (kubectl describe pod)"
             ),
             Verdict::Blocked(b) => format!("blocked: {}", b.line()),
@@ -155,7 +163,9 @@ fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditi
 }
 
 fn pool_conditions(pool: &NicPool) -> &[Condition] {
-    pool.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+    pool.status
+        .as_ref()
+        .map_or(&[], |s| s.conditions.as_slice())
 }
 
 fn nic_conditions(nic: &HostNic) -> &[Condition] {
@@ -201,7 +211,10 @@ fn nic_lines(nic: &HostNic) -> [String; 2] {
         nic.spec.role,
         or_dash(s.private_ip)
     );
-    let job = s.last_job.as_ref().map(|j| format!("{} {} {}", j.id, j.action, j.status));
+    let job = s
+        .last_job
+        .as_ref()
+        .map(|j| format!("{} {} {}", j.id, j.action, j.status));
     let mut cloud = format!(
         "cloud   nic {}  instance {}  last job {}",
         or_dash(s.nic_id),
@@ -245,7 +258,11 @@ fn agent_state(agents: &[Pod], node: &str) -> Result<String, String> {
             "pod {} Ready={} {}",
             agent.name_any(),
             c.status,
-            [c.reason, c.message].into_iter().flatten().collect::<Vec<_>>().join(": ")
+            [c.reason, c.message]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": ")
         )
         .trim_end()
         .to_string()),
@@ -386,4 +403,213 @@ fn walk(input: &Inputs<'_>, chain: &mut Vec<String>) -> Verdict {
         node: node_name,
         fill,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+    use HostNicPhase::*;
+
+    fn diagnosis(w: &World) -> Diagnosis {
+        let (pools, nics) = w.arcs();
+        diagnose(&Inputs {
+            pod: &w.pod,
+            node: w.node.as_ref(),
+            pools: &pools,
+            nics: &nics,
+            agents: &w.agents,
+        })
+    }
+
+    impl World {
+        fn diagnose(&self) -> Diagnosis {
+            diagnosis(self)
+        }
+
+        fn blocker(&self) -> Blocker {
+            match self.diagnose().verdict {
+                Verdict::Blocked(b) => b,
+                fine => panic!("expected a blocker, got {fine:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn running_pod_with_its_bound_nic_is_fine() {
+        let mut w = World::standard();
+        w.pod = pod("ns", "p", Some("n1"), "Running");
+        w.pod.metadata.uid = Some("u-1".into());
+        w.add(bound(
+            nic("default-n1-a", "default", "n1", Bound, 1),
+            &w.pod,
+        ));
+        let d = w.diagnose();
+        assert_eq!(
+            d.verdict,
+            Verdict::Fine {
+                nic: "default-n1-a".into(),
+                running: true
+            }
+        );
+        assert!(!d.verdict.is_blocked());
+        let text = d.render();
+        assert!(text.contains("52:54:00:00:00:01"), "{text}");
+        assert!(
+            text.ends_with("ok: pod Running with HostNic default-n1-a Bound\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_claim_of_an_earlier_pod_of_the_same_name_is_not_this_pods() {
+        let mut w = World::standard();
+        let mut earlier = w.pod.clone();
+        earlier.metadata.uid = Some("u-old".into());
+        w.pod.metadata.uid = Some("u-new".into());
+        w.add(bound(
+            nic("default-n1-a", "default", "n1", Bound, 1),
+            &earlier,
+        ));
+        assert!(matches!(w.blocker(), Blocker::NoFreeNic { .. }));
+    }
+
+    #[test]
+    fn unscheduled_pod() {
+        let mut w = World::standard();
+        w.pod = pod("ns", "p", None, "Pending");
+        assert_eq!(w.blocker(), Blocker::NotScheduled);
+    }
+
+    #[test]
+    fn no_pool_selects_the_node() {
+        let mut w = World::standard();
+        w.node = Some(node("n1", &[]));
+        let Blocker::NoPool { node, reason } = w.blocker() else {
+            panic!("{:?}", w.blocker())
+        };
+        assert_eq!(node, "n1");
+        assert!(reason.contains("nodeSelector"), "{reason}");
+        w.pools.clear();
+        assert!(matches!(w.blocker(), Blocker::NoPool { .. }));
+        assert!(
+            w.diagnose()
+                .verdict
+                .line()
+                .starts_with("blocked: no pool selects node n1")
+        );
+    }
+
+    #[test]
+    fn agent_missing_or_not_ready() {
+        let mut w = World::standard();
+        w.agents = vec![agent("n1", false), agent("n2", true)];
+        let Blocker::AgentNotReady { detail, .. } = w.blocker() else {
+            panic!("{:?}", w.blocker())
+        };
+        assert!(detail.contains("ContainersNotReady"), "{detail}");
+        w.agents.remove(0);
+        let Blocker::AgentNotReady { detail, .. } = w.blocker() else {
+            panic!("{:?}", w.blocker())
+        };
+        assert!(detail.contains("no pod labelled"), "{detail}");
+    }
+
+    #[test]
+    fn degraded_pool_with_its_reason() {
+        let mut w = World::standard();
+        w.pools = vec![degraded(
+            pool("default", &[("hostnic", "on")], 2),
+            "QuotaExceeded",
+            "NIC quota of the account is used up",
+        )];
+        assert_eq!(
+            w.blocker(),
+            Blocker::PoolDegraded {
+                pool: "default".into(),
+                reason: "QuotaExceeded".into(),
+                message: "NIC quota of the account is used up".into()
+            }
+        );
+    }
+
+    #[test]
+    fn nic_stuck_with_its_cloud_error() {
+        let mut w = World::standard();
+        w.add(cloud_failed(
+            nic("default-n1-a", "default", "n1", Attaching, 1),
+            "2100",
+            "instance i-n1 busy",
+        ));
+        let d = w.diagnose();
+        assert!(
+            d.render().contains("last job j-attach01 AttachNics failed"),
+            "{}",
+            d.render()
+        );
+        assert_eq!(
+            d.verdict,
+            Verdict::Blocked(Blocker::NicStuck {
+                nic: "default-n1-a".into(),
+                phase: Attaching,
+                error: "2100: instance i-n1 busy".into()
+            })
+        );
+    }
+
+    #[test]
+    fn no_free_nic_with_counts_and_the_waiting_add() {
+        let mut w = World::standard();
+        let other = pod("ns", "q", Some("n1"), "Running");
+        w.add(bound(nic("a", "default", "n1", Bound, 1), &other));
+        w.add(nic("b", "default", "n1", Creating, 2));
+        w.add(nic("c", "default", "n2", Available, 3));
+        let Blocker::NoFreeNic {
+            fill,
+            waiting_since,
+            ..
+        } = w.blocker()
+        else {
+            panic!("{:?}", w.blocker())
+        };
+        assert_eq!(
+            fill,
+            Fill {
+                available: 0,
+                bound: 1,
+                in_progress: 1,
+                failed: 0
+            }
+        );
+        assert_eq!(waiting_since, None);
+        let since = "2026-12-02T05:00:00Z";
+        w.pools = vec![waiting(
+            pool("default", &[("hostnic", "on")], 2),
+            "n1",
+            since,
+        )];
+        let line = w.diagnose().verdict.line();
+        assert!(
+            line.contains("available 0, bound 1, in progress 1, failed 0"),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("waits for one since {since}")),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn free_nic_not_claimed() {
+        let mut w = World::standard();
+        w.add(nic("a", "default", "n1", Available, 1));
+        assert_eq!(
+            w.blocker(),
+            Blocker::Unclaimed {
+                pool: "default".into(),
+                node: "n1".into(),
+                available: 1
+            }
+        );
+    }
 }
