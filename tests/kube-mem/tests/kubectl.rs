@@ -106,6 +106,7 @@ async fn kubectl_manages_hostnic_resources() {
         applied.stderr
     );
     let applied = applied.stdout;
+    warns_about_unrecognized_formats(&k).await;
     assert!(
         applied.contains(
             "customresourcedefinition.apiextensions.k8s.io/nicpools.hostnic.qingcloud.com"
@@ -261,6 +262,21 @@ async fn kubectl_manages_hostnic_resources() {
         gone.stderr
     );
     env.cleanup().await;
+}
+
+/// A CRD with a format the apiserver does not know is accepted with a `Warning` header, which
+/// kubectl prints (our CRDs above must not get one).
+async fn warns_about_unrecognized_formats(k: &Kubectl) {
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gauges.formats.kube-mem.hostnic.io\nspec:\n  group: formats.kube-mem.hostnic.io\n  names: {kind: Gauge, plural: gauges, singular: gauge}\n  scope: Cluster\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          n: {type: integer, format: uint32, minimum: 0}\n          at: {type: string, format: date-time}\n";
+    let f = k.file("gauges.yaml", crd);
+    let out = k.run(&["apply", "-f", &f]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "Warning: unrecognized format \"uint32\"",
+        "only the unknown format"
+    );
+    k.ok(&["delete", "-f", &f]).await;
 }
 
 /// A HostNic by its singular name, plural and short name (a category named like the singular
