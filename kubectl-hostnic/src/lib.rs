@@ -4,14 +4,15 @@
 //! - `why POD [-n NS]` walks pod -> node and its agent -> NicPool -> HostNic -> cloud NIC
 //!   and job, prints the chain and one line saying what blocks the pod (not scheduled, no
 //!   pool selects the node, agent not ready, pool Degraded, NIC stuck with its cloud error,
-//!   no free NIC with the counts and whether an ADD waits) or that it is fine; exit code 1
-//!   when blocked.
+//!   no free NIC with the counts and whether an ADD waits) or that it is fine (its NIC is
+//!   Bound, or it runs in the host network); exit code 1 when blocked.
 //! - `nodes` prints a table per pool and node: size, available, bound, in progress, failed
 //!   and since when an ADD waits.
 //! - `leaks --cloud-config FILE --cluster NAME` lists the cloud NICs named as the cluster's
 //!   that no HostNic owns, read with the operator's own config file; read-only.
 //!
-//! The diagnoses are pure functions over fetched objects ([`why::diagnose`],
+//! Any command exits 2 when it cannot read what it needs (no cluster, pod not found, cloud
+//! error). The diagnoses are pure functions over fetched objects ([`why::diagnose`],
 //! [`nodes::rows`], [`leaks::find`]); [`fetch`] and [`leaks::cloud_nics`] do the I/O.
 
 pub mod args;

@@ -73,6 +73,8 @@ pub enum Verdict {
         nic: String,
         running: bool,
     },
+    /// The pod runs in the node's network namespace: it gets no NIC, none is missing.
+    HostNetwork,
     Blocked(Blocker),
 }
 
@@ -110,6 +112,9 @@ impl Verdict {
             } => format!(
                 "ok: HostNic {nic} is Bound to the pod; it is not Running for a reason outside hostnic (kubectl describe pod)"
             ),
+            Verdict::HostNetwork => {
+                "ok: the pod uses the host network; hostnic gives it no NIC".into()
+            }
             Verdict::Blocked(b) => format!("blocked: {}", b.line()),
         }
     }
@@ -302,6 +307,9 @@ fn walk(input: &Inputs<'_>, chain: &mut Vec<String>) -> Verdict {
             running: pod_phase == "Running",
         };
     }
+    if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        return Verdict::HostNetwork;
+    }
     let Some(node_name) = node_name else {
         return Verdict::Blocked(Blocker::NotScheduled);
     };
@@ -472,6 +480,16 @@ mod tests {
             &earlier,
         ));
         assert!(matches!(w.blocker(), Blocker::NoFreeNic { .. }));
+    }
+
+    #[test]
+    fn host_network_pods_need_no_nic() {
+        let mut w = World::standard();
+        w.pools.clear();
+        if let Some(spec) = w.pod.spec.as_mut() {
+            spec.host_network = Some(true);
+        }
+        assert_eq!(w.diagnose().verdict, Verdict::HostNetwork);
     }
 
     #[test]

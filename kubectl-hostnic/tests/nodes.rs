@@ -90,3 +90,15 @@ async fn table_matches_the_hostnics() {
         assert_eq!(via_kubectl.stdout, out.stdout);
     }
 }
+
+#[tokio::test]
+async fn context_flag_picks_the_kubeconfig_context() {
+    let env = Env::start().await;
+    env.load(&World::standard()).await;
+    // kube-mem's kubeconfig names its one context `kube-mem`.
+    let out = env.plugin(&["nodes", "--context", "kube-mem"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = env.plugin(&["nodes", "--context", "elsewhere"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("elsewhere"), "{}", out.stderr);
+}
