@@ -4,6 +4,7 @@
 //! --bin crdgen -- crds`) and a test fails when the committed files are stale, so the doc
 //! comments here are what `kubectl explain` prints.
 
+mod formats;
 pub mod hostnic;
 pub mod names;
 pub mod nicpool;
@@ -14,7 +15,7 @@ pub use hostnic::{CloudJob, HostNic, HostNicPhase, HostNicSpec, HostNicStatus, N
 pub use nicpool::{
     NicPool, NicPoolSpec, NicPoolStatus, NodeGateway, NodePoolStatus, ReclaimPolicy, Route,
 };
-pub use render::{CrdFile, crd_files};
+pub use render::{CrdFile, crd_files, hostnic_crd, nicpool_crd};
 
 /// API group of every hostnic resource.
 pub const GROUP: &str = "hostnic.qingcloud.com";
@@ -37,6 +38,11 @@ pub const VXNET_LABEL: &str = "hostnic.qingcloud.com/vxnet";
 
 /// Label on a HostNic telling a pod NIC from a gateway NIC.
 pub const ROLE_LABEL: &str = "hostnic.qingcloud.com/role";
+
+/// Category of both CRDs: `kubectl get hostnic-all` lists NicPools and HostNics. It must not
+/// be a resource's name: kubectl expands a category before it looks up a resource, so a
+/// category `hostnic` turned `kubectl get hostnic NAME` into a get of every kind in it.
+pub const CATEGORY: &str = "hostnic-all";
 
 /// Pod annotation choosing the NicPool a pod's NIC comes from.
 pub const POD_POOL_ANNOTATION: &str = "hostnic.qingcloud.com/pool";

@@ -2,6 +2,8 @@
 //! input length: kept as they are when they fit, else cut and ended with a hash of the whole,
 //! so two long inputs that share a prefix still differ. The operator and the agent derive the
 //! same value from the same name (the agent selects its node's HostNics by it), whatever build.
+//! Also the cloud names of NICs, `hostnic-<cluster>-<HostNic uid>`, which the operator and
+//! `kubectl hostnic leaks` parse with the same functions.
 
 use sha2::{Digest, Sha256};
 
@@ -45,6 +47,40 @@ pub fn object_name(base: &str, suffix: &str) -> String {
     format!("{}-{suffix}", bounded(base, room))
 }
 
+/// Prefix of the cloud names of `cluster`'s NICs, `hostnic-<cluster>-`: a NIC is named by it
+/// and its HostNic's uid, which is how a crashed create is adopted and how GC (and `kubectl
+/// hostnic leaks`) tells this cluster's NICs from others'.
+pub fn nic_prefix(cluster: &str) -> String {
+    format!("hostnic-{cluster}-")
+}
+
+/// Length of a UUID in its canonical text form (8-4-4-4-12 hex digits).
+const UUID_LEN: usize = 36;
+
+/// Whether `s` is a canonical lowercase UUID, as Kubernetes writes `metadata.uid`.
+pub fn is_uuid(s: &str) -> bool {
+    s.len() == UUID_LEN
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
+/// The HostNic uid a NIC name carries if it is exactly `<prefix><uuid>`, the name this
+/// cluster gives its NICs. Anything else (another cluster whose name extends ours, retained
+/// NICs, hand-made names) is not ours.
+pub fn owned_uid<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    name.strip_prefix(prefix).filter(|rest| is_uuid(rest))
+}
+
+/// The cluster name of a NIC named by some hostnic operator, `hostnic-<cluster>-<uuid>`.
+pub fn hostnic_cluster(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("hostnic-")?;
+    let cut = rest.len().checked_sub(UUID_LEN + 1)?;
+    let (cluster, tail) = rest.split_at(cut);
+    (!cluster.is_empty() && tail.starts_with('-') && is_uuid(&tail[1..])).then_some(cluster)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +92,19 @@ mod tests {
             && ends_ok(v.chars().last())
             && v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }
+
+    #[test]
+    fn nic_names_belong_to_exactly_one_cluster() {
+        let uid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1";
+        let eu = format!("hostnic-prod-eu-{uid}");
+        assert_eq!(owned_uid(&eu, &nic_prefix("prod-eu")), Some(uid));
+        assert_eq!(
+            owned_uid(&eu, &nic_prefix("prod")),
+            None,
+            "prod-eu is not prod's"
+        );
+        assert_eq!(hostnic_cluster(&eu), Some("prod-eu"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub const DEFAULT_QUARANTINE_SECONDS: u32 = 120;
     kind = "NicPool",
     plural = "nicpools",
     shortname = "np",
-    category = "hostnic",
+    category = "hostnic-all",
     status = "NicPoolStatus",
     doc = "A pool of QingCloud NICs kept warm on every matching node, ready to be handed to pods.",
     scale(

@@ -3,13 +3,12 @@
 
 use hostnic_crds::{
     HostNic, HostNicPhase, HostNicSpec, HostNicStatus, NicPool, NicPoolSpec, NicRole, PodRef,
-    ReclaimPolicy, crd_files,
+    ReclaimPolicy, crd_files, hostnic_crd, nicpool_crd,
 };
-use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
 fn nicpool_schema() -> Value {
-    let crd = serde_json::to_value(NicPool::crd()).unwrap();
+    let crd = serde_json::to_value(nicpool_crd()).unwrap();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
@@ -147,13 +146,20 @@ fn patterns_accept_and_reject_what_they_should() {
 
 #[test]
 fn crds_are_cluster_scoped_with_short_names_and_scale() {
-    let pool = serde_json::to_value(NicPool::crd()).unwrap();
-    let nic = serde_json::to_value(HostNic::crd()).unwrap();
+    let pool = serde_json::to_value(nicpool_crd()).unwrap();
+    let nic = serde_json::to_value(hostnic_crd()).unwrap();
     assert_eq!(pool["spec"]["scope"], "Cluster");
     assert_eq!(nic["spec"]["scope"], "Cluster");
     assert_eq!(pool["spec"]["names"]["shortNames"], json!(["np"]));
     assert_eq!(nic["spec"]["names"]["shortNames"], json!(["hn"]));
-    assert_eq!(nic["spec"]["names"]["categories"], json!(["hostnic"]));
+    assert_eq!(
+        nic["spec"]["names"]["categories"],
+        json!([hostnic_crds::CATEGORY])
+    );
+    assert_eq!(
+        pool["spec"]["names"]["categories"],
+        json!([hostnic_crds::CATEGORY])
+    );
     let scale = &pool["spec"]["versions"][0]["subresources"]["scale"];
     assert_eq!(scale["specReplicasPath"], ".spec.size");
     assert_eq!(scale["statusReplicasPath"], ".status.warmPerNode");
@@ -165,6 +171,61 @@ fn crds_are_cluster_scoped_with_short_names_and_scale() {
         .collect();
     assert_eq!(
         columns,
-        ["NODE", "VXNET", "IP", "MAC", "PHASE", "POD", "AGE"]
+        ["NODE", "VXNET", "ROLE", "IP", "MAC", "PHASE", "POD", "AGE"]
     );
+}
+
+/// Every `format` in a schema (a string under the key `format`), with its JSON pointer.
+fn formats(v: &Value, at: String, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                match (k.as_str(), child) {
+                    ("format", Value::String(f)) => out.push((at.clone(), f.clone())),
+                    _ => formats(child, format!("{at}/{k}"), out),
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                formats(child, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn schema_formats_are_ones_the_api_server_recognises() {
+    // The apiserver warns `unrecognized format "uint32"` for formats outside OpenAPI's numeric
+    // ones and its string-format registry.
+    let recognised = [
+        "int32",
+        "int64",
+        "float",
+        "double",
+        "byte",
+        "date",
+        "date-time",
+    ];
+    for crd in [nicpool_crd(), hostnic_crd()] {
+        let crd = serde_json::to_value(crd).unwrap();
+        let mut found = Vec::new();
+        formats(&crd, String::new(), &mut found);
+        assert!(!found.is_empty());
+        for (at, f) in &found {
+            assert!(recognised.contains(&f.as_str()), "{at}: format {f:?}");
+        }
+    }
+    let status = &nicpool_schema()["properties"]["status"]["properties"];
+    assert_eq!(
+        status["available"]["format"], "int64",
+        "a u32 needs 64 bits"
+    );
+    assert_eq!(
+        status["available"]["minimum"], 0.0,
+        "unsigned keeps its floor"
+    );
+    let per_node = &status["nodeStatus"]["items"]["properties"];
+    assert_eq!(per_node["bound"]["minimum"], 0.0);
 }

@@ -248,7 +248,7 @@ impl Args {
     /// The reconcilers' settings.
     pub fn settings(&self) -> Settings {
         Settings {
-            nic_prefix: format!("hostnic-{}-", self.cluster_name),
+            nic_prefix: hostnic_crds::names::nic_prefix(&self.cluster_name),
             instance_annotation: self.instance_annotation.clone(),
             instance_label: self.instance_label.clone(),
             job_poll: Duration::from_secs_f64(self.job_poll_seconds.max(0.05)),

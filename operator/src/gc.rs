@@ -24,32 +24,8 @@ use crate::controller::Context;
 use crate::error::{Error, Result};
 use crate::plan::conditions::{self, Cond};
 
-/// Length of a UUID in its canonical text form (8-4-4-4-12 hex digits).
-const UUID_LEN: usize = 36;
-
-/// Whether `s` is a canonical lowercase UUID, as Kubernetes writes `metadata.uid`.
-pub fn is_uuid(s: &str) -> bool {
-    s.len() == UUID_LEN
-        && s.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
-        })
-}
-
-/// The HostNic uid a NIC name carries if it is exactly `<prefix><uuid>`, the name this
-/// cluster gives its NICs. Anything else (another cluster whose name extends ours, retained
-/// NICs, hand-made names) is not ours.
-pub fn owned_uid<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
-    name.strip_prefix(prefix).filter(|rest| is_uuid(rest))
-}
-
-/// The cluster name of a NIC named by some hostnic operator, `hostnic-<cluster>-<uuid>`.
-pub fn hostnic_cluster(name: &str) -> Option<&str> {
-    let rest = name.strip_prefix("hostnic-")?;
-    let cut = rest.len().checked_sub(UUID_LEN + 1)?;
-    let (cluster, tail) = rest.split_at(cut);
-    (!cluster.is_empty() && tail.starts_with('-') && is_uuid(&tail[1..])).then_some(cluster)
-}
+// One parser of NIC names for the operator and `kubectl hostnic leaks`.
+pub use hostnic_crds::names::{hostnic_cluster, is_uuid, owned_uid};
 
 /// The cluster name the operator uses when none is given.
 pub const DEFAULT_CLUSTER: &str = "kubernetes";

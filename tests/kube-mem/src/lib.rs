@@ -20,6 +20,7 @@ pub mod audit;
 pub mod auth;
 mod discovery;
 mod events;
+mod formats;
 mod jsonpath;
 mod managed;
 mod openapi;

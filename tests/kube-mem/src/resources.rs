@@ -90,6 +90,11 @@ impl ResourceDef {
         }
     }
 
+    /// Whether this is the CustomResourceDefinition resource itself.
+    pub fn is_crd(&self) -> bool {
+        self.group == "apiextensions.k8s.io" && self.plural == "customresourcedefinitions"
+    }
+
     /// Access reviews are answered, never stored (create only).
     pub fn is_review(&self) -> bool {
         self.group == "authorization.k8s.io"

@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use crate::admission::{self, Operation};
 use crate::auth::Identity;
 use crate::events;
+use crate::formats;
 use crate::jsonpath::{JsonPath, set_path};
 use crate::managed::{self, Op};
 use crate::patch::{PatchType, apply_patch};
@@ -664,6 +665,9 @@ impl Store {
             m.remove("status");
         }
         self.prepare_builtin(t, &mut body, &mut causes);
+        if t.def.is_crd() {
+            self.warnings.extend(formats::warnings(&body, None));
+        }
         if let Some(s) = &ver.schema {
             let mut unknown = Vec::new();
             causes.extend(schema::process(&mut body, s, &mut unknown));
@@ -1067,11 +1071,9 @@ impl Store {
             m.insert("kind".into(), json!(t.def.kind));
         }
         let mut causes = schema::validate_labels(&new);
-        if t.def.plural == "customresourcedefinitions"
-            && t.def.group == "apiextensions.k8s.io"
-            && part == Part::Main
-        {
+        if t.def.is_crd() && part == Part::Main {
             self.prepare_builtin(t, &mut new, &mut causes);
+            self.warnings.extend(formats::warnings(&new, Some(&old)));
         }
         if let Some(s) = &ver.schema {
             let mut unknown = Vec::new();

@@ -91,7 +91,7 @@ async fn kubectl_manages_hostnic_resources() {
     let nicpools_crd = crds.join("hostnic.qingcloud.com_nicpools.yaml");
     let hostnics_crd = crds.join("hostnic.qingcloud.com_hostnics.yaml");
     let applied = k
-        .ok(&[
+        .run(&[
             "apply",
             "-f",
             &nicpools_crd.to_string_lossy(),
@@ -99,6 +99,14 @@ async fn kubectl_manages_hostnic_resources() {
             &hostnics_crd.to_string_lossy(),
         ])
         .await;
+    assert!(applied.ok, "{}", applied.stderr);
+    assert!(
+        !applied.stderr.contains("Warning"),
+        "the API server accepts every format of our CRDs: {}",
+        applied.stderr
+    );
+    let applied = applied.stdout;
+    warns_about_unrecognized_formats(&k).await;
     assert!(
         applied.contains(
             "customresourcedefinition.apiextensions.k8s.io/nicpools.hostnic.qingcloud.com"
@@ -147,6 +155,12 @@ async fn kubectl_manages_hostnic_resources() {
     );
     k.ok(&["get", "hn"]).await;
     k.ok(&["get", "hostnic"]).await;
+    kubectl_names_hostnics(&k, &hostnics_crd).await;
+    let all = k.ok(&["get", "hostnic-all", "-o", "name"]).await;
+    assert!(
+        all.contains(&format!("nicpool.hostnic.qingcloud.com/{pool}")),
+        "the category lists NicPools too: {all}"
+    );
     assert!(
         k.ok(&["get", "nicpool", &pool, "-o", "wide"])
             .await
@@ -248,6 +262,63 @@ async fn kubectl_manages_hostnic_resources() {
         gone.stderr
     );
     env.cleanup().await;
+}
+
+/// A CRD with a format the apiserver does not know is accepted with a `Warning` header, which
+/// kubectl prints (our CRDs above must not get one).
+async fn warns_about_unrecognized_formats(k: &Kubectl) {
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gauges.formats.kube-mem.hostnic.io\nspec:\n  group: formats.kube-mem.hostnic.io\n  names: {kind: Gauge, plural: gauges, singular: gauge}\n  scope: Cluster\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          n: {type: integer, format: uint32, minimum: 0}\n          at: {type: string, format: date-time}\n";
+    let f = k.file("gauges.yaml", crd);
+    let out = k.run(&["apply", "-f", &f]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "Warning: unrecognized format \"uint32\"",
+        "only the unknown format"
+    );
+    k.ok(&["delete", "-f", &f]).await;
+}
+
+/// A HostNic by its singular name, plural and short name (a category named like the singular
+/// would make kubectl expand `hostnic NAME` into every kind of the category), and its ROLE
+/// column telling a gateway NIC from a pod NIC.
+async fn kubectl_names_hostnics(k: &Kubectl, hostnics_crd: &Path) {
+    let nic = unique("nic");
+    let manifest = format!(
+        "apiVersion: hostnic.qingcloud.com/v1alpha1\nkind: HostNic\nmetadata:\n  name: {nic}\nspec:\n  pool: p\n  node: n1\n  vxnet: vxnet-abc\n  role: Gateway\n"
+    );
+    k.ok(&["apply", "-f", &k.file("nic.yaml", &manifest)]).await;
+    for resource in ["hostnic", "hostnics", "hn"] {
+        let got = k.ok(&["get", resource, &nic, "-o", "name"]).await;
+        assert_eq!(
+            got.trim(),
+            format!("hostnic.hostnic.qingcloud.com/{nic}"),
+            "kubectl get {resource} {nic}"
+        );
+    }
+    let table = k.ok(&["get", "hostnic", &nic]).await;
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let columns = printer_columns(hostnics_crd);
+    assert!(
+        header[1..].iter().eq(columns.iter()),
+        "{header:?} vs {columns:?}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let role = header
+        .iter()
+        .position(|c| *c == "ROLE")
+        .expect("ROLE column");
+    assert_eq!(row[role], "Gateway", "{table}");
+    k.ok(&["delete", "hostnic", &nic]).await;
 }
 
 #[tokio::test]
