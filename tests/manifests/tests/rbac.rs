@@ -35,6 +35,15 @@ const STARTUP_TAINT: &str = "hostnic.qingcloud.com/not-ready";
 const NEEDED_BEYOND_THE_SCENARIO: &[(&str, &str, &str, &str, &str)] = &[
     (
         "hostnic-agent",
+        "create",
+        "events.k8s.io",
+        "events",
+        "the agent publishes only Warnings (ClaimFailed, ReleaseFailed, WaitingForNic), none of \
+         which this scenario provokes (node-agent agent.rs::a_waiting_add_warns_on_the_pod_and_pool \
+         and a_claim_failing_in_the_kernel_is_undone_and_reported do)",
+    ),
+    (
+        "hostnic-agent",
         "patch",
         "events.k8s.io",
         "events",
