@@ -71,6 +71,16 @@ impl Default for Metrics {
         let claim_seconds = Family::new_with_constructor(claim_histogram as fn() -> Histogram);
         let free_nics = Gauge::default();
         let synced = Gauge::default();
+        // The series alerts and dashboards divide by exist from the start, at 0 (a rate of a
+        // series that appears with its first sample misses that sample).
+        let ok = || Outcome {
+            outcome: "ok".to_owned(),
+        };
+        drop(claims.get_or_create(&ok()));
+        drop(releases.get_or_create(&ok()));
+        for path in [ClaimPath::Warm, ClaimPath::Waited] {
+            drop(claim_seconds.get_or_create(&PathLabels { path: path.label() }));
+        }
         registry.register("claims", "CNI claims by outcome", claims.clone());
         registry.register("releases", "CNI releases by outcome", releases.clone());
         registry.register(

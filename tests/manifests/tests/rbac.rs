@@ -135,6 +135,7 @@ impl System {
             netns: Some(node_netns),
             agent: None,
             socket: socket.clone(),
+            health_addr: free_port()?,
         };
         let sim = Sim::start(dir, &config, std::slice::from_ref(&node))?;
         let cloud_config = dir.join("qingcloud.yaml");
@@ -176,7 +177,7 @@ impl System {
                 .env("RUST_LOG", "info")
                 .arg(format!("--node-netns={}", node_netns_path.display()))
                 .arg(format!("--socket={}", socket.display()))
-                .arg(format!("--health-addr={}", free_port()?)),
+                .arg(format!("--health-addr={}", node.health_addr)),
             dir,
         )?;
         Ok(Self {
