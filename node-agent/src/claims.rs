@@ -19,8 +19,8 @@ use tracing::{info, warn};
 
 use crate::attach::{self, AttachSpec};
 use crate::journal::{ClaimRecord, Journal, Stage};
-use crate::kube_io::{KubeIo, Write};
-use crate::metrics::Metrics;
+use crate::kube_io::{self, KubeIo, Write};
+use crate::metrics::{ClaimPath, Metrics, PathLabels};
 use crate::netns::{Netns, Probe};
 use crate::observe;
 use crate::shutdown::Requests;
@@ -91,15 +91,30 @@ impl Agent {
     #[tracing::instrument(skip_all, fields(container_id = %req.key.container_id, ifname = %req.key.ifname, pod = %format!("{}/{}", req.pod.namespace, req.pod.name)))]
     pub async fn claim(self: &Arc<Self>, req: ClaimRequest) -> Result<Attachment> {
         let started = Instant::now();
-        let result = self.claim_inner(req).await;
+        let mut path = ClaimPath::Warm;
+        let result = self.claim_inner(req, &mut path).await;
         let elapsed = started.elapsed().as_secs_f64();
-        tracing::debug!(ms = elapsed * 1e3, ok = result.is_ok(), "claim served");
-        self.metrics.claim_seconds.observe(elapsed);
+        tracing::debug!(
+            ms = elapsed * 1e3,
+            ok = result.is_ok(),
+            ?path,
+            "claim served"
+        );
+        self.metrics
+            .claim_seconds
+            .get_or_create(&PathLabels { path: path.label() })
+            .observe(elapsed);
         Metrics::count(&self.metrics.claims, &result);
         result
     }
 
-    async fn claim_inner(self: &Arc<Self>, req: ClaimRequest) -> Result<Attachment> {
+    /// The claim; sets `path` to [`ClaimPath::Waited`] once it starts waiting for a NIC (an
+    /// out-parameter, as every early return of a failure must still report how far it got).
+    async fn claim_inner(
+        self: &Arc<Self>,
+        req: ClaimRequest,
+        path: &mut ClaimPath,
+    ) -> Result<Attachment> {
         decide::validate_claim(&req)?;
         self.ensure_recovered()?;
         // A netns that does not exist is "container unknown" (3), one that is not a netns 7.
@@ -121,7 +136,10 @@ impl Agent {
                 {
                     if waiting.is_none() {
                         info!(%pool, "no free NIC; waiting for one on its way");
-                        waiting = Some(self.waiting.enter(&pool).await);
+                        *path = ClaimPath::Waited;
+                        let pod =
+                            kube_io::pod_ref(&req.pod.namespace, &req.pod.name, facts.1.as_deref());
+                        waiting = Some(self.waiting.enter(&pool, pod, wait).await);
                     }
                     // Any change of the view may be the NIC arriving; the deadline bounds the
                     // wait, and the lock is not held meanwhile. A stopping agent answers now.
@@ -217,16 +235,9 @@ impl Agent {
                     }
                     test_hooks::pause(test_hooks::CLAIM_ATTACHED).await;
                     self.answered().insert(req.key.clone(), att.clone());
+                    // No event: the claim is in the HostNic's status and this log, and an API
+                    // write on every pod start would load the API server for no one's benefit.
                     info!(hostnic = %written.name_any(), mac = %spec.mac, host_name = %attached.host_name, kernel_ms, "claimed");
-                    self.spawn_event(
-                        written,
-                        false,
-                        "Claimed",
-                        format!(
-                            "claimed by pod {}/{} as {}",
-                            req.pod.namespace, req.pod.name, req.key.ifname
-                        ),
-                    );
                     return Ok(att);
                 }
                 Err(e) => {
@@ -243,9 +254,8 @@ impl Agent {
                     }
                     self.revert_claim(&written, &req.key).await;
                     let name = written.name_any();
-                    self.spawn_event(
-                        written,
-                        true,
+                    self.spawn_warning(
+                        &written,
                         "ClaimFailed",
                         format!(
                             "moving the NIC into pod {}/{} failed: {e}",
@@ -412,9 +422,11 @@ impl Agent {
         }
     }
 
-    fn spawn_event(&self, nic: HostNic, warning: bool, reason: &'static str, note: String) {
+    /// Publishes a Warning on `nic` off the request's path.
+    fn spawn_warning(&self, nic: &HostNic, reason: &'static str, note: String) {
         let kube = self.kube.clone();
-        tokio::spawn(async move { kube.event(&nic, warning, reason, note).await });
+        let regarding = kube_io::hostnic_ref(nic);
+        tokio::spawn(async move { kube.event(&regarding, true, reason, note).await });
     }
 
     /// CNI DEL: brings the NIC back to the node and marks it Released. Unknown keys succeed.
@@ -519,9 +531,8 @@ impl Agent {
                     }
                 },
                 Err(e) => {
-                    self.spawn_event(
-                        nic.clone(),
-                        true,
+                    self.spawn_warning(
+                        nic,
                         "ReleaseFailed",
                         format!(
                             "bringing the NIC back from pod {}/{} failed: {e}",
@@ -632,6 +643,7 @@ impl Agent {
             self.view.is_synced() && self.recovered.load(std::sync::atomic::Ordering::SeqCst);
         let (free, incoming) = decide::counts(&self.view.nics());
         self.metrics.free_nics.set(i64::from(free));
+        self.metrics.synced.set(i64::from(synced));
         let reason =
             (!synced).then(|| "agent has not synced HostNics and the kernel yet".to_owned());
         AgentStatus {

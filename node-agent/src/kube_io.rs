@@ -1,8 +1,9 @@
 //! The agent's Kubernetes calls: HostNic status writes (optimistic, by resourceVersion), pod
-//! lookups and events on HostNics. Every verb the agent uses is here, which keeps RBAC honest.
+//! lookups and events on HostNics, NicPools and pods. Every verb the agent uses is here, which
+//! keeps RBAC honest.
 
 use hostnic_crds::{HostNic, NicPool};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -97,9 +98,17 @@ impl KubeIo {
             .map_err(Error::kube("annotate nicpool"))
     }
 
-    /// Publishes an event on a HostNic (`create`/`patch` `events.k8s.io/events`). Failures are
-    /// only logged: an event is never worth failing a claim for.
-    pub async fn event(&self, nic: &HostNic, warning: bool, reason: &str, note: String) {
+    /// Publishes an event about `regarding` (`create`/`patch` `events.k8s.io/events` in its
+    /// namespace, `default` for cluster-scoped objects). The one recorder of this agent turns
+    /// repeats of a reason on the same object into a series on one event object (a patch), not
+    /// new objects. Failures are only logged: an event is never worth failing a claim for.
+    pub async fn event(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_: if warning {
                 EventType::Warning
@@ -111,9 +120,37 @@ impl KubeIo {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&ev, &nic.object_ref(&())).await {
-            tracing::debug!(hostnic = %nic.name_any(), %error, "could not publish event");
+        if let Err(error) = self.recorder.publish(&ev, regarding).await {
+            tracing::debug!(name = ?regarding.name, kind = ?regarding.kind, %error, "could not publish event");
         }
+    }
+}
+
+/// A reference to `nic` for its events.
+pub fn hostnic_ref(nic: &HostNic) -> ObjectReference {
+    nic.object_ref(&())
+}
+
+/// A reference to NicPool `pool` for its events.
+pub fn pool_ref(pool: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(NicPool::api_version(&()).into_owned()),
+        kind: Some(NicPool::kind(&()).into_owned()),
+        name: Some(pool.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// A reference to the pod `namespace/name` (with its UID if known) for its events. Built the
+/// same way for every ADD of the pod, so the recorder sees repeats as one series.
+pub fn pod_ref(namespace: &str, name: &str, uid: Option<&str>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        uid: uid.map(str::to_owned),
+        ..Default::default()
     }
 }
 

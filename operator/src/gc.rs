@@ -268,9 +268,7 @@ impl Collector {
         let dry = ctx.settings.gc_dry_run;
         let mut acted = Vec::new();
         for nic in orphans {
-            let label = crate::metrics::GcLabels {
-                dry_run: if dry { "true" } else { "false" },
-            };
+            let label = crate::metrics::GcLabels::new(dry);
             if dry {
                 tracing::info!(nic = %nic.id, name = %nic.name, state = ?nic.state, "gc dry run: would delete orphaned NIC");
                 ctx.metrics.gc_deletions.get_or_create(&label).inc();
@@ -316,6 +314,12 @@ impl Collector {
     pub async fn run(mut self, ctx: Arc<Context>, stop: CancellationToken) {
         let lost = ctx.cloud.lost_answers();
         let s = &ctx.settings;
+        // The count exists from the start, at 0: `increase()` then sees the first orphan.
+        drop(
+            ctx.metrics
+                .gc_deletions
+                .get_or_create(&crate::metrics::GcLabels::new(s.gc_dry_run)),
+        );
         let mut wait = s.gc_settle;
         loop {
             tokio::select! {

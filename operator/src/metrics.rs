@@ -1,5 +1,5 @@
 //! Prometheus metrics: reconcile counts, durations and failures, cloud calls per action (and
-//! per NIC created), pool counts per pool and node, GC deletions, leadership.
+//! per NIC created), pool counts per pool and node, pool conditions, GC deletions, leadership.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -47,12 +47,33 @@ pub struct PoolLabels {
     pub state: &'static str,
 }
 
+/// Labels of a pool condition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    /// NicPool name.
+    pub pool: String,
+    /// Ready, Progressing or Degraded.
+    pub condition: &'static str,
+}
+
 /// Labels of a GC deletion.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GcLabels {
     /// Whether it was only reported (dry run).
     pub dry_run: &'static str,
 }
+
+impl GcLabels {
+    /// The label of a GC that deletes (`dry_run: false`) or only reports.
+    pub fn new(dry_run: bool) -> Self {
+        Self {
+            dry_run: if dry_run { "true" } else { "false" },
+        }
+    }
+}
+
+/// The condition types of a NicPool's status.
+const POOL_CONDITIONS: [&str; 3] = ["Ready", "Progressing", "Degraded"];
 
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
@@ -77,6 +98,8 @@ pub struct Metrics {
     pub calls_per_nic_milli: Gauge,
     /// NICs per pool, node and state.
     pub pool_nics: Family<PoolLabels, Gauge>,
+    /// 1 while a pool's condition is True, 0 while False.
+    pub pool_condition: Family<ConditionLabels, Gauge>,
     /// NICs GC deleted (or would have).
     pub gc_deletions: Family<GcLabels, Counter>,
     /// 1 while this replica leads.
@@ -96,6 +119,7 @@ impl Metrics {
             nics_deleted: Counter::default(),
             calls_per_nic_milli: Gauge::default(),
             pool_nics: Family::default(),
+            pool_condition: Family::default(),
             gc_deletions: Family::default(),
             leader: Gauge::default(),
             total_calls: AtomicU64::new(0),
@@ -128,6 +152,11 @@ impl Metrics {
             "pool_nics",
             "NICs per pool, node and state",
             m.pool_nics.clone(),
+        );
+        r.register(
+            "pool_condition",
+            "1 while the NicPool's condition (Ready, Progressing, Degraded) is True",
+            m.pool_condition.clone(),
         );
         r.register(
             "gc_deletions",
@@ -181,6 +210,32 @@ impl Metrics {
         let calls = self.total_calls.load(Ordering::Relaxed);
         self.calls_per_nic_milli
             .set(i64::try_from(calls * 1000 / created).unwrap_or(i64::MAX));
+    }
+
+    /// Records the conditions `pool`'s status now carries.
+    pub fn pool_conditions(
+        &self,
+        pool: &str,
+        conds: impl IntoIterator<Item = (&'static str, bool)>,
+    ) {
+        for (condition, status) in conds {
+            self.pool_condition
+                .get_or_create(&ConditionLabels {
+                    pool: pool.to_owned(),
+                    condition,
+                })
+                .set(i64::from(status));
+        }
+    }
+
+    /// Drops the conditions of a deleted pool, so no alert fires on a pool that is gone.
+    pub fn forget_pool(&self, pool: &str) {
+        for condition in POOL_CONDITIONS {
+            self.pool_condition.remove(&ConditionLabels {
+                pool: pool.to_owned(),
+                condition,
+            });
+        }
     }
 
     /// Total cloud calls so far.
@@ -244,5 +299,19 @@ mod tests {
             "hostnic_operator_reconcile_duration_seconds_count{controller=\"hostnic\"} 1"
         ));
         assert_eq!(m.total_cloud_calls(), 2);
+    }
+
+    #[test]
+    fn pool_conditions_are_dropped_with_the_pool() {
+        let mut reg = Registry::default();
+        let m = Metrics::new(&mut reg);
+        m.pool_conditions("a", [("Ready", false), ("Degraded", true)]);
+        let text = encode(&reg);
+        assert!(
+            text.contains("hostnic_operator_pool_condition{pool=\"a\",condition=\"Ready\"} 0"),
+            "{text}"
+        );
+        m.forget_pool("a");
+        assert!(!encode(&reg).contains("pool=\"a\""));
     }
 }

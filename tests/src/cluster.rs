@@ -116,6 +116,8 @@ pub struct Node {
     pub agent: Option<Proc>,
     /// The agent's unix socket.
     pub socket: PathBuf,
+    /// The agent's health and metrics address (a port of its own: agents share this host).
+    pub health_addr: SocketAddr,
 }
 
 /// The running system.
@@ -132,6 +134,8 @@ pub struct Cluster {
     pub operator: Proc,
     /// The API server's address (plain HTTP, no authentication).
     pub api_addr: SocketAddr,
+    /// The operator's probe and metrics address.
+    pub metrics_addr: SocketAddr,
     /// The nodes.
     pub nodes: Vec<Node>,
     config: ClusterConfig,
@@ -201,6 +205,7 @@ impl Cluster {
                 netns,
                 agent: None,
                 socket,
+                health_addr: free_port()?,
             });
         }
         progress(&format!("registering {} nodes", nodes.len()));
@@ -218,7 +223,11 @@ impl Cluster {
             .context("write cloud config")?;
 
         progress("starting hostnic-operator");
-        let operator = Proc::start(operator_spec(&config, &kubeconfig, &cloud_config)?, &root)?;
+        let metrics_addr = free_port()?;
+        let operator = Proc::start(
+            operator_spec(&config, &kubeconfig, &cloud_config, metrics_addr),
+            &root,
+        )?;
 
         let mut cluster = Self {
             dir,
@@ -227,6 +236,7 @@ impl Cluster {
             sim,
             operator,
             api_addr,
+            metrics_addr,
             nodes,
             config,
         };
@@ -519,7 +529,12 @@ fn node_list(nodes: &[Node]) -> String {
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
 }
 
-fn operator_spec(config: &ClusterConfig, kubeconfig: &Path, cloud: &Path) -> Result<Spec> {
+fn operator_spec(
+    config: &ClusterConfig,
+    kubeconfig: &Path,
+    cloud: &Path,
+    metrics_addr: SocketAddr,
+) -> Spec {
     let spec = Spec::new("operator", bin("hostnic-operator"))
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info")
@@ -528,14 +543,14 @@ fn operator_spec(config: &ClusterConfig, kubeconfig: &Path, cloud: &Path) -> Res
         .arg("--cloud-config")
         .arg(cloud)
         .arg("--metrics-addr")
-        .arg(free_port()?.to_string())
+        .arg(metrics_addr.to_string())
         .arg("--lease-namespace")
         .arg("default")
         .arg("--identity")
         .arg("operator-0")
         .arg("--cloud-qps")
         .arg(config.cloud_qps.to_string());
-    Ok(match config.tempo {
+    match config.tempo {
         Tempo::Production => spec,
         // Short lease (restarts take over fast), fast job polls and GC passes.
         Tempo::Test => spec
@@ -559,7 +574,7 @@ fn operator_spec(config: &ClusterConfig, kubeconfig: &Path, cloud: &Path) -> Res
             .arg("2")
             .arg("--resync-seconds")
             .arg("5"),
-    })
+    }
 }
 
 fn agent_spec(node: &Node, kubeconfig: &Path) -> Result<Spec> {
@@ -572,6 +587,8 @@ fn agent_spec(node: &Node, kubeconfig: &Path) -> Result<Spec> {
             .arg("--node-netns")
             .arg(netns.path())
             .arg("--socket")
-            .arg(&node.socket),
+            .arg(&node.socket)
+            .arg("--health-addr")
+            .arg(node.health_addr.to_string()),
     )
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -76,7 +75,7 @@ pub fn missing_prerequisites() -> Vec<String> {
             "golang-go golang-github-appc-cni-dev (the libcni driver is built with it)",
         ),
     ] {
-        if !on_path(tool) {
+        if !crate::privilege::on_path(tool) {
             missing.push(format!("`{tool}` not found: install {package}"));
         }
     }
@@ -96,13 +95,6 @@ pub fn missing_prerequisites() -> Vec<String> {
         }
     }
     missing
-}
-
-fn on_path(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// Runs the whole flow; `Ok` only if every step worked and nothing is left afterwards.

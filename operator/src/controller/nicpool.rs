@@ -436,6 +436,8 @@ async fn write_status(
     for c in conds {
         current = conditions::set(&current, c, pool.metadata.generation, now);
     }
+    ctx.metrics
+        .pool_conditions(&pool.name_any(), conds.iter().map(|c| (c.type_, c.status)));
     status.conditions = current;
     status.observed_generation = pool.metadata.generation;
     if pool.status.as_ref() == Some(&status) {
@@ -468,6 +470,7 @@ async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(p, _), _| p != &name);
+        ctx.metrics.forget_pool(&name);
         return Ok(Action::await_change());
     }
     let nodes: Api<Node> = Api::all(ctx.client.clone());

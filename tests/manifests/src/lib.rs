@@ -7,6 +7,7 @@ pub mod admin;
 pub mod apiserver;
 pub mod ctr;
 pub mod kubelet;
+pub mod promql;
 pub mod rbac;
 pub mod render;
 pub mod status_agent;

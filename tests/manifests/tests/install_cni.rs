@@ -361,28 +361,11 @@ fn the_portmap_component_chains_portmap_after_the_default_conflist() {
         fs::read(conflist_source()).unwrap()
     );
     let dir = tempfile::tempdir().unwrap();
-    let m = manifests_dir().canonicalize().unwrap();
-    fs::write(
-        dir.path().join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {base}\ncomponents:\n  - {base}/components/portmap\n",
-            base = relative_to(dir.path(), &m).display()
-        ),
-    )
-    .unwrap();
-    let with_portmap = render::kustomize(dir.path()).unwrap();
+    let with_portmap =
+        render::kustomize_with_components(dir.path(), &manifests_dir(), &["components/portmap"])
+            .unwrap();
     assert_eq!(
         configmap(&with_portmap).as_bytes(),
         fs::read(portmap_conflist_source()).unwrap()
     );
-}
-
-/// `to` relative to `from` (kustomize refuses absolute paths to bases).
-fn relative_to(from: &Path, to: &Path) -> PathBuf {
-    let depth = from.canonicalize().unwrap().components().count() - 1;
-    let mut rel = PathBuf::new();
-    for _ in 0..depth {
-        rel.push("..");
-    }
-    rel.join(to.strip_prefix("/").unwrap())
 }

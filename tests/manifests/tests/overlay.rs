@@ -2,23 +2,8 @@
 //! content from a file kept out of git and sets the cluster name. It must render offline, keep
 //! every other object, and roll the operator onto the new Secret.
 
-use std::path::{Component, Path, PathBuf};
-
 use hostnic_manifests_tests::{manifests_dir, render};
 use serde_json::Value;
-
-/// `to` relative to `from` (kustomize refuses absolute paths to bases).
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let depth = from
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .count();
-    let mut rel = PathBuf::new();
-    for _ in 0..depth {
-        rel.push("..");
-    }
-    rel.join(to.strip_prefix("/").unwrap())
-}
 
 /// The Secret's data, decoded the way the API server does (line breaks skipped).
 fn decode(b64: &str) -> String {
@@ -64,7 +49,7 @@ patches:
                   - name: HOSTNIC_CLUSTER_NAME
                     value: prod-pek3a-1
 ",
-            relative(&overlay, &base).display()
+            render::relative(&overlay, &base).display()
         ),
     )
     .unwrap();

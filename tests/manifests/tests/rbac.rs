@@ -35,6 +35,15 @@ const STARTUP_TAINT: &str = "hostnic.qingcloud.com/not-ready";
 const NEEDED_BEYOND_THE_SCENARIO: &[(&str, &str, &str, &str, &str)] = &[
     (
         "hostnic-agent",
+        "create",
+        "events.k8s.io",
+        "events",
+        "the agent publishes only Warnings (ClaimFailed, ReleaseFailed, WaitingForNic), none of \
+         which this scenario provokes (node-agent agent.rs::a_waiting_add_warns_on_the_pod_and_pool \
+         and a_claim_failing_in_the_kernel_is_undone_and_reported do)",
+    ),
+    (
+        "hostnic-agent",
         "patch",
         "events.k8s.io",
         "events",
@@ -126,6 +135,7 @@ impl System {
             netns: Some(node_netns),
             agent: None,
             socket: socket.clone(),
+            health_addr: free_port()?,
         };
         let sim = Sim::start(dir, &config, std::slice::from_ref(&node))?;
         let cloud_config = dir.join("qingcloud.yaml");
@@ -167,7 +177,7 @@ impl System {
                 .env("RUST_LOG", "info")
                 .arg(format!("--node-netns={}", node_netns_path.display()))
                 .arg(format!("--socket={}", socket.display()))
-                .arg(format!("--health-addr={}", free_port()?)),
+                .arg(format!("--health-addr={}", node.health_addr)),
             dir,
         )?;
         Ok(Self {
