@@ -43,6 +43,41 @@ async fn a_pool_of_30_fills_with_one_attach_per_five_nics() {
     env.shutdown().await;
 }
 
+/// The NICs a pool pass adds in one vxnet, across nodes, share one CreateNics (count 12), not
+/// one each; every node still gets its own, each NIC exactly one HostNic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_of_3_on_4_nodes_is_created_with_one_create_nics() {
+    const NODES: [&str; 4] = ["i-node0001", "i-node0002", "i-node0003", "i-node0004"];
+    let mut setup = limited();
+    setup.nodes = NODES.iter().map(|n| (*n, VX_A)).collect();
+    let mut env = Env::start(setup).await;
+    env.start_operator();
+    env.create_pool("wide", spec(&[VX_A], 3)).await;
+    env.converged("wide", &NODES, 3, T).await;
+    let calls = env.sim.calls();
+    eprintln!(
+        "fill of 4 x 3: CreateNics {}, AttachNics {}, DescribeNics {}, DescribeJobs {}, total {}",
+        calls.action("CreateNics"),
+        calls.action("AttachNics"),
+        calls.action("DescribeNics"),
+        calls.action("DescribeJobs"),
+        calls.total
+    );
+    assert_eq!(
+        calls.action("CreateNics"),
+        1,
+        "12 NICs in one vxnet, one batch"
+    );
+    assert_eq!(calls.action("AttachNics"), 4, "one AttachNics per node");
+    env.delete_pool("wide").await;
+    eventually("pool and NICs gone", T, || async {
+        env.pool("wide").await.is_none() && env.cloud_nics().is_empty()
+    })
+    .await;
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
 /// The README's uninstall with `--max-detach-batch=20` (the Setup's batch config) against a
 /// cloud that takes 5: refused twice for its size, then detached in fives, within the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -80,7 +80,7 @@ async fn killed_between_every_pair_of_steps() {
         env.kill_operator().await;
         eprintln!("k={k}: crashed={crashed} created={created} deleted={deleted}");
         if crashed {
-            env.assert_no_duplicate_names();
+            env.assert_no_duplicate_names().await;
         }
         env.start_operator();
         finish(&env, &name, created, deleted).await;
