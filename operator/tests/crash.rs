@@ -1,7 +1,7 @@
 //! The deterministic crash-point test: the operator is frozen at lifecycle step k (each status
 //! write and each mutating cloud call is a step), killed there, and a fresh operator finishes
-//! the job. For every k of a full lifecycle (fill a pool of 2, then delete it) the invariants
-//! must hold: cloud NICs == HostNics, no duplicates, counts converged, nothing left at the end.
+//! the job. For every k of a full lifecycle (fill a pool, then delete it) the invariants must
+//! hold: cloud NICs == HostNics, no duplicates, counts converged, nothing left at the end.
 
 mod common;
 
@@ -9,14 +9,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+
 use hostnic_operator::controller::Checkpoint;
 
 const T: Duration = Duration::from_secs(40);
-const NODE: &str = "i-node0001";
+
+/// The pool a lifecycle fills and deletes: `size` NICs on each of `nodes`.
+#[derive(Clone, Copy)]
+struct Shape {
+    nodes: &'static [&'static str],
+    size: u32,
+}
 
 /// Drives one lifecycle of pool `name`; returns early (true) if the checkpoint froze.
 async fn lifecycle(
     env: &Env,
+    shape: Shape,
     name: &str,
     cp: &Checkpoint,
     created: &mut bool,
@@ -24,10 +32,10 @@ async fn lifecycle(
 ) -> bool {
     let drive = async {
         if !*created {
-            env.create_pool(name, spec(&[VX_A], 2)).await;
+            env.create_pool(name, spec(&[VX_A], shape.size)).await;
             *created = true;
         }
-        env.converged(name, &[NODE], 2, T).await;
+        env.converged(name, shape.nodes, shape.size, T).await;
         env.delete_pool(name).await;
         *deleted = true;
         eventually("pool gone", T, || async { env.pool(name).await.is_none() }).await;
@@ -38,12 +46,12 @@ async fn lifecycle(
     }
 }
 
-async fn finish(env: &Env, name: &str, created: bool, deleted: bool) {
+async fn finish(env: &Env, shape: Shape, name: &str, created: bool, deleted: bool) {
     if !created {
-        env.create_pool(name, spec(&[VX_A], 2)).await;
+        env.create_pool(name, spec(&[VX_A], shape.size)).await;
     }
     if !deleted {
-        env.converged(name, &[NODE], 2, T).await;
+        env.converged(name, shape.nodes, shape.size, T).await;
         env.delete_pool(name).await;
     }
     eventually("pool gone", T, || async { env.pool(name).await.is_none() }).await;
@@ -53,39 +61,66 @@ async fn finish(env: &Env, name: &str, created: bool, deleted: bool) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killed_between_every_pair_of_steps() {
-    let mut setup = Setup::default();
+/// Counts the steps of a clean lifecycle of `shape`, then kills the operator at each of them
+/// in turn and lets a fresh one finish.
+async fn kill_at_every_step(shape: Shape, min_steps: u64) {
+    let mut setup = Setup {
+        nodes: shape.nodes.iter().map(|n| (*n, VX_A)).collect(),
+        ..Setup::default()
+    };
     // One HostNic reconcile at a time keeps the step order the same run after run.
     setup.settings.concurrency = 1;
     let mut env = Env::start(setup).await;
 
-    // Count the steps of a clean lifecycle.
     let counter = Arc::new(Checkpoint::default());
     env.start_with(counter.clone());
     let (mut c, mut d) = (false, false);
-    assert!(!lifecycle(&env, "p0", &counter, &mut c, &mut d).await);
-    finish(&env, "p0", c, d).await;
+    assert!(!lifecycle(&env, shape, "p0", &counter, &mut c, &mut d).await);
+    finish(&env, shape, "p0", c, d).await;
     let steps = counter.steps();
     env.stop_operator().await;
-    eprintln!("a clean lifecycle of 2 NICs takes {steps} steps");
-    assert!(steps >= 20, "every NIC has at least 10 steps, saw {steps}");
+    let nics = shape.nodes.len() as u32 * shape.size;
+    eprintln!("a clean lifecycle of {nics} NICs takes {steps} steps");
+    assert!(
+        steps >= min_steps,
+        "every NIC has at least 10 steps, saw {steps}"
+    );
 
     for k in 1..=steps {
         let name = format!("p{k}");
         let cp = Arc::new(Checkpoint::crash_at(k));
         env.start_with(cp.clone());
         let (mut created, mut deleted) = (false, false);
-        let crashed = lifecycle(&env, &name, &cp, &mut created, &mut deleted).await;
+        let crashed = lifecycle(&env, shape, &name, &cp, &mut created, &mut deleted).await;
         env.kill_operator().await;
         eprintln!("k={k}: crashed={crashed} created={created} deleted={deleted}");
         if crashed {
             env.assert_no_duplicate_names().await;
         }
         env.start_operator();
-        finish(&env, &name, created, deleted).await;
+        finish(&env, shape, &name, created, deleted).await;
         env.assert_invariants().await;
         env.stop_operator().await;
     }
     env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_between_every_pair_of_steps() {
+    let shape = Shape {
+        nodes: &["i-node0001"],
+        size: 2,
+    };
+    kill_at_every_step(shape, 20).await;
+}
+
+/// A create batch spans members and nodes: 2 nodes x 2 NICs share one CreateNics, so the kill
+/// falls between the CreateNics and each member's record of its NIC, on either node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_at_every_step_of_a_batch_across_nodes() {
+    let shape = Shape {
+        nodes: &["i-node0001", "i-node0002"],
+        size: 2,
+    };
+    kill_at_every_step(shape, 40).await;
 }

@@ -281,6 +281,9 @@ pub async fn claim(
         // A member gone or recorded needs its reservation no more.
         s.held
             .retain(|m, _| members.iter().any(|x| &x.name == m) && !recorded.contains(m.as_str()));
+        // Members that recorded theirs before a restart count as settled too, so the batch is
+        // forgotten once the rest are.
+        s.settled.extend(recorded.iter().map(|m| m.to_string()));
         let known = match s.nics.take() {
             Some(n) => n,
             None => {
