@@ -70,6 +70,9 @@ async fn kill_at_every_step(shape: Shape, min_steps: u64) {
     };
     // One HostNic reconcile at a time keeps the step order the same run after run.
     setup.settings.concurrency = 1;
+    // GC would collect a NIC the restarted operator failed to adopt and hide the leak: with
+    // one pass per start (it needs two to collect), every NIC must be adopted.
+    setup.settings.gc_interval = Duration::from_secs(3600);
     let mut env = Env::start(setup).await;
 
     let counter = Arc::new(Checkpoint::default());

@@ -8,6 +8,8 @@
 //! by id, go to the members still without one, sorted by name (live members before members
 //! being deleted, Failed members never). In this process, a NIC handed to a member stays
 //! reserved for it until its status records it, and one member at a time works on a batch.
+//! Members wait until the pool pass that made their batch has created all of them, so the
+//! first one's CreateNics covers every member; after a restart no member can come any more.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -172,18 +174,53 @@ pub struct Slot {
     settled: HashSet<String>,
 }
 
+/// One batch in this process: its lock, and whether the pool pass that made it has finished
+/// creating its members (only then are all of them visible, and one CreateNics covers them).
+#[derive(Debug)]
+struct Entry {
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+    sealed: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Entry {
+    fn new(slot: Slot, sealed: bool) -> Self {
+        Self {
+            slot: Arc::new(tokio::sync::Mutex::new(slot)),
+            sealed: Arc::new(tokio::sync::watch::Sender::new(sealed)),
+        }
+    }
+}
+
 /// The batches of this process, one lock each: a single flight per batch.
 #[derive(Debug, Default)]
 pub struct Batches {
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<HashMap<String, Entry>>,
+}
+
+/// The batches of one pool pass, one tag per NIC it creates. Dropped when the pass has created
+/// their members (or failed to): that seals them.
+#[derive(Debug)]
+pub struct Planned {
+    /// One tag per NIC to create, in the order given.
+    pub tags: Vec<BatchTag>,
+    sealed: Vec<Arc<tokio::sync::watch::Sender<bool>>>,
+}
+
+impl Drop for Planned {
+    fn drop(&mut self) {
+        for s in &self.sealed {
+            s.send_replace(true);
+        }
+    }
 }
 
 impl Batches {
-    /// Batches for the NICs a pass is about to create (their vxnets, in order): one tag per
-    /// NIC. Their NICs are known not to exist yet, so the first member creates without a
-    /// lookup.
-    pub fn plan(&self, vxnets: &[&str], limit: u32) -> Vec<BatchTag> {
+    /// Batches for the NICs a pass is about to create (their vxnets, in order). Their NICs are
+    /// known not to exist yet, so the first member creates without a lookup, once the pass has
+    /// created every member (the returned [`Planned`] is dropped).
+    pub fn plan(&self, vxnets: &[&str], limit: u32) -> Planned {
         let mut tags: Vec<Option<BatchTag>> = vec![None; vxnets.len()];
+        let mut sealed = Vec::new();
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         for batch in group(vxnets, limit) {
             let tag = BatchTag {
@@ -194,17 +231,32 @@ impl Batches {
                 nics: Some(Vec::new()),
                 ..Slot::default()
             };
-            slots.insert(tag.id.clone(), Arc::new(tokio::sync::Mutex::new(fresh)));
+            let entry = Entry::new(fresh, false);
+            sealed.push(entry.sealed.clone());
+            slots.insert(tag.id.clone(), entry);
             for i in batch {
                 tags[i] = Some(tag.clone());
             }
         }
-        tags.into_iter().flatten().collect()
+        Planned {
+            tags: tags.into_iter().flatten().collect(),
+            sealed,
+        }
     }
 
-    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.entry(id.to_string()).or_default().clone()
+    /// The batch's lock, once its members are all created. A batch this process did not plan
+    /// (made before a restart) gets a lock of its own, its NICs unknown.
+    async fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        let (slot, mut sealed) = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let e = slots
+                .entry(id.to_string())
+                .or_insert_with(|| Entry::new(Slot::default(), true));
+            (e.slot.clone(), e.sealed.subscribe())
+        };
+        // Err: the pass is gone without sealing (it cannot be: `Planned` seals on drop).
+        let _ = sealed.wait_for(|s| *s).await;
+        slot
     }
 
     /// `member` recorded its NIC or is gone: its reservation ends, and the batch is forgotten
@@ -215,7 +267,7 @@ impl Batches {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&tag.id)
-            .cloned()
+            .map(|e| e.slot.clone())
         else {
             return;
         };
@@ -266,7 +318,7 @@ pub async fn claim(
     let me = cur.name_any();
     let vxnet = cur.spec.vxnet.clone();
     let name = tag.nic_name(&ctx.settings.nic_prefix);
-    let slot = ctx.create_batches.slot(&tag.id);
+    let slot = ctx.create_batches.slot(&tag.id).await;
     let mut s = slot.lock().await;
     if let Some(n) = s.held.get(&me) {
         return Ok(Claim::Nic(n.clone()));
@@ -303,7 +355,6 @@ pub async fn claim(
                 s.held.insert(m, n.clone());
             }
         }
-        let have = known.len();
         s.nics = Some(known);
         if let Some(n) = s.held.get(&me) {
             return Ok(Claim::Nic(n.clone()));
@@ -314,8 +365,8 @@ pub async fn claim(
         if let Some(e) = &s.refused {
             return Ok(Claim::Refused(e.clone()));
         }
-        // Every free NIC is handed out: create one for each live member still waiting (this
-        // one among them), and the rest of the batch's size for members not visible yet.
+        // Every free NIC is handed out: create one for each live member still waiting, this one
+        // among them. The batch is sealed, so every member there will be is listed.
         let waiting = members
             .iter()
             .filter(|m| m.nic_id.is_none() && m.standing == Some(Standing::Live))
@@ -323,10 +374,6 @@ pub async fn claim(
             .count();
         let count = u32::try_from(waiting)
             .unwrap_or(u32::MAX)
-            .max(
-                tag.size
-                    .saturating_sub(u32::try_from(have).unwrap_or(u32::MAX)),
-            )
             .clamp(1, ctx.settings.max_create_batch.max(1));
         ctx.checkpoint.step("CreateNics").await;
         match ctx

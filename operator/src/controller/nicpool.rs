@@ -263,16 +263,17 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         .iter()
         .flat_map(|(_, d)| d.create.iter().map(|n| n.vxnet.as_str()))
         .collect();
-    let mut batches = ctx
+    // Its members are all created (or the pass failed) when it drops: then they may create.
+    let planned = ctx
         .create_batches
-        .plan(&new_vxnets, settings.max_create_batch)
-        .into_iter();
+        .plan(&new_vxnets, settings.max_create_batch);
+    let mut batches = planned.tags.iter();
     for (_, d) in &decisions {
         let node_name = &d.status.node;
         let instance = d.status.instance.as_deref();
         // One tag per NIC to create, in the same order.
         for (new, batch) in d.create.iter().zip(batches.by_ref()) {
-            let h = new_hostnic(&name, node_name, &new.vxnet, new.role, &batch);
+            let h = new_hostnic(&name, node_name, &new.vxnet, new.role, batch);
             let member = h.name_any();
             if let Some(i) = instance {
                 ctx.batch.plan_attach(i, [member.clone()]);
@@ -299,6 +300,7 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
             tracing::info!(node = %node_name, create = d.create.len(), delete = d.delete.len(), "resizing node pool");
         }
     }
+    drop(planned);
     let total_created: usize = decisions.iter().map(|(_, d)| d.create.len()).sum();
     let total_deleted: usize = decisions.iter().map(|(_, d)| d.delete.len()).sum();
     if total_created > 0 {
