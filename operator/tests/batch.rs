@@ -7,6 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use hostnic_crds::{
+    HostNic, HostNicSpec, NIC_FINALIZER, NODE_LABEL, NicRole, POOL_LABEL, ROLE_LABEL, VXNET_LABEL,
+};
+use kube::ResourceExt;
+use kube::api::PostParams;
 
 const T: Duration = Duration::from_secs(60);
 const NODE: &str = "i-node0001";
@@ -75,6 +80,53 @@ async fn a_pool_of_3_on_4_nodes_is_created_with_one_create_nics() {
     })
     .await;
     env.assert_invariants().await;
+    env.shutdown().await;
+}
+
+/// A HostNic made by an older operator (no create batch) keeps its own NIC, named after its
+/// uid, created and adopted as before; the pool counts it and creates nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostnic_without_a_batch_gets_a_nic_of_its_own() {
+    let mut env = Env::start(limited()).await;
+    let mut old = HostNic::new(
+        "old-i-node0001-abcde",
+        HostNicSpec {
+            pool: "old".into(),
+            node: NODE.into(),
+            vxnet: VX_A.into(),
+            role: NicRole::Pod,
+        },
+    );
+    old.metadata.labels = Some(
+        [
+            (NODE_LABEL, NODE),
+            (POOL_LABEL, "old"),
+            (VXNET_LABEL, VX_A),
+            (ROLE_LABEL, "Pod"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
+    old.metadata.finalizers = Some(vec![NIC_FINALIZER.to_string()]);
+    let old = env
+        .hostnics()
+        .create(&PostParams::default(), &old)
+        .await
+        .expect("create HostNic");
+    env.start_operator();
+    env.create_pool("old", spec(&[VX_A], 1)).await;
+    env.converged("old", &[NODE], 1, T).await;
+    let own = format!("{PREFIX}{}", old.uid().expect("uid"));
+    let cloud = env.cloud_nics();
+    assert_eq!(cloud.len(), 1, "{cloud:?}");
+    assert_eq!(cloud[0].1, own);
+    assert_eq!(env.sim.calls().action("CreateNics"), 1);
+    env.delete_pool("old").await;
+    eventually("pool and NIC gone", T, || async {
+        env.pool("old").await.is_none() && env.cloud_nics().is_empty()
+    })
+    .await;
     env.shutdown().await;
 }
 
