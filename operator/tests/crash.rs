@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use common::*;
 
+use hostnic_crds::HostNicPhase;
 use hostnic_operator::controller::Checkpoint;
+use kube::ResourceExt;
+use kube::api::DeleteParams;
 
 const T: Duration = Duration::from_secs(40);
 
@@ -70,9 +73,9 @@ async fn kill_at_every_step(shape: Shape, min_steps: u64) {
     };
     // One HostNic reconcile at a time keeps the step order the same run after run.
     setup.settings.concurrency = 1;
-    // GC would collect a NIC the restarted operator failed to adopt and hide the leak: with
-    // one pass per start (it needs two to collect), every NIC must be adopted.
-    setup.settings.gc_interval = Duration::from_secs(3600);
+    // GC would collect a NIC the restarted operator failed to adopt and hide the leak: with a
+    // grace of an hour it collects none of the test's NICs, so every NIC must be adopted.
+    setup.settings.gc_grace = Duration::from_secs(3600);
     let mut env = Env::start(setup).await;
 
     let counter = Arc::new(Checkpoint::default());
@@ -126,4 +129,54 @@ async fn killed_at_every_step_of_a_batch_across_nodes() {
         size: 2,
     };
     kill_at_every_step(shape, 40).await;
+}
+
+/// A member deleted after its batch's CreateNics but before it took its NIC (still Pending):
+/// its cleanup takes the NIC left over for it and deletes it. GC (its grace an hour here)
+/// would not, so a leftover left behind fails the convergence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_deleted_before_recording_its_nic_deletes_the_leftover() {
+    let mut setup = Setup::default();
+    // One HostNic reconcile at a time: step 1 is the first member's Creating, step 2 the
+    // batch's CreateNics, step 3 its record of a NIC, where the operator freezes.
+    setup.settings.concurrency = 1;
+    setup.settings.gc_grace = Duration::from_secs(3600);
+    let mut env = Env::start(setup).await;
+    let cp = Arc::new(Checkpoint::crash_at(3));
+    env.start_with(cp.clone());
+    env.create_pool("p", spec(&[VX_A], 3)).await;
+    tokio::time::timeout(T, cp.hit.notified())
+        .await
+        .expect("frozen after the CreateNics");
+    env.kill_operator().await;
+    assert_eq!(env.sim.calls().action("CreateNics"), 1);
+    assert_eq!(env.cloud_nics().len(), 3, "one batch of 3");
+    let mut names: Vec<String> = env
+        .all_hostnics()
+        .await
+        .iter()
+        .filter(|h| {
+            h.status
+                .as_ref()
+                .is_none_or(|s| s.phase == HostNicPhase::Pending)
+        })
+        .map(|h| h.name_any())
+        .collect();
+    names.sort();
+    let victim = names.pop().expect("a member still Pending");
+    env.hostnics()
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete member");
+    env.start_operator();
+    env.converged("p", &["i-node0001"], 3, T).await;
+    assert!(
+        env.hostnics()
+            .get_opt(&victim)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    env.assert_invariants().await;
+    env.shutdown().await;
 }

@@ -619,6 +619,16 @@ async fn refused(ctx: &Context, cur: &HostNic, instance: String, e: CloudError) 
     }
 }
 
+/// A batch member still Pending may have had a NIC created for it (its batch's CreateNics
+/// covers every live member): it looks for one left over, as a Creating one does, instead of
+/// leaving it to GC.
+fn batch_cleanup_step(step: CleanupStep, phase: HostNicPhase, batched: bool) -> CleanupStep {
+    match step {
+        CleanupStep::Forget if batched && phase == HostNicPhase::Pending => CleanupStep::FindByName,
+        step => step,
+    }
+}
+
 async fn node_exists(ctx: &Context, name: &str) -> Result<bool> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     Ok(nodes
@@ -646,7 +656,7 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
             CleanupStep::WaitRelease | CleanupStep::WaitLinkHome => {
                 cleanup_step(&f, node_exists(ctx, &cur.spec.node).await?)
             }
-            step => step,
+            step => batch_cleanup_step(step, status.phase, BatchTag::of(&cur).is_some()),
         };
         // Both waits poll: a deleted Node wakes no HostNic, and it ends them.
         match step {
@@ -766,4 +776,28 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
         }
     }
     Err(Error::Waiting("cleanup continues"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_batch_member_looks_for_its_leftover() {
+        let forget = CleanupStep::Forget;
+        assert_eq!(
+            batch_cleanup_step(forget.clone(), HostNicPhase::Pending, true),
+            CleanupStep::FindByName
+        );
+        // Without a batch, nothing was ever created for a Pending HostNic.
+        assert_eq!(
+            batch_cleanup_step(forget.clone(), HostNicPhase::Pending, false),
+            forget
+        );
+        // A Failed member takes no NIC of its batch.
+        assert_eq!(
+            batch_cleanup_step(forget.clone(), HostNicPhase::Failed, true),
+            forget
+        );
+    }
 }
