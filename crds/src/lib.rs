@@ -44,6 +44,14 @@ pub const ROLE_LABEL: &str = "hostnic.qingcloud.com/role";
 /// category `hostnic` turned `kubectl get hostnic NAME` into a get of every kind in it.
 pub const CATEGORY: &str = "hostnic-all";
 
+/// Label on a HostNic naming its create batch (a UUID): the HostNics a pool pass adds in one
+/// vxnet share one CreateNics, whose NICs are all named `hostnic-<cluster>-<batch>` and are
+/// handed to the members in a fixed order, so a crash anywhere is recovered by name.
+pub const CREATE_BATCH_LABEL: &str = "hostnic.qingcloud.com/create-batch";
+
+/// Annotation on a HostNic with its create batch's size (how many NICs the batch creates).
+pub const CREATE_BATCH_SIZE_ANNOTATION: &str = "hostnic.qingcloud.com/create-batch-size";
+
 /// Pod annotation choosing the NicPool a pod's NIC comes from.
 pub const POD_POOL_ANNOTATION: &str = "hostnic.qingcloud.com/pool";
 

@@ -7,16 +7,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hostnic_crds::HostNic;
 use hostnic_crds::names::{nic_prefix, owned_uid};
+use hostnic_crds::{CREATE_BATCH_LABEL, HostNic};
+use kube::ResourceExt;
 use qingcloud::wire::Nic;
 use qingcloud::{ClientSettings, CloudConfig, NicFilter};
 
 use crate::table;
 
 /// The NICs of `cloud` named for `cluster` that no HostNic owns. A HostNic owns a NIC by its
-/// recorded id, or, before the id is recorded (a create in flight), by the uid in its name,
-/// which is how the operator adopts it.
+/// recorded id, or, before the id is recorded (a create in flight), by the name the operator
+/// adopts it under: its uid, or its create batch's id (the operator's GC keeps the same).
 pub fn find<'a>(cloud: &'a [Nic], cluster: &str, hostnics: &[Arc<HostNic>]) -> Vec<&'a Nic> {
     let prefix = nic_prefix(cluster);
     let ids: HashSet<&str> = hostnics
@@ -25,7 +26,14 @@ pub fn find<'a>(cloud: &'a [Nic], cluster: &str, hostnics: &[Arc<HostNic>]) -> V
         .collect();
     let uids: HashSet<&str> = hostnics
         .iter()
-        .filter_map(|h| h.metadata.uid.as_deref())
+        .filter(|h| h.status.as_ref().is_none_or(|s| s.nic_id.is_none()))
+        .flat_map(|h| {
+            h.metadata
+                .uid
+                .as_deref()
+                .into_iter()
+                .chain(h.labels().get(CREATE_BATCH_LABEL).map(String::as_str))
+        })
         .collect();
     cloud
         .iter()
@@ -86,6 +94,8 @@ mod tests {
     const U1: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1";
     const U2: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f2";
     const U3: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f3";
+    const U4: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f4";
+    const U5: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f5";
 
     fn cloud(id: &str, name: &str) -> Nic {
         Nic {
@@ -103,12 +113,23 @@ mod tests {
             cloud("52:54:00:00:00:03", &format!("hostnic-prod-{U3}")),
             cloud("52:54:00:00:00:04", &format!("hostnic-prod-eu-{U1}")),
             cloud("52:54:00:00:00:05", "hostnic-prod-handmade"),
+            cloud("52:54:00:00:00:06", &format!("hostnic-prod-{U5}")),
         ];
         // Owned by its recorded id, and (a create in flight) by the uid in the name.
         let by_id = nic("a", "p", "n1", HostNicPhase::Available, 1);
         let mut by_uid = nic("b", "p", "n1", HostNicPhase::Creating, 9);
         by_uid.metadata.uid = Some(U2.into());
-        let hostnics = [Arc::new(by_id), Arc::new(by_uid)];
+        // A member of a create batch, by the batch's id; U3 is also the uid of a HostNic whose
+        // NIC is recorded: a NIC under its name is a duplicate, a leak.
+        let mut by_batch = nic("c", "p", "n1", HostNicPhase::Creating, 10);
+        by_batch.metadata.uid = Some(U4.into());
+        by_batch.status = None;
+        by_batch
+            .labels_mut()
+            .insert(CREATE_BATCH_LABEL.into(), U5.into());
+        let mut recorded = nic("d", "p", "n1", HostNicPhase::Available, 11);
+        recorded.metadata.uid = Some(U3.into());
+        let hostnics = [by_id, by_uid, by_batch, recorded].map(Arc::new);
         let found: Vec<&str> = find(&nics, "prod", &hostnics)
             .iter()
             .map(|n| n.nic_id.as_str())

@@ -94,6 +94,12 @@ pub struct Args {
     #[arg(long, env = "HOSTNIC_MAX_DETACH_BATCH", default_value_t = 5)]
     pub max_detach_batch: usize,
 
+    /// Most NICs one CreateNics makes (its `count`: the API takes 1 to 252). The NICs a pool
+    /// pass adds in one vxnet, across nodes, are created in batches of at most this.
+    #[arg(long, env = "HOSTNIC_MAX_CREATE_BATCH", default_value_t = qingcloud::client::MAX_CREATE_COUNT,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(qingcloud::client::MAX_CREATE_COUNT)))]
+    pub max_create_batch: u32,
+
     /// Milliseconds the first request of a batch waits for others.
     #[arg(long, env = "HOSTNIC_BATCH_WINDOW_MS", default_value_t = 200)]
     pub batch_window_ms: u64,
@@ -242,6 +248,8 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// How long a new NIC may be invisible to DescribeNics.
     pub visibility_grace: Duration,
+    /// Most NICs per CreateNics.
+    pub max_create_batch: u32,
 }
 
 impl Args {
@@ -267,6 +275,7 @@ impl Args {
             backoff_permanent: Duration::from_secs_f64(self.backoff_permanent_seconds.max(0.0)),
             backoff_max: Duration::from_secs_f64(self.backoff_max_seconds.max(0.0)),
             visibility_grace: Duration::from_secs(self.visibility_grace_seconds),
+            max_create_batch: self.max_create_batch,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Garbage collection against the cloud, limited to what is provably this cluster's. A cloud
-//! NIC is ours only if its name is exactly `hostnic-<cluster>-<uuid>` (see [`owned_uid`]), so
-//! cluster `prod` never touches `prod-eu`'s NICs. Passes list only the NICs of the vxnets the
+//! NIC is ours only if its name is exactly `hostnic-<cluster>-<uuid>` (see [`owned_uid`]; the
+//! uuid is a HostNic's uid or its create batch's id), so cluster `prod` never touches
+//! `prod-eu`'s NICs. A NIC named after a HostNic or a batch whose member has no NIC yet is
+//! kept: that member may be about to take it. Passes list only the NICs of the vxnets the
 //! pools and HostNics use, every `gc_interval` and soon after a side-effecting call lost its
 //! answer. Orphans go only after being seen in two passes, when known to be older than a
 //! grace period and not in a pending or working job (attached ones are detached first). A
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cloud::{CloudApi, Job, Nic, NicQuery, NicState, Priority};
 use crate::controller::Context;
+use crate::controller::create_batch::BatchTag;
 use crate::error::{Error, Result};
 use crate::plan::conditions::{self, Cond};
 
@@ -68,6 +71,8 @@ pub struct Owner {
     pub nic_id: Option<String>,
     /// Phase.
     pub phase: HostNicPhase,
+    /// Id of its create batch, when it has one.
+    pub batch: Option<String>,
 }
 
 /// What one GC pass decided from the listing.
@@ -100,11 +105,12 @@ pub fn decide(
     now: Timestamp,
 ) -> Verdict {
     let owned_ids: HashSet<&str> = owners.iter().filter_map(|o| o.nic_id.as_deref()).collect();
-    // A HostNic without a NIC id yet may be about to adopt a NIC created under its name.
+    // A HostNic without a NIC id yet may be about to adopt a NIC created under its name, or
+    // under its batch's name.
     let adopting: HashSet<&str> = owners
         .iter()
         .filter(|o| o.nic_id.is_none())
-        .map(|o| o.uid.as_str())
+        .flat_map(|o| std::iter::once(o.uid.as_str()).chain(o.batch.as_deref()))
         .collect();
     let busy: HashSet<&str> = running_jobs
         .iter()
@@ -205,6 +211,7 @@ impl Collector {
                 uid: h.uid().unwrap_or_default(),
                 nic_id: h.status.as_ref().and_then(|s| s.nic_id.clone()),
                 phase: h.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+                batch: BatchTag::of(h).map(|t| t.id),
             })
             .collect();
         let prefix = ctx.settings.nic_prefix.clone();
@@ -444,6 +451,7 @@ mod tests {
             uid: uid.into(),
             nic_id: nic_id.map(str::to_string),
             phase,
+            batch: None,
         }
     }
 
@@ -556,6 +564,64 @@ mod tests {
         let v = decide(&cloud, &owners, &jobs, P, &all, GRACE, now());
         assert!(v.collect.is_empty(), "{v:?}");
         assert!(v.suspects.is_empty());
+    }
+
+    #[test]
+    fn batch_nics_are_kept_while_a_member_waits_for_one() {
+        const B: &str = "5f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1";
+        // Three NICs of batch B: two recorded by members, one for the member still waiting.
+        let cloud = [
+            nic("m1", &name(B), 0),
+            nic("m2", &name(B), 0),
+            nic("m3", &name(B), 0),
+        ];
+        let member = |n: &str, uid: &str, id: Option<&str>| Owner {
+            batch: Some(B.into()),
+            ..owner(n, uid, id, HostNicPhase::Attaching)
+        };
+        let waiting = [
+            member("a", U1, Some("m1")),
+            member("b", U2, Some("m2")),
+            member("c", U4, None),
+        ];
+        let all: HashSet<String> = ["m1", "m2", "m3"].iter().map(|s| s.to_string()).collect();
+        let v = decide(&cloud, &waiting, &[], P, &all, GRACE, now());
+        assert!(v.collect.is_empty() && v.suspects.is_empty(), "{v:?}");
+        // Once every member has its NIC, a surplus NIC of the batch is an orphan.
+        let done = [member("a", U1, Some("m1")), member("b", U2, Some("m2"))];
+        let v = decide(&cloud, &done, &[], P, &all, GRACE, now());
+        assert_eq!(
+            v.collect.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["m3"]
+        );
+    }
+
+    #[test]
+    fn another_clusters_batch_nics_are_never_collected() {
+        const B: &str = "5f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f1";
+        // `c1-eu`'s batch, and a NIC of ours named after the same batch id.
+        let cloud = [
+            nic("m1", &format!("hostnic-c1-eu-{B}"), 0),
+            nic("m2", &format!("hostnic-c1-eu-{B}"), 0),
+            nic("m3", &name(B), 0),
+        ];
+        let all: HashSet<String> = ["m1", "m2", "m3"].iter().map(|s| s.to_string()).collect();
+        for _ in 0..2 {
+            let v = decide(&cloud, &[], &[], P, &all, GRACE, now());
+            assert_eq!(
+                v.collect.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+                ["m3"]
+            );
+            assert!(!v.suspects.contains("m1") && !v.suspects.contains("m2"));
+        }
+        // In c1-eu's own pass, its waiting member keeps its batch's NICs, and ours is never
+        // its to collect.
+        let theirs = [Owner {
+            batch: Some(B.into()),
+            ..owner("x", U1, None, HostNicPhase::Creating)
+        }];
+        let v = decide(&cloud, &theirs, &[], "hostnic-c1-eu-", &all, GRACE, now());
+        assert!(v.collect.is_empty(), "{v:?}");
     }
 
     #[test]

@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         cloud_burst,
         max_attach_batch,
         max_detach_batch,
+        max_create_batch: _,
         batch_window_ms,
         batch_round_wait_ms,
         job_poll_seconds: _,

@@ -7,6 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use hostnic_crds::{
+    HostNic, HostNicSpec, NIC_FINALIZER, NODE_LABEL, NicRole, POOL_LABEL, ROLE_LABEL, VXNET_LABEL,
+};
+use kube::ResourceExt;
+use kube::api::PostParams;
 
 const T: Duration = Duration::from_secs(60);
 const NODE: &str = "i-node0001";
@@ -40,6 +45,88 @@ async fn a_pool_of_30_fills_with_one_attach_per_five_nics() {
         calls.action("DescribeJobs")
     );
     assert_eq!(calls.action("AttachNics"), 6, "30 NICs, 5 per AttachNics");
+    env.shutdown().await;
+}
+
+/// The NICs a pool pass adds in one vxnet, across nodes, share one CreateNics (count 12), not
+/// one each; every node still gets its own, each NIC exactly one HostNic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_of_3_on_4_nodes_is_created_with_one_create_nics() {
+    const NODES: [&str; 4] = ["i-node0001", "i-node0002", "i-node0003", "i-node0004"];
+    let mut setup = limited();
+    setup.nodes = NODES.iter().map(|n| (*n, VX_A)).collect();
+    let mut env = Env::start(setup).await;
+    env.start_operator();
+    env.create_pool("wide", spec(&[VX_A], 3)).await;
+    env.converged("wide", &NODES, 3, T).await;
+    let calls = env.sim.calls();
+    eprintln!(
+        "fill of 4 x 3: CreateNics {}, AttachNics {}, DescribeNics {}, DescribeJobs {}, total {}",
+        calls.action("CreateNics"),
+        calls.action("AttachNics"),
+        calls.action("DescribeNics"),
+        calls.action("DescribeJobs"),
+        calls.total
+    );
+    assert_eq!(
+        calls.action("CreateNics"),
+        1,
+        "12 NICs in one vxnet, one batch"
+    );
+    assert_eq!(calls.action("AttachNics"), 4, "one AttachNics per node");
+    env.delete_pool("wide").await;
+    eventually("pool and NICs gone", T, || async {
+        env.pool("wide").await.is_none() && env.cloud_nics().is_empty()
+    })
+    .await;
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
+/// A HostNic made by an older operator (no create batch) keeps its own NIC, named after its
+/// uid, created and adopted as before; the pool counts it and creates nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostnic_without_a_batch_gets_a_nic_of_its_own() {
+    let mut env = Env::start(limited()).await;
+    let mut old = HostNic::new(
+        "old-i-node0001-abcde",
+        HostNicSpec {
+            pool: "old".into(),
+            node: NODE.into(),
+            vxnet: VX_A.into(),
+            role: NicRole::Pod,
+        },
+    );
+    old.metadata.labels = Some(
+        [
+            (NODE_LABEL, NODE),
+            (POOL_LABEL, "old"),
+            (VXNET_LABEL, VX_A),
+            (ROLE_LABEL, "Pod"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
+    old.metadata.finalizers = Some(vec![NIC_FINALIZER.to_string()]);
+    let old = env
+        .hostnics()
+        .create(&PostParams::default(), &old)
+        .await
+        .expect("create HostNic");
+    env.start_operator();
+    env.create_pool("old", spec(&[VX_A], 1)).await;
+    env.converged("old", &[NODE], 1, T).await;
+    let own = format!("{PREFIX}{}", old.uid().expect("uid"));
+    let cloud = env.cloud_nics();
+    assert_eq!(cloud.len(), 1, "{cloud:?}");
+    assert_eq!(cloud[0].1, own);
+    assert_eq!(env.sim.calls().action("CreateNics"), 1);
+    env.delete_pool("old").await;
+    eventually("pool and NIC gone", T, || async {
+        env.pool("old").await.is_none() && env.cloud_nics().is_empty()
+    })
+    .await;
     env.shutdown().await;
 }
 

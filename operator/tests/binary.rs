@@ -93,7 +93,9 @@ async fn binary_runs_serves_and_stops_on_sigterm() {
     let metrics = http_get(port, "/metrics").expect("metrics");
     for needle in [
         "hostnic_operator_leader 1",
-        "hostnic_operator_cloud_calls_total{action=\"CreateNics\",result=\"ok\"} 2",
+        // Both NICs from one create batch.
+        "hostnic_operator_cloud_calls_total{action=\"CreateNics\",result=\"ok\"} 1",
+        "hostnic_operator_nics_created_total 2",
         "hostnic_operator_pool_nics{pool=\"web\",node=\"i-node0001\",state=\"available\"} 2",
         "qingcloud_api_requests_total{action=\"AttachNics\"}",
         "hostnic_operator_reconcile_duration_seconds_count{controller=\"hostnic\"}",

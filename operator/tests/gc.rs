@@ -100,13 +100,14 @@ impl CloudApi for ListingMisses {
             Ok(nics)
         })
     }
-    fn create_nic(
+    fn create_nics(
         &self,
         v: String,
         n: String,
+        c: u32,
         p: Priority,
-    ) -> BoxFuture<'_, CloudResult<CreatedNic>> {
-        self.inner.create_nic(v, n, p)
+    ) -> BoxFuture<'_, CloudResult<Vec<CreatedNic>>> {
+        self.inner.create_nics(v, n, c, p)
     }
     fn attach_nics(
         &self,

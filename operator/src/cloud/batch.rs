@@ -519,10 +519,10 @@ mod tests {
         let mut out = Vec::new();
         for i in 0..n {
             let c = cloud
-                .create_nic("vxnet-a".into(), format!("n{i}"), Priority::Refill)
+                .create_nics("vxnet-a".into(), format!("n{i}"), 1, Priority::Refill)
                 .await
                 .unwrap();
-            out.push(c.id);
+            out.extend(c.into_iter().map(|c| c.id));
         }
         out
     }

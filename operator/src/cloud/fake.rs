@@ -255,45 +255,54 @@ impl CloudApi for FakeCloud {
         })
     }
 
-    fn create_nic(
+    fn create_nics(
         &self,
         vxnet: String,
         name: String,
+        count: u32,
         _: Priority,
-    ) -> BoxFuture<'_, CloudResult<CreatedNic>> {
+    ) -> BoxFuture<'_, CloudResult<Vec<CreatedNic>>> {
         Box::pin(async move {
             self.enter("CreateNics")?;
             let mut s = self.lock();
-            s.seq += 1;
-            let seq = s.seq;
-            let Some((v, used)) = s.vxnets.get_mut(&vxnet) else {
+            let Some((v, _)) = s.vxnets.get(&vxnet) else {
                 return Err(CloudError::from_code("CreateNics", 2100, "no such vxnet"));
             };
-            if v.available_ips == 0 {
+            // All or nothing, as the API: a count the vxnet cannot hold creates none.
+            if v.available_ips < count {
                 return Err(CloudError::from_code("CreateNics", 5200, "vxnet exhausted"));
             }
-            v.available_ips -= 1;
-            *used += 1;
-            let prefix = v.cidr.clone().unwrap_or_default();
-            let base = prefix.split('.').take(2).collect::<Vec<_>>().join(".");
-            let ip = format!("{base}.{}.{}", (*used / 250) + 1, (*used % 250) + 2);
-            let id = mac(seq);
-            s.nics.insert(
-                id.clone(),
-                Nic {
-                    id: id.clone(),
-                    name,
-                    state: NicState::Available,
-                    instance: None,
-                    vxnet,
-                    private_ip: Some(ip.clone()),
-                    created: Some(Timestamp::now()),
-                },
-            );
-            Ok(CreatedNic {
-                id,
-                private_ip: Some(ip),
-            })
+            let mut created = Vec::new();
+            for _ in 0..count {
+                s.seq += 1;
+                let seq = s.seq;
+                let Some((v, used)) = s.vxnets.get_mut(&vxnet) else {
+                    break;
+                };
+                v.available_ips -= 1;
+                *used += 1;
+                let prefix = v.cidr.clone().unwrap_or_default();
+                let base = prefix.split('.').take(2).collect::<Vec<_>>().join(".");
+                let ip = format!("{base}.{}.{}", (*used / 250) + 1, (*used % 250) + 2);
+                let id = mac(seq);
+                s.nics.insert(
+                    id.clone(),
+                    Nic {
+                        id: id.clone(),
+                        name: name.clone(),
+                        state: NicState::Available,
+                        instance: None,
+                        vxnet: vxnet.clone(),
+                        private_ip: Some(ip.clone()),
+                        created: Some(Timestamp::now()),
+                    },
+                );
+                created.push(CreatedNic {
+                    id,
+                    private_ip: Some(ip),
+                });
+            }
+            Ok(created)
         })
     }
 

@@ -60,13 +60,17 @@ impl CloudApi for Gate {
         self.guard("DescribeNics", self.inner.describe_nics(query, prio))
     }
 
-    fn create_nic(
+    fn create_nics(
         &self,
         vxnet: String,
         name: String,
+        count: u32,
         prio: Priority,
-    ) -> BoxFuture<'_, CloudResult<CreatedNic>> {
-        self.guard("CreateNics", self.inner.create_nic(vxnet, name, prio))
+    ) -> BoxFuture<'_, CloudResult<Vec<CreatedNic>>> {
+        self.guard(
+            "CreateNics",
+            self.inner.create_nics(vxnet, name, count, prio),
+        )
     }
 
     fn attach_nics(
@@ -144,12 +148,12 @@ mod tests {
         cloud.add_vxnet("vxnet-a", 10);
         let term = CancellationToken::new();
         let gate = Gate::new(cloud.clone(), term.clone());
-        gate.create_nic("vxnet-a".into(), "n0".into(), Priority::Refill)
+        gate.create_nics("vxnet-a".into(), "n0".into(), 1, Priority::Refill)
             .await
             .expect("inside the term");
         term.cancel();
         let after = gate
-            .create_nic("vxnet-a".into(), "n1".into(), Priority::Refill)
+            .create_nics("vxnet-a".into(), "n1".into(), 1, Priority::Refill)
             .await;
         assert!(after.is_err_and(|e| e.outcome_unknown()));
         let describe = gate.describe_nics(NicQuery::All, Priority::Refill).await;

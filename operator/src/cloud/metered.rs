@@ -69,18 +69,19 @@ impl CloudApi for Metered {
         })
     }
 
-    fn create_nic(
+    fn create_nics(
         &self,
         vxnet: String,
         name: String,
+        count: u32,
         prio: Priority,
-    ) -> BoxFuture<'_, CloudResult<CreatedNic>> {
+    ) -> BoxFuture<'_, CloudResult<Vec<CreatedNic>>> {
         Box::pin(async move {
-            let r = self.inner.create_nic(vxnet, name, prio).await;
+            let r = self.inner.create_nics(vxnet, name, count, prio).await;
             self.record("CreateNics", &r);
             self.watch_outcome(&r);
-            if r.is_ok() {
-                self.metrics.created(1);
+            if let Ok(nics) = &r {
+                self.metrics.created(nics.len() as u64);
             }
             r
         })

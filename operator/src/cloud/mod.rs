@@ -249,13 +249,14 @@ pub trait CloudApi: Send + Sync + fmt::Debug {
         query: NicQuery,
         prio: Priority,
     ) -> BoxFuture<'_, CloudResult<Vec<Nic>>>;
-    /// CreateNics with `count` 1 (each HostNic names its NIC after itself).
-    fn create_nic(
+    /// CreateNics: `count` new NICs in `vxnet`, all named `name` (a create batch's name).
+    fn create_nics(
         &self,
         vxnet: String,
         name: String,
+        count: u32,
         prio: Priority,
-    ) -> BoxFuture<'_, CloudResult<CreatedNic>>;
+    ) -> BoxFuture<'_, CloudResult<Vec<CreatedNic>>>;
     /// AttachNics: returns the job id.
     fn attach_nics(
         &self,

@@ -165,27 +165,28 @@ impl CloudApi for QingCloud {
         })
     }
 
-    fn create_nic(
+    fn create_nics(
         &self,
         vxnet: String,
         name: String,
+        count: u32,
         prio: Priority,
-    ) -> BoxFuture<'_, CloudResult<CreatedNic>> {
+    ) -> BoxFuture<'_, CloudResult<Vec<CreatedNic>>> {
         Box::pin(async move {
             let a = "CreateNics";
             let vx = VxnetId::parse(&vxnet).map_err(|_| bad_id(a, &vxnet))?;
-            let mut nics = self
+            let nics = self
                 .at(prio)
-                .create_nics(&vx, 1, Some(&name))
+                .create_nics(&vx, count, Some(&name))
                 .await
                 .map_err(|e| convert(a, e))?;
-            let n = nics
-                .pop()
-                .ok_or_else(|| CloudError::transient(a, "CreateNics returned no NIC"))?;
-            Ok(CreatedNic {
-                id: n.id.as_str().to_string(),
-                private_ip: n.private_ip.map(|ip| ip.to_string()),
-            })
+            Ok(nics
+                .into_iter()
+                .map(|n| CreatedNic {
+                    id: n.id.as_str().to_string(),
+                    private_ip: n.private_ip.map(|ip| ip.to_string()),
+                })
+                .collect())
         })
     }
 

@@ -173,13 +173,14 @@ mod tests {
         fn describe_nics(&self, q: NicQuery, p: Priority) -> BoxFuture<'_, CloudResult<Vec<Nic>>> {
             self.0.describe_nics(q, p)
         }
-        fn create_nic(
+        fn create_nics(
             &self,
             v: String,
             n: String,
+            c: u32,
             p: Priority,
-        ) -> BoxFuture<'_, CloudResult<CreatedNic>> {
-            self.0.create_nic(v, n, p)
+        ) -> BoxFuture<'_, CloudResult<Vec<CreatedNic>>> {
+            self.0.create_nics(v, n, c, p)
         }
         fn attach_nics(
             &self,

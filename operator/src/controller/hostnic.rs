@@ -1,7 +1,9 @@
 //! The HostNic controller: drives one HostNic's cloud NIC through its lifecycle (CONTRACT.md).
 //! Every step records its intent in the HostNic status before the cloud call it announces, so
 //! a crash anywhere leaves a state the next reconcile can finish: a NIC created just before a
-//! crash is found by its name (`hostnic-<cluster>-<uid>`) and adopted, never duplicated.
+//! crash is found by its name and adopted, never duplicated. A HostNic of a create batch gets
+//! its NIC from the batch (`hostnic-<cluster>-<batch>`, see [`super::create_batch`]); one
+//! without (made by an older operator) has a NIC of its own, `hostnic-<cluster>-<uid>`.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
 use std::time::Duration;
 
+use super::create_batch::{self, BatchTag, Claim, Want};
 use super::{Context, RETAIN_ANNOTATION};
 use crate::cloud::{CloudError, CloudErrorKind, JobState, Nic, NicQuery, NicState, Priority};
 use crate::error::{Error, Result};
@@ -47,6 +50,9 @@ pub async fn reconcile(nic: Arc<HostNic>, ctx: Arc<Context>) -> Result<Action> {
                         // Its finalizer goes: whatever its round still expected, it is not coming.
                         ctx.batch.forget(&nic.name_any());
                         ctx.link_wait.done(&nic.name_any());
+                        if let Some(tag) = BatchTag::of(&nic) {
+                            ctx.create_batches.settle(&tag, &nic.name_any()).await;
+                        }
                     }
                     done
                 }
@@ -63,7 +69,7 @@ pub fn error_policy(nic: Arc<HostNic>, error: &Error, ctx: Arc<Context>) -> Acti
     super::error_policy(NAME, nic.as_ref(), error, &ctx)
 }
 
-/// Cloud name of a HostNic's NIC.
+/// Cloud name of the NIC of a HostNic without a create batch (and of a retained NIC).
 pub fn nic_name(ctx: &Context, nic: &HostNic) -> String {
     format!(
         "{}{}",
@@ -404,16 +410,16 @@ async fn quarantine_of(ctx: &Context, nic: &HostNic) -> Duration {
     Duration::from_secs(u64::from(secs))
 }
 
-/// Creating: adopts the NIC created under our name (`look_up`), or creates it; then records
-/// Attaching with the NIC's facts (the intent of the attach). Returns the NIC as the cloud
-/// just described it; None: the HostNic failed or its node is gone.
+/// Creating: takes its NIC from its create batch, or (without a batch) adopts the NIC created
+/// under its name (`look_up`) or creates it; then records Attaching with the NIC's facts (the
+/// intent of the attach). Returns the NIC as the cloud just described it; None: the HostNic
+/// failed or its node is gone.
 async fn find_or_create(
     ctx: &Context,
     cur: &HostNic,
     prio: Priority,
     look_up: bool,
 ) -> Result<Option<(HostNic, Nic)>> {
-    let name = nic_name(ctx, cur);
     let vxnet = cur.spec.vxnet.clone();
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let Some(node) = nodes
@@ -433,59 +439,24 @@ async fn find_or_create(
         .await?
         .into_iter()
         .next();
-    let found = if look_up {
-        ctx.cloud
-            .describe_nics(NicQuery::Name(name.clone()), prio)
-            .await?
-    } else {
-        Vec::new()
-    };
-    let nic = match found.into_iter().min_by(|a, b| a.id.cmp(&b.id)) {
-        Some(n) => {
-            tracing::info!(nic = %n.id, "adopting NIC created before a restart");
-            n
-        }
-        None => {
-            ctx.checkpoint.step("CreateNics").await;
-            match ctx
-                .cloud
-                .create_nic(vxnet.clone(), name.clone(), prio)
-                .await
-            {
-                Ok(c) => Nic {
-                    id: c.id,
-                    name,
-                    state: NicState::Available,
-                    instance: None,
-                    vxnet: vxnet.clone(),
-                    private_ip: c.private_ip,
-                    created: Some(Timestamp::now()),
-                },
-                Err(e)
-                    if matches!(
-                        e.kind,
-                        CloudErrorKind::Throttled | CloudErrorKind::Transient
-                    ) =>
-                {
-                    return Err(e.into());
-                }
-                Err(e) => {
-                    if matches!(e.kind, CloudErrorKind::Capacity | CloudErrorKind::Refused) {
-                        ctx.facts.mark_exhausted(&vxnet);
-                    }
-                    if e.kind == CloudErrorKind::QuotaExceeded {
-                        ctx.facts.hold_quota();
-                    }
-                    let reason = match e.kind {
-                        CloudErrorKind::Capacity => "VxnetExhausted",
-                        CloudErrorKind::QuotaExceeded => "QuotaExceeded",
-                        _ => "CreateRefused",
-                    };
-                    fail(ctx, cur, reason, e.to_string()).await?;
-                    return Ok(None);
-                }
+    let tag = BatchTag::of(cur);
+    let nic = match &tag {
+        Some(tag) => match create_batch::claim(ctx, cur, tag, Want::Create, prio).await? {
+            Claim::Nic(n) => n,
+            Claim::Refused(e) => {
+                create_refused(ctx, cur, e).await?;
+                return Ok(None);
             }
-        }
+            // `Want::Create` always ends with a NIC or a refusal.
+            Claim::Nothing => return Ok(None),
+        },
+        None => match own_nic(ctx, cur, prio, look_up).await? {
+            Ok(n) => n,
+            Err(e) => {
+                create_refused(ctx, cur, e).await?;
+                return Ok(None);
+            }
+        },
     };
     let generation = cur.metadata.generation;
     let next = write_result(ctx, cur, |s| {
@@ -509,7 +480,81 @@ async fn find_or_create(
         );
     })
     .await?;
+    if let Some(tag) = &tag {
+        ctx.create_batches.settle(tag, &next.name_any()).await;
+    }
     Ok(Some((next, nic)))
+}
+
+/// The NIC of a HostNic without a create batch: the one created under its name (`look_up`),
+/// or a new one. Err: the CreateNics refusal (throttled and transient failures are errors).
+async fn own_nic(
+    ctx: &Context,
+    cur: &HostNic,
+    prio: Priority,
+    look_up: bool,
+) -> Result<std::result::Result<Nic, CloudError>> {
+    let name = nic_name(ctx, cur);
+    let vxnet = cur.spec.vxnet.clone();
+    let found = if look_up {
+        ctx.cloud
+            .describe_nics(NicQuery::Name(name.clone()), prio)
+            .await?
+    } else {
+        Vec::new()
+    };
+    if let Some(n) = found.into_iter().min_by(|a, b| a.id.cmp(&b.id)) {
+        tracing::info!(nic = %n.id, "adopting NIC created before a restart");
+        return Ok(Ok(n));
+    }
+    ctx.checkpoint.step("CreateNics").await;
+    match ctx
+        .cloud
+        .create_nics(vxnet.clone(), name.clone(), 1, prio)
+        .await
+    {
+        Ok(created) => {
+            let c = created
+                .into_iter()
+                .next()
+                .ok_or_else(|| CloudError::transient("CreateNics", "CreateNics returned no NIC"))?;
+            Ok(Ok(Nic {
+                id: c.id,
+                name,
+                state: NicState::Available,
+                instance: None,
+                vxnet,
+                private_ip: c.private_ip,
+                created: Some(Timestamp::now()),
+            }))
+        }
+        Err(e)
+            if matches!(
+                e.kind,
+                CloudErrorKind::Throttled | CloudErrorKind::Transient
+            ) =>
+        {
+            Err(e.into())
+        }
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// A refused CreateNics: marks what it says about the vxnet or the quota, and fails the
+/// HostNic with the reason (the pool replaces it once the cloud allows).
+async fn create_refused(ctx: &Context, cur: &HostNic, e: CloudError) -> Result<Action> {
+    if matches!(e.kind, CloudErrorKind::Capacity | CloudErrorKind::Refused) {
+        ctx.facts.mark_exhausted(&cur.spec.vxnet);
+    }
+    if e.kind == CloudErrorKind::QuotaExceeded {
+        ctx.facts.hold_quota();
+    }
+    let reason = match e.kind {
+        CloudErrorKind::Capacity => "VxnetExhausted",
+        CloudErrorKind::QuotaExceeded => "QuotaExceeded",
+        _ => "CreateRefused",
+    };
+    fail(ctx, cur, reason, e.to_string()).await
 }
 
 /// Reason of the Attached=False condition recorded with a new NIC's id.
@@ -574,6 +619,16 @@ async fn refused(ctx: &Context, cur: &HostNic, instance: String, e: CloudError) 
     }
 }
 
+/// A batch member still Pending may have had a NIC created for it (its batch's CreateNics
+/// covers every live member): it looks for one left over, as a Creating one does, instead of
+/// leaving it to GC.
+fn batch_cleanup_step(step: CleanupStep, phase: HostNicPhase, batched: bool) -> CleanupStep {
+    match step {
+        CleanupStep::Forget if batched && phase == HostNicPhase::Pending => CleanupStep::FindByName,
+        step => step,
+    }
+}
+
 async fn node_exists(ctx: &Context, name: &str) -> Result<bool> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     Ok(nodes
@@ -601,7 +656,7 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
             CleanupStep::WaitRelease | CleanupStep::WaitLinkHome => {
                 cleanup_step(&f, node_exists(ctx, &cur.spec.node).await?)
             }
-            step => step,
+            step => batch_cleanup_step(step, status.phase, BatchTag::of(&cur).is_some()),
         };
         // Both waits poll: a deleted Node wakes no HostNic, and it ends them.
         match step {
@@ -611,11 +666,23 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
             }
             CleanupStep::Forget => return Ok(Action::await_change()),
             CleanupStep::FindByName => {
-                let found = ctx
-                    .cloud
-                    .describe_nics(NicQuery::Name(nic_name(ctx, &cur)), prio)
-                    .await?;
-                let Some(n) = found.into_iter().min_by(|a, b| a.id.cmp(&b.id)) else {
+                let found = match BatchTag::of(&cur) {
+                    // A NIC of its batch left for it (created for it before a crash, or after
+                    // it was deleted) is deleted with it rather than left to GC.
+                    Some(tag) => {
+                        match create_batch::claim(ctx, &cur, &tag, Want::Leftover, prio).await? {
+                            Claim::Nic(n) => Some(n),
+                            Claim::Nothing | Claim::Refused(_) => None,
+                        }
+                    }
+                    None => ctx
+                        .cloud
+                        .describe_nics(NicQuery::Name(nic_name(ctx, &cur)), prio)
+                        .await?
+                        .into_iter()
+                        .min_by(|a, b| a.id.cmp(&b.id)),
+                };
+                let Some(n) = found else {
                     return Ok(Action::await_change());
                 };
                 cur = write(ctx, &cur, |s| {
@@ -709,4 +776,28 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
         }
     }
     Err(Error::Waiting("cleanup continues"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_batch_member_looks_for_its_leftover() {
+        let forget = CleanupStep::Forget;
+        assert_eq!(
+            batch_cleanup_step(forget.clone(), HostNicPhase::Pending, true),
+            CleanupStep::FindByName
+        );
+        // Without a batch, nothing was ever created for a Pending HostNic.
+        assert_eq!(
+            batch_cleanup_step(forget.clone(), HostNicPhase::Pending, false),
+            forget
+        );
+        // A Failed member takes no NIC of its batch.
+        assert_eq!(
+            batch_cleanup_step(forget.clone(), HostNicPhase::Failed, true),
+            forget
+        );
+    }
 }

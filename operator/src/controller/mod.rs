@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod cache;
+pub mod create_batch;
 pub mod hostnic;
 pub mod link_wait;
 pub mod nicpool;
@@ -84,6 +85,8 @@ pub struct Context {
     pub cloud: Arc<dyn CloudApi>,
     /// Batched single-NIC calls.
     pub batch: Batcher,
+    /// Create batches: one CreateNics for the NICs a pool pass adds in a vxnet.
+    pub create_batches: create_batch::Batches,
     /// Event recorder.
     pub recorder: Recorder,
     /// Metrics.
@@ -147,6 +150,7 @@ impl Context {
             checkpoint: op.checkpoint.clone(),
             backoff: backoff::Backoff::new(op.settings.backoff_max),
             link_wait: link_wait::LinkWait::default(),
+            create_batches: create_batch::Batches::default(),
         }
     }
 

@@ -20,6 +20,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
 use rand::Rng;
 
+use super::create_batch::BatchTag;
 use super::{Context, RETAIN_ANNOTATION};
 use crate::cloud::Priority;
 use crate::error::{Error, Result};
@@ -80,8 +81,9 @@ fn phase(h: &HostNic) -> HostNicPhase {
     h.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
 
-/// A HostNic object for `node`, named `<pool>-<node>-<5 random>` (CONTRACT.md).
-fn new_hostnic(pool: &str, node: &str, vxnet: &str, role: NicRole) -> HostNic {
+/// A HostNic object for `node`, named `<pool>-<node>-<5 random>` (CONTRACT.md), member of
+/// create batch `batch`.
+fn new_hostnic(pool: &str, node: &str, vxnet: &str, role: NicRole, batch: &BatchTag) -> HostNic {
     let suffix: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
         .take(5)
@@ -109,6 +111,8 @@ fn new_hostnic(pool: &str, node: &str, vxnet: &str, role: NicRole) -> HostNic {
     ]));
     // Created with its finalizer, so no cloud call can ever happen for an object without one.
     h.metadata.finalizers = Some(vec![NIC_FINALIZER.to_string()]);
+    // The batch is the intent of its CreateNics, durable before any cloud call.
+    batch.mark(&mut h);
     h
 }
 
@@ -253,12 +257,23 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     }
 
     // Act. What a pass creates (deletes) on a node is one round: attached (detached and
-    // deleted) in one call per batch limit, planned before the first member can ask.
+    // deleted) in one call per batch limit, planned before the first member can ask. What it
+    // creates in a vxnet, across nodes, is created in batches: one CreateNics each.
+    let new_vxnets: Vec<&str> = decisions
+        .iter()
+        .flat_map(|(_, d)| d.create.iter().map(|n| n.vxnet.as_str()))
+        .collect();
+    // Its members are all created (or the pass failed) when it drops: then they may create.
+    let planned = ctx
+        .create_batches
+        .plan(&new_vxnets, settings.max_create_batch);
+    let mut batches = planned.tags.iter();
     for (_, d) in &decisions {
         let node_name = &d.status.node;
         let instance = d.status.instance.as_deref();
-        for new in &d.create {
-            let h = new_hostnic(&name, node_name, &new.vxnet, new.role);
+        // One tag per NIC to create, in the same order.
+        for (new, batch) in d.create.iter().zip(batches.by_ref()) {
+            let h = new_hostnic(&name, node_name, &new.vxnet, new.role, batch);
             let member = h.name_any();
             if let Some(i) = instance {
                 ctx.batch.plan_attach(i, [member.clone()]);
@@ -285,6 +300,7 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
             tracing::info!(node = %node_name, create = d.create.len(), delete = d.delete.len(), "resizing node pool");
         }
     }
+    drop(planned);
     let total_created: usize = decisions.iter().map(|(_, d)| d.create.len()).sum();
     let total_deleted: usize = decisions.iter().map(|(_, d)| d.delete.len()).sum();
     if total_created > 0 {

@@ -20,6 +20,7 @@ use hostnic_operator::cloud::CloudApi;
 use hostnic_operator::cloud::batch::BatchConfig;
 use hostnic_operator::cloud::qingcloud::QingCloud;
 use hostnic_operator::controller::Checkpoint;
+use hostnic_operator::controller::create_batch::BatchTag;
 use hostnic_operator::metrics::Metrics;
 use hostnic_operator::run::{LeaseConfig, Operator};
 use jiff::Timestamp;
@@ -96,6 +97,7 @@ pub fn test_settings() -> Settings {
         backoff_permanent: Duration::from_secs(1),
         backoff_max: Duration::from_secs(5),
         visibility_grace: Duration::from_secs(30),
+        max_create_batch: production_settings().max_create_batch,
     }
 }
 
@@ -378,29 +380,19 @@ impl Env {
         })
     }
 
-    /// No two cloud NICs share an owner's name (a create was never repeated blindly), unless
-    /// the simulator hid a new NIC on purpose.
-    pub fn assert_no_duplicate_names(&self) {
-        let cloud = self.cloud_nics();
-        let names: HashSet<&String> = cloud.iter().map(|(_, n)| n).collect();
-        assert_eq!(
-            names.len(),
-            cloud.len(),
-            "two cloud NICs share a name: {cloud:?}"
-        );
+    /// No cloud name has more NICs than its owners asked for (a create was never repeated
+    /// blindly): one for a HostNic's own name, its batch's size for a create batch's name.
+    pub async fn assert_no_duplicate_names(&self) {
+        let hostnics = self.all_hostnics().await;
+        assert_names(&self.cloud_nics(), &hostnics);
     }
 
     /// The invariants: cloud NICs == HostNics' NICs, no duplicates on either side.
     pub async fn assert_invariants(&self) {
         let cloud = self.cloud_nics();
         let cloud_ids: HashSet<String> = cloud.iter().map(|(i, _)| i.clone()).collect();
-        let names: HashSet<&String> = cloud.iter().map(|(_, n)| n).collect();
-        assert_eq!(
-            names.len(),
-            cloud.len(),
-            "two cloud NICs share a name: {cloud:?}"
-        );
         let hn = self.all_hostnics().await;
+        assert_names(&cloud, &hn);
         let ids: Vec<String> = hn
             .iter()
             .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.clone()))
@@ -557,6 +549,33 @@ impl Env {
         if let Ok(sim) = Arc::try_unwrap(self.sim) {
             sim.shutdown().await;
         }
+    }
+}
+
+/// Asserts that no cloud name (of `cloud`: id, name) has more NICs than asked for by its
+/// owners among `hostnics`: one per HostNic name, the batch's size per create batch name.
+fn assert_names(cloud: &[(String, String)], hostnics: &[HostNic]) {
+    let mut allowed: BTreeMap<String, u32> = BTreeMap::new();
+    for h in hostnics {
+        match BatchTag::of(h) {
+            Some(tag) => {
+                allowed.insert(tag.nic_name(PREFIX), tag.size.max(1));
+            }
+            None => {
+                allowed.insert(format!("{PREFIX}{}", h.uid().unwrap_or_default()), 1);
+            }
+        }
+    }
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    for (_, name) in cloud {
+        *seen.entry(name.as_str()).or_default() += 1;
+    }
+    for (name, n) in seen {
+        let max = allowed.get(name).copied().unwrap_or(1);
+        assert!(
+            n <= max,
+            "{n} cloud NICs share the name {name} (at most {max}): {cloud:?}"
+        );
     }
 }
 
