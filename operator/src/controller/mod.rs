@@ -14,6 +14,7 @@ pub mod cache;
 pub mod hostnic;
 pub mod link_wait;
 pub mod nicpool;
+pub mod status;
 pub mod taint;
 pub mod triggers;
 
@@ -84,8 +85,10 @@ pub struct Context {
     pub cloud: Arc<dyn CloudApi>,
     /// Batched single-NIC calls.
     pub batch: Batcher,
-    /// Event recorder.
+    /// Event recorder: the operator process's one, so repeats of an event become one series.
     pub recorder: Recorder,
+    /// What the NicPool status writer publishes next.
+    pub status: Arc<status::Board>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Tunables.
@@ -113,20 +116,15 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Builds the context of `op`'s controllers around the (metered) `cloud`.
+    /// Builds the context of `op`'s controllers around the (metered) `cloud`, publishing events
+    /// through `recorder` (see [`recorder`]).
     pub fn new(
         op: &crate::run::Operator,
         cloud: Arc<dyn CloudApi>,
         hostnics: Store<HostNic>,
+        recorder: Recorder,
     ) -> Self {
         let settings = op.settings.clone();
-        let recorder = Recorder::new(
-            op.client.clone(),
-            Reporter {
-                controller: "hostnic-operator".into(),
-                instance: Some(op.identity.clone()),
-            },
-        );
         Self {
             batch: Batcher::new(
                 cloud.clone(),
@@ -140,6 +138,7 @@ impl Context {
             client: op.client.clone(),
             cloud,
             recorder,
+            status: Arc::default(),
             metrics: op.metrics.clone(),
             settings,
             hostnics,
@@ -194,6 +193,19 @@ impl Context {
             tracing::warn!(%error, reason, "could not publish event");
         }
     }
+}
+
+/// The event recorder of an operator process. Kept for the whole process, across leadership
+/// terms: kube-runtime's `Recorder` turns a repeated event into one Event with a growing
+/// `series.count` only when the same instance (its cache) publishes the repeats.
+pub fn recorder(op: &crate::run::Operator) -> Recorder {
+    Recorder::new(
+        op.client.clone(),
+        Reporter {
+            controller: "hostnic-operator".into(),
+            instance: Some(op.identity.clone()),
+        },
+    )
 }
 
 /// Wait before the first retry, per error class; each further consecutive failure of the same
@@ -421,7 +433,7 @@ mod priority_tests {
                 &mut prometheus_client::registry::Registry::default(),
             )),
         };
-        let ctx = Context::new(&op, op.cloud.clone(), reader);
+        let ctx = Context::new(&op, op.cloud.clone(), reader, recorder(&op));
         assert_eq!(
             ctx.priority_for(&nic("a2", "a", HostNicPhase::Creating)),
             Priority::Refill
