@@ -208,6 +208,22 @@ pub fn recorder(op: &crate::run::Operator) -> Recorder {
     )
 }
 
+impl Context {
+    /// Publishes a Warning about `pool` by name (from a HostNic's failure: users look at the
+    /// pool). Best effort, like every event.
+    pub async fn warn_pool(&self, pool: &str, reason: &str, note: String, action: &str) {
+        let api: kube::Api<hostnic_crds::NicPool> = kube::Api::all(self.client.clone());
+        match api.get_opt(pool).await {
+            Ok(Some(p)) => {
+                self.event(&p, EventType::Warning, reason, note, action)
+                    .await
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, pool, "could not read the pool for an event"),
+        }
+    }
+}
+
 /// Wait before the first retry, per error class; each further consecutive failure of the same
 /// object doubles it (see [`backoff`]). Conflicts only mean a stale read: they start short.
 pub fn base_backoff(error: &Error, settings: &Settings) -> Duration {

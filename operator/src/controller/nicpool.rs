@@ -321,24 +321,6 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
             (s.node.clone(), (s.instance.clone(), s.gateways.clone()))
         })
         .collect();
-    for (_, d) in &decisions {
-        let s = &d.status;
-        for (state, v) in [
-            ("available", s.available),
-            ("bound", s.bound),
-            ("in_progress", s.in_progress),
-            ("failed", s.failed),
-        ] {
-            ctx.metrics
-                .pool_nics
-                .get_or_create(&crate::metrics::PoolLabels {
-                    pool: name.clone(),
-                    node: s.node.clone(),
-                    state,
-                })
-                .set(i64::from(v));
-        }
-    }
     let before = pool.status.clone().unwrap_or_default();
     let owned = Owned::new(pool.metadata.generation, false, conds.clone(), per_node);
     ctx.status.report(&name, owned);

@@ -1,5 +1,5 @@
-//! The NicPool status writer, the only one: it publishes counts and `Ready` a fraction of a
-//! second after a HostNic, Node or NicPool change, from the reflectors' stores (no LIST, no
+//! The NicPool status writer, the only one: it publishes counts and `Ready` (and the per-node
+//! count metrics) a fraction of a second after a HostNic, Node or NicPool change, from the reflectors' stores (no LIST, no
 //! cloud call), joined with what the last full reconcile owns, which the reconcile hands over
 //! on the [`Board`] instead of writing it. One writer, so the two never overwrite each other.
 
@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::Context;
 use crate::error::{Error, Result};
+use crate::metrics::PoolLabels;
 use crate::node;
 use crate::plan::conditions;
 use crate::plan::status::{NodeFacts, Owned, compose, fresh};
@@ -183,6 +184,24 @@ async fn publish(ctx: &Context, stores: &Stores, name: &str) -> Result<()> {
         .map(|h| (h.spec.node.clone(), super::nicpool::nic_view(h)))
         .collect();
     let counts = fresh(spec, &nodes, &nics);
+    for (_, s) in &counts.nodes {
+        for (state, v) in [
+            ("available", s.available),
+            ("bound", s.bound),
+            ("in_progress", s.in_progress),
+            ("failed", s.failed),
+        ] {
+            let labels = PoolLabels {
+                pool: name.to_string(),
+                node: s.node.clone(),
+                state,
+            };
+            ctx.metrics
+                .pool_nics
+                .get_or_create(&labels)
+                .set(i64::from(v));
+        }
+    }
     let current = pool.status.clone().unwrap_or_default();
     let generation = pool.metadata.generation;
     let next = compose(

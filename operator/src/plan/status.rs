@@ -26,8 +26,10 @@ pub struct NodeFacts {
 pub struct Fresh {
     /// Pool-wide counts.
     pub totals: Totals,
-    /// Counts per selected node, by node name (no instance, no gateways: the reconcile owns those).
-    pub nodes: Vec<NodePoolStatus>,
+    /// Counts per node with the pool's NICs or selected by it, by node name, and whether it is
+    /// selected (only those are published per node). No instance, no gateways: the reconcile
+    /// owns those.
+    pub nodes: Vec<(bool, NodePoolStatus)>,
     /// The `Ready` condition.
     pub ready: Cond,
 }
@@ -92,8 +94,8 @@ pub fn fresh(spec: &NicPoolSpec, nodes: &[NodeFacts], nics: &[(String, NicView)]
             totals.nodes += 1;
             warm = Some(warm.map_or(s.available, |w| w.min(s.available)));
             counted.push((s.available, !facts.can_grow));
-            per_node.push(s);
         }
+        per_node.push((selected.contains_key(name), s));
     }
     totals.warm_per_node = warm.unwrap_or(0);
     Fresh {
@@ -138,8 +140,9 @@ impl Owned {
 }
 
 /// The status to publish: the fresh counts and `Ready` over what the reconcile owns. Without an
-/// `owned` (a new leader before its first reconcile) the reconcile's fields stay as published,
-/// and an invalid spec stays invalid until the reconcile says otherwise.
+/// `owned` (a new leader before its first reconcile), or for a node it did not decide on, the
+/// reconcile's fields stay as published, and an invalid spec stays invalid until the reconcile
+/// says otherwise.
 pub fn compose(
     current: &NicPoolStatus,
     generation: Option<i64>,
@@ -166,16 +169,19 @@ pub fn compose(
     let node_status = fresh
         .nodes
         .iter()
-        .map(|n| {
-            let (instance, gateways) = match owned {
-                Some(o) => o.nodes.get(&n.node).cloned().unwrap_or_default(),
-                None => current
-                    .node_status
-                    .iter()
-                    .find(|c| c.node == n.node)
-                    .map(|c| (c.instance.clone(), c.gateways.clone()))
-                    .unwrap_or_default(),
-            };
+        .filter(|(selected, _)| *selected)
+        .map(|(_, n)| {
+            // A node the last reconcile did not see yet keeps what was published for it.
+            let (instance, gateways) = owned
+                .and_then(|o| o.nodes.get(&n.node).cloned())
+                .or_else(|| {
+                    current
+                        .node_status
+                        .iter()
+                        .find(|c| c.node == n.node)
+                        .map(|c| (c.instance.clone(), c.gateways.clone()))
+                })
+                .unwrap_or_default();
             NodePoolStatus {
                 instance,
                 gateways,

@@ -82,7 +82,8 @@ fn counts_per_node_and_totals() {
             failed: 1,
         }
     );
-    let a = &f.nodes[0];
+    let (selected, a) = &f.nodes[0];
+    assert!(selected);
     assert_eq!(
         (
             a.node.as_str(),
@@ -94,7 +95,8 @@ fn counts_per_node_and_totals() {
         ("a", 1, 1, 1, 1),
         "gateway NICs are not pod supply"
     );
-    assert_eq!(f.nodes.len(), 2);
+    let names: Vec<(bool, &str)> = f.nodes.iter().map(|(s, n)| (*s, n.node.as_str())).collect();
+    assert_eq!(names, vec![(true, "a"), (true, "b"), (false, "gone")]);
     assert!(f.ready.status);
 }
 
@@ -188,6 +190,18 @@ fn compose_keeps_what_the_reconcile_owns() {
         [("a".to_string(), (Some("i-a2".to_string()), vec![]))].into(),
     );
     assert!(owned.conds.iter().all(|c| c.type_ != "Ready"));
+    // A node newly selected, which that reconcile did not see: its published part stays.
+    let mut before = c.clone();
+    before.node_status.push(NodePoolStatus {
+        node: "b".into(),
+        instance: Some("i-b".into()),
+        gateways: vec![gateway()],
+        ..Default::default()
+    });
+    let two = fresh(&s, &[node("a"), node("b")], &[nic("a", "a1", Available)]);
+    let kept = compose(&before, Some(4), &two, Some(&owned), t(300));
+    assert_eq!(kept.node_status[1].gateways, vec![gateway()]);
+    assert_eq!(kept.node_status[1].instance.as_deref(), Some("i-b"));
     let c = compose(&c, Some(4), &f, Some(&owned), t(300));
     assert_eq!(c.observed_generation, Some(4));
     assert_eq!(c.node_status[0].instance.as_deref(), Some("i-a2"));
