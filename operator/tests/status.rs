@@ -248,6 +248,11 @@ async fn each_claim_and_release_shows_within_a_second() {
         .flat_map(|i| NODES.map(|n| (n, free_nics(&nics, n)[i].clone())))
         .collect();
     let poller = Poller::start(&kubectl);
+    // kubectl's first calls fetch the API discovery; flips start once the polls are steady.
+    eventually("kubectl polls", T, || async {
+        poller.polls().len() >= 2 * POLLERS as usize
+    })
+    .await;
     let (watching, seen) = watch_pool(&env);
     let slow = slow_creates(&env);
     let mut flips = Vec::new();
