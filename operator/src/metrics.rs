@@ -73,7 +73,7 @@ impl GcLabels {
 }
 
 /// The condition types of a NicPool's status.
-const POOL_CONDITIONS: [&str; 3] = ["Ready", "Progressing", "Degraded"];
+pub const POOL_CONDITIONS: [&str; 3] = ["Ready", "Progressing", "Degraded"];
 
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))

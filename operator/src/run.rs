@@ -1,16 +1,17 @@
-//! Wiring: the two controllers, GC and leader election around one `Context`. `main` builds an
+//! Wiring: the two controllers, the status writer, GC and leader election around one `Context`. `main` builds an
 //! [`Operator`] from flags; tests build one around the in-memory API server and a cloud of
 //! their choice.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hostnic_crds::{HostNic, NicPool};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::runtime::controller::{Config, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,7 @@ use crate::cloud::batch::BatchConfig;
 use crate::cloud::gate::Gate;
 use crate::cloud::metered::Metered;
 use crate::controller::triggers::NodeFilter;
-use crate::controller::{Checkpoint, Context, hostnic, nicpool};
+use crate::controller::{Checkpoint, Context, hostnic, nicpool, status};
 use crate::gc::Collector;
 use crate::lease::{Elector, Timing};
 use crate::metrics::Metrics;
@@ -85,13 +86,17 @@ impl std::fmt::Debug for Operator {
 
 /// The Node events that wake the pools: only changes to what a pool uses (see
 /// [`NodeFilter`]), never a kubelet's status heartbeat.
+/// They also wake the status writer, which reads the Nodes from `store`'s reflector.
 fn node_triggers(
     client: &kube::Client,
     ctx: &Context,
+    store: reflector::store::Writer<Node>,
 ) -> impl futures::Stream<Item = Result<Node, watcher::Error>> + Send + 'static {
     let mut filter = NodeFilter::new(ctx.instances.clone());
+    let board = ctx.status.clone();
     watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .reflect(store)
         .filter_map(move |event| {
             let out = match event {
                 Ok(e) => filter.pass(e).map(Ok),
@@ -99,14 +104,17 @@ fn node_triggers(
             };
             std::future::ready(out)
         })
+        .inspect_ok(move |_| board.touch_all())
 }
 
 impl Operator {
     /// Runs until `stop`; reconcilers run only while this replica leads.
     pub async fn run(self, stop: CancellationToken) {
+        // One recorder for the process: its cache is what aggregates repeated events.
+        let recorder = crate::controller::recorder(&self);
         let Some(l) = self.lease.clone() else {
             // A single replica: one term, ended only by `stop`.
-            self.run_controllers(stop).await;
+            self.run_controllers(stop, &recorder).await;
             return;
         };
         let (tx, rx) = watch::channel(false);
@@ -119,14 +127,19 @@ impl Operator {
             l.timing,
         );
         let elector = tokio::spawn(elector.run(tx, campaign.clone()));
-        self.lead_while_elected(rx, &stop).await;
+        self.lead_while_elected(rx, &stop, &recorder).await;
         // The controllers are gone: only now hand the Lease back.
         campaign.cancel();
         let _ = elector.await;
     }
 
     /// Runs the controllers each time this replica becomes leader, until `stop`.
-    async fn lead_while_elected(&self, mut rx: watch::Receiver<bool>, stop: &CancellationToken) {
+    async fn lead_while_elected(
+        &self,
+        mut rx: watch::Receiver<bool>,
+        stop: &CancellationToken,
+        recorder: &Recorder,
+    ) {
         loop {
             while !*rx.borrow_and_update() {
                 tokio::select! {
@@ -147,7 +160,7 @@ impl Operator {
                 t.cancel();
             });
             tracing::info!(identity = %self.identity, "leading: starting controllers");
-            self.run_controllers(term).await;
+            self.run_controllers(term, recorder).await;
             watchdog.abort();
             if stop.is_cancelled() {
                 return;
@@ -159,7 +172,7 @@ impl Operator {
     /// Runs both controllers and GC for one term. When `term` ends they are dropped where they
     /// stand, in-flight reconciles included (each step is crash-safe), and the cloud is fenced
     /// for everything they spawned.
-    async fn run_controllers(&self, term: CancellationToken) {
+    async fn run_controllers(&self, term: CancellationToken, recorder: &Recorder) {
         self.metrics.leader.set(1);
         // Metered inside the gate: fenced calls never reached the cloud, so they do not count.
         let cloud: Arc<dyn CloudApi> = Arc::new(Gate::new(
@@ -168,20 +181,46 @@ impl Operator {
         ));
         let cfg = Config::default().concurrency(self.settings.concurrency);
         let hostnics: Api<HostNic> = Api::all(self.client.clone());
-        let hn_ctrl =
-            Controller::new(hostnics.clone(), watcher::Config::default()).with_config(cfg.clone());
-        let ctx = Arc::new(Context::new(self, cloud, hn_ctrl.store()));
-        let pools: Api<NicPool> = Api::all(self.client.clone());
-        let pool_ctrl = Controller::new(pools, watcher::Config::default())
+        let (hn_store, hn_writer) = reflector::store();
+        let ctx = Arc::new(Context::new(
+            self,
+            cloud,
+            hn_store.clone(),
+            recorder.clone(),
+        ));
+        // Each watch event drives its controller and marks the pools whose status it changes.
+        let board = ctx.status.clone();
+        let hn_events = watcher(hostnics.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(hn_writer)
+            .inspect_ok(move |e| board.on_hostnic(e))
+            .applied_objects();
+        let hn_ctrl = Controller::for_stream(hn_events, hn_store.clone()).with_config(cfg.clone());
+        let (pool_store, pool_writer) = reflector::store();
+        let board = ctx.status.clone();
+        let pool_events = watcher(
+            Api::<NicPool>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(pool_writer)
+        .inspect_ok(move |e| board.on_pool(e))
+        .applied_objects();
+        let pool_ctrl = Controller::for_stream(pool_events, pool_store.clone())
             .with_config(cfg.debounce(Duration::from_millis(200)));
-        let pool_store = pool_ctrl.store();
+        let (node_store, node_writer) = reflector::store();
+        let stores = status::Stores {
+            pools: pool_store.clone(),
+            nodes: node_store,
+            hostnics: hn_store,
+        };
         let pool_ctrl = pool_ctrl
             .watches(hostnics, watcher::Config::default(), |h: HostNic| {
                 Some(ObjectRef::<NicPool>::new(&h.spec.pool))
             })
             // Only Node changes a pool uses (labels, schedulability, readiness, instance id,
             // deletion) wake the pools; kubelet heartbeats do not.
-            .watches_stream(node_triggers(&self.client, &ctx), move |_| {
+            .watches_stream(node_triggers(&self.client, &ctx, node_writer), move |_| {
                 pool_store
                     .state()
                     .iter()
@@ -203,12 +242,13 @@ impl Operator {
                 }
             });
         let gc = Collector::default().run(ctx.clone(), term.clone());
+        let writer = status::run(ctx.clone(), stores);
         tokio::select! {
             // Dropping the controller streams aborts their reconcile tasks (kube-runtime holds
             // each in an abort-on-drop handle); the gate already refuses their cloud calls.
             biased;
             () = term.cancelled() => {}
-            _ = futures::future::join3(hn, np, gc) => {}
+            _ = futures::future::join4(hn, np, gc, writer) => {}
         }
         self.metrics.leader.set(0);
     }

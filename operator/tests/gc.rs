@@ -74,7 +74,8 @@ fn has_vanished_condition(h: &HostNic) -> bool {
 fn standalone_gc(env: &Env, cloud: Arc<dyn CloudApi>) -> Context {
     let op = env.operator(Arc::new(Checkpoint::default()), None, "gc-test");
     let (store, _writer) = kube::runtime::reflector::store::<HostNic>();
-    Context::new(&op, cloud, store)
+    let recorder = hostnic_operator::controller::recorder(&op);
+    Context::new(&op, cloud, store, recorder)
 }
 
 /// The real cloud, except that vxnet listings skip one NIC: a paged, non-atomic listing

@@ -3,7 +3,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
@@ -73,5 +75,49 @@ impl Kubectl {
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("kubectl get {what}: not JSON"))?;
         Ok(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Starts `kubectl get <args> --watch -o json`: each object it prints arrives on the
+    /// returned [`Watch`] with the moment it was read.
+    pub fn watch(&self, args: &[&str]) -> Result<Watch> {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("get")
+            .args(args)
+            .args(["--watch", "-o", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("run kubectl --watch (is it installed?)")?;
+        let stdout = child.stdout.take().context("kubectl stdout")?;
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            // kubectl prints one JSON document per change, back to back.
+            let docs = serde_json::Deserializer::from_reader(stdout).into_iter();
+            for doc in docs {
+                let Ok(doc) = doc else { break };
+                if tx.send((Instant::now(), doc)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Watch { child, events })
+    }
+}
+
+/// A running `kubectl get --watch`, stopped when dropped.
+#[derive(Debug)]
+pub struct Watch {
+    child: Child,
+    /// Each object printed, with when it was read.
+    pub events: mpsc::Receiver<(Instant, serde_json::Value)>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

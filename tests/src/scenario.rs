@@ -170,6 +170,7 @@ fn flow(cluster: &Cluster, p: &mut dyn Progress, ours: &mut BTreeSet<String>) ->
     check_pods_bound(cluster, &running)?;
 
     p.step("kubectl get nicpools,hostnics");
+    status_matches_hostnics(cluster)?;
     let table = cluster
         .kubectl
         .run(&["get", "nicpools,hostnics", "-o", "wide"])?;
@@ -214,6 +215,7 @@ fn flow(cluster: &Cluster, p: &mut dyn Progress, ours: &mut BTreeSet<String>) ->
         .run(&["scale", "nicpool", POOL, "--replicas=5"])?;
     let took = cluster.wait_converged(POOL, 5, Duration::from_secs(90))?;
     p.info(&format!("converged in {:.1}s", took.as_secs_f64()));
+    status_matches_hostnics(cluster)?;
     p.info(&cluster.kubectl.run(&["get", "nicpools"])?);
 
     p.step(&format!("deleting the {} pods (CNI DEL)", running.len()));
@@ -240,6 +242,81 @@ fn flow(cluster: &Cluster, p: &mut dyn Progress, ours: &mut BTreeSet<String>) ->
     }
     p.info("no HostNic, no NIC in the simulator, no NIC link in the node netns");
     Ok(())
+}
+
+/// How soon the pool's status shows a HostNic change (the operator's promise).
+const STATUS_LAG: Duration = Duration::from_secs(1);
+
+/// Fails unless the pool's AVAILABLE and BOUND (total and per node) equal what its HostNics
+/// say, both read in one `kubectl get`, once the HostNics have stood still for
+/// [`STATUS_LAG`] (a refill may still be moving them): the table the demo prints next is true.
+fn status_matches_hostnics(cluster: &Cluster) -> Result<()> {
+    let start = Instant::now();
+    let mut last: Option<(Vec<String>, Instant)> = None;
+    loop {
+        let items = cluster.kubectl.list("nicpools,hostnics")?;
+        let (pools, nics): (Vec<_>, Vec<_>) = items.iter().partition(|o| o["kind"] == "NicPool");
+        let pool = pools
+            .iter()
+            .find(|p| p["metadata"]["name"] == POOL)
+            .context("the demo's NicPool is gone")?;
+        let mine: Vec<_> = nics
+            .into_iter()
+            .filter(|n| n["spec"]["pool"] == POOL && n["spec"]["role"] == "Pod")
+            .filter(|n| n["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        let wrong = status_mismatches(&pool["status"], &mine);
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        let now: Vec<String> = mine
+            .iter()
+            .map(|n| format!("{}={}", n["metadata"]["name"], phase(n)))
+            .collect();
+        let since = match last.take() {
+            Some((before, since)) if before == now => since,
+            _ => Instant::now(),
+        };
+        if since.elapsed() > STATUS_LAG {
+            bail!(
+                "NicPool {POOL} status is stale {STATUS_LAG:?} after its HostNics last changed: {}",
+                wrong.join("; ")
+            );
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "the pool's HostNics never stood still: {}",
+                wrong.join("; ")
+            );
+        }
+        last = Some((now, since));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where a NicPool `status` differs from the counts of its (live, pod-role) HostNics.
+fn status_mismatches(status: &serde_json::Value, nics: &[&serde_json::Value]) -> Vec<String> {
+    let count = |node: Option<&str>, want: &str| {
+        nics.iter()
+            .filter(|n| node.is_none_or(|node| n["spec"]["node"] == node))
+            .filter(|n| phase(n) == want)
+            .count() as u64
+    };
+    let mut wrong = Vec::new();
+    for (field, want) in [("available", "Available"), ("bound", "Bound")] {
+        let (shown, real) = (status[field].as_u64().unwrap_or(0), count(None, want));
+        if shown != real {
+            wrong.push(format!("{field} {shown}, HostNics {real}"));
+        }
+        for n in status["nodeStatus"].as_array().into_iter().flatten() {
+            let node = n["node"].as_str().unwrap_or_default();
+            let (shown, real) = (n[field].as_u64().unwrap_or(0), count(Some(node), want));
+            if shown != real {
+                wrong.push(format!("{node} {field} {shown}, HostNics {real}"));
+            }
+        }
+    }
+    wrong
 }
 
 /// Checks that each pod's NIC is Bound to it on its node.

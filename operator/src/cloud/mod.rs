@@ -180,7 +180,7 @@ pub enum CloudErrorKind {
 
 /// A failed cloud call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{action}: {kind:?} (ret_code {code:?}): {message}")]
+#[error("{action}: {kind:?} ({}): {message}", ret_code_text(*.code))]
 pub struct CloudError {
     /// The action that failed.
     pub action: &'static str,
@@ -190,6 +190,11 @@ pub struct CloudError {
     pub code: Option<i64>,
     /// Message from the API or the transport.
     pub message: String,
+}
+
+/// `ret_code N` as users read it in events and conditions, or that the API gave none.
+fn ret_code_text(code: Option<i64>) -> String {
+    code.map_or_else(|| "no ret_code".into(), |c| format!("ret_code {c}"))
 }
 
 impl CloudError {

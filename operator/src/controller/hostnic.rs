@@ -168,8 +168,14 @@ async fn fail(
         );
     })
     .await?;
+    let on_pool = format!(
+        "HostNic {} on {} failed: {message}",
+        cur.name_any(),
+        cur.spec.node
+    );
     ctx.event(cur, EventType::Warning, reason, message, "Fail")
         .await;
+    ctx.warn_pool(&cur.spec.pool, reason, on_pool, "Fail").await;
     Ok(Action::await_change())
 }
 
@@ -604,14 +610,18 @@ async fn refused(ctx: &Context, cur: &HostNic, instance: String, e: CloudError) 
         {
             tracing::debug!(%error, "could not record the refusal");
         }
+        let note = format!("{instance} refuses NICs: {e}");
         ctx.event(
             cur,
             EventType::Warning,
             "InstanceRefused",
-            format!("{instance} refuses NICs: {e}"),
+            note.clone(),
             "Attach",
         )
         .await;
+        let on_pool = format!("node {}: {note}", cur.spec.node);
+        ctx.warn_pool(&cur.spec.pool, "InstanceRefused", on_pool, "Attach")
+            .await;
     }
     Error::InstanceRefused {
         instance,

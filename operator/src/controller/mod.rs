@@ -15,6 +15,7 @@ pub mod create_batch;
 pub mod hostnic;
 pub mod link_wait;
 pub mod nicpool;
+pub mod status;
 pub mod taint;
 pub mod triggers;
 
@@ -87,8 +88,10 @@ pub struct Context {
     pub batch: Batcher,
     /// Create batches: one CreateNics for the NICs a pool pass adds in a vxnet.
     pub create_batches: create_batch::Batches,
-    /// Event recorder.
+    /// Event recorder: the operator process's one, so repeats of an event become one series.
     pub recorder: Recorder,
+    /// What the NicPool status writer publishes next.
+    pub status: Arc<status::Board>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Tunables.
@@ -116,20 +119,15 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Builds the context of `op`'s controllers around the (metered) `cloud`.
+    /// Builds the context of `op`'s controllers around the (metered) `cloud`, publishing events
+    /// through `recorder` (see [`recorder`]).
     pub fn new(
         op: &crate::run::Operator,
         cloud: Arc<dyn CloudApi>,
         hostnics: Store<HostNic>,
+        recorder: Recorder,
     ) -> Self {
         let settings = op.settings.clone();
-        let recorder = Recorder::new(
-            op.client.clone(),
-            Reporter {
-                controller: "hostnic-operator".into(),
-                instance: Some(op.identity.clone()),
-            },
-        );
         Self {
             batch: Batcher::new(
                 cloud.clone(),
@@ -143,6 +141,7 @@ impl Context {
             client: op.client.clone(),
             cloud,
             recorder,
+            status: Arc::default(),
             metrics: op.metrics.clone(),
             settings,
             hostnics,
@@ -196,6 +195,35 @@ impl Context {
         };
         if let Err(error) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(%error, reason, "could not publish event");
+        }
+    }
+}
+
+/// The event recorder of an operator process. Kept for the whole process, across leadership
+/// terms: kube-runtime's `Recorder` turns a repeated event into one Event with a growing
+/// `series.count` only when the same instance (its cache) publishes the repeats.
+pub fn recorder(op: &crate::run::Operator) -> Recorder {
+    Recorder::new(
+        op.client.clone(),
+        Reporter {
+            controller: "hostnic-operator".into(),
+            instance: Some(op.identity.clone()),
+        },
+    )
+}
+
+impl Context {
+    /// Publishes a Warning about `pool` by name (from a HostNic's failure: users look at the
+    /// pool). Best effort, like every event.
+    pub async fn warn_pool(&self, pool: &str, reason: &str, note: String, action: &str) {
+        let api: kube::Api<hostnic_crds::NicPool> = kube::Api::all(self.client.clone());
+        match api.get_opt(pool).await {
+            Ok(Some(p)) => {
+                self.event(&p, EventType::Warning, reason, note, action)
+                    .await
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, pool, "could not read the pool for an event"),
         }
     }
 }
@@ -425,7 +453,7 @@ mod priority_tests {
                 &mut prometheus_client::registry::Registry::default(),
             )),
         };
-        let ctx = Context::new(&op, op.cloud.clone(), reader);
+        let ctx = Context::new(&op, op.cloud.clone(), reader, recorder(&op));
         assert_eq!(
             ctx.priority_for(&nic("a2", "a", HostNicPhase::Creating)),
             Priority::Refill

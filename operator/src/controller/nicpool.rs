@@ -30,6 +30,7 @@ use crate::plan::pool::{
     Blocker, Clock, InstanceView, NicView, NodeDecision, NodeView, VxnetBudget, decide_node,
     holds_slot, joins_detach_round, summarize, validate,
 };
+use crate::plan::status::Owned;
 
 /// Controller name in metrics and logs.
 pub const NAME: &str = "nicpool";
@@ -61,7 +62,8 @@ pub fn error_policy(pool: Arc<NicPool>, error: &Error, ctx: Arc<Context>) -> Act
     super::error_policy(NAME, pool.as_ref(), error, &ctx)
 }
 
-fn nic_view(h: &HostNic) -> NicView {
+/// A HostNic as the planner sees it.
+pub fn nic_view(h: &HostNic) -> NicView {
     let s = h.status.clone().unwrap_or_default();
     let link_home = crate::plan::nic::link_home(&s);
     NicView {
@@ -150,7 +152,8 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
             .as_ref()
             .and_then(|s| conditions::reason(&s.conditions, "Degraded"))
             == Some("InvalidSpec");
-        write_status(ctx, pool, NicPoolStatus::default(), &conds).await?;
+        let owned = Owned::new(pool.metadata.generation, true, conds, BTreeMap::new());
+        ctx.status.report(&name, owned);
         if !was_invalid {
             ctx.event(pool, EventType::Warning, "InvalidSpec", why, "Validate")
                 .await;
@@ -324,43 +327,19 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         .await;
     }
 
-    // Status.
-    let (totals, conds) = summarize(spec, &decisions, None);
-    let status = NicPoolStatus {
-        observed_generation: pool.metadata.generation,
-        nodes: totals.nodes,
-        warm_per_node: totals.warm_per_node,
-        available: totals.available,
-        bound: totals.bound,
-        in_progress: totals.in_progress,
-        failed: totals.failed,
-        node_status: decisions
-            .iter()
-            .filter(|(selected, _)| *selected)
-            .map(|(_, d)| d.status.clone())
-            .collect(),
-        conditions: vec![],
-    };
-    for (_, d) in &decisions {
-        let s = &d.status;
-        for (state, v) in [
-            ("available", s.available),
-            ("bound", s.bound),
-            ("in_progress", s.in_progress),
-            ("failed", s.failed),
-        ] {
-            ctx.metrics
-                .pool_nics
-                .get_or_create(&crate::metrics::PoolLabels {
-                    pool: name.clone(),
-                    node: s.node.clone(),
-                    state,
-                })
-                .set(i64::from(v));
-        }
-    }
+    // Status: the writer publishes it with fresh counts (see `super::status`).
+    let (_, conds) = summarize(spec, &decisions, None);
+    let per_node = decisions
+        .iter()
+        .filter(|(selected, _)| *selected)
+        .map(|(_, d)| {
+            let s = &d.status;
+            (s.node.clone(), (s.instance.clone(), s.gateways.clone()))
+        })
+        .collect();
     let before = pool.status.clone().unwrap_or_default();
-    write_status(ctx, pool, status, &conds).await?;
+    let owned = Owned::new(pool.metadata.generation, false, conds.clone(), per_node);
+    ctx.status.report(&name, owned);
     announce_transitions(ctx, pool, &before, &conds).await;
     super::taint::release_warm_nodes(ctx, pool, &nodes, &decisions).await?;
 
@@ -387,7 +366,8 @@ async fn delete_hostnic(api: &Api<HostNic>, name: &str) -> Result<()> {
     }
 }
 
-/// Events for the transitions a user cares about: the pool became ready, degraded or healthy.
+/// Events for the transitions a user cares about: the pool became degraded or healthy again
+/// (PoolReady comes from the status writer, which owns `Ready`).
 async fn announce_transitions(
     ctx: &Context,
     pool: &NicPool,
@@ -422,53 +402,9 @@ async fn announce_transitions(
                 )
                 .await;
             }
-            ("Ready", true) => {
-                ctx.event(
-                    pool,
-                    EventType::Normal,
-                    "PoolReady",
-                    c.message.clone(),
-                    "Reconcile",
-                )
-                .await;
-            }
             _ => {}
         }
     }
-}
-
-async fn write_status(
-    ctx: &Context,
-    pool: &NicPool,
-    mut status: NicPoolStatus,
-    conds: &[conditions::Cond],
-) -> Result<()> {
-    let now = Timestamp::now();
-    let mut current = pool
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    for c in conds {
-        current = conditions::set(&current, c, pool.metadata.generation, now);
-    }
-    ctx.metrics
-        .pool_conditions(&pool.name_any(), conds.iter().map(|c| (c.type_, c.status)));
-    status.conditions = current;
-    status.observed_generation = pool.metadata.generation;
-    if pool.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<NicPool> = Api::all(ctx.client.clone());
-    let patch = serde_json::json!({ "status": status });
-    api.patch_status(
-        &pool.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(Error::kube("write NicPool status"))?;
-    Ok(())
 }
 
 /// Deletion: Delete removes every free NIC now and bound ones once released; Retain drops the

@@ -5,3 +5,4 @@
 pub mod conditions;
 pub mod nic;
 pub mod pool;
+pub mod status;

@@ -210,7 +210,8 @@ pub fn holds_slot(p: HostNicPhase) -> bool {
     !matches!(p, HostNicPhase::Failed | HostNicPhase::Deleting)
 }
 
-fn counts(nics: &[&NicView]) -> NodePoolStatus {
+/// Counts of a node's pod NICs by phase (a NIC being deleted is in progress, whatever its phase).
+pub fn counts(nics: &[&NicView]) -> NodePoolStatus {
     let mut s = NodePoolStatus::default();
     for n in nics.iter().filter(|n| n.role == NicRole::Pod) {
         match n.phase {
@@ -487,7 +488,7 @@ pub fn summarize(
 ) -> (Totals, Vec<Cond>) {
     let mut t = Totals::default();
     let mut warm: Option<u32> = None;
-    let mut all_warm = true;
+    let mut warm_by_node = Vec::new();
     let mut blockers: Vec<Blocker> = Vec::new();
     let mut busy = false;
     for (counted, d) in nodes {
@@ -501,9 +502,7 @@ pub fn summarize(
         if *counted {
             t.nodes += 1;
             warm = Some(warm.map_or(s.available, |w| w.min(s.available)));
-            if s.available < spec.size && !d.blockers.contains(&Blocker::NotSchedulable) {
-                all_warm = false;
-            }
+            warm_by_node.push((s.available, d.blockers.contains(&Blocker::NotSchedulable)));
         }
     }
     t.warm_per_node = warm.unwrap_or(0);
@@ -517,21 +516,7 @@ pub fn summarize(
     } else {
         let degraded = blockers.iter().find(|b| b.degrades());
         vec![
-            if all_warm {
-                Cond::new(
-                    "Ready",
-                    true,
-                    "Warm",
-                    format!("every node has {} free NICs", spec.size),
-                )
-            } else {
-                Cond::new(
-                    "Ready",
-                    false,
-                    "Filling",
-                    "some nodes have fewer free NICs than spec.size",
-                )
-            },
+            super::status::ready(spec, warm_by_node),
             if busy {
                 Cond::new(
                     "Progressing",

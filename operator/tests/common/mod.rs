@@ -54,6 +54,8 @@ pub struct Setup {
     pub batch: BatchConfig,
     /// Further simulator settings (visibility lag, quotas, batch limits...).
     pub sim: fn(&mut qingcloud_sim::SimConfig),
+    /// Serve the API over TLS: kubectl sends its bearer token only over TLS.
+    pub kube_tls: bool,
 }
 
 impl Default for Setup {
@@ -70,6 +72,7 @@ impl Default for Setup {
                 round_wait: Duration::from_secs(5),
             },
             sim: |_| {},
+            kube_tls: false,
         }
     }
 }
@@ -153,6 +156,7 @@ impl Env {
         let kube = kube_mem::KubeMem::builder()
             .with_crds_from_dir(crds_dir())
             .auth(kube_mem::Auth::new().token(OP_TOKEN, operator))
+            .tls(setup.kube_tls)
             .start()
             .await
             .expect("start kube-mem");
