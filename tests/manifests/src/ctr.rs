@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hostnic_tests::oci;
+use hostnic_tests::bins::{bin, target_dir};
+use hostnic_tests::{images, oci};
 use serde_json::Value;
 
 /// The containerd namespace the image tests use.
@@ -143,10 +144,47 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Writes image `spec` as an OCI archive `<name>.oci.tar` under `dir`.
-pub fn build(dir: &Path, name: &str, spec: oci::ImageSpec) -> PathBuf {
-    let work = dir.join(format!("{name}-work"));
-    let archive = dir.join(format!("{name}.oci.tar"));
-    oci::write_archive(&spec, &work, &archive).expect("write the image archive");
-    archive
+/// This workspace's two images, built offline from its binaries and imported with `ctr`.
+#[derive(Debug)]
+pub struct Images {
+    /// What they were built from.
+    pub inputs: images::Inputs,
+    /// The operator image's reference.
+    pub operator: String,
+    /// The agent image's reference.
+    pub agent: String,
+}
+
+impl Images {
+    /// Builds both as OCI archives under `dir`, tagged `tag`, and imports them.
+    pub fn import(ctr: &Ctr, dir: &Path, tag: &str) -> Self {
+        let inputs = images::Inputs {
+            repo_root: crate::repo_root(),
+            bin_dir: target_dir(),
+            plugin: bin("hostnic"),
+            cni_plugins: PathBuf::from("/usr/lib/cni"),
+        };
+        let operator = format!("registry.local/hostnic/hostnic-operator:{tag}");
+        let agent = format!("registry.local/hostnic/hostnic-agent:{tag}");
+        for (name, spec) in [
+            ("operator", images::operator(&inputs, &operator)),
+            ("agent", images::agent(&inputs, &agent)),
+        ] {
+            let work = dir.join(format!("{name}-work"));
+            let archive = dir.join(format!("{name}.oci.tar"));
+            let spec = spec.expect("the image's files");
+            oci::write_archive(&spec, &work, &archive).expect("write the image archive");
+            ctr.ok(&["images", "import", &archive.display().to_string()]);
+        }
+        Self {
+            inputs,
+            operator,
+            agent,
+        }
+    }
+
+    /// Removes both from containerd.
+    pub fn remove(&self, ctr: &Ctr) {
+        ctr.ok(&["images", "rm", &self.operator, &self.agent]);
+    }
 }

@@ -12,10 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use hostnic_manifests_tests::ctr::{Ctr, Kubelet, build, wait_until};
+use hostnic_manifests_tests::ctr::{Ctr, Images, Kubelet, wait_until};
 use hostnic_manifests_tests::status_agent::StatusAgent;
-use hostnic_manifests_tests::{manifests_dir, render, repo_root};
-use hostnic_tests::bins::{bin, target_dir};
+use hostnic_manifests_tests::{manifests_dir, render};
 use hostnic_tests::containerd::{CniSetup, Containerd};
 use hostnic_tests::images;
 use hostnic_tests::netns::TestNetns;
@@ -30,25 +29,6 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
         .prefix("hn-images-")
         .tempdir()
         .unwrap();
-    let inputs = images::Inputs {
-        repo_root: repo_root(),
-        bin_dir: target_dir(),
-        plugin: bin("hostnic"),
-        cni_plugins: PathBuf::from("/usr/lib/cni"),
-    };
-    let operator_ref = "registry.local/hostnic/hostnic-operator:test";
-    let agent_ref = "registry.local/hostnic/hostnic-agent:test";
-    let operator = build(
-        dir.path(),
-        "operator",
-        images::operator(&inputs, operator_ref).unwrap(),
-    );
-    let agent = build(
-        dir.path(),
-        "agent",
-        images::agent(&inputs, agent_ref).unwrap(),
-    );
-
     // A containerd of our own (the CNI config is irrelevant: ctr run uses none).
     let node = TestNetns::new("images");
     let cni = CniSetup {
@@ -61,9 +41,9 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
     let ctr = Ctr {
         socket: containerd.dir().join("containerd.sock"),
     };
-    for archive in [&operator, &agent] {
-        ctr.ok(&["images", "import", &archive.display().to_string()]);
-    }
+    let images = Images::import(&ctr, dir.path(), "test");
+    let (operator_ref, agent_ref) = (images.operator.as_str(), images.agent.as_str());
+    let inputs = &images.inputs;
     let listed = ctr.ok(&["images", "ls", "-q"]);
     for r in [operator_ref, agent_ref] {
         assert!(listed.lines().any(|l| l == r), "{r} not imported: {listed}");
@@ -251,6 +231,6 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
     });
     ctr.ok(&["container", "delete", "hn-img-cni-config"]);
     assert!(installed.exists());
-    ctr.ok(&["images", "rm", operator_ref, agent_ref]);
+    images.remove(&ctr);
     drop(containerd);
 }

@@ -19,9 +19,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hostnic_manifests_tests::ctr::{Ctr, Kubelet, build};
-use hostnic_manifests_tests::{manifests_dir, render, repo_root};
-use hostnic_tests::bins::{bin, target_dir};
+use hostnic_manifests_tests::ctr::{Ctr, Images, Kubelet};
+use hostnic_manifests_tests::{manifests_dir, render};
 use hostnic_tests::cluster::{Cluster, ClusterConfig, phase, wait_for};
 use hostnic_tests::containerd::{CniSetup, Containerd};
 use hostnic_tests::privilege::require_root;
@@ -75,25 +74,6 @@ fn the_images_serve_a_cri_sandbox_and_reach_the_simulator() {
         .tempdir()
         .unwrap();
     world_readable(dir.path(), 0o755);
-    let inputs = images::Inputs {
-        repo_root: repo_root(),
-        bin_dir: target_dir(),
-        plugin: bin("hostnic"),
-        cni_plugins: PathBuf::from("/usr/lib/cni"),
-    };
-    let operator_ref = "registry.local/hostnic/hostnic-operator:serve";
-    let agent_ref = "registry.local/hostnic/hostnic-agent:serve";
-    let operator_image = build(
-        dir.path(),
-        "operator",
-        images::operator(&inputs, operator_ref).unwrap(),
-    );
-    let agent_image = build(
-        dir.path(),
-        "agent",
-        images::agent(&inputs, agent_ref).unwrap(),
-    );
-
     // The manifests as rendered, and the host directories of their volumes.
     let objs = render::kustomize(&manifests_dir()).unwrap();
     let pod_spec = |kind: &str| -> Value {
@@ -194,9 +174,8 @@ fn the_images_serve_a_cri_sandbox_and_reach_the_simulator() {
     let ctr = Ctr {
         socket: containerd.dir().join("containerd.sock"),
     };
-    for archive in [&operator_image, &agent_image] {
-        ctr.ok(&["images", "import", &archive.display().to_string()]);
-    }
+    let images = Images::import(&ctr, dir.path(), "serve");
+    let (operator_ref, agent_ref) = (images.operator.as_str(), images.agent.as_str());
     let mut running = Running {
         ctr: &ctr,
         ids: Vec::new(),
@@ -351,6 +330,6 @@ fn the_images_serve_a_cri_sandbox_and_reach_the_simulator() {
     .unwrap();
 
     drop(running);
-    ctr.ok(&["images", "rm", operator_ref, agent_ref]);
+    images.remove(&ctr);
     drop(containerd);
 }
