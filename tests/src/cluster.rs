@@ -273,6 +273,16 @@ impl Cluster {
         .to_string()
     }
 
+    /// Creates pool `name` of `size` over the first vxnet and waits until every node has it,
+    /// failing with the last log lines of the system.
+    pub fn fill_pool(&self, name: &str, size: u32, timeout: Duration) -> Result<()> {
+        let vxnet = self.config.vxnets[0].0.clone();
+        self.apply_pool(name, size, &[&vxnet])?;
+        self.wait_converged(name, size as usize, timeout)
+            .map(drop)
+            .with_context(|| self.logs(30))
+    }
+
     /// Creates (or replaces) a NicPool without quarantine (a released NIC is free at once).
     pub fn apply_pool(&self, name: &str, size: u32, vxnets: &[&str]) -> Result<()> {
         self.apply_pool_quarantined(name, size, vxnets, Some(0))

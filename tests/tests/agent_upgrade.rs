@@ -38,11 +38,10 @@ fn a_rolling_update_of_the_agents_keeps_every_running_pods_nic() {
         &mut |_| {},
     )
     .unwrap();
-    let (vxnet, cidr) = cluster.config().vxnets[0].clone();
-    cluster.apply_pool(POOL, 3, &[&vxnet]).unwrap();
+    let cidr = cluster.config().vxnets[0].1.clone();
     cluster
-        .wait_converged(POOL, 3, Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.logs(30)));
+        .fill_pool(POOL, 3, Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let pods = Pods::new(&cluster).unwrap();
     let timeout = Duration::from_secs(60);
     let running: Vec<Pod> = (0..4)

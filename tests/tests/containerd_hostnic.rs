@@ -22,11 +22,9 @@ fn containerd_sandbox_gets_a_nic_and_gives_it_back() {
         &mut |m| println!("{m}"),
     )
     .unwrap();
-    let vxnet = cluster.config().vxnets[0].0.clone();
-    cluster.apply_pool("ctr", 2, &[&vxnet]).unwrap();
     cluster
-        .wait_converged("ctr", 2, Duration::from_secs(90))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.logs(30)));
+        .fill_pool("ctr", 2, Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("{e:#}"));
 
     // A wrapper records every call containerd makes, then runs the real plugin.
     let calls = cluster.dir.path().join("cni-calls.log");

@@ -28,11 +28,9 @@ fn the_readme_uninstall_begun_with_a_pod_running_leaves_nothing() {
         &mut |_| {},
     )
     .unwrap();
-    let vxnet = cluster.config().vxnets[0].0.clone();
-    cluster.apply_pool(POOL, 2, &[&vxnet]).unwrap();
     cluster
-        .wait_converged(POOL, 2, Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.logs(30)));
+        .fill_pool(POOL, 2, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let pods = Pods::new(&cluster).unwrap();
     let running = pods.add(0, "still-running").unwrap();
     let leaving = pods.add(1, "leaving").unwrap();

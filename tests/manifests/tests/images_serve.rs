@@ -299,11 +299,9 @@ fn the_images_serve_a_cri_sandbox_and_reach_the_simulator() {
         .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&ctr, &containerd)));
     }
     assert!(cluster.kubectl.list("nicpools").unwrap().is_empty());
-    let vxnet = cluster.config().vxnets[0].0.clone();
-    cluster.apply_pool("serve", 2, &[&vxnet]).unwrap();
     cluster
-        .wait_converged("serve", 2, Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", logs(&ctr, &containerd), cluster.logs(20)));
+        .fill_pool("serve", 2, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&ctr, &containerd)));
     let calls = cluster.sim.calls().unwrap();
     for action in ["CreateNics", "AttachNics"] {
         assert!(
