@@ -69,6 +69,18 @@ pub fn waiting_annotation(node: &str) -> String {
     format!("{WAITING_ANNOTATION_PREFIX}{}", names::label_value(node))
 }
 
+/// Condition type the agent owns on HostNics: the NIC's link is (or is not) on the node.
+pub const LINK_READY: &str = "LinkReady";
+
+/// Reason of `LinkReady=False`: no link with the NIC's MAC is on the node.
+pub const LINK_MISSING: &str = "LinkMissing";
+
+/// Reason of `LinkReady=False` while the link is in its pod (set by the claim).
+pub const LINK_IN_POD: &str = "InPod";
+
+/// Reason of `LinkReady=True`: the link is on the node.
+pub const LINK_PRESENT: &str = "LinkPresent";
+
 /// Most secondary NICs a QingCloud VM can hold (64 NICs including the primary).
 pub const MAX_NICS_PER_INSTANCE: u32 = 63;
 

@@ -16,17 +16,7 @@ use crate::netlink::RouteEntry;
 use crate::observe::Observed;
 use crate::{Error, Result};
 
-/// Condition type the agent owns on HostNics: the NIC's link is (or is not) on the node.
-pub const LINK_READY: &str = "LinkReady";
-
-/// Reason of `LinkReady=False`.
-pub const LINK_MISSING: &str = "LinkMissing";
-
-/// Reason of `LinkReady=False` while the link is in its pod (set by the claim).
-pub const LINK_IN_POD: &str = "InPod";
-
-/// Reason of `LinkReady=True`: the link is on the node.
-pub const LINK_PRESENT: &str = "LinkPresent";
+pub use hostnic_crds::{LINK_IN_POD, LINK_MISSING, LINK_PRESENT, LINK_READY};
 
 /// Sets the `LinkReady` condition, keeping its transition time when the status stays.
 fn set_link_ready(nic: &mut HostNic, ready: bool, reason: &str, message: String, now: Time) {

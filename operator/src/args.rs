@@ -89,10 +89,14 @@ pub struct Args {
     #[arg(long, env = "HOSTNIC_MAX_ATTACH_BATCH", default_value_t = 5)]
     pub max_attach_batch: usize,
 
-    /// Most NICs per DetachNics / DeleteNics call (the API may refuse more than 5 per
-    /// DetachNics, as for AttachNics).
+    /// Most NICs per DetachNics call (the API may refuse more than 5, as for AttachNics).
     #[arg(long, env = "HOSTNIC_MAX_DETACH_BATCH", default_value_t = 5)]
     pub max_detach_batch: usize,
+
+    /// Most NICs per DeleteNics call. DeleteNics is not tied to an instance's hot-plug and no
+    /// limit is documented; a call refused for its size is split and the limit lowered.
+    #[arg(long, env = "HOSTNIC_MAX_DELETE_BATCH", default_value_t = 100)]
+    pub max_delete_batch: usize,
 
     /// Most NICs one CreateNics makes (its `count`: the API takes 1 to 252). The NICs a pool
     /// pass adds in one vxnet, across nodes, are created in batches of at most this.

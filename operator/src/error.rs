@@ -23,6 +23,9 @@ pub enum Error {
     /// Cleanup must wait for something outside the operator (a pod to release its NIC).
     #[error("waiting: {0}")]
     Waiting(&'static str),
+    /// Cleanup waits for a report that wakes it, polling only after the given time.
+    #[error("waiting: {0}")]
+    WaitingFor(&'static str, std::time::Duration),
     /// The cloud refused to put a NIC on this instance for a reason about the instance itself
     /// (stopped VM, another VPC, no free NIC slot, unknown instance): no NIC of it can help,
     /// so the pool reports it instead of retrying NIC by NIC.
@@ -95,7 +98,7 @@ impl Error {
                 _ => ErrorClass::Transient,
             },
             Self::InvalidSpec(_) => ErrorClass::BadSpec,
-            Self::Waiting(_) => ErrorClass::Waiting,
+            Self::Waiting(_) | Self::WaitingFor(..) => ErrorClass::Waiting,
             Self::InstanceRefused { .. } => ErrorClass::Refused,
             Self::JobFailed { .. } => ErrorClass::Transient,
             Self::Finalizer(f) => f.source_error().map_or(ErrorClass::Transient, Error::class),
@@ -117,7 +120,7 @@ impl Error {
                 CloudErrorKind::Permanent => "cloud_permanent",
             },
             Self::InvalidSpec(_) => "invalid_spec",
-            Self::Waiting(_) => "waiting",
+            Self::Waiting(_) | Self::WaitingFor(..) => "waiting",
             Self::InstanceRefused { .. } => "instance_refused",
             Self::JobFailed { .. } => "job_failed",
             Self::Finalizer(f) => f.source_error().map_or("finalizer", Error::metric_label),

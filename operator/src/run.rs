@@ -22,7 +22,7 @@ use crate::cloud::batch::BatchConfig;
 use crate::cloud::gate::Gate;
 use crate::cloud::metered::Metered;
 use crate::controller::triggers::NodeFilter;
-use crate::controller::{Checkpoint, Context, hostnic, nicpool, status};
+use crate::controller::{Checkpoint, Context, handoff, hostnic, nicpool, status};
 use crate::gc::Collector;
 use crate::lease::{Elector, Timing};
 use crate::metrics::Metrics;
@@ -182,11 +182,13 @@ impl Operator {
         let cfg = Config::default().concurrency(self.settings.concurrency);
         let hostnics: Api<HostNic> = Api::all(self.client.clone());
         let (hn_store, hn_writer) = reflector::store();
+        let (wake, woken) = handoff::Wake::channel();
         let ctx = Arc::new(Context::new(
             self,
             cloud,
             hn_store.clone(),
             recorder.clone(),
+            wake,
         ));
         // Each watch event drives its controller and marks the pools whose status it changes.
         let board = ctx.status.clone();
@@ -195,7 +197,10 @@ impl Operator {
             .reflect(hn_writer)
             .inspect_ok(move |e| board.on_hostnic(e))
             .applied_objects();
-        let hn_ctrl = Controller::for_stream(hn_events, hn_store.clone()).with_config(cfg.clone());
+        // A handed-off cloud call's answer wakes its HostNic.
+        let hn_ctrl = Controller::for_stream(hn_events, hn_store.clone())
+            .with_config(cfg.clone())
+            .reconcile_on(woken);
         let (pool_store, pool_writer) = reflector::store();
         let board = ctx.status.clone();
         let pool_events = watcher(

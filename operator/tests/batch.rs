@@ -83,6 +83,49 @@ async fn a_pool_of_3_on_4_nodes_is_created_with_one_create_nics() {
     env.shutdown().await;
 }
 
+/// Rounds are the pool's, not a meeting of reconciles: with 6 nodes' rounds and only 2
+/// reconcile slots (scaled down from 32 so nodes outnumber slots, as 500 nodes outnumber 32),
+/// every node still attaches its 3 NICs in one AttachNics, and detaches and deletes them in one
+/// DetachNics and one DeleteNics. A reconcile that awaited its batched call held a slot until
+/// the round was complete, while the round's other members queued behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_outnumbering_reconcile_slots_still_make_one_call_per_node() {
+    const NODES: [&str; 6] = [
+        "i-node0001",
+        "i-node0002",
+        "i-node0003",
+        "i-node0004",
+        "i-node0005",
+        "i-node0006",
+    ];
+    let mut setup = limited();
+    setup.settings.concurrency = 2;
+    setup.nodes = NODES.iter().map(|n| (*n, VX_A)).collect();
+    let mut env = Env::start(setup).await;
+    env.start_operator();
+    env.create_pool("wide", spec(&[VX_A], 3)).await;
+    env.converged("wide", &NODES, 3, T).await;
+    let calls = env.sim.calls();
+    assert_eq!(calls.action("CreateNics"), 1, "18 NICs in one vxnet");
+    assert_eq!(calls.action("AttachNics"), 6, "one AttachNics per node");
+    env.delete_pool("wide").await;
+    eventually("pool and NICs gone", T, || async {
+        env.pool("wide").await.is_none() && env.cloud_nics().is_empty()
+    })
+    .await;
+    let calls = env.sim.calls();
+    eprintln!(
+        "6 x 3 on 2 slots: {} calls, DescribeNics {}, DescribeJobs {}",
+        calls.total,
+        calls.action("DescribeNics"),
+        calls.action("DescribeJobs")
+    );
+    assert_eq!(calls.action("DetachNics"), 6, "one DetachNics per node");
+    assert_eq!(calls.action("DeleteNics"), 6, "one DeleteNics per node");
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
 /// A HostNic made by an older operator (no create batch) keeps its own NIC, named after its
 /// uid, created and adopted as before; the pool counts it and creates nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

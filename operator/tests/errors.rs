@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -124,7 +125,8 @@ async fn every_cloud_error_class_converges() {
                 .on("DetachNics")
                 .next(1),
         ),
-        // An attach completes by the agent's link report; the detach job is still polled.
+        // Attaches and detaches complete by the agent's link reports: the job is polled only
+        // when none comes (here, the agent withholds them).
         (
             "non-JSON body",
             Fault::new(FaultKind::NonJson).on("DescribeJobs").next(2),
@@ -142,7 +144,15 @@ async fn every_cloud_error_class_converges() {
             Fault::error(2100).on("DeleteNics").next(1),
         ),
     ] {
+        if what == "non-JSON body" {
+            // Filled first: an attach waits for its link report even after its job is done.
+            env.patch_pool("web", serde_json::json!({ "size": 2 }))
+                .await;
+            env.converged("web", &["i-node0001"], 2, T).await;
+            env.agent_reports.store(false, Ordering::SeqCst);
+        }
         resize_through(&env, what, vec![f], 2, 1).await;
+        env.agent_reports.store(true, Ordering::SeqCst);
     }
     let failures = hostnic_operator::metrics::encode(&env.registry);
     assert!(

@@ -75,7 +75,9 @@ fn standalone_gc(env: &Env, cloud: Arc<dyn CloudApi>) -> Context {
     let op = env.operator(Arc::new(Checkpoint::default()), None, "gc-test");
     let (store, _writer) = kube::runtime::reflector::store::<HostNic>();
     let recorder = hostnic_operator::controller::recorder(&op);
-    Context::new(&op, cloud, store, recorder)
+    // GC hands off no calls: nothing to wake.
+    let (wake, _) = hostnic_operator::controller::handoff::Wake::channel();
+    Context::new(&op, cloud, store, recorder, wake)
 }
 
 /// The real cloud, except that vxnet listings skip one NIC: a paged, non-atomic listing

@@ -303,27 +303,16 @@ pub struct BatchConfig {
     pub window: Duration,
     /// Most NICs per AttachNics call.
     pub max_attach: usize,
-    /// Most NICs per DetachNics / DeleteNics call.
+    /// Most NICs per DetachNics call.
     pub max_detach: usize,
+    /// Most NICs per DeleteNics call.
+    pub max_delete: usize,
     /// Longest a round planned by the pool waits for a member that does not ask.
     pub round_wait: Duration,
 }
 
-impl BatchConfig {
-    /// The limits capped at `concurrency`: every NIC of a call waits for it in a reconcile of
-    /// its own, so a call can never gather more NICs than reconciles run at once (a larger
-    /// round would hold every slot and wait out `round_wait`).
-    pub fn within(self, concurrency: usize) -> Self {
-        let c = concurrency.max(1);
-        Self {
-            max_attach: self.max_attach.min(c),
-            max_detach: self.max_detach.min(c),
-            ..self
-        }
-    }
-}
-
-/// Single-NIC front of a [`CloudApi`] that batches concurrent requests.
+/// Single-NIC front of a [`CloudApi`] that batches concurrent requests (clones share it).
+#[derive(Clone)]
 pub struct Batcher {
     attach: Arc<Coalescer<String>>,
     detach: Arc<Coalescer<String>>,
@@ -367,7 +356,7 @@ impl Batcher {
         let c = cloud.clone();
         let delete = Coalescer::new(
             &cfg,
-            cfg.max_detach,
+            cfg.max_delete,
             true,
             Arc::new(move |_, nics, prio| {
                 let c = c.clone();
@@ -511,6 +500,7 @@ mod tests {
             window: Duration::from_millis(30),
             max_attach: 3,
             max_detach: 10,
+            max_delete: 10,
             round_wait: Duration::from_secs(30),
         }
     }

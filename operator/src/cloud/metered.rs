@@ -52,6 +52,7 @@ impl Metered {
                 CloudErrorKind::Permanent => "permanent",
             },
         };
+        tracing::debug!(action, result, "cloud call");
         self.metrics.cloud_call(action, result);
     }
 }
@@ -63,6 +64,7 @@ impl CloudApi for Metered {
         prio: Priority,
     ) -> BoxFuture<'_, CloudResult<Vec<Nic>>> {
         Box::pin(async move {
+            tracing::debug!(?query, ?prio, "DescribeNics");
             let r = self.inner.describe_nics(query, prio).await;
             self.record("DescribeNics", &r);
             r

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use hostnic_crds::{CloudJob, HostNic, HostNicPhase, HostNicStatus, NIC_FINALIZER};
+use hostnic_crds::{CloudJob, HostNic, HostNicPhase, HostNicStatus, LINK_READY, NIC_FINALIZER};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::PostParams;
@@ -18,14 +18,17 @@ use kube::{Api, ResourceExt};
 use std::time::Duration;
 
 use super::create_batch::{self, BatchTag, Claim, Want};
+use super::handoff::Call;
 use super::{Context, RETAIN_ANNOTATION};
-use crate::cloud::{CloudError, CloudErrorKind, JobState, Nic, NicQuery, NicState, Priority};
+use crate::cloud::{
+    CloudError, CloudErrorKind, CloudResult, JobState, Nic, NicQuery, NicState, Priority,
+};
 use crate::error::{Error, Result};
 use crate::plan::conditions::{self, Cond};
 use crate::plan::nic::{
-    ApplyStep, AttachVerdict, CleanupStep, CleanupVerdict, Facts, JobVerdict, apply_step,
-    attach_verdict, cleanup_step, cleanup_verdict, job_verdict, link_home, refuses_instance,
-    shared_tick,
+    ApplyStep, AttachVerdict, CleanupStep, CleanupVerdict, DETACH, Facts, JobVerdict, apply_step,
+    attach_verdict, cleanup_step, cleanup_verdict, detach_wait, job_verdict, known_cleanup_verdict,
+    link_home, link_missing, refuses_instance, shared_tick,
 };
 
 /// Controller name in metrics and logs.
@@ -50,6 +53,7 @@ pub async fn reconcile(nic: Arc<HostNic>, ctx: Arc<Context>) -> Result<Action> {
                         // Its finalizer goes: whatever its round still expected, it is not coming.
                         ctx.batch.forget(&nic.name_any());
                         ctx.link_wait.done(&nic.name_any());
+                        ctx.forget_calls(&nic.name_any());
                         if let Some(tag) = BatchTag::of(&nic) {
                             ctx.create_batches.settle(&tag, &nic.name_any()).await;
                         }
@@ -87,9 +91,11 @@ fn facts(status: &HostNicStatus, job_started: Option<Timestamp>) -> Facts<'_> {
             .last_job
             .as_ref()
             .map(|j| (j.id.as_str(), j.status.as_str())),
+        last_action: status.last_job.as_ref().map(|j| j.action.as_str()),
         attached: conditions::is_true(&status.conditions, "Attached"),
-        link_ready: conditions::is_true(&status.conditions, "LinkReady"),
+        link_ready: conditions::is_true(&status.conditions, LINK_READY),
         link_home: link_home(status),
+        link_missing: link_missing(status),
         pod: status.pod.is_some(),
         released_at: status.released_at.as_ref().map(|t| t.0),
         job_started,
@@ -193,6 +199,12 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     };
     let settings = &ctx.settings;
+    // An attach handed off: its answer is recorded before anything is read again.
+    match ctx.attaches.take(&cur.name_any()) {
+        Some(Call::Running) => return Err(in_flight("an attach call is in flight", ctx)),
+        Some(Call::Answered(answer)) => return attach_answered(ctx, &cur, answer).await,
+        None => {}
+    }
     // Whether this reconcile itself recorded Creating: then no NIC can exist under our name
     // yet and the lookup by name (needed after a crash) is skipped.
     let mut fresh_intent = false;
@@ -347,32 +359,11 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
                     AttachVerdict::Attach => {
                         // The phase (Attaching) already records the intent.
                         ctx.checkpoint.step("AttachNics").await;
-                        match ctx
-                            .batch
-                            .attach(&instance, &id, &cur.name_any(), prio)
-                            .await
-                        {
-                            Ok(job) => {
-                                // Before the write, whose watch event wakes the wait.
-                                ctx.link_wait.start(&name, &job, Timestamp::now());
-                                write_result(ctx, &cur, |s| {
-                                    s.last_job = Some(CloudJob {
-                                        id: job.clone(),
-                                        action: "AttachNics".into(),
-                                        status: "pending".into(),
-                                    });
-                                })
-                                .await?;
-                                return Ok(Action::requeue(settings.link_grace));
-                            }
-                            Err(e) if refuses_instance(&e, &id) => {
-                                return Err(refused(ctx, &cur, instance, e).await);
-                            }
-                            Err(e) if e.is_not_found() => {
-                                return fail(ctx, &cur, "NicVanished", e.to_string()).await;
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
+                        let (batch, member) = (ctx.batch.clone(), name.clone());
+                        ctx.attaches.start(&name, async move {
+                            batch.attach(&instance, &id, &member, prio).await
+                        });
+                        return Err(in_flight("an attach call is in flight", ctx));
                     }
                 }
             }
@@ -397,6 +388,72 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
         }
     }
     Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+/// A reconcile waiting for its handed-off call: the answer wakes it, the poll is a fallback.
+/// A wait, not a success: an attempt that fails keeps the object's back-off growing.
+fn in_flight(what: &'static str, ctx: &Context) -> Error {
+    Error::WaitingFor(what, ctx.settings.link_grace)
+}
+
+/// Records the answer to a handed-off AttachNics.
+async fn attach_answered(
+    ctx: &Context,
+    cur: &HostNic,
+    answer: CloudResult<String>,
+) -> Result<Action> {
+    let status = cur.status.clone().unwrap_or_default();
+    let (instance, id) = (
+        status.instance.unwrap_or_default(),
+        status.nic_id.unwrap_or_default(),
+    );
+    match answer {
+        Ok(job) => {
+            // Before the write, whose watch event wakes the wait.
+            ctx.link_wait.start(&cur.name_any(), &job, Timestamp::now());
+            write_result(ctx, cur, |s| {
+                s.last_job = Some(started_job("AttachNics", &job))
+            })
+            .await?;
+            Ok(Action::requeue(ctx.settings.link_grace))
+        }
+        Err(e) if refuses_instance(&e, &id) => Err(refused(ctx, cur, instance, e).await),
+        Err(e) if e.is_not_found() => fail(ctx, cur, "NicVanished", e.to_string()).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records the answer to a handed-off DetachNics; the cleanup then waits for the job.
+async fn detach_answered(
+    ctx: &Context,
+    cur: &HostNic,
+    answer: CloudResult<String>,
+) -> Result<Action> {
+    match answer {
+        Ok(job) => {
+            // Before the write, whose watch event wakes the wait.
+            ctx.link_wait.start(&cur.name_any(), &job, Timestamp::now());
+            write_result(ctx, cur, |s| s.last_job = Some(started_job(DETACH, &job))).await?;
+            Err(Error::WaitingFor(
+                "detach job started",
+                ctx.settings.link_grace,
+            ))
+        }
+        Err(e) if e.is_not_found() => Ok(Action::await_change()),
+        Err(e) => {
+            ctx.doubts.refused(&cur.name_any());
+            Err(e.into())
+        }
+    }
+}
+
+/// A just-started job of `action` as the status records it.
+fn started_job(action: &str, id: &str) -> CloudJob {
+    CloudJob {
+        id: id.to_string(),
+        action: action.into(),
+        status: "pending".into(),
+    }
 }
 
 /// The pool's quarantine (its default when the pool is gone).
@@ -658,9 +715,39 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
         .is_some_and(|v| v == "true");
     let prio = Priority::Background;
     let name = cur.name_any();
+    // Handed-off calls are seen through first: an attach's job is what the cleanup waits for.
+    match ctx.attaches.take(&name) {
+        Some(Call::Running) => return Err(in_flight("an attach call is in flight", ctx)),
+        Some(Call::Answered(Ok(job))) => {
+            cur = write_result(ctx, &cur, |s| {
+                s.last_job = Some(started_job("AttachNics", &job))
+            })
+            .await?;
+        }
+        Some(Call::Answered(Err(_))) | None => {}
+    }
+    match ctx.detaches.take(&name) {
+        Some(Call::Running) => return Err(in_flight("a detach call is in flight", ctx)),
+        Some(Call::Answered(answer)) => return detach_answered(ctx, &cur, answer).await,
+        None => {}
+    }
+    match ctx.deletes.take(&name) {
+        Some(Call::Running) => return Err(in_flight("a delete call is in flight", ctx)),
+        Some(Call::Answered(Ok(()))) => return Ok(Action::await_change()),
+        Some(Call::Answered(Err(e))) if e.is_not_found() => return Ok(Action::await_change()),
+        Some(Call::Answered(Err(e))) => {
+            ctx.doubts.refused(&name);
+            return Err(e.into());
+        }
+        None => {}
+    }
     for _ in 0..MAX_STEPS {
         let status = cur.status.clone().unwrap_or_default();
-        let f = facts(&status, None);
+        let started = status
+            .last_job
+            .as_ref()
+            .and_then(|j| ctx.link_wait.started(&name, &j.id));
+        let f = facts(&status, started);
         // Only a wait for the node's pods depends on the node: read it only then.
         let step = match cleanup_step(&f, true) {
             CleanupStep::WaitRelease | CleanupStep::WaitLinkHome => {
@@ -702,6 +789,10 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                 .await?;
             }
             CleanupStep::PollJob(id) => {
+                // The agent's report of the link going is a HostNic write, which wakes this.
+                if let Some(rest) = detach_wait(&f, ctx.settings.link_grace, Timestamp::now()) {
+                    return Err(Error::WaitingFor("the node to see the link go", rest));
+                }
                 let job = ctx.batch.job(&id, prio).await?;
                 match job_verdict(job.as_ref(), ctx.settings.job_timeout, Timestamp::now()) {
                     JobVerdict::Wait(_) => return Err(Error::Waiting("detach job running")),
@@ -737,36 +828,40 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                let seen = ctx.batch.nic(&id, prio).await?;
-                if seen.is_none()
-                    && created_within(&status, ctx.settings.visibility_grace, Timestamp::now())
-                {
-                    // Not "gone": DescribeNics does not show a NIC this new yet.
-                    return Err(Error::Waiting("new NIC not visible yet"));
-                }
-                match cleanup_verdict(seen.as_ref()) {
+                let known = known_cleanup_verdict(&f).filter(|_| !ctx.doubts.was_refused(&name));
+                let verdict = match known {
+                    Some(v) => v,
+                    None => {
+                        let seen = ctx.batch.nic(&id, prio).await?;
+                        if seen.is_none()
+                            && created_within(
+                                &status,
+                                ctx.settings.visibility_grace,
+                                Timestamp::now(),
+                            )
+                        {
+                            // Not "gone": DescribeNics does not show a NIC this new yet.
+                            return Err(Error::Waiting("new NIC not visible yet"));
+                        }
+                        ctx.doubts.clear(&name);
+                        cleanup_verdict(seen.as_ref())
+                    }
+                };
+                match verdict {
                     CleanupVerdict::Gone => return Ok(Action::await_change()),
                     CleanupVerdict::Detach => {
                         if status.phase != HostNicPhase::Detaching {
-                            cur = write(ctx, &cur, |s| s.phase = HostNicPhase::Detaching).await?;
+                            write(ctx, &cur, |s| s.phase = HostNicPhase::Detaching).await?;
                         }
                         ctx.checkpoint.step("DetachNics").await;
-                        let instance = status.instance.as_deref();
-                        match ctx.batch.detach(instance, &id, Some(&name), prio).await {
-                            Ok(job) => {
-                                write_result(ctx, &cur, |s| {
-                                    s.last_job = Some(CloudJob {
-                                        id: job.clone(),
-                                        action: "DetachNics".into(),
-                                        status: "pending".into(),
-                                    });
-                                })
-                                .await?;
-                                return Err(Error::Waiting("detach job started"));
-                            }
-                            Err(e) if e.is_not_found() => return Ok(Action::await_change()),
-                            Err(e) => return Err(e.into()),
-                        }
+                        let (batch, member) = (ctx.batch.clone(), name.clone());
+                        let instance = status.instance.clone();
+                        ctx.detaches.start(&name, async move {
+                            batch
+                                .detach(instance.as_deref(), &id, Some(&member), prio)
+                                .await
+                        });
+                        return Err(in_flight("a detach call is in flight", ctx));
                     }
                     CleanupVerdict::Delete => {
                         ctx.backoff.forget(&super::job_key(NAME, &cur));
@@ -774,12 +869,14 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                             write(ctx, &cur, |s| s.phase = HostNicPhase::Deleting).await?;
                         }
                         ctx.checkpoint.step("DeleteNics").await;
-                        let instance = status.instance.as_deref();
-                        match ctx.batch.delete(instance, &id, Some(&name), prio).await {
-                            Ok(()) => return Ok(Action::await_change()),
-                            Err(e) if e.is_not_found() => return Ok(Action::await_change()),
-                            Err(e) => return Err(e.into()),
-                        }
+                        let (batch, member) = (ctx.batch.clone(), name.clone());
+                        let instance = status.instance.clone();
+                        ctx.deletes.start(&name, async move {
+                            batch
+                                .delete(instance.as_deref(), &id, Some(&member), prio)
+                                .await
+                        });
+                        return Err(in_flight("a delete call is in flight", ctx));
                     }
                 }
             }

@@ -1,4 +1,5 @@
-//! When this operator started each HostNic's attach job: the grace of its link report counts from there.
+//! When this operator started each HostNic's attach or detach job: the grace of its link
+//! report (the link appearing, or going) counts from there.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

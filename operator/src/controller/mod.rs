@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod cache;
 pub mod create_batch;
+pub mod handoff;
 pub mod hostnic;
 pub mod link_wait;
 pub mod nicpool;
@@ -108,8 +109,16 @@ pub struct Context {
     pub checkpoint: Arc<Checkpoint>,
     /// Per-object exponential back-off of both controllers.
     pub backoff: backoff::Backoff,
-    /// When each attach job started waiting for its link report.
+    /// When each attach or detach job started waiting for its link report.
     pub link_wait: link_wait::LinkWait,
+    /// AttachNics calls the HostNic reconciles handed off (their answers: job ids).
+    pub attaches: handoff::Handoff<String>,
+    /// DetachNics calls handed off (their answers: job ids).
+    pub detaches: handoff::Handoff<String>,
+    /// DeleteNics calls handed off.
+    pub deletes: handoff::Handoff<()>,
+    /// HostNics whose call made on their status's word the cloud refused.
+    pub doubts: handoff::Doubts,
 }
 
 impl std::fmt::Debug for Context {
@@ -126,13 +135,11 @@ impl Context {
         cloud: Arc<dyn CloudApi>,
         hostnics: Store<HostNic>,
         recorder: Recorder,
+        wake: handoff::Wake,
     ) -> Self {
         let settings = op.settings.clone();
         Self {
-            batch: Batcher::new(
-                cloud.clone(),
-                op.batch.within(usize::from(settings.concurrency)),
-            ),
+            batch: Batcher::new(cloud.clone(), op.batch),
             facts: cache::CloudFacts::new(cloud.clone(), settings.cloud_cache),
             instances: InstanceSource {
                 annotation: settings.instance_annotation.clone(),
@@ -149,6 +156,10 @@ impl Context {
             checkpoint: op.checkpoint.clone(),
             backoff: backoff::Backoff::new(op.settings.backoff_max),
             link_wait: link_wait::LinkWait::default(),
+            attaches: handoff::Handoff::new(wake.clone()),
+            detaches: handoff::Handoff::new(wake.clone()),
+            deletes: handoff::Handoff::new(wake),
+            doubts: handoff::Doubts::default(),
             create_batches: create_batch::Batches::default(),
         }
     }
@@ -173,6 +184,15 @@ impl Context {
         } else {
             Priority::Refill
         }
+    }
+
+    /// `hostnic` is gone: answers to its handed-off calls, if they come, have nobody to record
+    /// them.
+    pub fn forget_calls(&self, hostnic: &str) {
+        self.attaches.forget(hostnic);
+        self.detaches.forget(hostnic);
+        self.deletes.forget(hostnic);
+        self.doubts.clear(hostnic);
     }
 
     /// Publishes an event about `obj`; events are best effort.
@@ -316,7 +336,17 @@ pub fn error_policy<K: ResourceExt>(
     ctx.metrics.failure(controller, label);
     if error.class() == ErrorClass::Waiting {
         tracing::debug!(controller, name = %obj.name_any(), %error, "waiting");
-        return Action::requeue(ctx.settings.job_poll);
+        // On the shared clock, at least half a period away: the cleanups waiting for their
+        // detach jobs poll together, in one DescribeJobs, and none polls a job just started.
+        let every = ctx.settings.job_poll;
+        let now = Timestamp::now();
+        let at = match error {
+            Error::WaitingFor(_, rest) => now.checked_add(*rest).unwrap_or(now),
+            _ => now,
+        };
+        let tick = crate::plan::nic::shared_tick(every, at);
+        let wait = at.duration_since(now).unsigned_abs() + tick;
+        return Action::requeue(if tick < every / 2 { wait + every } else { wait });
     }
     let key = backoff_key(controller, obj);
     let wait = ctx
@@ -444,6 +474,7 @@ mod priority_tests {
                 window: Duration::ZERO,
                 max_attach: 5,
                 max_detach: 5,
+                max_delete: 5,
                 round_wait: Duration::ZERO,
             },
             identity: "t".into(),
@@ -453,7 +484,8 @@ mod priority_tests {
                 &mut prometheus_client::registry::Registry::default(),
             )),
         };
-        let ctx = Context::new(&op, op.cloud.clone(), reader, recorder(&op));
+        let (wake, _) = handoff::Wake::channel();
+        let ctx = Context::new(&op, op.cloud.clone(), reader, recorder(&op), wake);
         assert_eq!(
             ctx.priority_for(&nic("a2", "a", HostNicPhase::Creating)),
             Priority::Refill

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hostnic_crds::{HostNicPhase, HostNicStatus};
+use hostnic_crds::{HostNicPhase, HostNicStatus, LINK_MISSING, LINK_READY};
 use jiff::Timestamp;
 
 use crate::cloud::{CloudError, CloudErrorKind, Job, JobState, Nic, NicState};
@@ -49,12 +49,17 @@ pub struct Facts<'a> {
     pub nic_id: Option<&'a str>,
     /// Last job id and the status recorded for it.
     pub last_job: Option<(&'a str, &'a str)>,
+    /// The action of the last job (`AttachNics`, `DetachNics`).
+    pub last_action: Option<&'a str>,
     /// Condition Attached is True (the cloud said in-use on our instance).
     pub attached: bool,
     /// Condition LinkReady is True (the agent sees the link).
     pub link_ready: bool,
     /// The agent proved the link on the node since the last claim ([`link_home`]).
     pub link_home: bool,
+    /// The agent reports that no link of the NIC is on the node (`LinkReady=False`,
+    /// `LinkMissing`; not `InPod`).
+    pub link_missing: bool,
     /// A pod is (or was last) recorded as the NIC's holder.
     pub pod: bool,
     /// When the NIC was released (phase Released).
@@ -64,6 +69,14 @@ pub struct Facts<'a> {
     pub job_started: Option<Timestamp>,
 }
 
+/// Whether the agent reports no link of the NIC on the node (not: the link is in its pod).
+pub fn link_missing(status: &HostNicStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == LINK_READY && c.status == "False" && c.reason == LINK_MISSING)
+}
+
 /// Whether the agent has proven the NIC's link on the node since it was last claimed: the
 /// agent's `LinkReady` is True, and (after a release) it turned True no earlier than the
 /// release. A claim writes `LinkReady=False` (InPod) with `Bound`, and a release is written
@@ -71,7 +84,7 @@ pub struct Facts<'a> {
 /// is a report from before the claim, which proves nothing about where the link is now.
 pub fn link_home(status: &HostNicStatus) -> bool {
     status.conditions.iter().any(|c| {
-        c.type_ == "LinkReady"
+        c.type_ == LINK_READY
             && c.status == "True"
             && status
                 .released_at
@@ -272,6 +285,8 @@ pub fn cleanup_step(f: &Facts<'_>, node_exists: bool) -> CleanupStep {
             CleanupStep::WaitLinkHome
         }
         (_, Some(_)) => match f.last_job {
+            // The node saw the link go: the detach is done, whatever the job says yet.
+            Some((_, status)) if running(status) && detach_seen_by_node(f) => CleanupStep::CheckNic,
             Some((id, status)) if running(status) && f.phase == HostNicPhase::Detaching => {
                 CleanupStep::PollJob(id.to_string())
             }
@@ -291,6 +306,51 @@ pub enum CleanupVerdict {
     Delete,
 }
 
+/// What a HostNic being deleted knows of its NIC from its own status, so that no DescribeNics
+/// is needed: attached when an attach was confirmed (the cloud said in-use, or the agent saw
+/// the link) and no detach began since; detached when its detach job succeeded. None: read the
+/// NIC. Detached also when the node saw its link go during the detach. A wrong guess costs
+/// one refused call (1400: DetachNics of an available NIC, DeleteNics of an attached one),
+/// after which the NIC is read.
+pub fn known_cleanup_verdict(f: &Facts<'_>) -> Option<CleanupVerdict> {
+    match f.phase {
+        HostNicPhase::Available | HostNicPhase::Bound | HostNicPhase::Released if f.attached => {
+            Some(CleanupVerdict::Detach)
+        }
+        HostNicPhase::Detaching
+            if detach_seen_by_node(f)
+                || f.last_action == Some(DETACH)
+                    && f.last_job
+                        .is_some_and(|(_, s)| s == JobState::Succeeded.as_str()) =>
+        {
+            Some(CleanupVerdict::Delete)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the agent reported the NIC's link gone from the node during its detach. Its link
+/// was proven home before the cleanup began (or the node is gone, and nothing reports), so
+/// only the detach takes it away.
+fn detach_seen_by_node(f: &Facts<'_>) -> bool {
+    f.phase == HostNicPhase::Detaching && f.last_action == Some(DETACH) && f.link_missing
+}
+
+/// How much longer a detach job this operator started waits for the node's report of its
+/// link going before the job is polled (None: poll now). Like an attach's, the job is polled
+/// only when no report came within the grace (or its start is unknown, after a restart).
+pub fn detach_wait(f: &Facts<'_>, grace: Duration, now: Timestamp) -> Option<Duration> {
+    if f.phase != HostNicPhase::Detaching || f.last_action != Some(DETACH) {
+        return None;
+    }
+    let started = f.job_started?;
+    let waited = now.duration_since(started).unsigned_abs();
+    grace.checked_sub(waited).filter(|rest| !rest.is_zero())
+}
+
+/// The action of a detach job as the status records it.
+pub const DETACH: &str = "DetachNics";
+
 /// Judges the NIC of a HostNic being deleted.
 pub fn cleanup_verdict(nic: Option<&Nic>) -> CleanupVerdict {
     match nic.map(|n| n.state) {
@@ -309,9 +369,11 @@ mod tests {
             phase,
             nic_id: Some("52:54:00:00:00:01"),
             last_job: None,
+            last_action: None,
             attached: false,
             link_ready: false,
             link_home: false,
+            link_missing: false,
             pod: false,
             released_at: None,
             job_started: None,
@@ -567,6 +629,60 @@ mod tests {
     }
 
     #[test]
+    fn the_status_alone_decides_a_cleanup_only_when_it_is_conclusive() {
+        let mut f = facts(HostNicPhase::Available);
+        assert_eq!(known_cleanup_verdict(&f), None, "never confirmed attached");
+        f.attached = true;
+        assert_eq!(known_cleanup_verdict(&f), Some(CleanupVerdict::Detach));
+        f.phase = HostNicPhase::Released;
+        assert_eq!(known_cleanup_verdict(&f), Some(CleanupVerdict::Detach));
+        // Detaching with the attach's job still recorded: the detach's answer was lost.
+        f.phase = HostNicPhase::Detaching;
+        f.last_job = Some(("j-1", "successful"));
+        f.last_action = Some("AttachNics");
+        assert_eq!(known_cleanup_verdict(&f), None);
+        f.last_job = Some(("j-2", "successful"));
+        f.last_action = Some(DETACH);
+        assert_eq!(known_cleanup_verdict(&f), Some(CleanupVerdict::Delete));
+        f.last_job = Some(("j-2", "failed"));
+        assert_eq!(known_cleanup_verdict(&f), None);
+        // A delete began: whether it happened is the cloud's to say.
+        f.phase = HostNicPhase::Deleting;
+        f.last_job = Some(("j-2", "successful"));
+        assert_eq!(known_cleanup_verdict(&f), None);
+        f.phase = HostNicPhase::Failed;
+        assert_eq!(known_cleanup_verdict(&f), None);
+    }
+
+    #[test]
+    fn a_detach_completes_by_the_nodes_report_and_polls_only_past_the_grace() {
+        let mut f = facts(HostNicPhase::Detaching);
+        f.last_job = Some(("j-2", "pending"));
+        f.last_action = Some(DETACH);
+        f.job_started = Some(t(100));
+        let grace = Duration::from_secs(30);
+        assert_eq!(
+            detach_wait(&f, grace, t(110)),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(detach_wait(&f, grace, t(130)), None, "past the grace: poll");
+        assert_eq!(cleanup_step(&f, true), CleanupStep::PollJob("j-2".into()));
+        f.link_missing = true;
+        assert_eq!(cleanup_step(&f, true), CleanupStep::CheckNic);
+        assert_eq!(known_cleanup_verdict(&f), Some(CleanupVerdict::Delete));
+        // Started before a restart: poll at once.
+        f.link_missing = false;
+        f.job_started = None;
+        assert_eq!(detach_wait(&f, grace, t(110)), None);
+        // The attach's job, still recorded: no detach is known to run.
+        f.last_action = Some("AttachNics");
+        f.job_started = Some(t(100));
+        f.link_missing = true;
+        assert_eq!(detach_wait(&f, grace, t(110)), None);
+        assert_eq!(known_cleanup_verdict(&f), None);
+    }
+
+    #[test]
     fn cleanup_steps() {
         assert_eq!(
             cleanup_step(&facts(HostNicPhase::Bound), true),
@@ -604,7 +720,7 @@ mod tests {
             released_at: released_at.map(|s| Time(t(s))),
             conditions: link
                 .map(|(status, at)| Condition {
-                    type_: "LinkReady".into(),
+                    type_: LINK_READY.into(),
                     status: status.into(),
                     reason: "LinkPresent".into(),
                     message: String::new(),

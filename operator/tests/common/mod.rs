@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hostnic_crds::{HostNic, HostNicPhase, NicPool, NicPoolSpec, PodRef, ReclaimPolicy};
+use hostnic_crds::{
+    HostNic, HostNicPhase, HostNicStatus, NicPool, NicPoolSpec, PodRef, ReclaimPolicy,
+};
 use hostnic_operator::args::Settings;
 use hostnic_operator::cloud::CloudApi;
 use hostnic_operator::cloud::batch::BatchConfig;
@@ -69,6 +71,7 @@ impl Default for Setup {
                 window: Duration::from_millis(50),
                 max_attach: 5,
                 max_detach: 20,
+                max_delete: 100,
                 round_wait: Duration::from_secs(5),
             },
             sim: |_| {},
@@ -634,8 +637,9 @@ where
 }
 
 /// The agent's part of the contract, enough for the operator: once the cloud says a NIC is
-/// attached, report LinkReady=True (the real agent sees the hot-plugged link), unless
-/// `reports` is off.
+/// attached, report LinkReady=True (the real agent sees the hot-plugged link), and once a
+/// detaching NIC's detach is done, report LinkReady=False (LinkMissing: the link went),
+/// unless `reports` is off.
 async fn fake_agent(client: kube::Client, sim: Arc<SimHandle>, reports: Arc<AtomicBool>) {
     let api: Api<HostNic> = Api::all(client);
     loop {
@@ -646,17 +650,27 @@ async fn fake_agent(client: kube::Client, sim: Arc<SimHandle>, reports: Arc<Atom
         let Ok(list) = api.list(&ListParams::default()).await else {
             continue;
         };
+        let link = |s: &HostNicStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "LinkReady")
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
         let waiting: Vec<HostNic> = list
             .items
             .into_iter()
             .filter(|h| {
                 h.status.as_ref().is_some_and(|s| {
-                    s.phase == HostNicPhase::Attaching
-                        && s.nic_id.is_some()
-                        && !s
-                            .conditions
-                            .iter()
-                            .any(|c| c.type_ == "LinkReady" && c.status == "True")
+                    s.nic_id.is_some()
+                        && match s.phase {
+                            HostNicPhase::Attaching => {
+                                link(s).is_none_or(|(status, _)| status != "True")
+                            }
+                            HostNicPhase::Detaching => {
+                                link(s).is_none_or(|(_, reason)| reason != "LinkMissing")
+                            }
+                            _ => false,
+                        }
                 })
             })
             .collect();
@@ -673,14 +687,17 @@ async fn fake_agent(client: kube::Client, sim: Arc<SimHandle>, reports: Arc<Atom
                     && n.status == qingcloud_sim::wire::NicStatus::InUse
                     && n.attached_to() == s.instance.as_deref()
             });
-            if !attached {
-                continue;
-            }
-            s.host_interface = Some("eth9".into());
+            let (status, reason) = match (s.phase, attached) {
+                (HostNicPhase::Attaching, true) => ("True", "LinkFound"),
+                (HostNicPhase::Detaching, false) => ("False", "LinkMissing"),
+                _ => continue,
+            };
+            s.host_interface = attached.then(|| "eth9".into());
+            s.conditions.retain(|c| c.type_ != "LinkReady");
             s.conditions.push(Condition {
                 type_: "LinkReady".into(),
-                status: "True".into(),
-                reason: "LinkFound".into(),
+                status: status.into(),
+                reason: reason.into(),
                 message: "eth9".into(),
                 observed_generation: None,
                 last_transition_time: Time(Timestamp::now()),
