@@ -74,11 +74,7 @@ async fn a_pool_of_3_on_4_nodes_is_created_with_one_create_nics() {
         "12 NICs in one vxnet, one batch"
     );
     assert_eq!(calls.action("AttachNics"), 4, "one AttachNics per node");
-    env.delete_pool("wide").await;
-    eventually("pool and NICs gone", T, || async {
-        env.pool("wide").await.is_none() && env.cloud_nics().is_empty()
-    })
-    .await;
+    env.delete_pool_until_gone("wide", T).await;
     env.assert_invariants().await;
     env.shutdown().await;
 }
@@ -108,11 +104,7 @@ async fn nodes_outnumbering_reconcile_slots_still_make_one_call_per_node() {
     let calls = env.sim.calls();
     assert_eq!(calls.action("CreateNics"), 1, "18 NICs in one vxnet");
     assert_eq!(calls.action("AttachNics"), 6, "one AttachNics per node");
-    env.delete_pool("wide").await;
-    eventually("pool and NICs gone", T, || async {
-        env.pool("wide").await.is_none() && env.cloud_nics().is_empty()
-    })
-    .await;
+    env.delete_pool_until_gone("wide", T).await;
     let calls = env.sim.calls();
     eprintln!(
         "6 x 3 on 2 slots: {} calls, DescribeNics {}, DescribeJobs {}",
@@ -165,11 +157,7 @@ async fn a_hostnic_without_a_batch_gets_a_nic_of_its_own() {
     assert_eq!(cloud.len(), 1, "{cloud:?}");
     assert_eq!(cloud[0].1, own);
     assert_eq!(env.sim.calls().action("CreateNics"), 1);
-    env.delete_pool("old").await;
-    eventually("pool and NIC gone", T, || async {
-        env.pool("old").await.is_none() && env.cloud_nics().is_empty()
-    })
-    .await;
+    env.delete_pool_until_gone("old", T).await;
     env.shutdown().await;
 }
 
@@ -183,11 +171,7 @@ async fn deleting_a_pool_of_20_survives_a_size_refusal() {
     env.create_pool("big", spec(&[VX_A], 20)).await;
     env.converged("big", &[NODE], 20, T).await;
     env.sim.reset_calls();
-    env.delete_pool("big").await;
-    eventually("pool and NICs gone", T, || async {
-        env.pool("big").await.is_none() && env.cloud_nics().is_empty()
-    })
-    .await;
+    env.delete_pool_until_gone("big", T).await;
     let calls = env.sim.calls();
     eprintln!(
         "delete of 20: DetachNics {}, DeleteNics {}, DescribeNics {}, DescribeJobs {}",

@@ -183,6 +183,24 @@ struct Flip {
     claim: bool,
 }
 
+impl Flip {
+    /// A claim (or release) on `node` just done, counted in `bound`.
+    fn count(bound: &mut BTreeMap<&'static str, u64>, node: &'static str, claim: bool) -> Self {
+        let b = bound.entry(node).or_default();
+        if claim {
+            *b += 1;
+        } else {
+            *b -= 1;
+        }
+        Self {
+            at: Instant::now(),
+            node,
+            bound: *b,
+            claim,
+        }
+    }
+}
+
 /// How long until a poll asked after the flip showed it; None if none did.
 fn lag_of(flip: &Flip, polls: &[Poll]) -> Option<Duration> {
     polls
@@ -259,14 +277,7 @@ async fn each_claim_and_release_shows_within_a_second() {
     let mut bound: BTreeMap<&str, u64> = BTreeMap::new();
     for (node, name) in &claimed {
         env.bind(name).await;
-        let b = bound.entry(node).or_default();
-        *b += 1;
-        flips.push(Flip {
-            at: Instant::now(),
-            node,
-            bound: *b,
-            claim: true,
-        });
+        flips.push(Flip::count(&mut bound, node, true));
         tokio::time::sleep(PACE).await;
     }
     tokio::time::sleep(LAG).await;
@@ -302,14 +313,7 @@ async fn each_claim_and_release_shows_within_a_second() {
 
     for (node, name) in &claimed {
         env.release(name).await;
-        let b = bound.entry(node).or_default();
-        *b -= 1;
-        flips.push(Flip {
-            at: Instant::now(),
-            node,
-            bound: *b,
-            claim: false,
-        });
+        flips.push(Flip::count(&mut bound, node, false));
         tokio::time::sleep(PACE).await;
     }
     tokio::time::sleep(LAG * 2).await;

@@ -1,16 +1,8 @@
 use super::*;
-use hostnic_crds::{ReclaimPolicy, Route};
+use hostnic_crds::Route;
 
 fn spec(size: u32) -> NicPoolSpec {
-    NicPoolSpec {
-        vxnets: vec!["vxnet-a".into(), "vxnet-b".into()],
-        node_selector: Default::default(),
-        size,
-        max_per_node: 63,
-        routes: vec![],
-        reclaim_policy: ReclaimPolicy::Delete,
-        quarantine_seconds: 120,
-    }
+    super::super::fixtures::pool_spec(&["vxnet-a", "vxnet-b"], size)
 }
 
 fn node() -> NodeView {

@@ -1,17 +1,9 @@
 use super::*;
-use hostnic_crds::{HostNicPhase, NicRole, ReclaimPolicy};
+use hostnic_crds::{HostNicPhase, NicRole};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 fn spec(size: u32) -> NicPoolSpec {
-    NicPoolSpec {
-        vxnets: vec!["vxnet-a".into()],
-        node_selector: Default::default(),
-        size,
-        max_per_node: 63,
-        routes: vec![],
-        reclaim_policy: ReclaimPolicy::Delete,
-        quarantine_seconds: 120,
-    }
+    super::super::fixtures::pool_spec(&["vxnet-a"], size)
 }
 
 fn node(name: &str) -> NodeFacts {

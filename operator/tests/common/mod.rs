@@ -537,6 +537,15 @@ impl Env {
             .expect("delete pool");
     }
 
+    /// Deletes a pool and waits until it and every cloud NIC are gone.
+    pub async fn delete_pool_until_gone(&self, name: &str, within: Duration) {
+        self.delete_pool(name).await;
+        eventually("pool and NICs gone", within, || async {
+            self.pool(name).await.is_none() && self.cloud_nics().is_empty()
+        })
+        .await;
+    }
+
     pub async fn patch_pool(&self, name: &str, spec: serde_json::Value) {
         self.pools()
             .patch(
