@@ -109,7 +109,8 @@ pub struct Args {
     pub batch_window_ms: u64,
 
     /// Longest milliseconds a round the pool planned (the NICs it creates or deletes on a node
-    /// in one pass) waits for a member that does not ask; a complete round never waits.
+    /// in one pass) waits, after its latest member asked, for a member that does not ask; a
+    /// complete round never waits.
     #[arg(long, env = "HOSTNIC_BATCH_ROUND_WAIT_MS", default_value_t = 10_000)]
     pub batch_round_wait_ms: u64,
 

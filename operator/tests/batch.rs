@@ -114,6 +114,11 @@ async fn nodes_outnumbering_reconcile_slots_still_make_one_call_per_node() {
     );
     assert_eq!(calls.action("DetachNics"), 6, "one DetachNics per node");
     assert_eq!(calls.action("DeleteNics"), 6, "one DeleteNics per node");
+    assert_eq!(
+        calls.action("DescribeJobs"),
+        0,
+        "attaches and detaches complete by the agent's link reports"
+    );
     env.assert_invariants().await;
     env.shutdown().await;
 }

@@ -54,8 +54,8 @@ struct Coalescer<R> {
     rounds: Mutex<HashMap<String, HashSet<String>>>,
     next_id: Mutex<u64>,
     window: Duration,
-    /// Longest a round waits for a member that does not come (its create failed, it was
-    /// deleted): a bound on the delay, not a way to meet.
+    /// Longest a round waits, after its latest member asked, for one that does not come (its
+    /// create failed, it was deleted): a bound on the delay, not a way to meet.
     round_wait: Duration,
     /// Most distinct items per call: the configured limit, lowered by size refusals.
     limit: AtomicUsize,
@@ -152,28 +152,22 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
         let member = member.filter(|m| self.join(&key, m)).map(str::to_string);
         let due = {
             let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let wait = if member.is_some() {
+                self.round_wait
+            } else {
+                self.window
+            };
             let group = match groups.get_mut(&key) {
+                // A round's member came: the round waits `round_wait` from now for the rest,
+                // so a round whose members arrive steadily (each after its share of a create
+                // batch, under load) is never cut short; only a member that stops coming is.
+                Some(g) if member.is_some() => {
+                    g.id = self.arm(&key, wait);
+                    g
+                }
                 Some(g) => g,
                 None => {
-                    let id = {
-                        let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
-                        *n += 1;
-                        *n
-                    };
-                    let wait = if member.is_some() {
-                        self.round_wait
-                    } else {
-                        self.window
-                    };
-                    let this = Arc::clone(self);
-                    let k = key.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        let due = this.take(&k, Some(id));
-                        if let Some(group) = due {
-                            this.run_group(&k, group).await;
-                        }
-                    });
+                    let id = self.arm(&key, wait);
                     groups.entry(key.clone()).or_insert(Group {
                         id,
                         prio,
@@ -198,6 +192,25 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
         }
         rx.await
             .unwrap_or_else(|_| Err(CloudError::transient("batch", "batched call was dropped")))
+    }
+
+    /// Runs the group under `key` after `wait`, unless it ran or was re-armed meanwhile; the
+    /// id the group must carry for that.
+    fn arm(self: &Arc<Self>, key: &str, wait: Duration) -> u64 {
+        let id = {
+            let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        let this = Arc::clone(self);
+        let k = key.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(group) = this.take(&k, Some(id)) {
+                this.run_group(&k, group).await;
+            }
+        });
+        id
     }
 
     /// Removes the group under `key` (only if it is still group `id`, when given).
@@ -307,7 +320,8 @@ pub struct BatchConfig {
     pub max_detach: usize,
     /// Most NICs per DeleteNics call.
     pub max_delete: usize,
-    /// Longest a round planned by the pool waits for a member that does not ask.
+    /// Longest a round planned by the pool waits, after its latest member asked, for a member
+    /// that does not ask.
     pub round_wait: Duration,
 }
 
@@ -645,6 +659,44 @@ mod tests {
             .expect("the round ran when complete");
         assert!(jobs.iter().all(Result::is_ok));
         assert_eq!(cloud.calls()["AttachNics"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_round_whose_members_come_steadily_waits_for_the_last() {
+        let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
+        cloud.add_vxnet("vxnet-a", 100);
+        cloud.add_instance("i-1", "vxnet-a");
+        let ids = nics(&cloud, 4).await;
+        // Members 60 ms apart, 180 ms from the first to the last: longer than the 100 ms a
+        // round waits, but never that long between two members.
+        let b = Arc::new(Batcher::new(
+            cloud.clone(),
+            BatchConfig {
+                window: Duration::from_secs(600),
+                max_attach: 5,
+                round_wait: Duration::from_millis(100),
+                ..cfg()
+            },
+        ));
+        b.plan_attach("i-1", ids.iter().map(|id| format!("hn-{id}")));
+        let all = futures::future::join_all(ids.iter().enumerate().map(|(i, id)| {
+            let b = b.clone();
+            let id = id.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(60) * u32::try_from(i).unwrap()).await;
+                b.attach("i-1", &id, &format!("hn-{id}"), Priority::Refill)
+                    .await
+            }
+        }));
+        let jobs = tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .expect("the round ran");
+        assert!(jobs.iter().all(Result::is_ok));
+        assert_eq!(
+            cloud.calls()["AttachNics"],
+            1,
+            "one call for the whole round"
+        );
     }
 
     #[tokio::test]
