@@ -36,7 +36,29 @@ impl Ctr {
 
     /// Runs `ctr ARGS` and returns its stdout; panics with its output if it failed.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        Self::succeeded(args, self.run(args))
+    }
+
+    /// `ctr run ARGS` of a short-lived task that always prints, run again (at most 3 times in
+    /// all) while its output came back empty: ctr can lose the output of a task that exits
+    /// before ctr's copy of it starts, which happens under load (containerd/containerd#770).
+    pub fn run_printing(&self, args: &[&str]) -> Output {
+        let mut out = self.run(args);
+        for _ in 1..3 {
+            if !(out.stdout.is_empty() && out.stderr.is_empty()) {
+                break;
+            }
+            out = self.run(args);
+        }
+        out
+    }
+
+    /// [`Self::run_printing`], then as [`Self::ok`].
+    pub fn ok_printing(&self, args: &[&str]) -> String {
+        Self::succeeded(args, self.run_printing(args))
+    }
+
+    fn succeeded(args: &[&str], out: Output) -> String {
         assert!(
             out.status.success(),
             "ctr {args:?}: {}{}",

@@ -50,7 +50,7 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
     }
 
     // The operator, as the image's user (65532), read-only: every library it loads is there.
-    let help = ctr.ok(&[
+    let help = ctr.ok_printing(&[
         "run",
         "--rm",
         "--read-only",
@@ -81,7 +81,7 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
         secret.display()
     );
     let start = |id: &str, file: &str| -> String {
-        let out = ctr.run(&[
+        let out = ctr.run_printing(&[
             "run",
             "--rm",
             "--read-only",
@@ -108,7 +108,7 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
         "{log}"
     );
     // The agent too.
-    let help = ctr.ok(&[
+    let help = ctr.ok_printing(&[
         "run",
         "--rm",
         "--read-only",
@@ -120,7 +120,7 @@ fn the_offline_images_import_into_containerd_and_run_read_only() {
     assert!(help.contains("--health-addr"), "{help}");
     // Its `iptables` loads the extensions of the Service route's rule (in the container's own
     // netns: `ctr run` makes one; privileged for NET_ADMIN, as the DaemonSet runs it).
-    let listed = ctr.ok(&[
+    let listed = ctr.ok_printing(&[
         "run",
         "--rm",
         "--read-only",
