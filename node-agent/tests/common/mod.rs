@@ -432,14 +432,22 @@ impl Lab {
         name
     }
 
-    /// Puts HostNic `name` in `phase`, as the operator does.
+    /// Puts HostNic `name` in `phase`, as the operator does: read again and retried when the
+    /// agent wrote it meanwhile (a link report), as the operator's optimistic write is.
     pub async fn set_phase(&self, name: &str, phase: HostNicPhase) {
         let api: Api<HostNic> = Api::all(self.client.clone());
-        let mut nic = api.get(name).await.unwrap();
-        nic.status.as_mut().unwrap().phase = phase;
-        api.replace_status(name, &PostParams::default(), &nic)
-            .await
-            .unwrap();
+        for _ in 0..10 {
+            let mut nic = api.get(name).await.unwrap();
+            nic.status.as_mut().unwrap().phase = phase;
+            match api.replace_status(name, &PostParams::default(), &nic).await {
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                r => {
+                    r.unwrap();
+                    return;
+                }
+            }
+        }
+        panic!("{name}: 10 conflicting writes in a row");
     }
 
     /// The NicPool annotation telling the operator an ADD on this node waits.
