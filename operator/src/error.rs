@@ -87,6 +87,14 @@ impl Error {
         }
     }
 
+    /// The reconcile's own error: the one inside a finalizer error, if that is where it failed.
+    pub fn reconcile_error(&self) -> &Error {
+        match self {
+            Self::Finalizer(f) => f.source_error().map_or(self, Error::reconcile_error),
+            _ => self,
+        }
+    }
+
     /// The class deciding the back-off.
     pub fn class(&self) -> ErrorClass {
         match self {

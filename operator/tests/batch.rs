@@ -12,6 +12,7 @@ use hostnic_crds::{
 };
 use kube::ResourceExt;
 use kube::api::PostParams;
+use qingcloud_sim::{Fault, FaultKind};
 
 const T: Duration = Duration::from_secs(60);
 const NODE: &str = "i-node0001";
@@ -119,6 +120,54 @@ async fn nodes_outnumbering_reconcile_slots_still_make_one_call_per_node() {
         0,
         "attaches and detaches complete by the agent's link reports"
     );
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
+/// A batch whose CreateNics waits (for the rate budget, or a slow cloud as here: 15 s) holds
+/// no reconcile slot: on 2 slots, another pool of the node fills meanwhile. When its members
+/// awaited the call, the first held a slot for it and the next the other, waiting for the
+/// batch's lock, so nothing else ran until the CreateNics answered (at 500 nodes this made a
+/// node's members reach their attach round too far apart to meet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_waiting_for_its_create_holds_no_reconcile_slot() {
+    let mut setup = limited();
+    setup.settings.concurrency = 2;
+    let mut env = Env::start(setup).await;
+    env.start_operator();
+    env.sim.inject(
+        Fault::new(FaultKind::DelayMs(15_000))
+            .on("CreateNics")
+            .next(1),
+    );
+    env.create_pool("slow", spec(&[VX_A], 4)).await;
+    eventually("the slow pool's CreateNics is sent", T, || async {
+        env.sim.faults().is_empty()
+    })
+    .await;
+    env.create_pool("quick", spec(&[VX_B], 1)).await;
+    // Not `converged`, which also waits for the slow pool's NICs (in the cloud at once, their
+    // CreateNics answered late) to be recorded.
+    eventually("the quick pool's NIC is available", T, || async {
+        env.phases("quick", NODE).await.get("Available") == Some(&1)
+    })
+    .await;
+    let slow_with_nic = env
+        .all_hostnics()
+        .await
+        .iter()
+        .filter(|h| h.spec.pool == "slow")
+        .filter(|h| h.status.as_ref().is_some_and(|s| s.nic_id.is_some()))
+        .count();
+    assert_eq!(
+        slow_with_nic, 0,
+        "the other pool filled only after the slow CreateNics answered"
+    );
+    env.converged("slow", &[NODE], 4, T).await;
+    assert_eq!(env.sim.calls().action("CreateNics"), 2, "one per pool");
+    env.delete_pool("slow").await;
+    env.delete_pool_until_gone("quick", T).await;
+    eventually("the slow pool gone", T, || async { env.pool("slow").await.is_none() }).await;
     env.assert_invariants().await;
     env.shutdown().await;
 }

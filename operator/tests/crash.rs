@@ -138,7 +138,8 @@ async fn killed_at_every_step_of_a_batch_across_nodes() {
 async fn a_member_deleted_before_recording_its_nic_deletes_the_leftover() {
     let mut setup = Setup::default();
     // One HostNic reconcile at a time: step 1 is the first member's Creating, step 2 the
-    // batch's CreateNics, step 3 its record of a NIC, where the operator freezes.
+    // batch's CreateNics (made in the background), step 3 the next write (another member's
+    // Creating, or a record of a NIC), where the operator freezes once the NICs exist.
     setup.settings.concurrency = 1;
     setup.settings.gc_grace = Duration::from_secs(3600);
     let mut env = Env::start(setup).await;
@@ -148,6 +149,7 @@ async fn a_member_deleted_before_recording_its_nic_deletes_the_leftover() {
     tokio::time::timeout(T, cp.hit.notified())
         .await
         .expect("frozen after the CreateNics");
+    eventually("the batch's NICs made", T, || async { env.cloud_nics().len() == 3 }).await;
     env.kill_operator().await;
     assert_eq!(env.sim.calls().action("CreateNics"), 1);
     assert_eq!(env.cloud_nics().len(), 3, "one batch of 3");

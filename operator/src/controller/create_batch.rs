@@ -10,6 +10,13 @@
 //! reserved for it until its status records it, and one member at a time works on a batch.
 //! Members wait until the pool pass that made their batch has created all of them, so the
 //! first one's CreateNics covers every member; after a restart no member can come any more.
+//!
+//! No member waits in its reconcile, which would hold one of the controller's few slots: a
+//! member that asks before the seal, or while the batch's CreateNics (or lookup) waits for the
+//! rate budget and the cloud, is told [`Claim::Pending`] and woken when that is over. Held in
+//! their slots, a batch's hundreds of members starved every other reconcile for as long as
+//! its CreateNics queued, and the members of one node reached their attach round too far
+//! apart to meet (754 AttachNics for 500 nodes in the bench's (d)).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,7 +28,8 @@ use kube::{Api, ResourceExt};
 use rand::Rng;
 
 use super::Context;
-use crate::cloud::{CloudError, CloudErrorKind, Nic, NicQuery, NicState, Priority};
+use super::handoff::{Wake, lock};
+use crate::cloud::{CloudApi, CloudError, CloudErrorKind, Nic, NicQuery, NicState, Priority};
 use crate::error::{Error, Result};
 
 /// A create batch as its members carry it.
@@ -172,29 +180,45 @@ pub struct Slot {
     refused: Option<CloudError>,
     /// Members that recorded their NIC or went away.
     settled: HashSet<String>,
+    /// Whether the batch's CreateNics or lookup is in flight.
+    flying: bool,
+    /// Members told to wait for the flight: woken when it lands.
+    waiting: HashSet<String>,
+    /// A flight's retryable failure, for each member that waited for it (once each, so its
+    /// back-off grows; its next claim makes the next attempt).
+    failed: HashMap<String, CloudError>,
 }
 
-/// One batch in this process: its lock, and whether the pool pass that made it has finished
-/// creating its members (only then are all of them visible, and one CreateNics covers them).
+/// Whether the pool pass that made a batch has created all its members.
+#[derive(Debug)]
+enum Seal {
+    /// Not yet: these members asked meanwhile, and are woken at the seal.
+    Open(HashSet<String>),
+    Sealed,
+}
+
+/// One batch in this process: its lock, and its seal.
 #[derive(Debug)]
 struct Entry {
     slot: Arc<tokio::sync::Mutex<Slot>>,
-    sealed: Arc<tokio::sync::watch::Sender<bool>>,
+    seal: Arc<Mutex<Seal>>,
 }
 
 impl Entry {
-    fn new(slot: Slot, sealed: bool) -> Self {
+    fn new(slot: Slot, seal: Seal) -> Self {
         Self {
             slot: Arc::new(tokio::sync::Mutex::new(slot)),
-            sealed: Arc::new(tokio::sync::watch::Sender::new(sealed)),
+            seal: Arc::new(Mutex::new(seal)),
         }
     }
 }
 
 /// The batches of this process, one lock each: a single flight per batch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batches {
     slots: Mutex<HashMap<String, Entry>>,
+    /// Wakes the members a seal or a flight kept waiting.
+    wake: Wake,
 }
 
 /// The batches of one pool pass, one tag per NIC it creates. Dropped when the pass has created
@@ -203,25 +227,39 @@ pub struct Batches {
 pub struct Planned {
     /// One tag per NIC to create, in the order given.
     pub tags: Vec<BatchTag>,
-    sealed: Vec<Arc<tokio::sync::watch::Sender<bool>>>,
+    seals: Vec<Arc<Mutex<Seal>>>,
+    wake: Wake,
 }
 
 impl Drop for Planned {
     fn drop(&mut self) {
-        for s in &self.sealed {
-            s.send_replace(true);
+        for seal in &self.seals {
+            let was = std::mem::replace(&mut *lock(seal), Seal::Sealed);
+            if let Seal::Open(asked) = was {
+                for m in asked {
+                    self.wake.wake(&m);
+                }
+            }
         }
     }
 }
 
 impl Batches {
+    /// No batch yet; members kept waiting are woken through `wake`.
+    pub fn new(wake: Wake) -> Self {
+        Self {
+            slots: Mutex::default(),
+            wake,
+        }
+    }
+
     /// Batches for the NICs a pass is about to create (their vxnets, in order). Their NICs are
     /// known not to exist yet, so the first member creates without a lookup, once the pass has
     /// created every member (the returned [`Planned`] is dropped).
     pub fn plan(&self, vxnets: &[&str], limit: u32) -> Planned {
         let mut tags: Vec<Option<BatchTag>> = vec![None; vxnets.len()];
-        let mut sealed = Vec::new();
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seals = Vec::new();
+        let mut slots = lock(&self.slots);
         for batch in group(vxnets, limit) {
             let tag = BatchTag {
                 id: new_batch_id(),
@@ -231,8 +269,8 @@ impl Batches {
                 nics: Some(Vec::new()),
                 ..Slot::default()
             };
-            let entry = Entry::new(fresh, false);
-            sealed.push(entry.sealed.clone());
+            let entry = Entry::new(fresh, Seal::Open(HashSet::new()));
+            seals.push(entry.seal.clone());
             slots.insert(tag.id.clone(), entry);
             for i in batch {
                 tags[i] = Some(tag.clone());
@@ -240,48 +278,43 @@ impl Batches {
         }
         Planned {
             tags: tags.into_iter().flatten().collect(),
-            sealed,
+            seals,
+            wake: self.wake.clone(),
         }
     }
 
-    /// The batch's lock, once its members are all created. A batch this process did not plan
-    /// (made before a restart) gets a lock of its own, its NICs unknown.
-    async fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
-        let (slot, mut sealed) = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let e = slots
-                .entry(id.to_string())
-                .or_insert_with(|| Entry::new(Slot::default(), true));
-            (e.slot.clone(), e.sealed.subscribe())
-        };
-        // Err: the pass is gone without sealing (it cannot be: `Planned` seals on drop).
-        let _ = sealed.wait_for(|s| *s).await;
-        slot
+    /// The batch's lock, once its members are all created; None: not yet, and `member` is
+    /// woken at the seal. A batch this process did not plan (made before a restart) gets a
+    /// lock of its own, its NICs unknown.
+    fn sealed_slot(&self, id: &str, member: &str) -> Option<Arc<tokio::sync::Mutex<Slot>>> {
+        let mut slots = lock(&self.slots);
+        let e = slots
+            .entry(id.to_string())
+            .or_insert_with(|| Entry::new(Slot::default(), Seal::Sealed));
+        match &mut *lock(&e.seal) {
+            Seal::Open(asked) => {
+                asked.insert(member.to_string());
+                None
+            }
+            Seal::Sealed => Some(e.slot.clone()),
+        }
     }
 
     /// `member` recorded its NIC or is gone: its reservation ends, and the batch is forgotten
     /// once all its members are settled.
     pub async fn settle(&self, tag: &BatchTag, member: &str) {
-        let Some(slot) = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&tag.id)
-            .map(|e| e.slot.clone())
-        else {
+        let Some(slot) = lock(&self.slots).get(&tag.id).map(|e| e.slot.clone()) else {
             return;
         };
         let done = {
             let mut s = slot.lock().await;
             s.held.remove(member);
+            s.failed.remove(member);
             s.settled.insert(member.to_string());
             s.settled.len() >= usize::try_from(tag.size).unwrap_or(usize::MAX)
         };
         if done {
-            self.slots
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&tag.id);
+            lock(&self.slots).remove(&tag.id);
         }
     }
 }
@@ -304,10 +337,14 @@ pub enum Claim {
     Nothing,
     /// The batch's CreateNics was refused (capacity, quota, a bad request): not retried.
     Refused(CloudError),
+    /// Not yet: the pass is still creating the batch's members, or its NICs are being created
+    /// or looked up. The member is woken when that is over.
+    Pending,
 }
 
-/// The NIC of batch member `cur`, per the batch's assignment. Throttled and transient
-/// CreateNics failures are errors (retried); a lost answer makes the next attempt look up.
+/// The NIC of batch member `cur`, per the batch's assignment. A flight's throttled or
+/// transient failure is an error for each member that waited for it (retried after its
+/// back-off); a lost answer makes the next flight a lookup.
 pub async fn claim(
     ctx: &Context,
     cur: &HostNic,
@@ -316,90 +353,156 @@ pub async fn claim(
     prio: Priority,
 ) -> Result<Claim> {
     let me = cur.name_any();
-    let vxnet = cur.spec.vxnet.clone();
-    let name = tag.nic_name(&ctx.settings.nic_prefix);
-    let slot = ctx.create_batches.slot(&tag.id).await;
+    let Some(slot) = ctx.create_batches.sealed_slot(&tag.id, &me) else {
+        return Ok(Claim::Pending);
+    };
     let mut s = slot.lock().await;
     if let Some(n) = s.held.get(&me) {
         return Ok(Claim::Nic(n.clone()));
     }
-    loop {
-        let members = members(ctx, tag).await?;
-        let recorded: HashSet<&str> = members
-            .iter()
-            .filter(|m| m.nic_id.is_some())
-            .map(|m| m.name.as_str())
-            .collect();
-        // A member gone or recorded needs its reservation no more.
-        s.held
-            .retain(|m, _| members.iter().any(|x| &x.name == m) && !recorded.contains(m.as_str()));
-        // Members that recorded theirs before a restart count as settled too, so the batch is
-        // forgotten once the rest are.
-        s.settled.extend(recorded.iter().map(|m| m.to_string()));
-        let known = match s.nics.take() {
-            Some(n) => n,
-            None => {
-                ctx.cloud
-                    .describe_nics(NicQuery::Name(name.clone()), prio)
-                    .await?
+    if let Some(e) = s.failed.remove(&me) {
+        return Err(e.into());
+    }
+    if s.flying {
+        s.waiting.insert(me);
+        return Ok(Claim::Pending);
+    }
+    let members = members(ctx, tag).await?;
+    let recorded: HashSet<&str> = members
+        .iter()
+        .filter(|m| m.nic_id.is_some())
+        .map(|m| m.name.as_str())
+        .collect();
+    // A member gone or recorded needs its reservation no more.
+    s.held
+        .retain(|m, _| members.iter().any(|x| &x.name == m) && !recorded.contains(m.as_str()));
+    // Members that recorded theirs before a restart count as settled too, so the batch is
+    // forgotten once the rest are.
+    s.settled.extend(recorded.iter().map(|m| m.to_string()));
+    let flight = Flight {
+        cloud: ctx.cloud.clone(),
+        wake: ctx.create_batches.wake.clone(),
+        slot: slot.clone(),
+        vxnet: cur.spec.vxnet.clone(),
+        name: tag.nic_name(&ctx.settings.nic_prefix),
+        prio,
+    };
+    let Some(known) = s.nics.as_ref() else {
+        flight.start(&mut s, &me, None);
+        return Ok(Claim::Pending);
+    };
+    let held: HashMap<String, String> = s
+        .held
+        .iter()
+        .map(|(m, n)| (m.clone(), n.id.clone()))
+        .collect();
+    let ids: Vec<String> = known.iter().map(|n| n.id.clone()).collect();
+    let handed: Vec<(String, Nic)> = assign(&members, &held, &ids)
+        .into_iter()
+        .filter_map(|(m, id)| Some((m, known.iter().find(|n| n.id == id)?.clone())))
+        .collect();
+    s.held.extend(handed);
+    if let Some(n) = s.held.get(&me) {
+        return Ok(Claim::Nic(n.clone()));
+    }
+    if want == Want::Leftover {
+        return Ok(Claim::Nothing);
+    }
+    if let Some(e) = &s.refused {
+        return Ok(Claim::Refused(e.clone()));
+    }
+    // Every free NIC is handed out: create one for each live member still waiting, this one
+    // among them. The batch is sealed, so every member there will be is listed.
+    let waiting = members
+        .iter()
+        .filter(|m| m.nic_id.is_none() && m.standing == Some(Standing::Live))
+        .filter(|m| !s.held.contains_key(&m.name))
+        .count();
+    let count = u32::try_from(waiting)
+        .unwrap_or(u32::MAX)
+        .clamp(1, ctx.settings.max_create_batch.max(1));
+    ctx.checkpoint.step("CreateNics").await;
+    flight.start(&mut s, &me, Some(count));
+    Ok(Claim::Pending)
+}
+
+/// A batch's CreateNics or lookup by name, made in the background.
+struct Flight {
+    cloud: Arc<dyn CloudApi>,
+    wake: Wake,
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+    vxnet: String,
+    name: String,
+    prio: Priority,
+}
+
+impl Flight {
+    /// Creates `count` NICs (None: looks the batch's NICs up), `member` waiting for it.
+    fn start(self, s: &mut Slot, member: &str, count: Option<u32>) {
+        s.flying = true;
+        s.waiting.insert(member.to_string());
+        tokio::spawn(async move {
+            let answer = match count {
+                Some(n) => self.create(n).await,
+                None => self
+                    .cloud
+                    .describe_nics(NicQuery::Name(self.name.clone()), self.prio)
+                    .await
+                    .map(Landed::Found),
+            };
+            let waiting = {
+                let mut s = self.slot.lock().await;
+                s.flying = false;
+                let waiting = std::mem::take(&mut s.waiting);
+                match answer {
+                    Ok(Landed::Found(nics)) => s.nics = Some(nics),
+                    Ok(Landed::Created(nics)) => s.nics.get_or_insert_default().extend(nics),
+                    Ok(Landed::Refused(e)) => s.refused = Some(e),
+                    Err(e) => {
+                        if e.outcome_unknown() {
+                            // The NICs may exist: the next flight looks them up by name.
+                            s.nics = None;
+                        }
+                        s.failed
+                            .extend(waiting.iter().map(|m| (m.clone(), e.clone())));
+                    }
+                }
+                waiting
+            };
+            for m in waiting {
+                self.wake.wake(&m);
             }
-        };
-        let held: HashMap<String, String> = s
-            .held
-            .iter()
-            .map(|(m, n)| (m.clone(), n.id.clone()))
-            .collect();
-        let ids: Vec<String> = known.iter().map(|n| n.id.clone()).collect();
-        for (m, id) in assign(&members, &held, &ids) {
-            if let Some(n) = known.iter().find(|n| n.id == id) {
-                s.held.insert(m, n.clone());
-            }
-        }
-        s.nics = Some(known);
-        if let Some(n) = s.held.get(&me) {
-            return Ok(Claim::Nic(n.clone()));
-        }
-        if want == Want::Leftover {
-            return Ok(Claim::Nothing);
-        }
-        if let Some(e) = &s.refused {
-            return Ok(Claim::Refused(e.clone()));
-        }
-        // Every free NIC is handed out: create one for each live member still waiting, this one
-        // among them. The batch is sealed, so every member there will be is listed.
-        let waiting = members
-            .iter()
-            .filter(|m| m.nic_id.is_none() && m.standing == Some(Standing::Live))
-            .filter(|m| !s.held.contains_key(&m.name))
-            .count();
-        let count = u32::try_from(waiting)
-            .unwrap_or(u32::MAX)
-            .clamp(1, ctx.settings.max_create_batch.max(1));
-        ctx.checkpoint.step("CreateNics").await;
-        match ctx
+        });
+    }
+
+    /// One CreateNics of `count`. Err: throttled or transient (retried).
+    async fn create(&self, count: u32) -> std::result::Result<Landed, CloudError> {
+        match self
             .cloud
-            .create_nics(vxnet.clone(), name.clone(), count, prio)
+            .create_nics(self.vxnet.clone(), self.name.clone(), count, self.prio)
             .await
         {
-            Ok(created) if created.is_empty() => {
-                return Err(
-                    CloudError::transient("CreateNics", "CreateNics returned no NIC").into(),
-                );
-            }
+            Ok(created) if created.is_empty() => Err(CloudError::transient(
+                "CreateNics",
+                "CreateNics returned no NIC",
+            )),
             Ok(created) => {
-                tracing::info!(batch = %tag.id, count, "created the NICs of a create batch");
+                tracing::info!(name = %self.name, count, "created the NICs of a create batch");
                 let now = Timestamp::now();
-                if let Some(nics) = s.nics.as_mut() {
-                    nics.extend(created.into_iter().map(|c| Nic {
-                        id: c.id,
-                        name: name.clone(),
-                        state: NicState::Available,
-                        instance: None,
-                        vxnet: vxnet.clone(),
-                        private_ip: c.private_ip,
-                        created: Some(now),
-                    }));
-                }
+                Ok(Landed::Created(
+                    created
+                        .into_iter()
+                        .map(|c| Nic {
+                            id: c.id,
+                            name: self.name.clone(),
+                            state: NicState::Available,
+                            instance: None,
+                            vxnet: self.vxnet.clone(),
+                            private_ip: c.private_ip,
+                            created: Some(now),
+                        })
+                        .collect(),
+                ))
             }
             Err(e)
                 if matches!(
@@ -407,18 +510,21 @@ pub async fn claim(
                     CloudErrorKind::Throttled | CloudErrorKind::Transient
                 ) =>
             {
-                if e.outcome_unknown() {
-                    // The NICs may exist: the next attempt looks them up by name.
-                    s.nics = None;
-                }
-                return Err(e.into());
+                Err(e)
             }
-            Err(e) => {
-                s.refused = Some(e.clone());
-                return Ok(Claim::Refused(e));
-            }
+            Err(e) => Ok(Landed::Refused(e)),
         }
     }
+}
+
+/// What a flight brought back.
+enum Landed {
+    /// The batch's NICs, looked up by name.
+    Found(Vec<Nic>),
+    /// NICs the CreateNics made.
+    Created(Vec<Nic>),
+    /// The CreateNics was refused (capacity, quota, a bad request): not retried.
+    Refused(CloudError),
 }
 
 /// The batch's members as the API server has them now (not the reflector, which may lag

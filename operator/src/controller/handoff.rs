@@ -25,7 +25,7 @@ impl Wake {
         (Self(tx), rx)
     }
 
-    fn wake(&self, name: &str) {
+    pub(super) fn wake(&self, name: &str) {
         // The controller is gone at the end of a term: nobody is left to wake.
         let _ = self.0.unbounded_send(ObjectRef::new(name));
     }
@@ -118,7 +118,8 @@ impl Doubts {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// A std mutex's guard, poisoned or not (no holder panics while it writes).
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

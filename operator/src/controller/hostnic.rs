@@ -510,8 +510,9 @@ async fn find_or_create(
                 create_refused(ctx, cur, e).await?;
                 return Ok(None);
             }
-            // `Want::Create` always ends with a NIC or a refusal.
+            // `Want::Create` never ends with nothing.
             Claim::Nothing => return Ok(None),
+            Claim::Pending => return Err(in_flight("its create batch is in flight", ctx)),
         },
         None => match own_nic(ctx, cur, prio, look_up).await? {
             Ok(n) => n,
@@ -770,6 +771,9 @@ async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {
                         match create_batch::claim(ctx, &cur, &tag, Want::Leftover, prio).await? {
                             Claim::Nic(n) => Some(n),
                             Claim::Nothing | Claim::Refused(_) => None,
+                            Claim::Pending => {
+                                return Err(in_flight("its create batch is in flight", ctx));
+                            }
                         }
                     }
                     None => ctx

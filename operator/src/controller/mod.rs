@@ -158,9 +158,9 @@ impl Context {
             link_wait: link_wait::LinkWait::default(),
             attaches: handoff::Handoff::new(wake.clone()),
             detaches: handoff::Handoff::new(wake.clone()),
-            deletes: handoff::Handoff::new(wake),
+            deletes: handoff::Handoff::new(wake.clone()),
             doubts: handoff::Doubts::default(),
-            create_batches: create_batch::Batches::default(),
+            create_batches: create_batch::Batches::new(wake),
         }
     }
 
@@ -324,6 +324,22 @@ where
     result
 }
 
+/// How long a waiting reconcile sleeps: past the time its error names (a report that wakes it
+/// is due by then), to the shared clock's next tick, at least half a period away: the cleanups
+/// waiting for their detach jobs poll together, in one DescribeJobs, and none polls a job just
+/// started.
+fn waiting_delay(error: &Error, every: Duration, now: Timestamp) -> Duration {
+    // Seen through the finalizer's wrapper: matched on the wrapper, every HostNic waiting for
+    // its handed-off call was reconciled again on each tick instead of once.
+    let at = match error.reconcile_error() {
+        Error::WaitingFor(_, rest) => now.checked_add(*rest).unwrap_or(now),
+        _ => now,
+    };
+    let tick = crate::plan::nic::shared_tick(every, at);
+    let wait = at.duration_since(now).unsigned_abs() + tick;
+    if tick < every / 2 { wait + every } else { wait }
+}
+
 /// Shared error policy: log, count by variant, requeue after the object's back-off (recorded
 /// by [`with_backoff`]). Waiting is not a failure: it polls at its own pace.
 pub fn error_policy<K: ResourceExt>(
@@ -336,17 +352,11 @@ pub fn error_policy<K: ResourceExt>(
     ctx.metrics.failure(controller, label);
     if error.class() == ErrorClass::Waiting {
         tracing::debug!(controller, name = %obj.name_any(), %error, "waiting");
-        // On the shared clock, at least half a period away: the cleanups waiting for their
-        // detach jobs poll together, in one DescribeJobs, and none polls a job just started.
-        let every = ctx.settings.job_poll;
-        let now = Timestamp::now();
-        let at = match error {
-            Error::WaitingFor(_, rest) => now.checked_add(*rest).unwrap_or(now),
-            _ => now,
-        };
-        let tick = crate::plan::nic::shared_tick(every, at);
-        let wait = at.duration_since(now).unsigned_abs() + tick;
-        return Action::requeue(if tick < every / 2 { wait + every } else { wait });
+        return Action::requeue(waiting_delay(
+            error,
+            ctx.settings.job_poll,
+            Timestamp::now(),
+        ));
     }
     let key = backoff_key(controller, obj);
     let wait = ctx
@@ -405,6 +415,24 @@ mod tests {
             CloudError::from_code("x", 5200, "").kind,
             CloudErrorKind::Capacity
         );
+    }
+
+    #[test]
+    fn a_wait_for_a_report_inside_a_finalizer_sleeps_until_the_report_is_due() {
+        let every = Duration::from_secs(2);
+        let now = Timestamp::now();
+        let grace = Duration::from_secs(30);
+        let wrapped =
+            |e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(e)));
+        for e in [
+            Error::WaitingFor("x", grace),
+            wrapped(Error::WaitingFor("x", grace)),
+        ] {
+            let d = waiting_delay(&e, every, now);
+            assert!(d >= grace && d <= grace + every * 2, "{e}: {d:?}");
+        }
+        let d = waiting_delay(&wrapped(Error::Waiting("x")), every, now);
+        assert!(d >= every / 2 && d <= every * 2, "{d:?}");
     }
 
     #[tokio::test]
