@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod node;
 pub mod plan;
 pub mod run;
+pub mod sync;
 pub mod telemetry;
 
 pub use error::{Error, Result};

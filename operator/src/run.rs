@@ -182,11 +182,12 @@ impl Operator {
         let cfg = Config::default().concurrency(self.settings.concurrency);
         let hostnics: Api<HostNic> = Api::all(self.client.clone());
         let (hn_store, hn_writer) = reflector::store();
+        let (node_store, node_writer) = reflector::store();
         let (wake, woken) = handoff::Wake::channel();
         let ctx = Arc::new(Context::new(
             self,
             cloud,
-            hn_store.clone(),
+            (hn_store.clone(), node_store.clone()),
             recorder.clone(),
             wake,
         ));
@@ -213,7 +214,6 @@ impl Operator {
         .applied_objects();
         let pool_ctrl = Controller::for_stream(pool_events, pool_store.clone())
             .with_config(cfg.debounce(Duration::from_millis(200)));
-        let (node_store, node_writer) = reflector::store();
         let stores = status::Stores {
             pools: pool_store.clone(),
             nodes: node_store,

@@ -167,7 +167,10 @@ async fn a_batch_waiting_for_its_create_holds_no_reconcile_slot() {
     assert_eq!(env.sim.calls().action("CreateNics"), 2, "one per pool");
     env.delete_pool("slow").await;
     env.delete_pool_until_gone("quick", T).await;
-    eventually("the slow pool gone", T, || async { env.pool("slow").await.is_none() }).await;
+    eventually("the slow pool gone", T, || async {
+        env.pool("slow").await.is_none()
+    })
+    .await;
     env.assert_invariants().await;
     env.shutdown().await;
 }

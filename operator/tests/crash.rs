@@ -149,7 +149,10 @@ async fn a_member_deleted_before_recording_its_nic_deletes_the_leftover() {
     tokio::time::timeout(T, cp.hit.notified())
         .await
         .expect("frozen after the CreateNics");
-    eventually("the batch's NICs made", T, || async { env.cloud_nics().len() == 3 }).await;
+    eventually("the batch's NICs made", T, || async {
+        env.cloud_nics().len() == 3
+    })
+    .await;
     env.kill_operator().await;
     assert_eq!(env.sim.calls().action("CreateNics"), 1);
     assert_eq!(env.cloud_nics().len(), 3, "one batch of 3");

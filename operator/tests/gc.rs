@@ -73,11 +73,13 @@ fn has_vanished_condition(h: &HostNic) -> bool {
 /// A GC of its own around `cloud`, to run passes one at a time.
 fn standalone_gc(env: &Env, cloud: Arc<dyn CloudApi>) -> Context {
     let op = env.operator(Arc::new(Checkpoint::default()), None, "gc-test");
-    let (store, _writer) = kube::runtime::reflector::store::<HostNic>();
+    // GC reads the API itself, not the stores.
+    let (hostnics, _) = kube::runtime::reflector::store::<HostNic>();
+    let (nodes, _) = kube::runtime::reflector::store();
     let recorder = hostnic_operator::controller::recorder(&op);
     // GC hands off no calls: nothing to wake.
     let (wake, _) = hostnic_operator::controller::handoff::Wake::channel();
-    Context::new(&op, cloud, store, recorder, wake)
+    Context::new(&op, cloud, (hostnics, nodes), recorder, wake)
 }
 
 /// The real cloud, except that vxnet listings skip one NIC: a paged, non-atomic listing

@@ -700,3 +700,39 @@ async fn long_node_and_pool_names_fill_and_clean_up() {
     .await;
     env.shutdown().await;
 }
+
+/// A converged pool's resyncs describe no VM and list no Node or HostNic: nothing they decide
+/// needs a VM (500 idle nodes cost 5 DescribeInstances pages every cache period), and passes
+/// read the reflectors (a LIST of 500 Nodes of tens of KB, and of every HostNic, per pass
+/// before). A resize that grows reads the VM again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_converged_pool_resyncs_without_describes_or_lists() {
+    let mut setup = Setup::default();
+    // GC lists HostNics itself, every 30 minutes in production: kept out of the window.
+    setup.settings.gc_interval = Duration::from_secs(3600);
+    let mut env = Env::start(setup).await;
+    env.start_operator();
+    env.create_pool("idle", spec(&[VX_A], 2)).await;
+    env.converged("idle", &["i-node0001"], 2, T).await;
+    env.sim.reset_calls();
+    env.kube.clear_audit();
+    // Two resyncs (5 s in the tests' settings), each past the cloud cache (1 s).
+    let resync = env.setup_settings.resync;
+    tokio::time::sleep(resync * 2 + Duration::from_secs(1)).await;
+    assert_eq!(env.sim.calls().action("DescribeInstances"), 0);
+    let lists: Vec<String> = env
+        .kube
+        .audit()
+        .into_iter()
+        .filter(|r| r.user == OP_USER && r.verb == "list")
+        .filter(|r| matches!(r.resource.as_str(), "nodes" | "hostnics"))
+        .map(|r| r.permission())
+        .collect();
+    assert!(lists.is_empty(), "{lists:?}");
+    env.patch_pool("idle", serde_json::json!({ "size": 3 }))
+        .await;
+    env.converged("idle", &["i-node0001"], 3, T).await;
+    assert!(env.sim.calls().action("DescribeInstances") >= 1);
+    env.delete_pool_until_gone("idle", T).await;
+    env.shutdown().await;
+}

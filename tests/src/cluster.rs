@@ -62,6 +62,9 @@ pub struct ClusterConfig {
     pub sim_profile: &'static str,
     /// The operator's timers: the test tempo (default) or the production defaults.
     pub tempo: Tempo,
+    /// GC's interval instead of the tempo's, in seconds: (e) runs GC within its window and
+    /// scales GC's calls back to the production interval.
+    pub gc_interval_s: Option<u64>,
 }
 
 /// The operator's timers (lease, job polls, cloud cache, GC, resync, shrink delay).
@@ -99,6 +102,7 @@ impl Default for ClusterConfig {
             api_latency_ms: (5, 10),
             sim_profile: "realistic",
             tempo: Tempo::Test,
+            gc_interval_s: None,
         }
     }
 }
@@ -560,7 +564,7 @@ fn operator_spec(
         .arg("operator-0")
         .arg("--cloud-qps")
         .arg(config.cloud_qps.to_string());
-    match config.tempo {
+    let spec = match config.tempo {
         Tempo::Production => spec,
         // Short lease (restarts take over fast), fast job polls and GC passes.
         Tempo::Test => spec
@@ -578,12 +582,18 @@ fn operator_spec(
             .arg("1")
             .arg("--job-timeout-seconds")
             .arg("10")
-            .arg("--gc-interval-seconds")
-            .arg("2")
             .arg("--gc-grace-seconds")
             .arg("2")
             .arg("--resync-seconds")
             .arg("5"),
+    };
+    let gc_interval_s = match config.tempo {
+        Tempo::Production => config.gc_interval_s,
+        Tempo::Test => Some(config.gc_interval_s.unwrap_or(2)),
+    };
+    match gc_interval_s {
+        Some(s) => spec.arg("--gc-interval-seconds").arg(s.to_string()),
+        None => spec,
     }
 }
 

@@ -12,17 +12,17 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use crate::sync::lock;
+
 use super::{CloudApi, CloudError, CloudErrorKind, CloudResult, Job, Nic, NicQuery, Priority};
 
 /// Runs one batched call for a key and the distinct items collected under it.
 type BatchFn<R> =
     Arc<dyn Fn(String, Vec<String>, Priority) -> BoxFuture<'static, CloudResult<R>> + Send + Sync>;
 
-/// One request: the item (a NIC id), who asks (a HostNic name, when it is in a round), and
-/// where the answer goes.
+/// One request: the item (a NIC id) and where the answer goes.
 struct Waiter<R> {
     item: String,
-    member: Option<String>,
     tx: tokio::sync::oneshot::Sender<CloudResult<R>>,
 }
 
@@ -30,6 +30,8 @@ struct Group<R> {
     id: u64,
     prio: Priority,
     waiters: Vec<Waiter<R>>,
+    /// The planned rounds its members belong to: it runs once each has every member in.
+    rounds: HashSet<u64>,
 }
 
 impl<R> Group<R> {
@@ -39,19 +41,65 @@ impl<R> Group<R> {
         items.dedup();
         items.len()
     }
+}
 
-    fn has_member(&self) -> bool {
-        self.waiters.iter().any(|w| w.member.is_some())
+/// The rounds the pool planned, each the members one pass created (or deleted) on one node.
+#[derive(Default)]
+struct Rounds {
+    next: u64,
+    /// Each member still expected: its key and round.
+    expected: HashMap<String, (String, u64)>,
+    /// Per round, how many of its members have yet to ask.
+    left: HashMap<u64, usize>,
+}
+
+impl Rounds {
+    fn plan(&mut self, key: &str, members: impl IntoIterator<Item = String>) {
+        let id = self.next;
+        self.next += 1;
+        for m in members {
+            // Planned again (a later pass): it belongs to the newer round only.
+            if let Some((_, old)) = self.expected.insert(m, (key.to_string(), id)) {
+                self.settle(old);
+            }
+            *self.left.entry(id).or_default() += 1;
+        }
+    }
+
+    /// `member` asked under `key`, or (`key` None) will not ask: its round, if it was expected.
+    fn take(&mut self, member: &str, key: Option<&str>) -> Option<(String, u64)> {
+        let (k, id) = self.expected.get(member)?.clone();
+        if key.is_some_and(|key| key != k) {
+            return None;
+        }
+        self.expected.remove(member);
+        self.settle(id);
+        Some((k, id))
+    }
+
+    fn settle(&mut self, id: u64) {
+        if let Some(n) = self.left.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.left.remove(&id);
+            }
+        }
+    }
+
+    /// Whether a group of these rounds is complete: it has one, and each has all its members in.
+    fn complete(&self, rounds: &HashSet<u64>) -> bool {
+        !rounds.is_empty() && rounds.iter().all(|r| !self.left.contains_key(r))
     }
 }
 
-/// Collects items per key and runs one call for them: when every member of the key's round
-/// has asked, when the group reaches the batch limit, or after the wait (the window, or the
-/// round's bound when a member of the round is waiting).
+/// Collects items per key and runs one call for them: when every member of the rounds its
+/// members belong to has asked (a round of another pass, still waiting for its creates, does
+/// not hold it), when the group reaches the batch limit, or after the wait (the window, or the
+/// round's bound when a member of a round is waiting).
 struct Coalescer<R> {
     groups: Mutex<HashMap<String, Group<R>>>,
-    /// Per key, the members the pool expects in the current round that have not asked yet.
-    rounds: Mutex<HashMap<String, HashSet<String>>>,
+    /// The rounds the pool planned, and their members that have not asked yet.
+    rounds: Mutex<Rounds>,
     next_id: Mutex<u64>,
     window: Duration,
     /// Longest a round waits, after its latest member asked, for one that does not come (its
@@ -71,7 +119,7 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
     fn new(cfg: &BatchConfig, max: usize, split_on_refusal: bool, run: BatchFn<R>) -> Arc<Self> {
         Arc::new(Self {
             groups: Mutex::new(HashMap::new()),
-            rounds: Mutex::new(HashMap::new()),
+            rounds: Mutex::default(),
             next_id: Mutex::new(0),
             window: cfg.window,
             round_wait: cfg.round_wait,
@@ -86,59 +134,27 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
         self.limit.load(Ordering::Relaxed)
     }
 
-    /// Expects `members` to ask under `key` in this round (added to those still expected).
+    /// Expects `members` to ask under `key`, as one round.
     fn plan(self: &Arc<Self>, key: &str, members: impl IntoIterator<Item = String>) {
-        let mut rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
-        rounds.entry(key.to_string()).or_default().extend(members);
+        lock(&self.rounds).plan(key, members);
     }
 
-    /// `member` will not ask (it failed or went away): a round waiting only for it runs now.
+    /// `member` will not ask (it failed or went away): a group waiting only for it runs now.
     fn forget(self: &Arc<Self>, member: &str) {
-        let keys: Vec<String> = {
-            let mut rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
-            let mut keys = Vec::new();
-            for (k, m) in rounds.iter_mut() {
-                if m.remove(member) {
-                    keys.push(k.clone());
-                }
-            }
-            rounds.retain(|_, m| !m.is_empty());
-            keys
+        let Some((key, _)) = lock(&self.rounds).take(member, None) else {
+            return;
         };
-        for key in keys {
-            let due = {
-                let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-                let complete =
-                    groups.get(&key).is_some_and(|g| g.has_member()) && !self.expects(&key);
-                if complete { groups.remove(&key) } else { None }
-            };
-            if let Some(group) = due {
-                let this = Arc::clone(self);
-                tokio::spawn(async move { this.run_group(&key, group).await });
-            }
-        }
-    }
-
-    /// Whether members of `key`'s round have yet to ask.
-    fn expects(&self, key: &str) -> bool {
-        self.rounds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .is_some_and(|m| !m.is_empty())
-    }
-
-    /// Marks `member` as having asked; whether it was expected.
-    fn join(&self, key: &str, member: &str) -> bool {
-        let mut rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(m) = rounds.get_mut(key) else {
-            return false;
+        let due = {
+            let mut groups = lock(&self.groups);
+            let complete = groups
+                .get(&key)
+                .is_some_and(|g| lock(&self.rounds).complete(&g.rounds));
+            if complete { groups.remove(&key) } else { None }
         };
-        let was = m.remove(member);
-        if m.is_empty() {
-            rounds.remove(key);
+        if let Some(group) = due {
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.run_group(&key, group).await });
         }
-        was
     }
 
     async fn submit(
@@ -150,12 +166,12 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
     ) -> CloudResult<R> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let due = {
-            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let mut groups = lock(&self.groups);
             // Joined under the groups' lock: a member joining outside it could be the round's
             // last to join but the second to reach the group, which the other then ran as
             // complete without it (a round of 20 became 19 and 1, seen in CI).
-            let member = member.filter(|m| self.join(&key, m)).map(str::to_string);
-            let wait = if member.is_some() {
+            let round = member.and_then(|m| lock(&self.rounds).take(m, Some(&key)));
+            let wait = if round.is_some() {
                 self.round_wait
             } else {
                 self.window
@@ -164,7 +180,7 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
                 // A round's member came: the round waits `round_wait` from now for the rest,
                 // so a round whose members arrive steadily (each after its share of a create
                 // batch, under load) is never cut short; only a member that stops coming is.
-                Some(g) if member.is_some() => {
+                Some(g) if round.is_some() => {
                     g.id = self.arm(&key, wait);
                     g
                 }
@@ -175,14 +191,16 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
                         id,
                         prio,
                         waiters: Vec::new(),
+                        rounds: HashSet::new(),
                     })
                 }
             };
             group.prio = group.prio.min(prio);
-            group.waiters.push(Waiter { item, member, tx });
+            group.waiters.push(Waiter { item, tx });
+            group.rounds.extend(round.map(|(_, id)| id));
             // A group that runs leaves the map at once, so no later request can join it.
             let full = group.distinct() >= self.limit();
-            let complete = group.has_member() && !self.expects(&key);
+            let complete = lock(&self.rounds).complete(&group.rounds);
             if full || complete {
                 groups.remove(&key)
             } else {
@@ -201,7 +219,7 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
     /// id the group must carry for that.
     fn arm(self: &Arc<Self>, key: &str, wait: Duration) -> u64 {
         let id = {
-            let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = lock(&self.next_id);
             *n += 1;
             *n
         };
@@ -218,7 +236,7 @@ impl<R: Clone + Send + 'static> Coalescer<R> {
 
     /// Removes the group under `key` (only if it is still group `id`, when given).
     fn take(&self, key: &str, id: Option<u64>) -> Option<Group<R>> {
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups = lock(&self.groups);
         match groups.get(key) {
             Some(g) if id.is_none_or(|id| g.id == id) => groups.remove(key),
             _ => None,
@@ -421,7 +439,9 @@ impl Batcher {
     /// The pool's round on `instance`: these HostNics (just deleted, attached) detach together,
     /// then are deleted together.
     pub fn plan_detach(&self, instance: &str, members: impl IntoIterator<Item = String>) {
-        self.detach.plan(instance, members);
+        let members: Vec<String> = members.into_iter().collect();
+        self.detach.plan(instance, members.clone());
+        self.delete.plan(instance, members);
     }
 
     /// `member` will make no call of its round (it failed, or needs no detach or delete).
@@ -445,8 +465,7 @@ impl Batcher {
             .await
     }
 
-    /// Detaches `nic` (attached to `instance`) in a batch; a member of a detach round is then
-    /// expected in the delete round of its instance.
+    /// Detaches `nic` (attached to `instance`) in a batch.
     pub async fn detach(
         &self,
         instance: Option<&str>,
@@ -454,15 +473,14 @@ impl Batcher {
         member: Option<&str>,
         prio: Priority,
     ) -> CloudResult<String> {
-        let key = instance.unwrap_or_default().to_string();
-        let r = self
-            .detach
-            .submit(key.clone(), nic.to_string(), member, prio)
-            .await;
-        if let (Ok(_), Some(m)) = (&r, member) {
-            self.delete.plan(&key, [m.to_string()]);
-        }
-        r
+        self.detach
+            .submit(
+                instance.unwrap_or_default().to_string(),
+                nic.to_string(),
+                member,
+                prio,
+            )
+            .await
     }
 
     /// Deletes `nic` (last on `instance`) in a batch.
@@ -632,6 +650,38 @@ mod tests {
             r.as_ref()
                 .is_err_and(|e| e.kind == CloudErrorKind::Throttled)
         }));
+    }
+
+    /// Two passes planned rounds on one instance; the second's members (an urgent refill) all
+    /// asked while the first's wait for their CreateNics: the second runs at once.
+    #[tokio::test]
+    async fn a_complete_round_does_not_wait_for_another_round_of_its_instance() {
+        let cloud = Arc::new(FakeCloud::new(Duration::ZERO));
+        cloud.add_vxnet("vxnet-a", 100);
+        cloud.add_instance("i-1", "vxnet-a");
+        let ids = nics(&cloud, 2).await;
+        let b = Arc::new(Batcher::new(
+            cloud.clone(),
+            BatchConfig {
+                window: Duration::from_secs(600),
+                ..cfg()
+            },
+        ));
+        b.plan_attach("i-1", ["hn-slow-1".to_string(), "hn-slow-2".to_string()]);
+        b.plan_attach("i-1", ids.iter().map(|id| format!("hn-{id}")));
+        let all = futures::future::join_all(ids.iter().map(|id| {
+            let b = b.clone();
+            let id = id.clone();
+            async move {
+                b.attach("i-1", &id, &format!("hn-{id}"), Priority::Urgent)
+                    .await
+            }
+        }));
+        let jobs = tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .expect("the complete round ran without the other's members");
+        assert!(jobs.iter().all(Result::is_ok));
+        assert_eq!(cloud.calls()["AttachNics"], 1);
     }
 
     #[tokio::test]

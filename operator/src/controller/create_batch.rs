@@ -28,9 +28,10 @@ use kube::{Api, ResourceExt};
 use rand::Rng;
 
 use super::Context;
-use super::handoff::{Wake, lock};
+use super::handoff::Wake;
 use crate::cloud::{CloudApi, CloudError, CloudErrorKind, Nic, NicQuery, NicState, Priority};
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// A create batch as its members carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]

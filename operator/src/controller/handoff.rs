@@ -6,13 +6,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
 use hostnic_crds::HostNic;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::cloud::CloudResult;
+use crate::sync::lock;
 
 /// Wakes the HostNic controller for one object (its `reconcile_on` stream).
 #[derive(Debug, Clone)]
@@ -116,11 +117,6 @@ impl Doubts {
     pub fn clear(&self, name: &str) {
         lock(&self.0).remove(name);
     }
-}
-
-/// A std mutex's guard, poisoned or not (no holder panics while it writes).
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

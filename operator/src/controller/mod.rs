@@ -16,6 +16,7 @@ pub mod handoff;
 pub mod hostnic;
 pub mod link_wait;
 pub mod nicpool;
+pub mod own_writes;
 pub mod status;
 pub mod taint;
 pub mod triggers;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use hostnic_crds::{HostNic, HostNicPhase, NODE_LABEL, POOL_LABEL};
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -101,8 +103,12 @@ pub struct Context {
     pub instances: InstanceSource,
     /// Cached vxnet and instance facts.
     pub facts: cache::CloudFacts,
-    /// All HostNics (the HostNic controller's reflector), for priorities.
+    /// All HostNics (the HostNic controller's reflector): what pool passes and priorities read.
     pub hostnics: Store<HostNic>,
+    /// All Nodes (the pool controller's Node reflector).
+    pub nodes: Store<Node>,
+    /// The pool passes' creations and deletions of HostNics the store does not show yet.
+    pub own_writes: own_writes::OwnWrites,
     /// Since when each (pool, node) has had surplus free NICs.
     pub surplus: Mutex<HashMap<(String, String), Timestamp>>,
     /// Crash-point hook.
@@ -128,12 +134,12 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Builds the context of `op`'s controllers around the (metered) `cloud`, publishing events
-    /// through `recorder` (see [`recorder`]).
+    /// Builds the context of `op`'s controllers around the (metered) `cloud` and the reflector
+    /// stores, publishing events through `recorder` (see [`recorder`]).
     pub fn new(
         op: &crate::run::Operator,
         cloud: Arc<dyn CloudApi>,
-        hostnics: Store<HostNic>,
+        (hostnics, nodes): (Store<HostNic>, Store<Node>),
         recorder: Recorder,
         wake: handoff::Wake,
     ) -> Self {
@@ -152,6 +158,8 @@ impl Context {
             metrics: op.metrics.clone(),
             settings,
             hostnics,
+            nodes,
+            own_writes: own_writes::OwnWrites::default(),
             surplus: Mutex::new(HashMap::new()),
             checkpoint: op.checkpoint.clone(),
             backoff: backoff::Backoff::new(op.settings.backoff_max),
@@ -513,7 +521,8 @@ mod priority_tests {
             )),
         };
         let (wake, _) = handoff::Wake::channel();
-        let ctx = Context::new(&op, op.cloud.clone(), reader, recorder(&op), wake);
+        let (nodes, _) = reflector::store();
+        let ctx = Context::new(&op, op.cloud.clone(), (reader, nodes), recorder(&op), wake);
         assert_eq!(
             ctx.priority_for(&nic("a2", "a", HostNicPhase::Creating)),
             Priority::Refill

@@ -22,13 +22,13 @@ use rand::Rng;
 
 use super::create_batch::BatchTag;
 use super::{Context, RETAIN_ANNOTATION};
-use crate::cloud::Priority;
+use crate::cloud::{Instance, Priority};
 use crate::error::{Error, Result};
 use crate::node;
 use crate::plan::conditions;
 use crate::plan::pool::{
     Blocker, Clock, InstanceView, NicView, NodeDecision, NodeView, VxnetBudget, decide_node,
-    holds_slot, joins_detach_round, summarize, validate,
+    holds_slot, joins_detach_round, needs_instance, summarize, validate,
 };
 use crate::plan::status::Owned;
 
@@ -124,20 +124,19 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     let settings = &ctx.settings;
     let now = Timestamp::now();
     let hostnics: Api<HostNic> = Api::all(ctx.client.clone());
-    let nodes_api: Api<Node> = Api::all(ctx.client.clone());
 
-    // Observe.
-    let nodes = nodes_api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list Nodes"))?
-        .items;
-    let all_nics = hostnics
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list HostNics"))?
-        .items;
-    let mine: Vec<&HostNic> = all_nics.iter().filter(|h| h.spec.pool == name).collect();
+    // Observe: the reflectors, not a LIST of every Node and HostNic per pass (500 Nodes of
+    // tens of KB, on every HostNic change); the pass's own writes the HostNic store does not
+    // show yet are laid over it.
+    wait_synced(&ctx.hostnics).await?;
+    wait_synced(&ctx.nodes).await?;
+    let nodes = ctx.nodes.state();
+    let all_nics = ctx.own_writes.overlay(ctx.hostnics.state());
+    let mine: Vec<&HostNic> = all_nics
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|h| h.spec.pool == name)
+        .collect();
     let prio = if mine.iter().any(|h| phase(h) == HostNicPhase::Available) {
         Priority::Refill
     } else {
@@ -161,7 +160,8 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(settings.resync));
     }
 
-    let by_name: HashMap<String, &Node> = nodes.iter().map(|n| (n.name_any(), n)).collect();
+    let by_name: HashMap<String, &Node> =
+        nodes.iter().map(|n| (n.name_any(), n.as_ref())).collect();
     let mut node_names: Vec<String> = nodes
         .iter()
         .filter(|n| node::selected(&spec.node_selector, n))
@@ -170,12 +170,6 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     node_names.extend(mine.iter().map(|h| h.spec.node.clone()));
     node_names.sort();
     node_names.dedup();
-    let instance_ids: Vec<String> = node_names
-        .iter()
-        .filter_map(|n| by_name.get(n))
-        .map(|n| ctx.instances.instance_of(n))
-        .collect();
-    let instances = ctx.facts.instances(&instance_ids, prio).await?;
     let pod_nic_ids: HashSet<String> = all_nics
         .iter()
         .filter(|h| h.spec.role == NicRole::Pod)
@@ -185,14 +179,12 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         .iter()
         .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.as_deref()))
         .collect();
-
-    // Decide.
-    let mut budget = VxnetBudget::new(vxnets.iter().map(|v| (v.id.clone(), v.available_ips)));
-    if ctx.facts.quota_exceeded() {
-        budget = budget.quota_exceeded();
-    }
-    let mut decisions: Vec<(bool, NodeDecision)> = Vec::new();
-    for node_name in &node_names {
+    let clock = Clock {
+        now,
+        shrink_delay: settings.shrink_delay,
+    };
+    // The node as the planner sees it, given what DescribeInstances said of its VM.
+    let view_of = |node_name: &String, instances: &[Instance]| -> NodeView {
         let node = by_name.get(node_name);
         let instance_id = node.map(|n| ctx.instances.instance_of(n));
         let described = instance_id
@@ -204,46 +196,66 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
                 .filter(|n| !n.primary && !hostnic_ids.contains(n.nic_id.as_str()))
                 .count() as u32
         });
-        let instance = described.map(|i| InstanceView {
-            nics: i.nics.clone(),
-            running: i.running,
-        });
         let other_pools_slots = all_nics
             .iter()
             .filter(|h| h.spec.node == *node_name && h.spec.pool != name && holds_slot(phase(h)))
             .count() as u32;
-        let view = NodeView {
+        NodeView {
             name: node_name.clone(),
             exists: node.is_some(),
             selected: node.is_some_and(|n| node::selected(&spec.node_selector, n)),
             can_grow: node.is_some_and(|n| node::can_grow(n)),
             instance_id,
-            instance,
+            instance: described.map(|i| InstanceView {
+                nics: i.nics.clone(),
+                running: i.running,
+            }),
             foreign_nics,
             other_pools_slots,
             pod_nic_ids: pod_nic_ids.clone(),
             pod_waiting: pool
                 .annotations()
                 .contains_key(&hostnic_crds::waiting_annotation(node_name)),
-        };
-        let nics: Vec<NicView> = mine
-            .iter()
+        }
+    };
+    let nics_of = |node_name: &String| -> Vec<NicView> {
+        mine.iter()
             .filter(|h| h.spec.node == *node_name)
             .map(|h| nic_view(h))
-            .collect();
-        let key = (name.clone(), node_name.clone());
-        let since = ctx
-            .surplus
+            .collect()
+    };
+    let surplus_since = |node_name: &String| {
+        ctx.surplus
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied();
-        let clock = Clock {
-            now,
-            shrink_delay: settings.shrink_delay,
-        };
-        let d = decide_node(spec, &view, &nics, &mut budget, since, clock);
+            .get(&(name.clone(), node_name.clone()))
+            .copied()
+    };
+
+    // Decide.
+    let mut budget = VxnetBudget::new(vxnets.iter().map(|v| (v.id.clone(), v.available_ips)));
+    if ctx.facts.quota_exceeded() {
+        budget = budget.quota_exceeded();
+    }
+    // Only the VMs of nodes whose decision needs them are described: a converged pool's
+    // resync makes no DescribeInstances (500 idle nodes cost 5 pages every cache period).
+    let instance_ids: Vec<String> = node_names
+        .iter()
+        .filter(|n| {
+            let view = view_of(n, &[]);
+            needs_instance(spec, &view, &nics_of(n), &budget, surplus_since(n), clock)
+        })
+        .filter_map(|n| by_name.get(n))
+        .map(|n| ctx.instances.instance_of(n))
+        .collect();
+    let instances = ctx.facts.instances(&instance_ids, prio).await?;
+    let mut decisions: Vec<(bool, NodeDecision)> = Vec::new();
+    for node_name in &node_names {
+        let view = view_of(node_name, &instances);
+        let since = surplus_since(node_name);
+        let d = decide_node(spec, &view, &nics_of(node_name), &mut budget, since, clock);
         {
+            let key = (name.clone(), node_name.clone());
             let mut surplus = ctx.surplus.lock().unwrap_or_else(|e| e.into_inner());
             match d.surplus_since {
                 Some(t) => surplus.insert(key, t),
@@ -274,16 +286,26 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     for (_, d) in &decisions {
         let node_name = &d.status.node;
         let instance = d.status.instance.as_deref();
-        // One tag per NIC to create, in the same order.
-        for (new, batch) in d.create.iter().zip(batches.by_ref()) {
-            let h = new_hostnic(&name, node_name, &new.vxnet, new.role, batch);
-            let member = h.name_any();
-            if let Some(i) = instance {
-                ctx.batch.plan_attach(i, [member.clone()]);
-            }
-            if let Err(e) = hostnics.create(&PostParams::default(), &h).await {
-                ctx.batch.forget(&member);
-                return Err(Error::kube("create HostNic")(e));
+        // One tag per NIC to create, in the same order; the node's NICs are one round, planned
+        // before the first of them can ask.
+        let round: Vec<HostNic> = d
+            .create
+            .iter()
+            .zip(batches.by_ref())
+            .map(|(new, batch)| new_hostnic(&name, node_name, &new.vxnet, new.role, batch))
+            .collect();
+        if let Some(i) = instance {
+            ctx.batch.plan_attach(i, round.iter().map(|h| h.name_any()));
+        }
+        for (k, (h, new)) in round.iter().zip(&d.create).enumerate() {
+            match hostnics.create(&PostParams::default(), h).await {
+                Ok(created) => ctx.own_writes.created(created),
+                Err(e) => {
+                    for unborn in &round[k..] {
+                        ctx.batch.forget(&unborn.name_any());
+                    }
+                    return Err(Error::kube("create HostNic")(e));
+                }
             }
             ctx.facts.consume(&new.vxnet);
         }
@@ -298,6 +320,7 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         }
         for victim in &d.delete {
             delete_hostnic(&hostnics, victim).await?;
+            ctx.own_writes.deleted(victim);
         }
         if !d.create.is_empty() || !d.delete.is_empty() {
             tracing::info!(node = %node_name, create = d.create.len(), delete = d.delete.len(), "resizing node pool");
@@ -356,6 +379,19 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         next = next.min(r);
     }
     Ok(Action::requeue(next))
+}
+
+/// Waits for a reflector's first listing: a pass reading an empty store at start would create
+/// every node's pool again.
+async fn wait_synced<K>(store: &kube::runtime::reflector::Store<K>) -> Result<()>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::Waiting("the reflector stopped before its first listing"))
 }
 
 async fn delete_hostnic(api: &Api<HostNic>, name: &str) -> Result<()> {
@@ -436,14 +472,18 @@ async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
         .collect();
     if pool.spec.reclaim_policy == ReclaimPolicy::Delete {
         // Per node, the NICs deleted now are one detach round.
+        let mut rounds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for h in &mine {
             let instance = h.status.as_ref().and_then(|s| s.instance.as_deref());
             if let Some(i) = instance
                 && h.metadata.deletion_timestamp.is_none()
                 && joins_detach_round(&nic_view(h), live_nodes.contains(&h.spec.node))
             {
-                ctx.batch.plan_detach(i, [h.name_any()]);
+                rounds.entry(i).or_default().push(h.name_any());
             }
+        }
+        for (i, round) in rounds {
+            ctx.batch.plan_detach(i, round);
         }
     }
     for h in &mine {

@@ -4,6 +4,8 @@
 //! node's warm NICs, so no pod is scheduled onto a node that cannot give it a NIC yet. The taint
 //! is only ever removed, never put back: it is about startup, not about a pool running dry.
 
+use std::sync::Arc;
+
 use hostnic_crds::{NicPool, NodePoolStatus};
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -51,7 +53,7 @@ pub fn nodes_to_release(
     pool: &NicPool,
     counts: &[NodePoolStatus],
     others: &[NicPool],
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
 ) -> Vec<String> {
     if !gates(pool) {
         return Vec::new();
@@ -85,7 +87,7 @@ pub fn nodes_to_release(
 pub async fn release_warm_nodes(
     ctx: &Context,
     pool: &NicPool,
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
     decisions: &[(bool, NodeDecision)],
 ) -> Result<()> {
     let counts: Vec<NodePoolStatus> = decisions.iter().map(|(_, d)| d.status.clone()).collect();
@@ -151,7 +153,7 @@ mod tests {
         p
     }
 
-    fn node(name: &str, tainted: bool, labels: &[(&str, &str)]) -> Node {
+    fn node(name: &str, tainted: bool, labels: &[(&str, &str)]) -> Arc<Node> {
         let mut n = Node::default();
         n.metadata.name = Some(name.into());
         n.metadata.labels = Some(
@@ -176,7 +178,7 @@ mod tests {
             taints: Some(taints),
             ..Default::default()
         });
-        n
+        Arc::new(n)
     }
 
     fn counts(node: &str, available: u32) -> NodePoolStatus {

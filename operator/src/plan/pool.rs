@@ -441,6 +441,26 @@ pub fn decide_node(
     d
 }
 
+/// Whether deciding `node` (its `instance` not described) needs its VM described: the node would
+/// grow (which takes the VM's free NIC slots and whether it runs), or look for a gateway among
+/// the VM's NICs. A converged node needs nothing from the cloud.
+pub fn needs_instance(
+    spec: &NicPoolSpec,
+    node: &NodeView,
+    nics: &[NicView],
+    budget: &VxnetBudget,
+    surplus_since: Option<Timestamp>,
+    clock: Clock,
+) -> bool {
+    let d = decide_node(spec, node, nics, &mut budget.clone(), surplus_since, clock);
+    let gateways_wanted = if spec.routes.iter().any(|r| r.via_node()) {
+        spec.vxnets.len()
+    } else {
+        0
+    };
+    d.blockers.contains(&Blocker::InstanceUnknown) || d.status.gateways.len() < gateways_wanted
+}
+
 /// Whether a HostNic being deleted detaches its NIC (so it joins its node's detach round): it is
 /// attached, and its cleanup needs no wait (its link proven home, or its node gone).
 pub fn joins_detach_round(nic: &NicView, node_exists: bool) -> bool {

@@ -505,3 +505,48 @@ fn summary_conditions() {
     let (_, c) = summarize(&s, &[], Some("bad"));
     assert_eq!(c[2].reason, "InvalidSpec");
 }
+
+#[test]
+fn only_a_node_that_grows_or_seeks_a_gateway_needs_its_vm_described() {
+    let unread = NodeView {
+        instance: None,
+        ..node()
+    };
+    let needs = |s: &NicPoolSpec, nics: &[NicView]| {
+        needs_instance(s, &unread, nics, &budget(), None, clock())
+    };
+    let full = [
+        nic("a", HostNicPhase::Available),
+        nic("b", HostNicPhase::Bound),
+        nic("c", HostNicPhase::Released),
+        nic("d", HostNicPhase::Attaching),
+    ];
+    assert!(!needs(&spec(3), &full), "converged: nothing to read");
+    assert!(needs(&spec(4), &full), "growing takes the VM's free slots");
+    assert!(needs(&spec(3), &full[..2]), "a deficit grows");
+    let cordoned = NodeView {
+        can_grow: false,
+        ..unread.clone()
+    };
+    assert!(!needs_instance(
+        &spec(4),
+        &cordoned,
+        &full,
+        &budget(),
+        None,
+        clock()
+    ));
+    let mut via_node = spec(3);
+    via_node.vxnets = vec!["vxnet-a".into()];
+    via_node.routes = vec![Route {
+        destination: "10.96.0.0/12".into(),
+        gateway: "0.0.0.0".into(),
+    }];
+    assert!(
+        needs(&via_node, &full),
+        "its gateway is among the VM's NICs"
+    );
+    // The decision made with the VM described agrees on what the idle one skipped.
+    let d = run(&spec(3), &node(), &full);
+    assert!(d.create.is_empty() && d.delete.is_empty() && d.blockers.is_empty());
+}
