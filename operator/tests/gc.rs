@@ -404,7 +404,7 @@ async fn a_pass_lists_only_the_pools_vxnets_and_running_jobs() {
     env.shutdown().await;
 }
 
-/// GC passes are rare (every 15 minutes by default), but a CreateNics whose answer was lost
+/// GC passes are rare (every 30 minutes by default), but a CreateNics whose answer was lost
 /// triggers one soon after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_create_answer_triggers_an_early_pass() {
