@@ -112,7 +112,7 @@ pub struct Args {
     /// in one pass) waits, after its latest member asked, for a member that does not ask; a
     /// complete round never waits, and a member that fails or goes leaves its round at once,
     /// so this bounds only a member that stalls (its CreateNics throttled). Filling 500 nodes
-    /// on 2 cores, a node's members reached their round up to 20 s apart: at 10 s, 626
+    /// on 2 cores, a node's members reached their round more than 10 s apart: at 10 s, 626
     /// AttachNics went out for 500 rounds, at 30 s 500.
     #[arg(long, env = "HOSTNIC_BATCH_ROUND_WAIT_MS", default_value_t = 30_000)]
     pub batch_round_wait_ms: u64,
