@@ -736,3 +736,35 @@ async fn a_converged_pool_resyncs_without_describes_or_lists() {
     env.delete_pool_until_gone("idle", T).await;
     env.shutdown().await;
 }
+
+/// Passes read the HostNic store, which lags their own creates by the watch: with watch
+/// events 1.5 s late and a pass every 0.3 s, the passes before the store shows the first
+/// pass's HostNics still see them (laid over the store), so the pool creates its 3 NICs
+/// once, not once per pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passes_ahead_of_the_watch_create_nothing_twice() {
+    let mut setup = Setup::default();
+    // Scaled from 300 s so that several passes fall within one watch delay.
+    setup.settings.resync = Duration::from_millis(300);
+    let mut env = Env::start(setup).await;
+    env.kube.set_realism(kube_mem::Realism {
+        write_latency: Duration::from_millis(5),
+        watch_delay: Duration::from_millis(1500),
+    });
+    env.start_operator();
+    env.kube.clear_audit();
+    env.create_pool("lag", spec(&[VX_A], 3)).await;
+    env.converged("lag", &["i-node0001"], 3, Duration::from_secs(60))
+        .await;
+    let creates = env
+        .kube
+        .audit()
+        .into_iter()
+        .filter(|r| r.user == OP_USER && r.verb == "create" && r.resource == "hostnics")
+        .count();
+    assert_eq!(creates, 3, "one HostNic per NIC of the pool");
+    assert_eq!(env.sim.calls().action("CreateNics"), 1);
+    env.kube.set_realism(kube_mem::Realism::default());
+    env.delete_pool_until_gone("lag", T).await;
+    env.shutdown().await;
+}
