@@ -77,14 +77,13 @@ impl Error {
 
     /// Whether this is an optimistic-concurrency conflict (HTTP 409).
     pub fn is_conflict(&self) -> bool {
-        match self {
+        matches!(
+            self.reconcile_error(),
             Self::Kube {
                 source: kube::Error::Api(s),
                 ..
-            } => s.code == 409,
-            Self::Finalizer(f) => f.source_error().is_some_and(Error::is_conflict),
-            _ => false,
-        }
+            } if s.code == 409
+        )
     }
 
     /// The reconcile's own error: the one inside a finalizer error, if that is where it failed.
@@ -97,7 +96,7 @@ impl Error {
 
     /// The class deciding the back-off.
     pub fn class(&self) -> ErrorClass {
-        match self {
+        match self.reconcile_error() {
             Self::Kube { .. } => ErrorClass::Transient,
             Self::Cloud(e) => match e.kind {
                 CloudErrorKind::Throttled => ErrorClass::Throttled,
@@ -108,15 +107,15 @@ impl Error {
             Self::InvalidSpec(_) => ErrorClass::BadSpec,
             Self::Waiting(_) | Self::WaitingFor(..) => ErrorClass::Waiting,
             Self::InstanceRefused { .. } => ErrorClass::Refused,
-            Self::JobFailed { .. } => ErrorClass::Transient,
-            Self::Finalizer(f) => f.source_error().map_or(ErrorClass::Transient, Error::class),
+            // The finalizer itself failed (its own patch), not the reconcile inside it.
+            Self::JobFailed { .. } | Self::Finalizer(_) => ErrorClass::Transient,
         }
     }
 
     /// Label of the `failures` metric.
     pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Kube { .. } if self.is_conflict() => "conflict",
+        match self.reconcile_error() {
+            e @ Self::Kube { .. } if e.is_conflict() => "conflict",
             Self::Kube { .. } => "kube",
             Self::Cloud(e) => match e.kind {
                 CloudErrorKind::Throttled => "cloud_throttled",
@@ -131,7 +130,7 @@ impl Error {
             Self::Waiting(_) | Self::WaitingFor(..) => "waiting",
             Self::InstanceRefused { .. } => "instance_refused",
             Self::JobFailed { .. } => "job_failed",
-            Self::Finalizer(f) => f.source_error().map_or("finalizer", Error::metric_label),
+            Self::Finalizer(_) => "finalizer",
         }
     }
 }

@@ -31,6 +31,7 @@ use crate::plan::pool::{
     holds_slot, joins_detach_round, needs_instance, summarize, validate,
 };
 use crate::plan::status::Owned;
+use crate::sync::lock;
 
 /// Controller name in metrics and logs.
 pub const NAME: &str = "nicpool";
@@ -183,19 +184,9 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         now,
         shrink_delay: settings.shrink_delay,
     };
-    // The node as the planner sees it, given what DescribeInstances said of its VM.
-    let view_of = |node_name: &String, instances: &[Instance]| -> NodeView {
+    // The node as the planner sees it before its VM is described.
+    let view_of = |node_name: &String| -> NodeView {
         let node = by_name.get(node_name);
-        let instance_id = node.map(|n| ctx.instances.instance_of(n));
-        let described = instance_id
-            .as_ref()
-            .and_then(|id| instances.iter().find(|i| &i.id == id));
-        let foreign_nics = described.map_or(0, |i| {
-            i.nics
-                .iter()
-                .filter(|n| !n.primary && !hostnic_ids.contains(n.nic_id.as_str()))
-                .count() as u32
-        });
         let other_pools_slots = all_nics
             .iter()
             .filter(|h| h.spec.node == *node_name && h.spec.pool != name && holds_slot(phase(h)))
@@ -205,12 +196,9 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
             exists: node.is_some(),
             selected: node.is_some_and(|n| node::selected(&spec.node_selector, n)),
             can_grow: node.is_some_and(|n| node::can_grow(n)),
-            instance_id,
-            instance: described.map(|i| InstanceView {
-                nics: i.nics.clone(),
-                running: i.running,
-            }),
-            foreign_nics,
+            instance_id: node.map(|n| ctx.instances.instance_of(n)),
+            instance: None,
+            foreign_nics: 0,
             other_pools_slots,
             pod_nic_ids: pod_nic_ids.clone(),
             pod_waiting: pool
@@ -218,19 +206,41 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
                 .contains_key(&hostnic_crds::waiting_annotation(node_name)),
         }
     };
-    let nics_of = |node_name: &String| -> Vec<NicView> {
-        mine.iter()
-            .filter(|h| h.spec.node == *node_name)
-            .map(|h| nic_view(h))
-            .collect()
+    // What DescribeInstances said of the node's VM, if it was described.
+    let describe = |view: &mut NodeView, instances: &[Instance]| {
+        let Some(i) = view
+            .instance_id
+            .as_ref()
+            .and_then(|id| instances.iter().find(|i| &i.id == id))
+        else {
+            return;
+        };
+        view.foreign_nics = i
+            .nics
+            .iter()
+            .filter(|n| !n.primary && !hostnic_ids.contains(n.nic_id.as_str()))
+            .count() as u32;
+        view.instance = Some(InstanceView {
+            nics: i.nics.clone(),
+            running: i.running,
+        });
     };
     let surplus_since = |node_name: &String| {
-        ctx.surplus
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&ctx.surplus)
             .get(&(name.clone(), node_name.clone()))
             .copied()
     };
+    let planned: Vec<(NodeView, Vec<NicView>, Option<Timestamp>)> = node_names
+        .iter()
+        .map(|n| {
+            let nics = mine
+                .iter()
+                .filter(|h| h.spec.node == *n)
+                .map(|h| nic_view(h))
+                .collect();
+            (view_of(n), nics, surplus_since(n))
+        })
+        .collect();
 
     // Decide.
     let mut budget = VxnetBudget::new(vxnets.iter().map(|v| (v.id.clone(), v.available_ips)));
@@ -239,24 +249,19 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     }
     // Only the VMs of nodes whose decision needs them are described: a converged pool's
     // resync makes no DescribeInstances (500 idle nodes cost 5 pages every cache period).
-    let instance_ids: Vec<String> = node_names
+    let instance_ids: Vec<String> = planned
         .iter()
-        .filter(|n| {
-            let view = view_of(n, &[]);
-            needs_instance(spec, &view, &nics_of(n), &budget, surplus_since(n), clock)
-        })
-        .filter_map(|n| by_name.get(n))
-        .map(|n| ctx.instances.instance_of(n))
+        .filter(|(view, nics, since)| needs_instance(spec, view, nics, &budget, *since, clock))
+        .filter_map(|(view, ..)| view.instance_id.clone())
         .collect();
     let instances = ctx.facts.instances(&instance_ids, prio).await?;
     let mut decisions: Vec<(bool, NodeDecision)> = Vec::new();
-    for node_name in &node_names {
-        let view = view_of(node_name, &instances);
-        let since = surplus_since(node_name);
-        let d = decide_node(spec, &view, &nics_of(node_name), &mut budget, since, clock);
+    for (mut view, nics, since) in planned {
+        describe(&mut view, &instances);
+        let d = decide_node(spec, &view, &nics, &mut budget, since, clock);
         {
-            let key = (name.clone(), node_name.clone());
-            let mut surplus = ctx.surplus.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (name.clone(), view.name.clone());
+            let mut surplus = lock(&ctx.surplus);
             match d.surplus_since {
                 Some(t) => surplus.insert(key, t),
                 None => surplus.remove(&key),
@@ -454,10 +459,7 @@ async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
         .map_err(Error::kube("list HostNics"))?
         .items;
     if mine.is_empty() {
-        ctx.surplus
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(p, _), _| p != &name);
+        lock(&ctx.surplus).retain(|(p, _), _| p != &name);
         ctx.metrics.forget_pool(&name);
         return Ok(Action::await_change());
     }

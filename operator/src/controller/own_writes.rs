@@ -51,12 +51,20 @@ impl OwnWrites {
 
     fn overlay_at(&self, mut store: Vec<Arc<HostNic>>, now: Instant) -> Vec<Arc<HostNic>> {
         let mut writes = lock(&self.0);
+        if writes.is_empty() {
+            return store;
+        }
+        // Indexed once: a fill leaves a write per HostNic to look up in a store of as many.
+        let index: HashMap<String, usize> = store
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name_any(), i))
+            .collect();
         writes.retain(|name, (write, at)| {
             if now.duration_since(*at) > UNSEEN_FOR {
                 return false;
             }
-            let seen = store.iter().position(|h| h.name_any() == *name);
-            match (write, seen) {
+            match (write, index.get(name).copied()) {
                 (Write::Created(_), Some(_)) => false,
                 (Write::Created(h), None) => {
                     store.push(h.clone());
