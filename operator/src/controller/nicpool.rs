@@ -171,11 +171,14 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     node_names.extend(mine.iter().map(|h| h.spec.node.clone()));
     node_names.sort();
     node_names.dedup();
-    let pod_nic_ids: HashSet<String> = all_nics
-        .iter()
-        .filter(|h| h.spec.role == NicRole::Pod)
-        .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.clone()))
-        .collect();
+    // Shared by every node's view: 500 copies of 1500 ids would be tens of MB per pass.
+    let pod_nic_ids: Arc<HashSet<String>> = Arc::new(
+        all_nics
+            .iter()
+            .filter(|h| h.spec.role == NicRole::Pod)
+            .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.clone()))
+            .collect(),
+    );
     let hostnic_ids: HashSet<&str> = all_nics
         .iter()
         .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.as_deref()))

@@ -3,6 +3,7 @@
 //! status. Inputs are snapshots; the output is a list of intents the controller carries out.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hostnic_crds::{
@@ -67,7 +68,7 @@ pub struct NodeView {
     /// NIC slots of the VM that other pools' HostNics hold or will hold.
     pub other_pools_slots: u32,
     /// NIC ids of every pod-role HostNic (all pools): those never serve as a gateway.
-    pub pod_nic_ids: HashSet<String>,
+    pub pod_nic_ids: Arc<HashSet<String>>,
     /// An ADD on this node waits for one of the pool's NICs (the agent's annotation on the
     /// pool, `hostnic_crds::waiting_annotation`).
     pub pod_waiting: bool,

@@ -1,5 +1,6 @@
 use super::*;
 use hostnic_crds::Route;
+use std::sync::Arc;
 
 fn spec(size: u32) -> NicPoolSpec {
     super::super::fixtures::pool_spec(&["vxnet-a", "vxnet-b"], size)
@@ -23,7 +24,7 @@ fn node() -> NodeView {
         }),
         foreign_nics: 0,
         other_pools_slots: 0,
-        pod_nic_ids: HashSet::new(),
+        pod_nic_ids: Arc::default(),
         pod_waiting: false,
     }
 }
@@ -450,7 +451,7 @@ fn pod_nics_never_serve_as_gateway() {
         private_ip: Some("10.1.0.9".into()),
         primary: false,
     });
-    n.pod_nic_ids.insert("52:54:00:00:09:09".into());
+    n.pod_nic_ids = Arc::new(["52:54:00:00:09:09".to_string()].into());
     let d = run(&s, &n, &[]);
     assert_eq!(
         d.create,
