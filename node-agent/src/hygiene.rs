@@ -2,6 +2,7 @@
 //! NICs configured), release NICs of pods that are gone even if no DEL ever came, and retry
 //! queued DELs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::attach::{self, NodeAction};
-use crate::claims::Agent;
+use crate::claims::{Agent, PodNetns};
 use crate::kube_io::Write;
+use crate::locks::Held;
 use crate::netns::{Netns, Probe};
 use crate::{Error, decide};
 
@@ -50,13 +52,21 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// on the node has left its pod (a real NIC comes home by itself when its netns is destroyed):
 /// that is the proof a release waits for, so it is released here.
 pub async fn report_links(agent: &Agent) {
-    // Under the lock no claim is between its HostNic write and its move, so a bound NIC's link
-    // on the node really has come back.
-    let _serial = agent.lock.lock().await;
+    let _gate = agent.gate.read().await;
+    // Under a NIC's lock no claim or release is halfway through it, so a bound NIC's link on
+    // the node really has come back. NICs a claim or release holds now wait for the next pass
+    // (their end changes the view, which wakes one).
+    let mut held: HashMap<String, Held<String>> = agent
+        .view
+        .nics()
+        .iter()
+        .filter_map(|n| Some((n.name_any(), agent.nic_locks.try_lock(&n.name_any())?)))
+        .collect();
     let work: Vec<_> = agent
         .view
         .nics()
         .into_iter()
+        .filter(|n| held.contains_key(&n.name_any()))
         .filter_map(|n| {
             let action = match decide::node_action(&n) {
                 Some(action) => action,
@@ -66,6 +76,7 @@ pub async fn report_links(agent: &Agent) {
             Some((decide::mac(&n)?, action, n))
         })
         .collect();
+    held.retain(|name, _| work.iter().any(|(_, _, n)| &n.name_any() == name));
     if work.is_empty() {
         return;
     }
@@ -81,6 +92,8 @@ pub async fn report_links(agent: &Agent) {
         }
     };
     for ((mac, _, nic), result) in work.into_iter().zip(results) {
+        // Each NIC is let go as soon as it is done, for the claims waiting on it.
+        let _held = held.remove(&nic.name_any());
         let link = match result {
             Ok(link) => link,
             Err(error) => {
@@ -91,7 +104,7 @@ pub async fn report_links(agent: &Agent) {
         if is_bound(&nic) {
             if let Some(name) = link {
                 info!(hostnic = %nic.name_any(), %mac, link = %name, "the link of a bound NIC is back on the node; releasing it");
-                if let Err(error) = agent.release_nic(&nic, None).await {
+                if let Err(error) = agent.release_nic(&nic, &PodNetns::open(None, &nic)).await {
                     warn!(hostnic = %nic.name_any(), %error, "could not release a NIC whose link came home");
                 }
             }
@@ -164,23 +177,20 @@ pub async fn sweep(agent: &Agent) -> usize {
         if !netns_gone && !pod_gone {
             continue;
         }
-        let _serial = agent.lock.lock().await;
-        // Re-read under the lock: a DEL may have released it meanwhile.
-        let still = agent
-            .view
-            .nics()
-            .into_iter()
-            .find(|n| decide::is_bound_to(n, &key));
-        let Some(nic) = still else { continue };
         info!(hostnic = %nic.name_any(), pod = %format!("{}/{}", pod.namespace, pod.name), netns_gone, pod_gone, "releasing NIC of a vanished pod");
-        match agent.release_nic(&nic, None).await {
+        let _gate = agent.gate.read().await;
+        // Released meanwhile by a DEL: nothing left to do.
+        let Some((hostnic, result)) = agent.release_if_bound(&key).await else {
+            continue;
+        };
+        match result {
             Ok(()) => released += 1,
             // The link pass releases it once its link is on the node.
             Err(error @ Error::NotHome { .. }) => {
-                info!(hostnic = %nic.name_any(), %error, "NIC of a vanished pod stays Bound until its link is home")
+                info!(%hostnic, %error, "NIC of a vanished pod stays Bound until its link is home")
             }
             Err(error) => {
-                warn!(hostnic = %nic.name_any(), %error, "could not release NIC of a vanished pod")
+                warn!(%hostnic, %error, "could not release NIC of a vanished pod")
             }
         }
     }

@@ -93,10 +93,14 @@ impl Journal {
 
     /// The recorded claim of `hostnic`, if it is for `key`.
     pub fn claim(&self, hostnic: &str, key: &AttachmentKey) -> Option<ClaimRecord> {
+        self.record_of(hostnic).filter(|r| &r.key == key)
+    }
+
+    /// The recorded claim of `hostnic`, whatever its attachment.
+    pub fn record_of(&self, hostnic: &str) -> Option<ClaimRecord> {
         let bytes = std::fs::read(self.claim_path(hostnic)).ok()?;
         match serde_json::from_slice::<ClaimRecord>(&bytes) {
-            Ok(r) if &r.key == key => Some(r),
-            Ok(_) => None,
+            Ok(r) => Some(r),
             Err(error) => {
                 tracing::warn!(hostnic, %error, "unreadable claim record; ignoring it");
                 None

@@ -17,6 +17,7 @@ pub mod hygiene;
 pub mod journal;
 pub mod kube_io;
 pub mod link_events;
+pub mod locks;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;

@@ -65,6 +65,16 @@ impl Netns {
         &self.path
     }
 
+    /// Which namespace this is (device and inode of its nsfs file): two paths of one netns
+    /// give the same id.
+    pub fn id(&self) -> Result<NetnsId> {
+        let st = nix::sys::stat::fstat(&self.file).map_err(|e| Error::Io {
+            context: "stat netns",
+            source: e.into(),
+        })?;
+        Ok(NetnsId(st.st_dev, st.st_ino))
+    }
+
     /// Raw fd for netlink's `IFLA_NET_NS_FD`; valid while `self` lives.
     pub fn raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
@@ -79,6 +89,10 @@ impl Netns {
         }
     }
 }
+
+/// Identity of a network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetnsId(u64, u64);
 
 /// What opening a recorded netns path says about the namespace.
 #[derive(Debug)]

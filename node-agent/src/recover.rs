@@ -15,7 +15,7 @@ use hostnic_crds::HostNic;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use crate::claims::Agent;
+use crate::claims::{Agent, PodNetns};
 use crate::journal::Stage;
 use crate::netns::{Netns, Probe};
 use crate::{Error, attach, decide};
@@ -36,12 +36,13 @@ impl Agent {
     /// (only once their link is home, see [`Agent::release_nic`]), then lets requests in.
     pub async fn recover(&self) {
         self.view.wait_synced().await;
-        let _serial = self.lock.lock().await;
-        let bound = decide::bound(&self.view.nics());
+        let _gate = self.gate.write().await;
+        let nics = self.view.nics();
+        let bound = decide::bound(&nics);
         let names: HashSet<String> = bound.iter().map(|(_, n)| n.name_any()).collect();
         for stale in self.journal.claimed() {
             if !names.contains(&stale) {
-                self.journal.forget_claim(&stale);
+                self.undo_unwritten_claim(&stale, &nics).await;
             }
         }
         for (key, nic) in bound {
@@ -55,7 +56,7 @@ impl Agent {
                 }
                 Liveness::NotLive(why) => {
                     info!(%hostnic, container_id = %key.container_id, %why, "releasing stale attachment");
-                    match self.release_nic(&nic, None).await {
+                    match self.release_nic(&nic, &PodNetns::open(None, &nic)).await {
                         Ok(()) => {}
                         Err(error @ Error::NotHome { .. }) => {
                             info!(%hostnic, %error, "stays Bound until its link is on the node")
@@ -69,6 +70,31 @@ impl Agent {
         }
         self.recovered
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Undoes the claim the journal records on `hostnic`, which is not bound: its HostNic write
+    /// never landed (or was reverted), but its link may have moved into the pod. The link comes
+    /// home before the record goes, so a failure leaves the record for the next start.
+    async fn undo_unwritten_claim(&self, hostnic: &str, nics: &[Arc<HostNic>]) {
+        let record = self.journal.record_of(hostnic);
+        let mac = nics
+            .iter()
+            .find(|n| n.name_any() == hostnic)
+            .and_then(|n| decide::mac(n));
+        if let (Some(record), Some(mac)) = (record, mac)
+            && record.stage == Stage::Moving
+        {
+            let pod_ns = match Netns::probe(&record.netns) {
+                Probe::Open(ns) => Some(Arc::new(ns)),
+                Probe::Gone(_) | Probe::Unknown(_) => None,
+            };
+            if let Err(error) = attach::detach(self.node_netns.clone(), pod_ns, mac).await {
+                warn!(%hostnic, %error, "could not bring home the link of an interrupted claim");
+                return;
+            }
+            info!(%hostnic, container_id = %record.key.container_id, "undid a claim interrupted before its HostNic write");
+        }
+        self.journal.forget_claim(hostnic);
     }
 
     /// Whether the pod recorded on `nic` (bound to `key`) still holds it.
@@ -109,8 +135,8 @@ impl Agent {
             return self.journal.queued_releases().len();
         }
         let mut left = 0;
+        let _gate = self.gate.read().await;
         for req in self.journal.queued_releases() {
-            let _serial = self.lock.lock().await;
             self.release_queued(&req).await;
             left += usize::from(self.journal.is_queued(&req.key));
         }

@@ -41,16 +41,18 @@ impl Running {
 
 impl Running {
     /// Graceful stop: stops accepting on the socket, waits up to `grace` for the requests in
-    /// flight and for a background step holding the lock (a link pass, sweep or queued release),
-    /// then stops every task. Whatever `grace` cuts off is undone at the next start.
-    pub async fn shutdown(self, grace: Duration) {
+    /// flight (their answers written) and for the background steps (a link pass, sweep or
+    /// release), then stops every task. Whatever `grace` cuts off is undone at the next start.
+    pub async fn shutdown(mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
-        // The listener lives in the server task: aborting it closes the socket to new clients.
-        self.server.abort();
+        // The server closes the socket to new clients at once and ends once every connection
+        // has written its answer; a request whose client went away still counts until done.
         self.agent.requests.stop();
-        if tokio::time::timeout_at(deadline, self.agent.requests.idle())
-            .await
-            .is_err()
+        let served = tokio::time::timeout_at(deadline, &mut self.server).await;
+        if served.is_err()
+            || tokio::time::timeout_at(deadline, self.agent.requests.idle())
+                .await
+                .is_err()
         {
             tracing::warn!(
                 inflight = self.agent.requests.inflight(),
@@ -59,7 +61,7 @@ impl Running {
             return;
         }
         let agent = self.agent.clone();
-        let serial = tokio::time::timeout_at(deadline, agent.lock.lock()).await;
+        let serial = tokio::time::timeout_at(deadline, agent.gate.write()).await;
         drop(self);
         drop(serial);
     }

@@ -18,6 +18,7 @@ use hyper::body::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
@@ -56,30 +57,40 @@ pub fn bind(socket: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves requests on `listener` until the task is aborted.
+/// Serves requests on `listener` until the agent stops taking requests (see
+/// [`crate::shutdown::Requests::stop`]) or the task is aborted. On a stop it closes the socket
+/// to new clients at once, and returns once every connection has written its answer: a
+/// request counts as done only when its client has it, so a graceful stop cuts no reply off.
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
+    let graceful = GracefulShutdown::new();
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "accept on the agent socket failed");
-                continue;
-            }
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept on the agent socket failed");
+                    continue;
+                }
+            },
+            () = agent.requests.stopping() => break,
         };
         let agent = agent.clone();
+        let svc = service_fn(move |req| {
+            let agent = agent.clone();
+            async move { Ok::<_, Infallible>(handle(agent, req).await) }
+        });
+        let conn = graceful.watch(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc),
+        );
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let agent = agent.clone();
-                async move { Ok::<_, Infallible>(handle(agent, req).await) }
-            });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+            if let Err(error) = conn.await {
                 tracing::debug!(%error, "socket connection ended with an error");
             }
         });
     }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 type Reply = Response<Full<Bytes>>;

@@ -1,20 +1,31 @@
 //! Pause points for crash tests: with `HOSTNIC_TEST_PAUSE_AT=<point>=<marker file>` in its
 //! environment, the agent creates the marker when a request reaches `<point>` and waits there
 //! until the marker is removed, so a test can kill it (or send SIGTERM) exactly at that step.
+//! Only the first request reaching the point waits: the others pass, so a test can also show
+//! that one request stuck midway holds up no other.
 //! Unset (always, outside tests), a pause point costs one comparison.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The environment variable naming the pause point and its marker file.
 pub const PAUSE_ENV: &str = "HOSTNIC_TEST_PAUSE_AT";
 
-/// The claim is recorded on the HostNic and in the node journal; the link has not moved.
+/// The claim is recorded in the node journal and its link has not moved; its HostNic write
+/// goes on meanwhile.
 pub const CLAIM_RECORDED: &str = "claim-recorded";
+
+/// The claim is recorded in the node journal and its HostNic not written yet; its link moves
+/// into the pod meanwhile.
+pub const CLAIM_WRITING: &str = "claim-writing";
 
 /// The link is configured in the pod and the journal says so; the plugin has no answer yet.
 pub const CLAIM_ATTACHED: &str = "claim-attached";
+
+/// A DEL is queued in the journal and answered; its link has not left the pod yet.
+pub const RELEASE_ANSWERED: &str = "release-answered";
 
 fn configured() -> &'static Option<(String, PathBuf)> {
     static AT: OnceLock<Option<(String, PathBuf)>> = OnceLock::new();
@@ -30,7 +41,8 @@ pub async fn pause(point: &'static str) {
     let Some((at, marker)) = configured() else {
         return;
     };
-    if at != point {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    if at != point || FIRED.swap(true, Ordering::SeqCst) {
         return;
     }
     tracing::warn!(point, marker = %marker.display(), "paused at a test hook");

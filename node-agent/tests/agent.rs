@@ -1749,24 +1749,10 @@ async fn killed_at_each_claim_step_the_restart_undoes_or_keeps_the_claim() {
         lab.create_pod(&container).await;
         let claim = lab.spawn_claim(claim_req(&pod, &container));
         wait_for_file(&marker).await;
-        // The claim is recorded on the HostNic (and for CLAIM_ATTACHED, configured in the pod)
-        // but not answered: kill -9 exactly there.
-        let bound = lab
-            .hostnics()
-            .await
-            .into_iter()
-            .find(|n| {
-                phase(n) == HostNicPhase::Bound
-                    && n.status
-                        .as_ref()
-                        .unwrap()
-                        .pod
-                        .as_ref()
-                        .unwrap()
-                        .container_id
-                        == container
-            })
-            .expect("claim recorded before the pause");
+        // The claim is written on the HostNic (its write goes on while the kernel step waits
+        // at CLAIM_RECORDED; for CLAIM_ATTACHED it is configured in the pod) but not answered:
+        // kill -9 exactly there.
+        let bound = bound_to(&lab, &container).await;
         agent.kill();
         assert_eq!(
             claim.await.unwrap().0.as_u16(),
@@ -1807,6 +1793,142 @@ async fn killed_at_each_claim_step_the_restart_undoes_or_keeps_the_claim() {
         drop(_agent);
         return_released(&lab).await;
     }
+}
+
+/// The HostNic bound to `container`, waiting up to 10 s for the claim's write.
+async fn bound_to(lab: &Lab, container: &str) -> HostNic {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = lab.hostnics().await.into_iter().find(|n| {
+            phase(n) == HostNicPhase::Bound
+                && n.status
+                    .as_ref()
+                    .and_then(|s| s.pod.as_ref())
+                    .is_some_and(|p| p.container_id == container)
+        });
+        match found {
+            Some(nic) => return nic,
+            None if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None => panic!("no HostNic bound to {container}"),
+        }
+    }
+}
+
+/// A claim stuck in its kernel step holds up no claim of another NIC: claims of different
+/// NICs run in parallel (the old node-wide lock made the second wait for the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_stuck_midway_holds_up_no_claim_of_another_nic() {
+    if !require_root("a_claim_stuck_midway_holds_up_no_claim_of_another_nic") {
+        return;
+    }
+    let mut lab = Lab::with_pool(NET).await;
+    lab.add_nics(2).await;
+    let (_agent, marker) = spawn_paused(&lab, hostnic_agent::test_hooks::CLAIM_RECORDED);
+    wait_ready(&lab, 2).await;
+    let (stuck_pod, pod) = (
+        Arc::new(TestNetns::new("pod")),
+        Arc::new(TestNetns::new("pod")),
+    );
+    lab.create_pod("c1").await;
+    lab.create_pod("c2").await;
+    let stuck = lab.spawn_claim(claim_req(&stuck_pod, "c1"));
+    wait_for_file(&marker).await;
+    let (code, body) =
+        tokio::time::timeout(Duration::from_secs(10), lab.claim(&claim_req(&pod, "c2")))
+            .await
+            .expect("the second claim waited for the stuck one");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        !stuck.is_finished(),
+        "the first claim was not held at its hook"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    let (code, body) = stuck.await.unwrap();
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_invariants(&lab, &[stuck_pod, pod]).await;
+}
+
+/// DEL answers once its release is queued, before the link leaves the pod: the NIC stays
+/// Bound until it is home. An agent killed then finishes the release from its journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_del_answers_before_the_link_is_home_and_a_kill_then_loses_nothing() {
+    if !require_root("a_del_answers_before_the_link_is_home_and_a_kill_then_loses_nothing") {
+        return;
+    }
+    let mut lab = Lab::with_pool(NET).await;
+    let name = lab.add_nic(1).await;
+    let (mut agent, marker) = spawn_paused(&lab, hostnic_agent::test_hooks::RELEASE_ANSWERED);
+    wait_ready(&lab, 1).await;
+    let pod = Arc::new(TestNetns::new("pod"));
+    lab.create_pod("c1").await;
+    lab.claimed(&claim_req(&pod, "c1")).await;
+    let (code, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        post(&lab.socket(), path::RELEASE, &release_req("c1", Some(&pod))),
+    )
+    .await
+    .expect("the DEL waited for the link");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["hostnic"], name.as_str());
+    wait_for_file(&marker).await;
+    // Answered, and the link is still in the pod: the NIC must stay Bound meanwhile.
+    assert_eq!(pod.link_by_mac(&mac(1)).as_deref(), Some("eth0"));
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Bound);
+    assert_eq!(queued_dels(&lab), vec!["c1_eth0".to_owned()]);
+    agent.kill();
+    std::fs::remove_file(&marker).unwrap();
+    let _agent = AgentProcess::spawn(&lab);
+    wait_phase(&lab, &name, HostNicPhase::Released).await;
+    wait_queue_empty(&lab).await;
+    assert!(
+        lab.node.link_by_mac(&mac(1)).is_some(),
+        "the link is not home"
+    );
+    assert_invariants(&lab, &[pod]).await;
+}
+
+/// Killed after its link moved into the pod but before its HostNic write landed, a claim is
+/// undone at the next start from the node journal alone: the link comes home, the NIC is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_before_the_hostnic_write_the_restart_brings_the_moved_link_home() {
+    if !require_root("killed_before_the_hostnic_write_the_restart_brings_the_moved_link_home") {
+        return;
+    }
+    let mut lab = Lab::with_pool(NET).await;
+    let name = lab.add_nic(1).await;
+    let (mut agent, marker) = spawn_paused(&lab, hostnic_agent::test_hooks::CLAIM_WRITING);
+    wait_ready(&lab, 1).await;
+    let pod = Arc::new(TestNetns::new("pod"));
+    lab.create_pod("c1").await;
+    let claim = lab.spawn_claim(claim_req(&pod, "c1"));
+    wait_for_file(&marker).await;
+    let moved = eventually(Duration::from_secs(10), Duration::from_millis(10), || {
+        ready(pod.link_by_mac(&mac(1)).is_some())
+    })
+    .await;
+    assert!(moved, "the link never moved while the write waited");
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Available);
+    agent.kill();
+    assert_eq!(
+        claim.await.unwrap().0.as_u16(),
+        599,
+        "answered before the kill"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    let _agent = AgentProcess::spawn(&lab);
+    wait_ready(&lab, 1).await;
+    assert!(
+        pod.links().iter().all(|l| l.mac != mac(1)),
+        "the link stayed in the pod"
+    );
+    assert!(
+        lab.node.link_by_mac(&mac(1)).is_some(),
+        "the link is not home"
+    );
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Available);
+    assert_invariants(&lab, &[pod]).await;
 }
 
 fn mac_of(nic: &HostNic) -> String {

@@ -8,13 +8,15 @@
 //
 //	cni-runtime [flags] add|check|del CONFLIST CONTAINER_ID NETNS IFNAME
 //	cni-runtime [flags] validate CONFLIST
-//	cni-runtime [flags] bench -n N NETNS IFNAME CONFLIST...
+//	cni-runtime [flags] bench -n N [-fresh] NETNS IFNAME CONFLIST...
 //
 // Flags: -path DIRS (plugin dirs, colon-separated; default $CNI_PATH), -cache-dir DIR (libcni's
 // result cache, required for add/check/del),
 // -args 'K=V;K=V' (CNI_ARGS), -cap JSON (capability args, e.g. '{"portMappings": [...]}').
 // add prints the result JSON; validate prints the capabilities; bench prints one JSON object
-// per conflist with ADD, DEL and ADD+DEL timings in milliseconds. Failures print the error on
+// per conflist with ADD, DEL and ADD+DEL timings in milliseconds; with -fresh, every ADD+DEL
+// gets a netns of its own, made before the ADD and deleted after the DEL (both untimed), as a
+// runtime does for each sandbox, NETNS being the name of a netns whose siblings these are. Failures print the error on
 // stderr (and a plugin's CNI error JSON on stdout) and exit 1.
 package main
 
@@ -25,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -48,7 +51,7 @@ func main() {
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: cni-runtime [flags] add|check|del CONFLIST CONTAINER_ID NETNS IFNAME")
 		fmt.Fprintln(os.Stderr, "       cni-runtime [flags] validate CONFLIST")
-		fmt.Fprintln(os.Stderr, "       cni-runtime [flags] bench -n N NETNS IFNAME CONFLIST...")
+		fmt.Fprintln(os.Stderr, "       cni-runtime [flags] bench -n N [-fresh] NETNS IFNAME CONFLIST...")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -197,6 +200,7 @@ type benchResult struct {
 func bench(ctx context.Context, rt runtime, args []string) {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	n := fs.Int("n", 50, "iterations per conflist")
+	fresh := fs.Bool("fresh", false, "a new netns (a sibling of NETNS) for every ADD+DEL, as runtimes make one per sandbox")
 	if err := fs.Parse(args); err != nil {
 		fail(err)
 	}
@@ -214,16 +218,30 @@ func bench(ctx context.Context, rt runtime, args []string) {
 	both := make([][]float64, len(lists))
 	for it := 0; it < *n; it++ {
 		for i, list := range lists {
-			conf := rt.conf(fmt.Sprintf("bench-%d-%d-%d", os.Getpid(), i, it), netns, ifname)
+			sandbox := netns
+			if *fresh {
+				name := fmt.Sprintf("%s-%d-%d", filepath.Base(netns), i, it)
+				ipNetns("add", name)
+				sandbox = filepath.Join(filepath.Dir(netns), name)
+			}
+			conf := rt.conf(fmt.Sprintf("bench-%d-%d-%d", os.Getpid(), i, it), sandbox, ifname)
+			done := func() {
+				if *fresh {
+					ipNetns("del", filepath.Base(sandbox))
+				}
+			}
 			start := time.Now()
 			if _, err := rt.cni.AddNetworkList(ctx, list, conf); err != nil {
+				done()
 				fail(fmt.Errorf("%s: ADD %d: %v", list.Name, it, err))
 			}
 			mid := time.Now()
 			if err := rt.cni.DelNetworkList(ctx, list, conf); err != nil {
+				done()
 				fail(fmt.Errorf("%s: DEL %d: %v", list.Name, it, err))
 			}
 			end := time.Now()
+			done()
 			adds[i] = append(adds[i], ms(mid.Sub(start)))
 			dels[i] = append(dels[i], ms(end.Sub(mid)))
 			both[i] = append(both[i], ms(end.Sub(start)))
@@ -235,6 +253,13 @@ func bench(ctx context.Context, rt runtime, args []string) {
 			Add: summarize(adds[i]), Del: summarize(dels[i]), AddDel: summarize(both[i]),
 		})
 		fmt.Println(string(out))
+	}
+}
+
+// ipNetns runs `ip netns VERB NAME`.
+func ipNetns(verb, name string) {
+	if out, err := exec.Command("ip", "netns", verb, name).CombinedOutput(); err != nil {
+		fail(fmt.Errorf("ip netns %s %s: %v: %s", verb, name, err, out))
 	}
 }
 

@@ -223,7 +223,9 @@ impl CniRuntime {
             .unwrap_or_default())
     }
 
-    /// `iterations` ADD+DEL cycles per conflist (taking turns), each with a fresh container id.
+    /// `iterations` ADD+DEL cycles per conflist (taking turns), each with a fresh container id
+    /// and, as a runtime gives every sandbox, a fresh netns: a sibling of `netns` (named after
+    /// it), made before the ADD and deleted after the DEL, untimed.
     pub fn bench(
         &self,
         iterations: u32,
@@ -235,6 +237,7 @@ impl CniRuntime {
             "bench".to_owned(),
             "-n".to_owned(),
             iterations.to_string(),
+            "-fresh".to_owned(),
             path_str(netns),
             ifname.to_owned(),
         ];
