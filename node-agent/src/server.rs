@@ -80,8 +80,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
             async move { Ok::<_, Infallible>(handle(agent, req).await) }
         });
         let conn = graceful.watch(
-            hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc),
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc),
         );
         tokio::spawn(async move {
             if let Err(error) = conn.await {

@@ -256,9 +256,12 @@ func bench(ctx context.Context, rt runtime, args []string) {
 	}
 }
 
-// ipNetns runs `ip netns VERB NAME`.
+// ipNetns runs `ip netns VERB NAME` in the parent's mount namespace: under `ip netns exec`
+// this process has one of its own, and a netns mounted there would be invisible to the agent
+// and the plugins (the parent's mounts still propagate here).
 func ipNetns(verb, name string) {
-	if out, err := exec.Command("ip", "netns", verb, name).CombinedOutput(); err != nil {
+	mnt := fmt.Sprintf("--mount=/proc/%d/ns/mnt", os.Getppid())
+	if out, err := exec.Command("nsenter", mnt, "ip", "netns", verb, name).CombinedOutput(); err != nil {
 		fail(fmt.Errorf("ip netns %s %s: %v: %s", verb, name, err, out))
 	}
 }

@@ -603,7 +603,10 @@ fn agent_spec(node: &Node, kubeconfig: &Path) -> Result<Spec> {
         Spec::new(&format!("agent-{}", node.name), bin("hostnic-agent"))
             .env("KUBECONFIG", kubeconfig)
             .env("NODE_NAME", &node.name)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("HOSTNIC_AGENT_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .arg("--node-netns")
             .arg(netns.path())
             .arg("--socket")
