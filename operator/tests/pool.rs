@@ -186,6 +186,53 @@ async fn reclaim_delete_waits_for_bound_nics() {
     env.shutdown().await;
 }
 
+/// A deleted pool waiting for a pod to release its NIC polls the operator's stores, not the
+/// API server: no LIST of HostNics or Nodes and no GET of a Node while it waits (each poll of
+/// the old cleanup LISTed both, and each bound NIC's reconcile GOT its Node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_waiting_for_a_bound_nic_reads_no_list() {
+    let mut setup = Setup::default();
+    // GC lists HostNics itself, every 30 minutes in production: kept out of the window.
+    setup.settings.gc_interval = Duration::from_secs(3600);
+    let mut env = Env::start(setup).await;
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 2)).await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    let first = kube::ResourceExt::name_any(&env.all_hostnics().await[0]);
+    env.bind(&first).await;
+    env.delete_pool("web").await;
+    eventually("the free NIC deleted", T, || async {
+        env.all_hostnics().await.len() == 1 && env.cloud_nics().len() == 1
+    })
+    .await;
+    env.kube.clear_audit();
+    // Several of the cleanup's 2 s polls.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let reads: Vec<String> = env
+        .kube
+        .audit()
+        .into_iter()
+        .filter(|r| r.user == OP_USER)
+        .filter(|r| {
+            (r.verb == "list" && matches!(r.resource.as_str(), "nodes" | "hostnics"))
+                || (r.verb == "get" && r.resource == "nodes")
+        })
+        .map(|r| r.permission())
+        .collect();
+    assert!(reads.is_empty(), "{reads:?}");
+    assert!(
+        env.pool("web").await.is_some(),
+        "the pool waits for its bound NIC"
+    );
+    env.release(&first).await;
+    eventually("pool and NICs gone", T, || async {
+        env.pool("web").await.is_none() && env.cloud_nics().is_empty()
+    })
+    .await;
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reclaim_retain_keeps_cloud_nics() {
     let mut env = Env::start(Setup::default()).await;

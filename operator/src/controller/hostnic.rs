@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use hostnic_crds::{CloudJob, HostNic, HostNicPhase, HostNicStatus, LINK_READY, NIC_FINALIZER};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Node;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -484,12 +483,7 @@ async fn find_or_create(
     look_up: bool,
 ) -> Result<Option<(HostNic, Nic)>> {
     let vxnet = cur.spec.vxnet.clone();
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let Some(node) = nodes
-        .get_opt(&cur.spec.node)
-        .await
-        .map_err(Error::kube("read Node"))?
-    else {
+    let Some(node) = ctx.node(&cur.spec.node).await? else {
         // The pool deletes HostNics of vanished nodes; nothing to create for them.
         return Ok(None);
     };
@@ -698,12 +692,7 @@ fn batch_cleanup_step(step: CleanupStep, phase: HostNicPhase, batched: bool) -> 
 }
 
 async fn node_exists(ctx: &Context, name: &str) -> Result<bool> {
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    Ok(nodes
-        .get_opt(name)
-        .await
-        .map_err(Error::kube("read Node"))?
-        .is_some())
+    Ok(ctx.node(name).await?.is_some())
 }
 
 async fn cleanup(nic: &HostNic, ctx: &Context) -> Result<Action> {

@@ -31,14 +31,14 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
 use crate::args::Settings;
 use crate::cloud::batch::Batcher;
 use crate::cloud::{CloudApi, Priority};
-use crate::error::{Error, ErrorClass};
+use crate::error::{Error, ErrorClass, Result};
 use crate::metrics::Metrics;
 use crate::node::InstanceSource;
 
@@ -170,6 +170,15 @@ impl Context {
             doubts: handoff::Doubts::default(),
             create_batches: create_batch::Batches::new(wake),
         }
+    }
+
+    /// The Node `name` as the Node store has it (its first listing awaited): a reconcile reads
+    /// the store, not a GET per step (Nodes are tens of KB, and a cleanup waiting for pods
+    /// polls). A node appears before the pool gives it HostNics, so a store that lags can
+    /// only take a deleted node for alive a moment longer, never the other way round.
+    pub async fn node(&self, name: &str) -> Result<Option<Arc<Node>>> {
+        wait_synced(&self.nodes).await?;
+        Ok(self.nodes.get(&ObjectRef::new(name)))
     }
 
     /// Priority of cloud work for a HostNic: urgent when its node has no free NIC left in its
@@ -532,4 +541,17 @@ mod priority_tests {
             Priority::Urgent
         );
     }
+}
+
+/// Waits for a reflector's first listing: a pass reading an empty store at start would create
+/// every node's pool again.
+pub(crate) async fn wait_synced<K>(store: &Store<K>) -> Result<()>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::Waiting("the reflector stopped before its first listing"))
 }

@@ -21,7 +21,7 @@ use kube::{Api, ResourceExt};
 use rand::Rng;
 
 use super::create_batch::BatchTag;
-use super::{Context, RETAIN_ANNOTATION};
+use super::{Context, RETAIN_ANNOTATION, wait_synced};
 use crate::cloud::{Instance, Priority};
 use crate::error::{Error, Result};
 use crate::node;
@@ -389,19 +389,6 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(next))
 }
 
-/// Waits for a reflector's first listing: a pass reading an empty store at start would create
-/// every node's pool again.
-async fn wait_synced<K>(store: &kube::runtime::reflector::Store<K>) -> Result<()>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::Waiting("the reflector stopped before its first listing"))
-}
-
 async fn delete_hostnic(api: &Api<HostNic>, name: &str) -> Result<()> {
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
@@ -456,25 +443,32 @@ async fn announce_transitions(
 async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
     let name = pool.name_any();
     let api: Api<HostNic> = Api::all(ctx.client.clone());
-    let mine = api
-        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={}", names::label_value(&name))))
-        .await
-        .map_err(Error::kube("list HostNics"))?
-        .items;
-    if mine.is_empty() {
+    // The stores, not two LISTs per poll: the cleanup polls for as long as pods hold NICs.
+    wait_synced(&ctx.hostnics).await?;
+    wait_synced(&ctx.nodes).await?;
+    let all_nics = ctx.own_writes.overlay(ctx.hostnics.state());
+    let mine: Vec<&HostNic> = all_nics
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|h| h.spec.pool == name)
+        .collect();
+    // Done only if the API server agrees: one LIST at the very end, should the store lag.
+    if mine.is_empty()
+        && api
+            .list(
+                &ListParams::default()
+                    .labels(&format!("{POOL_LABEL}={}", names::label_value(&name))),
+            )
+            .await
+            .map_err(Error::kube("list HostNics"))?
+            .items
+            .is_empty()
+    {
         lock(&ctx.surplus).retain(|(p, _), _| p != &name);
         ctx.metrics.forget_pool(&name);
         return Ok(Action::await_change());
     }
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let live_nodes: HashSet<String> = nodes
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list Nodes"))?
-        .items
-        .iter()
-        .map(|n| n.name_any())
-        .collect();
+    let live_nodes: HashSet<String> = ctx.nodes.state().iter().map(|n| n.name_any()).collect();
     if pool.spec.reclaim_policy == ReclaimPolicy::Delete {
         // Per node, the NICs deleted now are one detach round.
         let mut rounds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -511,11 +505,13 @@ async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
                     .map_err(Error::kube("annotate HostNic"))?;
                 }
                 delete_hostnic(&api, &h.name_any()).await?;
+                ctx.own_writes.deleted(&h.name_any());
             }
             ReclaimPolicy::Delete => {
                 // Bound NICs go once their pod releases them, or at once if their node is gone.
                 if phase(h) != HostNicPhase::Bound || !live_nodes.contains(&h.spec.node) {
                     delete_hostnic(&api, &h.name_any()).await?;
+                    ctx.own_writes.deleted(&h.name_any());
                 }
             }
         }
