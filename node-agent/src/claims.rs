@@ -144,7 +144,7 @@ impl Agent {
         self.ensure_recovered()?;
         // A netns that does not exist is "container unknown" (3), one that is not a netns 7.
         let pod_ns = Arc::new(Netns::open(&req.netns)?);
-        // Read before taking the lock so concurrent claims do not queue behind an API round trip.
+        // Read before taking any lock so concurrent claims do not queue behind an API round trip.
         let facts = self.pod_facts(&req).await?;
         let wait = self
             .wait_for_nic
@@ -167,7 +167,7 @@ impl Agent {
                         waiting = Some(self.waiting.enter(&pool, pod, wait).await);
                     }
                     // Any change of the view may be the NIC arriving; the deadline bounds the
-                    // wait, and the lock is not held meanwhile. A stopping agent answers now.
+                    // wait, and no lock is held meanwhile. A stopping agent answers now.
                     tokio::select! {
                         _ = tokio::time::timeout_at(deadline, changes.changed()) => {}
                         () = self.requests.stopping() => return Err(Error::NoFreeNic { pool }),
