@@ -141,7 +141,6 @@ async fn kubernetes_requests_of_the_operator() {
         "patch hostnic.qingcloud.com hostnics (cluster)",
         "delete hostnic.qingcloud.com hostnics (cluster)",
         "update hostnic.qingcloud.com hostnics/status (cluster)",
-        "get core nodes (cluster)",
         "list core nodes (cluster)",
         "watch core nodes (cluster)",
         "patch core nodes (cluster)",
