@@ -129,15 +129,9 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     // Observe: the reflectors, not a LIST of every Node and HostNic per pass (500 Nodes of
     // tens of KB, on every HostNic change); the pass's own writes the HostNic store does not
     // show yet are laid over it.
-    wait_synced(&ctx.hostnics).await?;
-    wait_synced(&ctx.nodes).await?;
+    let all_nics = synced_hostnics(ctx).await?;
     let nodes = ctx.nodes.state();
-    let all_nics = ctx.own_writes.overlay(ctx.hostnics.state());
-    let mine: Vec<&HostNic> = all_nics
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|h| h.spec.pool == name)
-        .collect();
+    let mine = of_pool(&all_nics, &name);
     let prio = if mine.iter().any(|h| phase(h) == HostNicPhase::Available) {
         Priority::Refill
     } else {
@@ -389,6 +383,22 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(next))
 }
 
+/// Every HostNic as the store shows it with the pool passes' own writes laid over it, once
+/// both the HostNic and the Node store have their first listing.
+async fn synced_hostnics(ctx: &Context) -> Result<Vec<Arc<HostNic>>> {
+    wait_synced(&ctx.hostnics).await?;
+    wait_synced(&ctx.nodes).await?;
+    Ok(ctx.own_writes.overlay(ctx.hostnics.state()))
+}
+
+/// The HostNics of pool `name`.
+fn of_pool<'a>(all: &'a [Arc<HostNic>], name: &str) -> Vec<&'a HostNic> {
+    all.iter()
+        .map(AsRef::as_ref)
+        .filter(|h| h.spec.pool == name)
+        .collect()
+}
+
 async fn delete_hostnic(api: &Api<HostNic>, name: &str) -> Result<()> {
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
@@ -444,14 +454,8 @@ async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
     let name = pool.name_any();
     let api: Api<HostNic> = Api::all(ctx.client.clone());
     // The stores, not two LISTs per poll: the cleanup polls for as long as pods hold NICs.
-    wait_synced(&ctx.hostnics).await?;
-    wait_synced(&ctx.nodes).await?;
-    let all_nics = ctx.own_writes.overlay(ctx.hostnics.state());
-    let mine: Vec<&HostNic> = all_nics
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|h| h.spec.pool == name)
-        .collect();
+    let all_nics = synced_hostnics(ctx).await?;
+    let mine = of_pool(&all_nics, &name);
     // Done only if the API server agrees: one LIST at the very end, should the store lag.
     if mine.is_empty()
         && api
