@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-use hostnic_crds::HostNicPhase;
 use hostnic_operator::controller::Checkpoint;
 use kube::ResourceExt;
 use kube::api::DeleteParams;
@@ -131,19 +130,20 @@ async fn killed_at_every_step_of_a_batch_across_nodes() {
     kill_at_every_step(shape, 40).await;
 }
 
-/// A member deleted after its batch's CreateNics but before it took its NIC (still Pending):
+/// A member deleted after its batch's CreateNics but before it recorded its NIC:
 /// its cleanup takes the NIC left over for it and deletes it. GC (its grace an hour here)
 /// would not, so a leftover left behind fails the convergence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_deleted_before_recording_its_nic_deletes_the_leftover() {
     let mut setup = Setup::default();
-    // One HostNic reconcile at a time: step 1 is the first member's Creating, step 2 the
-    // batch's CreateNics (made in the background), step 3 the next write (another member's
-    // Creating, or a record of a NIC), where the operator freezes once the NICs exist.
+    // One HostNic reconcile at a time. The operator freezes at the step after the batch's
+    // CreateNics (made in the background): another member's Creating or a record of a NIC.
+    // Members may write Creating before or after the CreateNics (a member reconciled before
+    // the pool pass has made them all waits), so the step is named, not numbered.
     setup.settings.concurrency = 1;
     setup.settings.gc_grace = Duration::from_secs(3600);
     let mut env = Env::start(setup).await;
-    let cp = Arc::new(Checkpoint::crash_at(3));
+    let cp = Arc::new(Checkpoint::crash_after("CreateNics"));
     env.start_with(cp.clone());
     env.create_pool("p", spec(&[VX_A], 3)).await;
     tokio::time::timeout(T, cp.hit.notified())
@@ -160,15 +160,11 @@ async fn a_member_deleted_before_recording_its_nic_deletes_the_leftover() {
         .all_hostnics()
         .await
         .iter()
-        .filter(|h| {
-            h.status
-                .as_ref()
-                .is_none_or(|s| s.phase == HostNicPhase::Pending)
-        })
+        .filter(|h| h.status.as_ref().and_then(|s| s.nic_id.as_ref()).is_none())
         .map(|h| h.name_any())
         .collect();
     names.sort();
-    let victim = names.pop().expect("a member still Pending");
+    let victim = names.pop().expect("a member without its NIC recorded");
     env.hostnics()
         .delete(&victim, &DeleteParams::default())
         .await

@@ -22,7 +22,7 @@ pub mod taint;
 pub mod triggers;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,20 +47,42 @@ use crate::node::InstanceSource;
 pub const RETAIN_ANNOTATION: &str = "hostnic.qingcloud.com/retain";
 
 /// Counts lifecycle steps (each status write and each mutating cloud call) and, in tests, stops
-/// the operator dead at step `k`: the deterministic crash-point hook.
+/// the operator dead at a chosen step: the deterministic crash-point hook.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
     count: AtomicU64,
-    crash_at: Option<u64>,
-    /// Notified once step `crash_at` is reached (the step never completes).
+    freeze: Freeze,
+    /// Whether the step `Freeze::After` names was taken.
+    passed: AtomicBool,
+    /// Notified once the freezing step is reached (the step never completes).
     pub hit: Notify,
+}
+
+/// Where a [`Checkpoint`] freezes.
+#[derive(Debug, Default)]
+enum Freeze {
+    #[default]
+    Never,
+    /// At step `k` (1-based) and every later one.
+    At(u64),
+    /// At the first step after the one of this name, whichever number it has (the order of
+    /// concurrent reconciles' steps varies from run to run).
+    After(&'static str),
 }
 
 impl Checkpoint {
     /// A hook that freezes at step `k` (1-based).
     pub fn crash_at(k: u64) -> Self {
         Self {
-            crash_at: Some(k),
+            freeze: Freeze::At(k),
+            ..Self::default()
+        }
+    }
+
+    /// A hook that freezes at the first step after the step named `what`.
+    pub fn crash_after(what: &'static str) -> Self {
+        Self {
+            freeze: Freeze::After(what),
             ..Self::default()
         }
     }
@@ -70,11 +92,22 @@ impl Checkpoint {
         self.count.load(Ordering::SeqCst)
     }
 
-    /// Marks a step; at the crash step, signals and never returns.
+    /// Marks a step; at the freezing step, signals and never returns.
     pub async fn step(&self, what: &'static str) {
         let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         tracing::trace!(step = n, what, "lifecycle step");
-        if self.crash_at.is_some_and(|k| n >= k) {
+        let freeze = match self.freeze {
+            Freeze::Never => false,
+            Freeze::At(k) => n >= k,
+            Freeze::After(name) => {
+                let passed = self.passed.load(Ordering::SeqCst);
+                if what == name {
+                    self.passed.store(true, Ordering::SeqCst);
+                }
+                passed
+            }
+        };
+        if freeze {
             self.hit.notify_one();
             std::future::pending::<()>().await;
         }
@@ -463,6 +496,18 @@ mod tests {
         assert!(!frozen.is_finished());
         frozen.abort();
         assert_eq!(cp.steps(), 2);
+    }
+
+    #[tokio::test]
+    async fn checkpoint_freezes_at_the_step_after_the_named_one() {
+        let cp = Arc::new(Checkpoint::crash_after("create"));
+        cp.step("write").await;
+        cp.step("create").await;
+        let c = cp.clone();
+        let frozen = tokio::spawn(async move { c.step("write").await });
+        cp.hit.notified().await;
+        assert_eq!(cp.steps(), 3);
+        frozen.abort();
     }
 }
 
