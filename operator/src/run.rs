@@ -183,11 +183,17 @@ impl Operator {
         let hostnics: Api<HostNic> = Api::all(self.client.clone());
         let (hn_store, hn_writer) = reflector::store();
         let (node_store, node_writer) = reflector::store();
+        let (pool_store, pool_writer) = reflector::store();
+        let stores = status::Stores {
+            pools: pool_store.clone(),
+            nodes: node_store,
+            hostnics: hn_store.clone(),
+        };
         let (wake, woken) = handoff::Wake::channel();
         let ctx = Arc::new(Context::new(
             self,
             cloud,
-            (hn_store.clone(), node_store.clone()),
+            stores.clone(),
             recorder.clone(),
             wake,
         ));
@@ -202,7 +208,6 @@ impl Operator {
         let hn_ctrl = Controller::for_stream(hn_events, hn_store.clone())
             .with_config(cfg.clone())
             .reconcile_on(woken);
-        let (pool_store, pool_writer) = reflector::store();
         let board = ctx.status.clone();
         let pool_events = watcher(
             Api::<NicPool>::all(self.client.clone()),
@@ -214,11 +219,6 @@ impl Operator {
         .applied_objects();
         let pool_ctrl = Controller::for_stream(pool_events, pool_store.clone())
             .with_config(cfg.debounce(Duration::from_millis(200)));
-        let stores = status::Stores {
-            pools: pool_store.clone(),
-            nodes: node_store,
-            hostnics: hn_store,
-        };
         let pool_ctrl = pool_ctrl
             .watches(hostnics, watcher::Config::default(), |h: HostNic| {
                 Some(ObjectRef::<NicPool>::new(&h.spec.pool))

@@ -74,12 +74,15 @@ fn has_vanished_condition(h: &HostNic) -> bool {
 fn standalone_gc(env: &Env, cloud: Arc<dyn CloudApi>) -> Context {
     let op = env.operator(Arc::new(Checkpoint::default()), None, "gc-test");
     // GC reads the API itself, not the stores.
-    let (hostnics, _) = kube::runtime::reflector::store::<HostNic>();
-    let (nodes, _) = kube::runtime::reflector::store();
+    let stores = hostnic_operator::controller::status::Stores {
+        pools: kube::runtime::reflector::store().0,
+        nodes: kube::runtime::reflector::store().0,
+        hostnics: kube::runtime::reflector::store().0,
+    };
     let recorder = hostnic_operator::controller::recorder(&op);
     // GC hands off no calls: nothing to wake.
     let (wake, _) = hostnic_operator::controller::handoff::Wake::channel();
-    Context::new(&op, cloud, (hostnics, nodes), recorder, wake)
+    Context::new(&op, cloud, stores, recorder, wake)
 }
 
 /// The real cloud, except that vxnet listings skip one NIC: a paged, non-atomic listing

@@ -384,6 +384,7 @@ async fn released_nics_rest_in_quarantine() {
     // A pod holds one: the pool refills to 2 free.
     env.converged("web", &["i-node0001"], 2, T).await;
     let creates = env.sim.calls().action("CreateNics");
+    env.kube.clear_audit();
     env.release(&name).await;
     let released = std::time::Instant::now();
     eventually("back to Available", T, || async {
@@ -402,6 +403,15 @@ async fn released_nics_rest_in_quarantine() {
         "left quarantine after {:?}",
         released.elapsed()
     );
+    // Each reconcile of the resting NIC read its pool's quarantine from the pool store.
+    let pool_gets: Vec<String> = env
+        .kube
+        .audit()
+        .into_iter()
+        .filter(|r| r.user == OP_USER && r.verb == "get" && r.resource == "nicpools")
+        .map(|r| r.permission())
+        .collect();
+    assert!(pool_gets.is_empty(), "{pool_gets:?}");
     // Resting, it counted as supply: nothing was created for it, and back it is kept for the
     // next pod (three free for a size of 2 until the shrink delay).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -787,5 +797,78 @@ async fn passes_ahead_of_the_watch_create_nothing_twice() {
     assert_eq!(env.sim.calls().action("CreateNics"), 1);
     env.kube.set_realism(kube_mem::Realism::default());
     env.delete_pool_until_gone("lag", T).await;
+    env.shutdown().await;
+}
+
+/// Every HostNic names its pool as controller (uid included), and one whose reference is gone
+/// (made by an operator before pools owned their HostNics) is adopted by the next pool pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostnics_are_owned_by_their_pool_and_adopted_when_not() {
+    let mut env = Env::start(Setup::default()).await;
+    env.start_operator();
+    env.create_pool("p", spec(&[VX_A], 2)).await;
+    env.converged("p", &["i-node0001"], 2, T).await;
+    let pool = env.pool("p").await.expect("pool");
+    let uid = pool.metadata.uid.clone().expect("uid");
+    let owned = |h: &hostnic_crds::HostNic| {
+        let refs = kube::ResourceExt::owner_references(h);
+        refs.len() == 1
+            && refs[0].kind == "NicPool"
+            && refs[0].name == "p"
+            && refs[0].uid == uid
+            && refs[0].controller == Some(true)
+    };
+    let nics = env.all_hostnics().await;
+    assert!(
+        nics.iter().all(owned),
+        "{:?}",
+        nics.iter()
+            .map(|h| &h.metadata.owner_references)
+            .collect::<Vec<_>>()
+    );
+
+    let orphan = kube::ResourceExt::name_any(&nics[0]);
+    let strip = serde_json::json!({"metadata": {"ownerReferences": null}});
+    env.hostnics()
+        .patch(
+            &orphan,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&strip),
+        )
+        .await
+        .expect("strip the owner");
+    eventually("the orphan adopted", T, || async {
+        env.hostnics().get(&orphan).await.is_ok_and(|h| owned(&h))
+    })
+    .await;
+    env.shutdown().await;
+}
+
+/// The pool status is written by server-side apply under the operator's field manager, so
+/// fields it stops sending go (a merge patch kept whatever it omitted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pool_status_is_applied_by_the_operators_field_manager() {
+    let mut env = Env::start(Setup::default()).await;
+    env.start_operator();
+    env.create_pool("p", spec(&[VX_A], 1)).await;
+    env.converged("p", &["i-node0001"], 1, T).await;
+    let pool = env.pool("p").await.expect("pool");
+    let status_managers: Vec<(String, String)> = pool
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .map(|m| {
+            (
+                m.manager.unwrap_or_default(),
+                m.operation.unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status_managers,
+        vec![("hostnic-operator".to_string(), "Apply".to_string())]
+    );
     env.shutdown().await;
 }

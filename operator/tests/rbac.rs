@@ -129,7 +129,6 @@ async fn kubernetes_requests_of_the_operator() {
     }
     // What manifests/operator-rbac.yaml and events-rbac.yaml grant.
     let granted: BTreeSet<&str> = [
-        "get hostnic.qingcloud.com nicpools (cluster)",
         "list hostnic.qingcloud.com nicpools (cluster)",
         "watch hostnic.qingcloud.com nicpools (cluster)",
         "patch hostnic.qingcloud.com nicpools (cluster)",

@@ -213,7 +213,7 @@ async fn apply(nic: &HostNic, ctx: &Context) -> Result<Action> {
     for _ in 0..MAX_STEPS {
         let status = cur.status.clone().unwrap_or_default();
         let prio = ctx.priority_for(&cur);
-        let quarantine = quarantine_of(ctx, &cur).await;
+        let quarantine = quarantine_of(ctx, &cur).await?;
         let name = cur.name_any();
         let started = status
             .last_job
@@ -456,20 +456,21 @@ fn started_job(action: &str, id: &str) -> CloudJob {
 }
 
 /// The pool's quarantine (its default when the pool is gone).
-async fn quarantine_of(ctx: &Context, nic: &HostNic) -> Duration {
+async fn quarantine_of(ctx: &Context, nic: &HostNic) -> Result<Duration> {
     if nic
         .status
         .as_ref()
         .is_none_or(|s| s.phase != HostNicPhase::Released)
     {
-        return Duration::ZERO;
+        return Ok(Duration::ZERO);
     }
-    let api: Api<hostnic_crds::NicPool> = Api::all(ctx.client.clone());
-    let secs = match api.get_opt(&nic.spec.pool).await {
-        Ok(Some(p)) => p.spec.quarantine_seconds,
-        _ => hostnic_crds::nicpool::DEFAULT_QUARANTINE_SECONDS,
+    // The pool store, not a GET: a Released NIC is reconciled on every change until its
+    // quarantine ends, and the pool's watch delivers a quarantine edit within moments.
+    let secs = match ctx.pool(&nic.spec.pool).await? {
+        Some(p) => p.spec.quarantine_seconds,
+        None => hostnic_crds::nicpool::DEFAULT_QUARANTINE_SECONDS,
     };
-    Duration::from_secs(u64::from(secs))
+    Ok(Duration::from_secs(u64::from(secs)))
 }
 
 /// Creating: takes its NIC from its create batch, or (without a batch) adopts the NIC created

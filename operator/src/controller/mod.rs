@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hostnic_crds::{HostNic, HostNicPhase, NODE_LABEL, POOL_LABEL};
+use hostnic_crds::{HostNic, HostNicPhase, NODE_LABEL, NicPool, POOL_LABEL};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::controller::Action;
@@ -140,6 +140,8 @@ pub struct Context {
     pub hostnics: Store<HostNic>,
     /// All Nodes (the pool controller's Node reflector).
     pub nodes: Store<Node>,
+    /// All NicPools (the pool controller's reflector).
+    pub pools: Store<NicPool>,
     /// The pool passes' creations and deletions of HostNics the store does not show yet.
     pub own_writes: own_writes::OwnWrites,
     /// Since when each (pool, node) has had surplus free NICs.
@@ -172,7 +174,7 @@ impl Context {
     pub fn new(
         op: &crate::run::Operator,
         cloud: Arc<dyn CloudApi>,
-        (hostnics, nodes): (Store<HostNic>, Store<Node>),
+        stores: status::Stores,
         recorder: Recorder,
         wake: handoff::Wake,
     ) -> Self {
@@ -190,8 +192,9 @@ impl Context {
             status: Arc::default(),
             metrics: op.metrics.clone(),
             settings,
-            hostnics,
-            nodes,
+            hostnics: stores.hostnics,
+            nodes: stores.nodes,
+            pools: stores.pools,
             own_writes: own_writes::OwnWrites::default(),
             surplus: Mutex::new(HashMap::new()),
             checkpoint: op.checkpoint.clone(),
@@ -212,6 +215,12 @@ impl Context {
     pub async fn node(&self, name: &str) -> Result<Option<Arc<Node>>> {
         wait_synced(&self.nodes).await?;
         Ok(self.nodes.get(&ObjectRef::new(name)))
+    }
+
+    /// The NicPool `name` as the pool store has it (its first listing awaited).
+    pub async fn pool(&self, name: &str) -> Result<Option<Arc<NicPool>>> {
+        wait_synced(&self.pools).await?;
+        Ok(self.pools.get(&ObjectRef::new(name)))
     }
 
     /// Priority of cloud work for a HostNic: urgent when its node has no free NIC left in its
@@ -276,7 +285,7 @@ pub fn recorder(op: &crate::run::Operator) -> Recorder {
     Recorder::new(
         op.client.clone(),
         Reporter {
-            controller: "hostnic-operator".into(),
+            controller: status::FIELD_MANAGER.into(),
             instance: Some(op.identity.clone()),
         },
     )
@@ -286,10 +295,9 @@ impl Context {
     /// Publishes a Warning about `pool` by name (from a HostNic's failure: users look at the
     /// pool). Best effort, like every event.
     pub async fn warn_pool(&self, pool: &str, reason: &str, note: String, action: &str) {
-        let api: kube::Api<hostnic_crds::NicPool> = kube::Api::all(self.client.clone());
-        match api.get_opt(pool).await {
+        match self.pool(pool).await {
             Ok(Some(p)) => {
-                self.event(&p, EventType::Warning, reason, note, action)
+                self.event(p.as_ref(), EventType::Warning, reason, note, action)
                     .await
             }
             Ok(None) => {}
@@ -575,8 +583,12 @@ mod priority_tests {
             )),
         };
         let (wake, _) = handoff::Wake::channel();
-        let (nodes, _) = reflector::store();
-        let ctx = Context::new(&op, op.cloud.clone(), (reader, nodes), recorder(&op), wake);
+        let stores = status::Stores {
+            pools: reflector::store().0,
+            nodes: reflector::store().0,
+            hostnics: reader,
+        };
+        let ctx = Context::new(&op, op.cloud.clone(), stores, recorder(&op), wake);
         assert_eq!(
             ctx.priority_for(&nic("a2", "a", HostNicPhase::Creating)),
             Priority::Refill

@@ -13,11 +13,12 @@ use hostnic_crds::{
 };
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
 
 use super::create_batch::BatchTag;
@@ -84,19 +85,46 @@ fn phase(h: &HostNic) -> HostNicPhase {
     h.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
 
-/// A HostNic object for `node`, named `<pool>-<node>-<5 random>` (CONTRACT.md), member of
-/// create batch `batch`.
-fn new_hostnic(pool: &str, node: &str, vxnet: &str, role: NicRole, batch: &BatchTag) -> HostNic {
+/// The reference that makes `pool` the controller of its HostNics: `kubectl get` and tools
+/// show the pool they belong to, and the cluster's garbage collector removes any a pool's
+/// own cleanup left behind. It does not block the pool's deletion: the pool's finalizer
+/// already waits for its HostNics, and blocking would need update on `nicpools/finalizers`
+/// where the OwnerReferencesPermissionEnforcement admission plugin is on.
+fn owner_ref(pool: &NicPool) -> Option<OwnerReference> {
+    let mut r = pool.controller_owner_ref(&())?;
+    r.block_owner_deletion = None;
+    Some(r)
+}
+
+/// Whether `h` names `pool` as its controller (the pool's uid: a pool deleted and made again
+/// under the same name is another owner).
+fn owned_by(h: &HostNic, pool: &NicPool) -> bool {
+    h.owner_references()
+        .iter()
+        .any(|r| r.controller == Some(true) && Some(&r.uid) == pool.metadata.uid.as_ref())
+}
+
+/// A HostNic object for `node`, named `<pool>-<node>-<5 random>` (CONTRACT.md), owned by
+/// `pool`, member of create batch `batch`.
+fn new_hostnic(
+    pool: &NicPool,
+    node: &str,
+    vxnet: &str,
+    role: NicRole,
+    batch: &BatchTag,
+) -> HostNic {
+    let pool_name = pool.name_any();
+    let pool_name = pool_name.as_str();
     let suffix: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
         .take(5)
         .map(|c| char::from(c).to_ascii_lowercase())
         .collect();
-    let name = names::object_name(&format!("{pool}-{node}"), &suffix);
+    let name = names::object_name(&format!("{pool_name}-{node}"), &suffix);
     let mut h = HostNic::new(
         &name,
         HostNicSpec {
-            pool: pool.to_string(),
+            pool: pool_name.to_string(),
             node: node.to_string(),
             vxnet: vxnet.to_string(),
             role,
@@ -108,15 +136,51 @@ fn new_hostnic(pool: &str, node: &str, vxnet: &str, role: NicRole, batch: &Batch
     };
     h.metadata.labels = Some(BTreeMap::from([
         (NODE_LABEL.to_string(), names::label_value(node)),
-        (POOL_LABEL.to_string(), names::label_value(pool)),
+        (POOL_LABEL.to_string(), names::label_value(pool_name)),
         (VXNET_LABEL.to_string(), vxnet.to_string()),
         (ROLE_LABEL.to_string(), role_word.to_string()),
     ]));
     // Created with its finalizer, so no cloud call can ever happen for an object without one.
     h.metadata.finalizers = Some(vec![NIC_FINALIZER.to_string()]);
+    h.metadata.owner_references = owner_ref(pool).map(|r| vec![r]);
     // The batch is the intent of its CreateNics, durable before any cloud call.
     batch.mark(&mut h);
     h
+}
+
+/// Makes `pool` the controller of those of `mine` that do not name it (made by an operator
+/// before pools owned their HostNics, or the pool made again under its name). Other owners'
+/// references are kept.
+async fn adopt(api: &Api<HostNic>, pool: &NicPool, mine: &[&HostNic]) -> Result<()> {
+    let Some(ours) = owner_ref(pool) else {
+        return Ok(());
+    };
+    for h in mine
+        .iter()
+        .filter(|h| h.metadata.deletion_timestamp.is_none() && !owned_by(h, pool))
+    {
+        let mut refs: Vec<OwnerReference> = h
+            .owner_references()
+            .iter()
+            .filter(|r| r.controller != Some(true))
+            .cloned()
+            .collect();
+        refs.push(ours.clone());
+        let patch = serde_json::json!({"metadata": {"ownerReferences": refs}});
+        match api
+            .patch(
+                &h.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube("adopt a HostNic of the pool")(e)),
+        }
+    }
+    Ok(())
 }
 
 async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
@@ -132,6 +196,7 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     let all_nics = synced_hostnics(ctx).await?;
     let nodes = ctx.nodes.state();
     let mine = of_pool(&all_nics, &name);
+    adopt(&hostnics, pool, &mine).await?;
     let prio = if mine.iter().any(|h| phase(h) == HostNicPhase::Available) {
         Priority::Refill
     } else {
@@ -294,7 +359,7 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
             .create
             .iter()
             .zip(batches.by_ref())
-            .map(|(new, batch)| new_hostnic(&name, node_name, &new.vxnet, new.role, batch))
+            .map(|(new, batch)| new_hostnic(pool, node_name, &new.vxnet, new.role, batch))
             .collect();
         if let Some(i) = instance {
             ctx.batch.plan_attach(i, round.iter().map(|h| h.name_any()));

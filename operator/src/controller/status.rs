@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tokio::sync::Notify;
 
 use super::Context;
@@ -24,6 +24,9 @@ use crate::metrics::PoolLabels;
 use crate::node;
 use crate::plan::conditions;
 use crate::plan::status::{NodeFacts, Owned, compose, fresh};
+
+/// The field manager of the pool status the operator applies (also its events' reporter).
+pub const FIELD_MANAGER: &str = "hostnic-operator";
 
 /// How long a burst of changes is gathered before the pools it touched are written: at most
 /// one write per pool per this (plus the write itself), however many HostNics flip at once.
@@ -225,20 +228,21 @@ async fn publish(ctx: &Context, stores: &Stores, name: &str) -> Result<()> {
     if current == next && pool.status.is_some() {
         return Ok(());
     }
-    let mut status = serde_json::json!(next);
-    // A merge patch keeps what it omits: empty lists must be sent to clear the published ones.
-    for list in ["nodeStatus", "conditions"] {
-        status[list] = status
-            .get(list)
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!([]));
-    }
+    // Server-side apply under one field manager: a field the operator stops sending (an
+    // emptied list, a cleared value) is removed, where a merge patch kept what it omitted. The
+    // resourceVersion makes it optimistic: counts composed from a stale pool are refused.
     let patch = serde_json::json!({
-        "metadata": {"resourceVersion": pool.resource_version()},
-        "status": status,
+        "apiVersion": NicPool::api_version(&()),
+        "kind": NicPool::kind(&()),
+        "metadata": {"name": name, "resourceVersion": pool.resource_version()},
+        "status": next,
     });
     Api::<NicPool>::all(ctx.client.clone())
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
         .await
         .map_err(Error::kube("write NicPool status"))?;
     if conditions::is_true(&next.conditions, "Ready") && ctx.status.first_ready(name, generation) {
