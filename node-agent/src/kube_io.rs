@@ -2,6 +2,8 @@
 //! lookups and events on HostNics, NicPools and pods. Every verb the agent uses is here, which
 //! keeps RBAC honest.
 
+use std::time::Duration;
+
 use hostnic_crds::{HostNic, NicPool};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -20,6 +22,29 @@ pub fn is_retryable(err: &kube::Error) -> bool {
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
         _ => false,
     }
+}
+
+/// How long a read may take before it counts as a timeout: well inside the CNI plugin's
+/// default deadline (10 s), so an ADD whose pod read hangs on a stalled API server answers
+/// "try again later" (11) rather than running out the plugin's clock (an I/O error, 5). The
+/// client has no read timeout of its own: its watches idle for minutes.
+pub const READ_DEADLINE: Duration = Duration::from_secs(4);
+
+/// `read`, failing as a timeout once [`READ_DEADLINE`] has passed. Only reads are bounded: a
+/// write given up on may still land, and its callers must know whether it did.
+async fn bounded<T>(
+    context: &'static str,
+    read: impl Future<Output = kube::Result<T>>,
+) -> Result<T> {
+    let answer = tokio::time::timeout(READ_DEADLINE, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the API server did not answer within {READ_DEADLINE:?}"),
+            ))))
+        });
+    answer.map_err(Error::kube(context))
 }
 
 /// Outcome of an optimistic status write.
@@ -73,18 +98,13 @@ impl KubeIo {
 
     /// `GET hostnics/<name>` (`get hostnics`).
     pub async fn get_hostnic(&self, name: &str) -> Result<Option<HostNic>> {
-        self.hostnics
-            .get_opt(name)
-            .await
-            .map_err(Error::kube("get hostnic"))
+        bounded("get hostnic", self.hostnics.get_opt(name)).await
     }
 
     /// `GET pods/<name>` in `namespace` (`get pods`); `None` when it does not exist.
     pub async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>> {
-        Api::<Pod>::namespaced(self.client.clone(), namespace)
-            .get_opt(name)
-            .await
-            .map_err(Error::kube("get pod"))
+        let pods = Api::<Pod>::namespaced(self.client.clone(), namespace);
+        bounded("get pod", pods.get_opt(name)).await
     }
 
     /// Sets (`Some`) or removes (`None`) the annotation `key` of NicPool `pool` by a merge patch

@@ -1973,3 +1973,39 @@ async fn wait_nat(ns: &TestNetns, text: &str, want: bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An ADD whose pod read hangs (the API server stalled, its connection open: a partition, an
+/// overloaded server) answers "try again later" once the agent's read deadline passes, well
+/// inside the plugin's default 10 s, and claims nothing. On the old code the read waited for
+/// as long as the connection stayed open, so the plugin's own clock ran out (an I/O error, 5).
+#[tokio::test]
+async fn a_claim_whose_pod_read_hangs_is_try_again_later() {
+    if !require_root("a_claim_whose_pod_read_hangs_is_try_again_later") {
+        return;
+    }
+    let mut lab = Lab::with_pool(NET).await;
+    let nic = lab.add_nic(1).await;
+    let proxy = hostnic_tests::proxy::Proxy::start(lab.server.addr()).await;
+    let yaml = lab
+        .server
+        .kubeconfig_yaml()
+        .replace(&lab.server.url(), &format!("http://{}", proxy.addr()));
+    let client = kube_mem::client_from_yaml(&yaml).await.unwrap();
+    let agent = start_recovered(&lab.args(), client).await;
+    lab.wait_free(&agent, 1).await;
+    let pod = TestNetns::new("pod");
+    lab.create_pod("c1").await;
+    proxy.stall();
+    let answer =
+        tokio::time::timeout(Duration::from_secs(10), lab.claim(&claim_req(&pod, "c1"))).await;
+    let (code, body) = answer.expect("no answer within the plugin's default 10 s");
+    assert_ne!(code, StatusCode::OK, "{body}");
+    assert_eq!(error_kind(&body), ErrorKind::TryAgainLater, "{body}");
+    assert!(
+        body.to_string().contains("get pod"),
+        "the error names the call: {body}"
+    );
+    assert_eq!(phase(&lab.hostnic(&nic).await), HostNicPhase::Available);
+    drop(proxy);
+    drop(agent);
+}

@@ -11,12 +11,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
 use common::*;
 use hostnic_operator::controller::Checkpoint;
 use hostnic_operator::lease::Timing;
 use hostnic_operator::metrics::Metrics;
 use hostnic_operator::run::{LeaseConfig, Operator};
+use hostnic_tests::proxy::Proxy;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Namespace;

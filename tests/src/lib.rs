@@ -18,6 +18,7 @@ pub mod oci;
 pub mod pods;
 pub mod privilege;
 pub mod process;
+pub mod proxy;
 pub mod scenario;
 pub mod sim;
 pub mod stand_in;

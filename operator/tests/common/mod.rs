@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod proxy;
-
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;

@@ -334,6 +334,61 @@ fn the_installed_conflists_pass_libcni_validation_with_the_installed_plugins() {
     }
 }
 
+/// What a runtime's libcni makes of a conflist's versions: libcni 1.2 and later take the
+/// highest of `cniVersions` and `cniVersion` that they implement (up to 1.1.0); older ones
+/// read only `cniVersion` (libcni `ConfListFromBytes`).
+fn version_chosen(conflist: &Value, libcni_knows_cni_versions: bool) -> String {
+    let mut versions: Vec<&str> = vec![conflist["cniVersion"].as_str().unwrap_or_default()];
+    if libcni_knows_cni_versions {
+        let listed = conflist["cniVersions"].as_array().into_iter().flatten();
+        versions.extend(listed.filter_map(Value::as_str));
+    }
+    let parse = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap_or(0)).collect() };
+    versions
+        .into_iter()
+        .filter(|v| parse(v) <= parse("1.1.0"))
+        .max_by_key(|v| parse(v))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Runtimes send STATUS and GC only for a conflist of CNI 1.1.0 or later, and libcni 1.1
+/// (containerd 1.6 and 1.7) cannot read a 1.1.0 result. Each shipped conflist therefore says
+/// 1.0.0 to old runtimes and offers 1.1.0 to new ones, and the plugin speaks both. With only
+/// `"cniVersion": "1.0.0"`, no runtime ever sent hostnic a STATUS or a GC.
+#[test]
+fn the_conflists_offer_cni_1_1_0_to_runtimes_that_speak_it_and_1_0_0_to_older_ones() {
+    let out = Command::new(bin("hostnic"))
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            if let Some(mut stdin) = c.stdin.take() {
+                std::io::Write::write_all(&mut stdin, br#"{"cniVersion":"1.1.0"}"#)?;
+            }
+            c.wait_with_output()
+        })
+        .unwrap();
+    let version: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let supported: Vec<&str> = version["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for source in [conflist_source(), portmap_conflist_source()] {
+        let conflist: Value = serde_json::from_slice(&fs::read(&source).unwrap()).unwrap();
+        let old = version_chosen(&conflist, false);
+        let new = version_chosen(&conflist, true);
+        assert_eq!(old, "1.0.0", "{}: libcni 1.1 reads", source.display());
+        assert_eq!(new, "1.1.0", "{}: libcni 1.2 reads", source.display());
+        for v in [old, new] {
+            assert!(supported.contains(&v.as_str()), "{v} not in {supported:?}");
+        }
+    }
+}
+
 /// The portmap variant is the default conflist with portmap chained after it, so the two cannot
 /// drift apart; the DaemonSet's ConfigMap carries the default, the component the variant.
 #[test]
