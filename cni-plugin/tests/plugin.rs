@@ -302,6 +302,48 @@ fn gc_sends_the_network_and_the_valid_attachments() {
     assert_eq!(agent.requests_to(path::GC).len(), 1);
 }
 
+/// GC and STATUS exactly as libcni 1.2 runs them from the shipped conflist: every CNI_*
+/// variable present, the per-attachment ones empty (`args(action, &RuntimeConf{})`), and the
+/// plugin's section with the list's `name` and chosen `cniVersion` injected (plus the valid
+/// attachments for GC), capabilities and all.
+#[test]
+fn gc_and_status_as_libcni_runs_them_from_the_shipped_conflist() {
+    let agent = FakeAgent::start();
+    let shipped: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../manifests/cni/10-hostnic.conflist"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut plugin = shipped["plugins"][0].clone();
+    plugin["name"] = shipped["name"].clone();
+    plugin["cniVersion"] = json!("1.1.0");
+    plugin["socket"] = json!(agent.socket().to_str().unwrap());
+    let env = |command: &str| -> std::collections::BTreeMap<String, String> {
+        [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", ""),
+            ("CNI_NETNS", ""),
+            ("CNI_ARGS", ""),
+            ("CNI_IFNAME", ""),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    };
+    run_plugin(&env("STATUS"), &plugin.to_string()).silent_success();
+    let mut gc = plugin.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
+    run_plugin(&env("GC"), &gc.to_string()).silent_success();
+    assert_eq!(
+        agent.requests_to(path::GC)[0].body,
+        json!({"network": "hostnic", "valid_attachments": [{"container_id": "c1", "ifname": "eth0"}]})
+    );
+}
+
 /// GC without `cni.dev/valid-attachments`, or with a malformed one, is error 7 and the agent is
 /// never asked: a missing list must not read as "every attachment is stale".
 #[test]
