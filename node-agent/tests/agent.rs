@@ -130,6 +130,14 @@ async fn claim_check_release_gc_over_the_socket() {
         body["message"].as_str().unwrap().contains("10.96.0.0/12"),
         "{body}"
     );
+    // A CHECK of a sandbox whose netns is gone: the spec's "unknown container" (3).
+    let gone = hostnic_agent_api::CheckRequest {
+        netns: "/var/run/netns/hn-no-such-netns".into(),
+        ..check.clone()
+    };
+    let (code, body) = post(&socket, path::CHECK, &gone).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(error_kind(&body), ErrorKind::UnknownContainer);
 
     // DEL, DEL again, and containerd's second DEL with no netns.
     let (code, body) = post(&socket, path::RELEASE, &release_req("c1", Some(&pod1))).await;
@@ -2007,5 +2015,48 @@ async fn a_claim_whose_pod_read_hangs_is_try_again_later() {
     );
     assert_eq!(phase(&lab.hostnic(&nic).await), HostNicPhase::Available);
     drop(proxy);
+    drop(agent);
+}
+
+/// A node no NicPool selects (none exists yet) is synced, and the real plugin's CNI STATUS
+/// succeeds against it: a runtime turns a failed STATUS into NetworkReady=false, which would
+/// make the node NotReady and evict its pods for want of a pool.
+#[tokio::test]
+async fn status_succeeds_on_a_node_no_pool_selects() {
+    if !require_root("status_succeeds_on_a_node_no_pool_selects") {
+        return;
+    }
+    let lab = Lab::new(NET).await;
+    let agent = lab.start_agent().await;
+    let synced = eventually(Duration::from_secs(20), Duration::from_millis(50), || {
+        ready(agent.agent.status().synced)
+    })
+    .await;
+    assert!(synced, "{:?}", agent.agent.status());
+    assert_eq!(agent.agent.status().free_nics, 0);
+    let conf = json!({"cniVersion": "1.1.0", "name": "hostnic", "type": "hostnic",
+                      "socket": lab.socket()});
+    let out = blocking(move || {
+        let mut child = std::process::Command::new(hostnic_tests::bins::bin("hostnic"))
+            .env_clear()
+            .env("CNI_COMMAND", "STATUS")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            &mut child.stdin.take().unwrap(),
+            conf.to_string().as_bytes(),
+        )
+        .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "STATUS failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     drop(agent);
 }
