@@ -33,19 +33,24 @@ pub async fn report_links_loop(agent: Arc<Agent>, interval: Duration, link_event
             _ = agent.view.changed.notified() => {
                 // A burst of claims changes many HostNics; one pass after it is enough, and
                 // claims should not queue behind a pass per change.
-                tokio::time::sleep(DEBOUNCE).await;
+                tokio::time::sleep(CHANGE_DEBOUNCE).await;
             }
             _ = link_events.notified() => {
-                // Hot-plugging or moving NICs comes in bursts of link events too.
-                tokio::time::sleep(DEBOUNCE).await;
+                // Hot-plugging or moving NICs comes in bursts of link events too, but a
+                // hot-plugged NIC's report ends an attach the operator and maybe a pod wait
+                // for: the link events of one attach job arrive within milliseconds.
+                tokio::time::sleep(LINK_DEBOUNCE).await;
             }
             _ = tokio::time::sleep(interval) => {}
         }
     }
 }
 
-/// Wait after a HostNic change or link event before a link pass, so bursts coalesce.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Wait after a HostNic change before a link pass, so bursts coalesce.
+const CHANGE_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Wait after a link event before a link pass.
+const LINK_DEBOUNCE: Duration = Duration::from_millis(25);
 
 /// One pass: for every NIC expected on the node, find its link, apply its [`attach::NodeAction`]
 /// and write `hostInterface` and `LinkReady` when they changed. A bound NIC whose link shows up

@@ -551,7 +551,10 @@ fn operator_spec(
 ) -> Spec {
     let spec = Spec::new("operator", bin("hostnic-operator"))
         .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("HOSTNIC_OPERATOR_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .arg("--cluster-name")
         .arg(&config.cluster_name)
         .arg("--cloud-config")
