@@ -182,17 +182,10 @@ async fn reclaim_delete_waits_for_bound_nics_reading_no_list() {
     env.kube.clear_audit();
     // Several of the cleanup's 2 s polls.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let reads: Vec<String> = env
-        .kube
-        .audit()
-        .into_iter()
-        .filter(|r| r.user == OP_USER)
-        .filter(|r| {
-            (r.verb == "list" && matches!(r.resource.as_str(), "nodes" | "hostnics"))
-                || (r.verb == "get" && r.resource == "nodes")
-        })
-        .map(|r| r.permission())
-        .collect();
+    let reads = env.operator_requests(|r| {
+        (r.verb == "list" && matches!(r.resource.as_str(), "nodes" | "hostnics"))
+            || (r.verb == "get" && r.resource == "nodes")
+    });
     assert!(reads.is_empty(), "{reads:?}");
     assert!(
         env.pool("web").await.is_some(),
@@ -404,13 +397,7 @@ async fn released_nics_rest_in_quarantine() {
         released.elapsed()
     );
     // Each reconcile of the resting NIC read its pool's quarantine from the pool store.
-    let pool_gets: Vec<String> = env
-        .kube
-        .audit()
-        .into_iter()
-        .filter(|r| r.user == OP_USER && r.verb == "get" && r.resource == "nicpools")
-        .map(|r| r.permission())
-        .collect();
+    let pool_gets = env.operator_requests(|r| r.verb == "get" && r.resource == "nicpools");
     assert!(pool_gets.is_empty(), "{pool_gets:?}");
     // Resting, it counted as supply: nothing was created for it, and back it is kept for the
     // next pod (three free for a size of 2 until the shrink delay).
@@ -751,14 +738,9 @@ async fn a_converged_pool_resyncs_without_describes_or_lists() {
     let resync = env.setup_settings.resync;
     tokio::time::sleep(resync * 2 + Duration::from_secs(1)).await;
     assert_eq!(env.sim.calls().action("DescribeInstances"), 0);
-    let lists: Vec<String> = env
-        .kube
-        .audit()
-        .into_iter()
-        .filter(|r| r.user == OP_USER && r.verb == "list")
-        .filter(|r| matches!(r.resource.as_str(), "nodes" | "hostnics"))
-        .map(|r| r.permission())
-        .collect();
+    let lists = env.operator_requests(|r| {
+        r.verb == "list" && matches!(r.resource.as_str(), "nodes" | "hostnics")
+    });
     assert!(lists.is_empty(), "{lists:?}");
     env.patch_pool("idle", serde_json::json!({ "size": 3 }))
         .await;
@@ -788,11 +770,8 @@ async fn passes_ahead_of_the_watch_create_nothing_twice() {
     env.converged("lag", &["i-node0001"], 3, Duration::from_secs(60))
         .await;
     let creates = env
-        .kube
-        .audit()
-        .into_iter()
-        .filter(|r| r.user == OP_USER && r.verb == "create" && r.resource == "hostnics")
-        .count();
+        .operator_requests(|r| r.verb == "create" && r.resource == "hostnics")
+        .len();
     assert_eq!(creates, 3, "one HostNic per NIC of the pool");
     assert_eq!(env.sim.calls().action("CreateNics"), 1);
     env.kube.set_realism(kube_mem::Realism::default());

@@ -113,8 +113,7 @@ fn new_hostnic(
     role: NicRole,
     batch: &BatchTag,
 ) -> HostNic {
-    let pool_name = pool.name_any();
-    let pool_name = pool_name.as_str();
+    let pool_name = &pool.name_any();
     let suffix: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
         .take(5)

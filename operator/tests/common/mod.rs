@@ -555,6 +555,20 @@ impl Env {
             .expect("patch pool");
     }
 
+    /// The operator's requests kube-mem audited that `wanted` picks, as permissions
+    /// ("verb group resource (scope)"), for asserting which calls a window made.
+    pub fn operator_requests(
+        &self,
+        wanted: impl Fn(&kube_mem::AuditRecord) -> bool,
+    ) -> Vec<String> {
+        self.kube
+            .audit()
+            .into_iter()
+            .filter(|r| r.user == OP_USER && wanted(r))
+            .map(|r| r.permission())
+            .collect()
+    }
+
     pub async fn shutdown(mut self) {
         self.stop_operator().await;
         self.agent.abort();
