@@ -206,7 +206,8 @@ pub struct NodePoolStatus {
     #[serde(default)]
     pub failed: u32,
 
-    /// The node's NIC in each vxnet that pods route through for routes with gateway `0.0.0.0`.
+    /// The node's NIC in each vxnet that pods route through for routes with gateway `0.0.0.0`:
+    /// the operator's record (agents read the address from the node's kernel).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<NodeGateway>,
 }

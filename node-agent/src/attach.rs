@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use rtnetlink::Handle;
 
+use crate::decide;
 use crate::netlink::{self, Link, RouteEntry};
 use crate::netns::{Netns, run_in};
 use crate::{Error, Result};
@@ -29,6 +30,11 @@ pub struct AttachSpec {
     pub gateway: Ipv4Addr,
     /// Further routes, gateways already resolved.
     pub routes: Vec<RouteEntry>,
+    /// Destinations routed through the node's own address in the pod's subnet (gateway
+    /// `0.0.0.0`). The address is read from the node's kernel when the NIC moves: it is a fact
+    /// of the node (its primary NIC, or the gateway NIC the agent configured), so no per-node
+    /// record in the API is needed, and a claim never routes through an address that is not up.
+    pub via_node: Vec<Ipv4Net>,
 }
 
 impl AttachSpec {
@@ -41,6 +47,20 @@ impl AttachSpec {
         all.extend(self.routes.iter().cloned());
         all
     }
+
+    /// This spec with its routes via the node going through `node`.
+    pub fn via(mut self, node: Ipv4Addr) -> Self {
+        for dst in std::mem::take(&mut self.via_node) {
+            let entry = RouteEntry {
+                dst,
+                gw: Some(node),
+            };
+            if !self.routes.contains(&entry) {
+                self.routes.push(entry);
+            }
+        }
+        self
+    }
 }
 
 /// Outcome of a successful attach.
@@ -50,6 +70,8 @@ pub struct Attached {
     pub host_name: String,
     /// MTU of the link in the pod.
     pub mtu: u32,
+    /// What was applied: the spec with its routes via the node resolved.
+    pub spec: AttachSpec,
 }
 
 /// Name used when a link's host name is unknown or taken: `hn` and the MAC's hex digits.
@@ -73,6 +95,8 @@ pub async fn attach(node: Arc<Netns>, pod: Arc<Netns>, spec: AttachSpec) -> Resu
                 mac: spec.mac.clone(),
                 netns: node_name,
             })?;
+        // Before anything moves, so a node without its address in the vxnet changes nothing.
+        let spec = resolve(nh, spec).await?;
         let started = std::time::Instant::now();
         // One request: the kernel closes the link as it leaves the node, and keeps the alias.
         if let Err(e) = netlink::move_into(nh, link.index, pod_fd, &spec.ifname, spec.mtu, &link.name).await {
@@ -93,6 +117,7 @@ pub async fn attach(node: Arc<Netns>, pod: Arc<Netns>, spec: AttachSpec) -> Resu
             Ok(mtu) => Ok(Attached {
                 host_name: link.name,
                 mtu,
+                spec,
             }),
             Err(e) => {
                 if let Err(undo) = move_out(ph, nh, &spec.mac, node_fd).await {
@@ -101,6 +126,29 @@ pub async fn attach(node: Arc<Netns>, pod: Arc<Netns>, spec: AttachSpec) -> Resu
                 Err(e)
             }
         }
+    })
+    .await
+}
+
+/// `spec` with its routes via the node resolved against the addresses of the node netns `nh`.
+async fn resolve(nh: &Handle, spec: AttachSpec) -> Result<AttachSpec> {
+    if spec.via_node.is_empty() {
+        return Ok(spec);
+    }
+    let subnet = spec.address.trunc();
+    let addresses = netlink::addresses_by_link(nh).await?;
+    let node = decide::node_address(spec.address, addresses.into_values().flatten())
+        .ok_or(Error::NoNodeAddress { subnet })?;
+    Ok(spec.via(node))
+}
+
+/// `spec` with its routes via the node resolved in `node` (see [`AttachSpec::via_node`]).
+pub async fn resolved(node: Arc<Netns>, spec: AttachSpec) -> Result<AttachSpec> {
+    if spec.via_node.is_empty() {
+        return Ok(spec);
+    }
+    run_in(vec![node], move |handles| async move {
+        resolve(&handles[0], spec).await
     })
     .await
 }

@@ -315,7 +315,7 @@ impl Agent {
         let held = guard.disarm();
         let failure = match (written, attached) {
             (Ok(Some(written)), Ok(attached)) => {
-                let att = decide::attachment(&written, &spec, &req.netns, attached.mtu);
+                let att = decide::attachment(&written, &attached.spec, &req.netns, attached.mtu);
                 let done = ClaimRecord {
                     stage: Stage::Attached,
                     attachment: Some(att.clone()),
@@ -435,14 +435,7 @@ impl Agent {
                 else {
                     continue;
                 };
-                match decide::attach_spec(
-                    &nic,
-                    pools,
-                    self.view.node(),
-                    &req.key.ifname,
-                    req.mtu,
-                    &req.routes,
-                ) {
+                match decide::attach_spec(&nic, pools, &req.key.ifname, req.mtu, &req.routes) {
                     Ok(spec) => return Ok((nic, held, spec)),
                     Err(e @ Error::InvalidRequest(_)) => return Err(e),
                     Err(e) => {
@@ -490,11 +483,11 @@ impl Agent {
         let spec = decide::attach_spec(
             nic,
             &self.view.pools(),
-            self.view.node(),
             &req.key.ifname,
             req.mtu,
             &req.routes,
         )?;
+        let spec = attach::resolved(self.node_netns.clone(), spec).await?;
         Ok(Some(decide::attachment(nic, &spec, &req.netns, link.mtu)))
     }
 

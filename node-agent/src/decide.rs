@@ -376,18 +376,18 @@ pub fn checked_attachment(nic: &HostNic, req: &CheckRequest, o: &Observed) -> Re
     })
 }
 
-/// The node's address in `vxnet`, from the NicPools' status (the nic's own pool first).
-fn node_gateway(pools: &[Arc<NicPool>], own: &str, node: &str, vxnet: &str) -> Option<Ipv4Addr> {
-    let mut ordered: Vec<_> = pools.iter().filter(|p| p.name_any() == own).collect();
-    ordered.extend(pools.iter().filter(|p| p.name_any() != own));
-    ordered
+/// The node's own address in the subnet of the pod address `pod` (the lowest, when it has
+/// several), among the node's `addresses`: where routes with gateway `0.0.0.0` go.
+pub fn node_address(
+    pod: Ipv4Net,
+    addresses: impl IntoIterator<Item = Ipv4Net>,
+) -> Option<Ipv4Addr> {
+    let subnet = pod.trunc();
+    addresses
         .into_iter()
-        .filter_map(|p| p.status.as_ref())
-        .flat_map(|s| s.node_status.iter())
-        .filter(|ns| ns.node == node)
-        .flat_map(|ns| ns.gateways.iter())
-        .find(|g| g.vxnet == vxnet)
-        .and_then(|g| g.ip.parse().ok())
+        .map(|a| a.addr())
+        .filter(|a| subnet.contains(a) && *a != pod.addr())
+        .min()
 }
 
 fn incomplete(nic: &HostNic, what: &str) -> Error {
@@ -398,12 +398,11 @@ fn incomplete(nic: &HostNic, what: &str) -> Error {
 }
 
 /// What the NIC must look like in the pod: its address with the vxnet prefix, the default route
-/// via the vxnet gateway, then the pool's and the request's routes with `0.0.0.0` replaced by
-/// the node's address in the vxnet and a missing gateway by the vxnet gateway.
+/// via the vxnet gateway, then the pool's and the request's routes, a missing gateway replaced
+/// by the vxnet gateway; those with `0.0.0.0` go via the node, resolved when the NIC moves.
 pub fn attach_spec(
     nic: &HostNic,
     pools: &[Arc<NicPool>],
-    node: &str,
     ifname: &str,
     mtu: Option<u32>,
     extra_routes: &[Route],
@@ -432,22 +431,20 @@ pub fn attach_spec(
         })
         .unwrap_or_default();
     let mut routes: Vec<RouteEntry> = Vec::new();
+    let mut via_node: Vec<Ipv4Net> = Vec::new();
     for r in pool_routes.iter().chain(extra_routes) {
         let dst: Ipv4Net = r.dst.parse().map_err(|_| {
             Error::InvalidRequest(format!("route destination {:?} is not an IPv4 CIDR", r.dst))
         })?;
         let gw = match r.gw.as_deref() {
             None | Some("") => gateway,
-            Some("0.0.0.0") => node_gateway(pools, &nic.spec.pool, node, &nic.spec.vxnet)
-                .ok_or_else(|| {
-                    incomplete(
-                        nic,
-                        &format!(
-                            "no node gateway address for {} on {node} yet",
-                            nic.spec.vxnet
-                        ),
-                    )
-                })?,
+            Some("0.0.0.0") => {
+                let dst = dst.trunc();
+                if dst.prefix_len() != 0 && !via_node.contains(&dst) {
+                    via_node.push(dst);
+                }
+                continue;
+            }
             Some(g) => g.parse().map_err(|_| {
                 Error::InvalidRequest(format!("route gateway {g:?} is not an IPv4 address"))
             })?,
@@ -467,6 +464,7 @@ pub fn attach_spec(
         address,
         gateway,
         routes,
+        via_node,
     })
 }
 
@@ -650,7 +648,7 @@ pub fn node_action(nic: &HostNic) -> Option<NodeAction> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hostnic_crds::{HostNicSpec, NicPoolSpec, NodeGateway, NodePoolStatus};
+    use hostnic_crds::{HostNicSpec, NicPoolSpec};
 
     fn nic(name: &str, pool: &str, phase: HostNicPhase) -> Arc<HostNic> {
         let mut n = HostNic::new(
@@ -699,19 +697,6 @@ mod tests {
                 .into(),
             );
         }
-        p.status = Some(hostnic_crds::NicPoolStatus {
-            node_status: vec![NodePoolStatus {
-                node: "n1".into(),
-                gateways: vec![NodeGateway {
-                    vxnet: "vxnet-a".into(),
-                    ip: "10.0.0.254".into(),
-                    nic_id: "52:54:aa:00:00:ff".into(),
-                    hostnic: None,
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
         Arc::new(p)
     }
 
@@ -987,36 +972,63 @@ mod tests {
     }
 
     #[test]
-    fn attach_spec_substitutes_the_node_gateway_and_the_vxnet_prefix() {
+    fn attach_spec_routes_via_the_node_or_the_vxnet_gateway_with_the_vxnet_prefix() {
         let n = nic("a", "p", HostNicPhase::Available);
-        let extra = vec![Route {
-            dst: "192.168.0.0/16".into(),
-            gw: None,
-        }];
-        let spec = attach_spec(&n, &[pool("p", false)], "n1", "eth0", Some(1450), &extra).unwrap();
+        let extra = vec![
+            Route {
+                dst: "192.168.0.0/16".into(),
+                gw: None,
+            },
+            Route {
+                dst: "10.96.0.0/12".into(),
+                gw: Some("0.0.0.0".into()),
+            },
+        ];
+        let spec = attach_spec(&n, &[pool("p", false)], "eth0", Some(1450), &extra).unwrap();
         assert_eq!(spec.mac, "52:54:aa:00:00:01");
         assert_eq!(spec.address.to_string(), "10.0.0.5/24");
+        let vxnet_gw = RouteEntry {
+            dst: "192.168.0.0/16".parse().unwrap(),
+            gw: Some("10.0.0.1".parse().unwrap()),
+        };
+        assert_eq!(spec.routes, vec![vxnet_gw.clone()]);
+        // The pool's and the request's route via the node, once.
+        assert_eq!(spec.via_node, vec!["10.96.0.0/12".parse().unwrap()]);
+        let spec = spec.via("10.0.0.254".parse().unwrap());
+        assert!(spec.via_node.is_empty());
         assert_eq!(
             spec.routes,
             vec![
+                vxnet_gw,
                 RouteEntry {
                     dst: "10.96.0.0/12".parse().unwrap(),
                     gw: Some("10.0.0.254".parse().unwrap())
-                },
-                RouteEntry {
-                    dst: "192.168.0.0/16".parse().unwrap(),
-                    gw: Some("10.0.0.1".parse().unwrap())
                 },
             ]
         );
         let att = attachment(&n, &spec, "/run/netns/x", 1450);
         assert_eq!(att.routes[0].dst, "0.0.0.0/0");
         assert_eq!(att.routes.len(), 3);
-        // Another node has no gateway address published yet.
-        assert!(matches!(
-            attach_spec(&n, &[pool("p", false)], "n2", "eth0", None, &[]),
-            Err(Error::IncompleteHostNic { .. })
-        ));
+    }
+
+    #[test]
+    fn the_node_address_is_the_nodes_own_in_the_pods_subnet() {
+        let pod: Ipv4Net = "10.0.0.5/24".parse().unwrap();
+        let addrs =
+            |list: &[&str]| -> Vec<Ipv4Net> { list.iter().map(|a| a.parse().unwrap()).collect() };
+        assert_eq!(
+            node_address(
+                pod,
+                addrs(&["192.168.1.2/24", "10.0.0.9/24", "10.0.0.7/24"])
+            ),
+            Some("10.0.0.7".parse().unwrap()),
+            "the lowest of the node's addresses in the subnet"
+        );
+        // Other subnets, and the pod's own address (a link on its way), are not the node's.
+        assert_eq!(
+            node_address(pod, addrs(&["10.0.1.2/24", "10.0.0.5/24"])),
+            None
+        );
     }
 
     #[test]

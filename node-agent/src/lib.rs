@@ -112,6 +112,13 @@ pub enum Error {
         /// Which field.
         what: String,
     },
+    /// A route with gateway `0.0.0.0` goes through the node's own address in the pod's subnet,
+    /// and the node has none there yet (its gateway NIC is not up yet).
+    #[error("the node has no address in {subnet} yet for routes via the node (gateway 0.0.0.0)")]
+    NoNodeAddress {
+        /// The pod's subnet.
+        subnet: ipnet::Ipv4Net,
+    },
     /// CHECK found differences.
     #[error("check failed: {0}")]
     CheckFailed(String),
@@ -149,6 +156,7 @@ impl Error {
             Self::NoFreeNic { .. } => "no_free_nic",
             Self::NoPool { .. } => "no_pool",
             Self::IncompleteHostNic { .. } => "incomplete_hostnic",
+            Self::NoNodeAddress { .. } => "no_node_address",
             Self::CheckFailed(_) => "check_failed",
             Self::TooManyConflicts { .. } => "conflicts",
             Self::NotReady(_) => "not_ready",
@@ -169,7 +177,11 @@ impl Error {
             | Self::NotANetns { .. } => ErrorKind::InvalidRequest,
             // The API server shedding load or briefly away: the runtime should retry.
             Self::Kube { source, .. } if kube_io::is_retryable(source) => ErrorKind::TryAgainLater,
-            Self::NoFreeNic { .. } | Self::NotHome { .. } => ErrorKind::TryAgainLater,
+            // The operator is setting up the node's NIC in the vxnet, or a release waits for
+            // its link: both pass.
+            Self::NoFreeNic { .. } | Self::NotHome { .. } | Self::NoNodeAddress { .. } => {
+                ErrorKind::TryAgainLater
+            }
             Self::CheckFailed(_) => ErrorKind::CheckFailed,
             Self::NotReady(_) => ErrorKind::NotReady,
             _ => ErrorKind::Internal,

@@ -408,6 +408,48 @@ async fn an_add_finding_the_pool_empty_waits_for_the_nic_on_its_way() {
     drop(agent);
 }
 
+/// A route with gateway `0.0.0.0` goes through the node's own address in the vxnet, read from
+/// the node's kernel when the NIC moves: no NicPool status carries per-node data for it. While
+/// the node has no address there (its gateway NIC is still being set up), ADD answers 11 and
+/// the NIC stays free and home.
+#[tokio::test]
+async fn routes_via_the_node_take_its_address_from_the_kernel_not_the_pool_status() {
+    if !require_root("routes_via_the_node_take_its_address_from_the_kernel_not_the_pool_status") {
+        return;
+    }
+    let mut lab = Lab::with_pool(NET).await;
+    let name = lab.add_nic(1).await;
+    let pools: Api<NicPool> = Api::all(lab.client.clone());
+    assert!(pools.get(POOL).await.unwrap().status.is_none());
+    let agent = lab.start_agent_free(1).await;
+
+    lab.set_node_address(None);
+    lab.create_pod("c1").await;
+    let pod = TestNetns::new("pod");
+    let (code, body) = post(&lab.socket(), path::CLAIM, &claim_req(&pod, "c1")).await;
+    assert_eq!(error_kind(&body), ErrorKind::TryAgainLater, "{code} {body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("10.77.0.0/24"),
+        "{body}"
+    );
+    assert_eq!(phase(&lab.hostnic(&name).await), HostNicPhase::Available);
+    assert!(
+        lab.node.link_by_mac(&mac(1)).is_some(),
+        "the link stayed home"
+    );
+
+    lab.set_node_address(Some("10.77.0.250"));
+    let att = lab.claimed(&claim_req(&pod, "c1")).await;
+    let via_node = hostnic_agent_api::Route {
+        dst: "10.96.0.0/12".into(),
+        gw: Some("10.77.0.250".into()),
+    };
+    assert!(att.routes.contains(&via_node), "{:?}", att.routes);
+    let routes = pod.ip(&["-4", "route", "show", "10.96.0.0/12"]);
+    assert!(routes.contains("via 10.77.0.250 dev eth0"), "{routes}");
+    drop(agent);
+}
+
 #[tokio::test]
 async fn concurrent_claims_never_hand_out_a_nic_twice() {
     if !require_root("concurrent_claims_never_hand_out_a_nic_twice") {
@@ -763,12 +805,7 @@ async fn restart_keeps_running_pods_whatever_changed_meanwhile() {
     }
     drop(agent);
     // 2. The operator replaced the node's gateway NIC: a new address in the vxnet.
-    let mut pool = pools.get(POOL).await.unwrap();
-    pool.status.as_mut().unwrap().node_status[0].gateways[0].ip = "10.77.0.253".into();
-    pools
-        .replace_status(POOL, &PostParams::default(), &pool)
-        .await
-        .unwrap();
+    lab.set_node_address(Some("10.77.0.253"));
     // 3. One pod's netns path cannot be opened (not "gone": it may still run).
     let hidden = Unopenable::new(&pods[2]);
     let agent = lab.start_agent().await;

@@ -22,6 +22,7 @@ fn spec(ifname: &str) -> AttachSpec {
             dst: "10.96.0.0/12".parse().unwrap(),
             gw: Some("10.77.0.254".parse().unwrap()),
         }],
+        via_node: Vec::new(),
     }
 }
 

@@ -34,6 +34,9 @@ use serde_json::{Value, json};
 /// The default pool of a lab.
 pub const POOL: &str = "pool-a";
 pub const VXNET: &str = "vxnet-abc";
+/// The node's own NIC in the vxnet (its stand-in's name and MAC).
+const NODE_NIC: &str = "vxnode";
+const NODE_NIC_MAC: &str = "52:54:00:fe:fe:fe";
 
 // === test client ===
 
@@ -294,9 +297,15 @@ impl Lab {
         }
     }
 
-    /// Creates NicPool `name` with `routes` (gateway `0.0.0.0`) whose status gives this node
-    /// `gateway` as its address in the vxnet.
-    pub async fn create_pool(&self, name: &str, default: bool, routes: &[&str], gateway: &str) {
+    /// Creates NicPool `name` with `routes` (gateway `0.0.0.0`); the node's own address in the
+    /// vxnet becomes `node_address` (see [`Self::set_node_address`]).
+    pub async fn create_pool(
+        &self,
+        name: &str,
+        default: bool,
+        routes: &[&str],
+        node_address: &str,
+    ) {
         let pools: Api<NicPool> = Api::all(self.client.clone());
         let mut pool = NicPool::new(name, Self::pool_spec(routes));
         if default {
@@ -308,45 +317,35 @@ impl Lab {
                 .into(),
             );
         }
-        let created = pools.create(&PostParams::default(), &pool).await.unwrap();
-        self.set_pool_gateway(created, gateway).await;
+        pools.create(&PostParams::default(), &pool).await.unwrap();
+        self.set_node_address(Some(node_address));
     }
 
-    /// Replaces NicPool `name`'s routes and this node's address in the vxnet.
-    pub async fn update_pool(&self, name: &str, routes: &[&str], gateway: &str) {
+    /// Replaces NicPool `name`'s routes and the node's address in the vxnet.
+    pub async fn update_pool(&self, name: &str, routes: &[&str], node_address: &str) {
         let pools: Api<NicPool> = Api::all(self.client.clone());
         let mut pool = pools.get(name).await.unwrap();
         pool.spec = Self::pool_spec(routes);
-        let replaced = pools
+        pools
             .replace(name, &PostParams::default(), &pool)
             .await
             .unwrap();
-        self.set_pool_gateway(replaced, gateway).await;
+        self.set_node_address(Some(node_address));
     }
 
-    async fn set_pool_gateway(&self, mut pool: NicPool, gateway: &str) {
-        let name = pool
-            .metadata
-            .name
-            .clone()
-            .expect("a stored NicPool has a name");
-        pool.status = Some(hostnic_crds::NicPoolStatus {
-            node_status: vec![hostnic_crds::NodePoolStatus {
-                node: self.node_name.clone(),
-                gateways: vec![hostnic_crds::NodeGateway {
-                    vxnet: VXNET.into(),
-                    ip: gateway.into(),
-                    nic_id: format!("52:54:0a:{:02x}:ff:fe", self.net),
-                    hostnic: None,
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        Api::<NicPool>::all(self.client.clone())
-            .replace_status(&name, &PostParams::default(), &pool)
-            .await
-            .unwrap();
+    /// Gives the node `address` in the vxnet, as its primary or gateway NIC would carry it (on
+    /// a veth stand-in, replacing the address it had; `None` leaves it none): where routes via
+    /// `0.0.0.0` go.
+    pub fn set_node_address(&self, address: Option<&str>) {
+        if self.node.link_by_mac(NODE_NIC_MAC).is_none() {
+            self.node.add_fake_nic(NODE_NIC, NODE_NIC_MAC);
+            self.node.ip(&["link", "set", NODE_NIC, "up"]);
+        }
+        self.node.ip(&["addr", "flush", "dev", NODE_NIC]);
+        if let Some(address) = address {
+            self.node
+                .ip(&["addr", "add", &format!("{address}/24"), "dev", NODE_NIC]);
+        }
     }
 
     /// Writes the operator's `Degraded=True` on `name`: the pool cannot grow, nothing is coming.
