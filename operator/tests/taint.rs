@@ -49,7 +49,12 @@ async fn published_available(env: &Env, pool: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_startup_taint_goes_once_every_gating_pool_is_warm_on_the_node() {
-    let mut env = Env::start(Setup::default()).await;
+    let mut setup = Setup::default();
+    // GC lists NicPools on every pass (the first one `gc_settle` after the start); this test
+    // counts the taint release's lists, so GC does not run within it.
+    setup.settings.gc_interval = Duration::from_secs(3600);
+    setup.settings.gc_settle = Duration::from_secs(3600);
+    let mut env = Env::start(setup).await;
     // The kubelet registered the node with the startup taint; something else taints it too.
     env.nodes()
         .patch(
@@ -63,6 +68,13 @@ async fn the_startup_taint_goes_once_every_gating_pool_is_warm_on_the_node() {
         .await
         .expect("taint the node");
     env.start_operator();
+    // Its pool reflector has listed once it watches: every LIST from here on is another one.
+    eventually("the operator to watch NicPools", T, || async {
+        !env.operator_requests(|r| r.verb == "watch" && r.resource == "nicpools")
+            .is_empty()
+    })
+    .await;
+    env.kube.clear_audit();
 
     // Two gating pools; `b` names a vxnet that does not exist, so it cannot warm the node.
     create_gating_pool(&env, "a", VX_A, 2).await;
@@ -90,6 +102,9 @@ async fn the_startup_taint_goes_once_every_gating_pool_is_warm_on_the_node() {
             >= 1
     );
     assert_eq!(taint_keys(&env).await, vec!["example.com/dedicated"]);
+    // The other gating pools' counts came from the pool store, not a LIST per release.
+    let lists = env.operator_requests(|r| r.verb == "list" && r.resource == "nicpools");
+    assert!(lists.is_empty(), "{lists:?}");
     let node = env.nodes().get(NODE).await.expect("node");
     let kept = &node.spec.unwrap().taints.unwrap()[0];
     assert_eq!(kept.value.as_deref(), Some("infra"));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hostnic_crds::{NicPool, NodePoolStatus};
 use k8s_openapi::api::core::v1::{Node, Taint};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use super::Context;
@@ -52,7 +52,7 @@ fn warm(pool: &NicPool, node: &str, counts: &[NodePoolStatus]) -> bool {
 pub fn nodes_to_release(
     pool: &NicPool,
     counts: &[NodePoolStatus],
-    others: &[NicPool],
+    others: &[Arc<NicPool>],
     nodes: &[Arc<Node>],
 ) -> Vec<String> {
     if !gates(pool) {
@@ -91,15 +91,13 @@ pub async fn release_warm_nodes(
     decisions: &[(bool, NodeDecision)],
 ) -> Result<()> {
     let counts: Vec<NodePoolStatus> = decisions.iter().map(|(_, d)| d.status.clone()).collect();
-    // Only list the other pools when this one would release a node.
     if nodes_to_release(pool, &counts, &[], nodes).is_empty() {
         return Ok(());
     }
-    let others = Api::<NicPool>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list NicPools"))?
-        .items;
+    // The other pools' published counts, from the pool store: a status it has not shown yet
+    // only delays the release to that pool's own reconcile, which its status write triggers.
+    super::wait_synced(&ctx.pools).await?;
+    let others = ctx.pools.state();
     let api: Api<Node> = Api::all(ctx.client.clone());
     for name in nodes_to_release(pool, &counts, &others, nodes) {
         let Some(n) = nodes.iter().find(|n| n.name_any() == name) else {
@@ -216,18 +214,26 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            nodes_to_release(&p, &c, &[p.clone(), gpu.clone()], &nodes),
+            nodes_to_release(
+                &p,
+                &c,
+                &[Arc::new(p.clone()), Arc::new(gpu.clone())],
+                &nodes
+            ),
             vec!["b"]
         );
         gpu.status.as_mut().unwrap().node_status = vec![counts("a", 3)];
         assert_eq!(
-            nodes_to_release(&p, &c, &[gpu.clone()], &nodes),
+            nodes_to_release(&p, &c, &[Arc::new(gpu.clone())], &nodes),
             vec!["a", "b"]
         );
         // A pool that does not gate does not hold a node back.
         let mut idle = pool("idle", false, 5, &[]);
         idle.status = Some(NicPoolStatus::default());
-        assert_eq!(nodes_to_release(&p, &c, &[idle], &nodes), vec!["a", "b"]);
+        assert_eq!(
+            nodes_to_release(&p, &c, &[Arc::new(idle)], &nodes),
+            vec!["a", "b"]
+        );
     }
 
     #[test]
