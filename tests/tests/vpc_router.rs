@@ -86,3 +86,78 @@ fn routed(cluster: &Cluster) -> Result<()> {
     }
     Ok(())
 }
+
+/// A route with gateway `0.0.0.0` through the real operator and agent: the primary NICs are in
+/// a vxnet of their own, so the operator gives the node a gateway NIC in the pod's vxnet, the
+/// agent brings it up with its address, and the pod's route goes through that address, read
+/// from the node's kernel (no NicPool status involved): the node's primary address answers.
+#[test]
+fn a_route_via_the_node_goes_through_its_gateway_nic_in_the_pods_vxnet() {
+    if !require_root("a_route_via_the_node_goes_through_its_gateway_nic_in_the_pods_vxnet") {
+        return;
+    }
+    let missing = scenario::missing_prerequisites();
+    assert!(missing.is_empty(), "missing: {missing:?}");
+    let config = ClusterConfig {
+        nodes: 1,
+        primary_vxnets: vec![("vxnet-hnprim2".into(), "172.30.8.0/24".into())],
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::start(config, &mut |_| {}).expect("cluster");
+    let result = via_node(&cluster);
+    if let Err(e) = &result {
+        panic!("{e:#}\n{}", cluster.logs(30));
+    }
+}
+
+fn via_node(cluster: &Cluster) -> Result<()> {
+    let vxnets = cluster.config().vxnet_ids();
+    let pool = serde_json::json!({
+        "apiVersion": "hostnic.qingcloud.com/v1alpha1",
+        "kind": "NicPool",
+        "metadata": {
+            "name": POOL,
+            "annotations": {"hostnic.qingcloud.com/is-default-pool": "true"},
+        },
+        "spec": {
+            "vxnets": [vxnets[0]],
+            "size": 1,
+            "quarantineSeconds": 0,
+            "routes": [{"destination": "172.30.8.0/24", "gateway": "0.0.0.0"}],
+        },
+    });
+    cluster.kubectl.apply(&pool.to_string())?;
+    cluster.wait_available(POOL, 1, Duration::from_secs(90))?;
+    let gateway_ip = |nics: &[serde_json::Value]| {
+        nics.iter()
+            .find(|n| n["spec"]["role"] == "Gateway")
+            .and_then(|n| n["status"]["privateIp"].as_str().map(str::to_owned))
+    };
+    let gw = gateway_ip(&cluster.hostnics()?).context("no gateway HostNic")?;
+    let pods = Pods::new(cluster)?;
+    let pod = pods.add_retrying(0, "pod-via-node", Duration::from_secs(30))?;
+    let routes = pod.netns.ip(&["-4", "route", "show", "172.30.8.0/24"]);
+    if !routes.contains(&format!("via {gw} dev eth0")) {
+        bail!("the pod's route does not go through the gateway NIC {gw}: {routes}");
+    }
+    let node = &cluster.nodes[0].instance;
+    let (_, primary_ip) = cluster
+        .sim
+        .primary_nics()?
+        .remove(node)
+        .with_context(|| format!("no primary NIC for {node}"))?;
+    if !pod.netns.ping(&primary_ip, 2) {
+        bail!(
+            "{} cannot reach its node's primary address {primary_ip} via {gw}",
+            pod.ip
+        );
+    }
+    pods.del(&pod)?;
+    drop(pod);
+    cluster.delete_pools(Duration::from_secs(60))?;
+    let left = cluster.leftovers()?;
+    if !left.is_empty() {
+        bail!("left behind: {left:?}");
+    }
+    Ok(())
+}
