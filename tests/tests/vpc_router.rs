@@ -17,19 +17,44 @@ fn pods_reach_each_other_across_vxnets_and_their_nodes_primary_address() {
     if !require_root("pods_reach_each_other_across_vxnets_and_their_nodes_primary_address") {
         return;
     }
+    on_one_node(("vxnet-hnprim1", "172.30.9.0/24"), routed);
+}
+
+/// Runs `scenario` on a one-node cluster whose primary NIC is in a vxnet of its own
+/// (`primary`: id and CIDR), so every pod-to-node packet crosses the router.
+fn on_one_node(primary: (&str, &str), scenario: fn(&Cluster) -> Result<()>) {
     let missing = scenario::missing_prerequisites();
     assert!(missing.is_empty(), "missing: {missing:?}");
     let config = ClusterConfig {
         nodes: 1,
-        // The primary NICs in a vxnet of their own: every pod-to-node packet crosses the router.
-        primary_vxnets: vec![("vxnet-hnprim1".into(), "172.30.9.0/24".into())],
+        primary_vxnets: vec![(primary.0.into(), primary.1.into())],
         ..ClusterConfig::default()
     };
     let cluster = Cluster::start(config, &mut |_| {}).expect("cluster");
-    let result = routed(&cluster);
-    if let Err(e) = &result {
+    if let Err(e) = scenario(&cluster) {
         panic!("{e:#}\n{}", cluster.logs(30));
     }
+}
+
+/// The primary address of the cluster's one node.
+fn primary_ip(cluster: &Cluster) -> Result<String> {
+    let node = &cluster.nodes[0].instance;
+    let (_, ip) = cluster
+        .sim
+        .primary_nics()?
+        .remove(node)
+        .with_context(|| format!("no primary NIC for {node}"))?;
+    Ok(ip)
+}
+
+/// Deletes the pools and checks that nothing is left behind.
+fn teardown(cluster: &Cluster) -> Result<()> {
+    cluster.delete_pools(Duration::from_secs(60))?;
+    let left = cluster.leftovers()?;
+    if !left.is_empty() {
+        bail!("left behind: {left:?}");
+    }
+    Ok(())
 }
 
 fn routed(cluster: &Cluster) -> Result<()> {
@@ -54,12 +79,7 @@ fn routed(cluster: &Cluster) -> Result<()> {
         }
     };
     let (a, b) = (&running[a], &running[b]);
-    let node = &cluster.nodes[0].instance;
-    let (_, primary_ip) = cluster
-        .sim
-        .primary_nics()?
-        .remove(node)
-        .with_context(|| format!("no primary NIC for {node}"))?;
+    let primary_ip = primary_ip(cluster)?;
     for (from, to, what) in [
         (a, b.ip.as_str(), "a pod in the other vxnet"),
         (b, a.ip.as_str(), "a pod in the other vxnet"),
@@ -79,12 +99,7 @@ fn routed(cluster: &Cluster) -> Result<()> {
         pods.del(pod)?;
     }
     drop(running);
-    cluster.delete_pools(Duration::from_secs(60))?;
-    let left = cluster.leftovers()?;
-    if !left.is_empty() {
-        bail!("left behind: {left:?}");
-    }
-    Ok(())
+    teardown(cluster)
 }
 
 /// A route with gateway `0.0.0.0` through the real operator and agent: the primary NICs are in
@@ -96,18 +111,7 @@ fn a_route_via_the_node_goes_through_its_gateway_nic_in_the_pods_vxnet() {
     if !require_root("a_route_via_the_node_goes_through_its_gateway_nic_in_the_pods_vxnet") {
         return;
     }
-    let missing = scenario::missing_prerequisites();
-    assert!(missing.is_empty(), "missing: {missing:?}");
-    let config = ClusterConfig {
-        nodes: 1,
-        primary_vxnets: vec![("vxnet-hnprim2".into(), "172.30.8.0/24".into())],
-        ..ClusterConfig::default()
-    };
-    let cluster = Cluster::start(config, &mut |_| {}).expect("cluster");
-    let result = via_node(&cluster);
-    if let Err(e) = &result {
-        panic!("{e:#}\n{}", cluster.logs(30));
-    }
+    on_one_node(("vxnet-hnprim2", "172.30.8.0/24"), via_node);
 }
 
 fn via_node(cluster: &Cluster) -> Result<()> {
@@ -140,12 +144,7 @@ fn via_node(cluster: &Cluster) -> Result<()> {
     if !routes.contains(&format!("via {gw} dev eth0")) {
         bail!("the pod's route does not go through the gateway NIC {gw}: {routes}");
     }
-    let node = &cluster.nodes[0].instance;
-    let (_, primary_ip) = cluster
-        .sim
-        .primary_nics()?
-        .remove(node)
-        .with_context(|| format!("no primary NIC for {node}"))?;
+    let primary_ip = primary_ip(cluster)?;
     if !pod.netns.ping(&primary_ip, 2) {
         bail!(
             "{} cannot reach its node's primary address {primary_ip} via {gw}",
@@ -154,10 +153,5 @@ fn via_node(cluster: &Cluster) -> Result<()> {
     }
     pods.del(&pod)?;
     drop(pod);
-    cluster.delete_pools(Duration::from_secs(60))?;
-    let left = cluster.leftovers()?;
-    if !left.is_empty() {
-        bail!("left behind: {left:?}");
-    }
-    Ok(())
+    teardown(cluster)
 }
