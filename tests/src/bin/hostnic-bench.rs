@@ -89,7 +89,12 @@ fn main() -> ExitCode {
         figures.insert(key.into(), value);
     }
     let text = serde_json::to_string_pretty(&Value::Object(figures)).unwrap_or_default();
-    if let Err(e) = std::fs::write(&args.out, text) {
+    // The directory may not exist yet: with CARGO_TARGET_DIR elsewhere, `target/` is not made.
+    let parent = args.out.parent().filter(|p| !p.as_os_str().is_empty());
+    let written = parent
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&args.out, text));
+    if let Err(e) = written {
         eprintln!("write {}: {e}", args.out.display());
         return ExitCode::FAILURE;
     }
