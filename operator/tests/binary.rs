@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::PostParams;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -29,15 +27,12 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn binary_runs_serves_and_stops_on_sigterm() {
     let env = Env::start(Setup::default()).await;
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some("hostnic-system".into());
-    Api::<Namespace>::all(env.client.clone())
-        .create(&PostParams::default(), &ns)
+    hostnic_tests::scratch::ensure_namespace(&env.client, "hostnic-system")
         .await
         .expect("namespace");
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, env.kube.kubeconfig_yaml_for(Some(OP_TOKEN))).expect("write");
+    std::fs::write(&kubeconfig, env.operator_kubeconfig()).expect("write");
     let cloud = dir.path().join("config.yaml");
     std::fs::write(&cloud, env.sim.config_yaml()).expect("write");
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -456,7 +456,7 @@ async fn default_cluster_name_is_refused_beside_other_clusters() {
     orphan(&env, &format!("hostnic-kubernetes-{}", uid(2)), false).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, env.kube.kubeconfig_yaml_for(Some(OP_TOKEN))).expect("write");
+    std::fs::write(&kubeconfig, env.operator_kubeconfig()).expect("write");
     let cloud = dir.path().join("config.yaml");
     std::fs::write(&cloud, env.sim.config_yaml()).expect("write");
     let log = dir.path().join("operator.log");

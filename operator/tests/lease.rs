@@ -19,7 +19,6 @@ use hostnic_operator::run::{LeaseConfig, Operator};
 use hostnic_tests::proxy::Proxy;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -85,10 +84,7 @@ fn leaders(r: &[Replica]) -> Vec<&'static str> {
 
 async fn start_env() -> Env {
     let env = Env::start(Setup::default()).await;
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some(NS.into());
-    Api::<Namespace>::all(env.client.clone())
-        .create(&PostParams::default(), &ns)
+    hostnic_tests::scratch::ensure_namespace(&env.client, NS)
         .await
         .expect("create namespace");
     env
@@ -147,7 +143,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_the_cloud_before_fai
     let lease_duration = timing().duration;
     // Each replica reaches the API server and the cloud through its own proxy; the proxies
     // in front of the cloud log when each replica sent anything.
-    let a_kube = Proxy::start(env.kube.addr()).await;
+    let a_kube = Proxy::start(env.api_addr().await).await;
     let a_cloud = Proxy::start(env.sim.addr()).await;
     let b_cloud = Proxy::start(env.sim.addr()).await;
     // A's cloud client has production's 0.5 requests/s with a bucket of 2 instead of 20, so

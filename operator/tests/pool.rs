@@ -179,14 +179,15 @@ async fn reclaim_delete_waits_for_bound_nics_reading_no_list() {
         env.all_hostnics().await.len() == 1 && env.cloud_nics().len() == 1
     })
     .await;
-    env.kube.clear_audit();
+    env.clear_audit();
     // Several of the cleanup's 2 s polls.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let reads = env.operator_requests(|r| {
+    if let Some(reads) = env.operator_requests(|r| {
         (r.verb == "list" && matches!(r.resource.as_str(), "nodes" | "hostnics"))
             || (r.verb == "get" && r.resource == "nodes")
-    });
-    assert!(reads.is_empty(), "{reads:?}");
+    }) {
+        assert!(reads.is_empty(), "{reads:?}");
+    }
     assert!(
         env.pool("web").await.is_some(),
         "the pool waits for its bound NIC"
@@ -377,7 +378,7 @@ async fn released_nics_rest_in_quarantine() {
     // A pod holds one: the pool refills to 2 free.
     env.converged("web", &["i-node0001"], 2, T).await;
     let creates = env.sim.calls().action("CreateNics");
-    env.kube.clear_audit();
+    env.clear_audit();
     env.release(&name).await;
     let released = std::time::Instant::now();
     eventually("back to Available", T, || async {
@@ -397,8 +398,9 @@ async fn released_nics_rest_in_quarantine() {
         released.elapsed()
     );
     // Each reconcile of the resting NIC read its pool's quarantine from the pool store.
-    let pool_gets = env.operator_requests(|r| r.verb == "get" && r.resource == "nicpools");
-    assert!(pool_gets.is_empty(), "{pool_gets:?}");
+    if let Some(gets) = env.operator_requests(|r| r.verb == "get" && r.resource == "nicpools") {
+        assert!(gets.is_empty(), "{gets:?}");
+    }
     // Resting, it counted as supply: nothing was created for it, and back it is kept for the
     // next pod (three free for a size of 2 until the shrink delay).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -693,7 +695,7 @@ async fn long_node_and_pool_names_fill_and_clean_up() {
         .await
         .expect("delete the short-named node");
     let long: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": node},
+        "metadata": {"name": node, "labels": {hostnic_tests::scratch::NODE_LABEL: "true"}},
         "spec": {"providerID": "qingcloud://i-node0001"},
     }))
     .expect("node");
@@ -733,15 +735,16 @@ async fn a_converged_pool_resyncs_without_describes_or_lists() {
     env.create_pool("idle", spec(&[VX_A], 2)).await;
     env.converged("idle", &["i-node0001"], 2, T).await;
     env.sim.reset_calls();
-    env.kube.clear_audit();
+    env.clear_audit();
     // Two resyncs (5 s in the tests' settings), each past the cloud cache (1 s).
     let resync = env.setup_settings.resync;
     tokio::time::sleep(resync * 2 + Duration::from_secs(1)).await;
     assert_eq!(env.sim.calls().action("DescribeInstances"), 0);
-    let lists = env.operator_requests(|r| {
+    if let Some(lists) = env.operator_requests(|r| {
         r.verb == "list" && matches!(r.resource.as_str(), "nodes" | "hostnics")
-    });
-    assert!(lists.is_empty(), "{lists:?}");
+    }) {
+        assert!(lists.is_empty(), "{lists:?}");
+    }
     env.patch_pool("idle", serde_json::json!({ "size": 3 }))
         .await;
     env.converged("idle", &["i-node0001"], 3, T).await;
@@ -756,25 +759,34 @@ async fn a_converged_pool_resyncs_without_describes_or_lists() {
 /// once, not once per pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passes_ahead_of_the_watch_create_nothing_twice() {
+    if hostnic_tests::scratch::skip_without_kube_mem("delays watch events and audits the creates") {
+        return;
+    }
     let mut setup = Setup::default();
     // Scaled from 300 s so that several passes fall within one watch delay.
     setup.settings.resync = Duration::from_millis(300);
     let mut env = Env::start(setup).await;
-    env.kube.set_realism(kube_mem::Realism {
-        write_latency: Duration::from_millis(5),
-        watch_delay: Duration::from_millis(1500),
-    });
+    env.kube
+        .as_ref()
+        .expect("kube-mem")
+        .set_realism(kube_mem::Realism {
+            write_latency: Duration::from_millis(5),
+            watch_delay: Duration::from_millis(1500),
+        });
     env.start_operator();
-    env.kube.clear_audit();
+    env.clear_audit();
     env.create_pool("lag", spec(&[VX_A], 3)).await;
     env.converged("lag", &["i-node0001"], 3, Duration::from_secs(60))
         .await;
     let creates = env
         .operator_requests(|r| r.verb == "create" && r.resource == "hostnics")
-        .len();
-    assert_eq!(creates, 3, "one HostNic per NIC of the pool");
+        .map(|c| c.len());
+    assert_eq!(creates, Some(3), "one HostNic per NIC of the pool");
     assert_eq!(env.sim.calls().action("CreateNics"), 1);
-    env.kube.set_realism(kube_mem::Realism::default());
+    env.kube
+        .as_ref()
+        .expect("kube-mem")
+        .set_realism(kube_mem::Realism::default());
     env.delete_pool_until_gone("lag", T).await;
     env.shutdown().await;
 }

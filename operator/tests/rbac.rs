@@ -23,6 +23,9 @@ const T: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubernetes_requests_of_the_operator() {
+    if hostnic_tests::scratch::skip_without_kube_mem("reads the API server's audit log") {
+        return;
+    }
     let env = Env::start(Setup::default()).await;
     for name in ["hostnic-system", "default"] {
         let mut ns = Namespace::default();
@@ -97,6 +100,8 @@ async fn kubernetes_requests_of_the_operator() {
 
     let used: BTreeSet<String> = env
         .kube
+        .as_ref()
+        .expect("kube-mem")
         .audit()
         .into_iter()
         .filter(|r| r.user == OP_USER && !r.resource.is_empty())

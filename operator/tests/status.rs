@@ -58,7 +58,7 @@ async fn started() -> (Env, tempfile::TempDir, Kubectl) {
     env.converged(POOL, &NODES, SIZE, T).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kubeconfig");
-    std::fs::write(&path, env.kube.kubeconfig_yaml()).expect("write kubeconfig");
+    std::fs::write(&path, env.kubeconfig()).expect("write kubeconfig");
     let kubectl = Kubectl::new(&path);
     (env, dir, kubectl)
 }

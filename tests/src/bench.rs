@@ -159,6 +159,9 @@ pub fn cni_latency(profile: Profile) -> Result<Value> {
 /// Proof that the API server's configured latency is in force: the median of a few writes
 /// (ConfigMap creates) and reads over plain HTTP, next to what the cluster was started with.
 fn api_round_trips(cluster: &Cluster) -> Result<Value> {
+    let api = cluster
+        .api_addr
+        .context("the API round trips are of kube-mem's configured latency")?;
     let path = "/api/v1/namespaces/default/configmaps";
     let mut writes = Vec::new();
     let mut reads = Vec::new();
@@ -166,10 +169,10 @@ fn api_round_trips(cluster: &Cluster) -> Result<Value> {
         let name = format!("bench-latency-probe-{i}");
         let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
         let t = Instant::now();
-        http::send_json(cluster.api_addr, "POST", path, &body)?;
+        http::send_json(api, "POST", path, &body)?;
         writes.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
-        http::get_json(cluster.api_addr, &format!("{path}/{name}"))?;
+        http::get_json(api, &format!("{path}/{name}"))?;
         reads.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let (write, watch) = cluster.config().api_latency_ms;

@@ -19,6 +19,7 @@ use crate::interrupt;
 use crate::kubectl::Kubectl;
 use crate::netns::TestNetns;
 use crate::process::{Proc, Spec};
+use crate::scratch::{self, Turn};
 use crate::sim::Sim;
 
 /// Access key the simulator accepts and the operator signs with (test-only credentials).
@@ -130,19 +131,21 @@ pub struct Cluster {
     pub dir: TempDir,
     /// kubectl against the API server.
     pub kubectl: Kubectl,
-    /// The in-memory API server.
-    pub api: Proc,
+    /// The in-memory API server, or None on the scratch cluster (`turn`).
+    pub api: Option<Proc>,
     /// The QingCloud simulator.
     pub sim: Sim,
     /// The operator.
     pub operator: Proc,
-    /// The API server's address (plain HTTP, no authentication).
-    pub api_addr: SocketAddr,
+    /// The in-memory API server's address (plain HTTP, no authentication).
+    pub api_addr: Option<SocketAddr>,
     /// The operator's probe and metrics address.
     pub metrics_addr: SocketAddr,
     /// The nodes.
     pub nodes: Vec<Node>,
     config: ClusterConfig,
+    /// This cluster's use of the scratch cluster named by `HOSTNIC_TEST_KUBECONFIG`.
+    turn: Option<Turn>,
 }
 
 impl Cluster {
@@ -163,26 +166,36 @@ impl Cluster {
         }
         let root = dir.path().to_owned();
 
-        progress("starting the in-memory Kubernetes API server (kube-mem)");
-        let kubeconfig = root.join("kubeconfig");
-        let api_addr = free_port()?;
-        let api = Proc::start(
-            Spec::new("kube-mem", bin("kube-mem"))
-                .arg("--listen")
-                .arg(api_addr.to_string())
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .arg("--write-latency-ms")
-                .arg(config.api_latency_ms.0.to_string())
-                .arg("--watch-delay-ms")
-                .arg(config.api_latency_ms.1.to_string()),
-            &root,
-        )?;
+        let (kubeconfig, api, api_addr, turn) = match scratch::kubeconfig() {
+            Some(path) => {
+                progress(&format!("using the scratch cluster of {}", scratch::VAR));
+                let turn = Turn::take_blocking(&path)?;
+                (path, None, None, Some(turn))
+            }
+            None => {
+                progress("starting the in-memory Kubernetes API server (kube-mem)");
+                let kubeconfig = root.join("kubeconfig");
+                let api_addr = free_port()?;
+                let api = Proc::start(
+                    Spec::new("kube-mem", bin("kube-mem"))
+                        .arg("--listen")
+                        .arg(api_addr.to_string())
+                        .arg("--kubeconfig")
+                        .arg(&kubeconfig)
+                        .arg("--write-latency-ms")
+                        .arg(config.api_latency_ms.0.to_string())
+                        .arg("--watch-delay-ms")
+                        .arg(config.api_latency_ms.1.to_string()),
+                    &root,
+                )?;
+                (kubeconfig, Some(api), Some(api_addr), None)
+            }
+        };
         let kubectl = Kubectl::new(&kubeconfig);
-        wait_for("kube-mem to answer", Duration::from_secs(30), || {
+        wait_for("the API server to answer", Duration::from_secs(30), || {
             Ok(kubeconfig.exists() && kubectl.run(&["get", "--raw", "/api"]).is_ok())
         })
-        .with_context(|| api.log_tail(20))?;
+        .with_context(|| api.as_ref().map(|a| a.log_tail(20)).unwrap_or_default())?;
         progress("applying the hostnic CRDs with kubectl");
         let mut apply = vec!["apply".to_owned()];
         for f in crd_files()? {
@@ -243,6 +256,7 @@ impl Cluster {
             metrics_addr,
             nodes,
             config,
+            turn,
         };
         if cluster.config.agents {
             for i in 0..cluster.nodes.len() {
@@ -430,8 +444,10 @@ impl Cluster {
     /// Tails of every component's log, for failure messages.
     pub fn logs(&self, lines: usize) -> String {
         let mut out = String::new();
-        let procs = [&self.api, self.sim.proc(), &self.operator]
-            .into_iter()
+        let procs = self
+            .api
+            .iter()
+            .chain([self.sim.proc(), &self.operator])
             .chain(self.nodes.iter().filter_map(|n| n.agent.as_ref()));
         for p in procs {
             let _ = writeln!(out, "----- {} ({})", p.name(), p.log_path().display());
@@ -453,7 +469,11 @@ impl Drop for Cluster {
         }
         self.operator.kill9();
         self.sim.stop();
-        self.api.kill9();
+        if let Some(api) = self.api.as_mut() {
+            api.kill9();
+        }
+        // The next turn resets the scratch cluster.
+        self.turn.take();
         for ns in self.nodes.iter().filter_map(|n| n.netns.as_ref()) {
             interrupt::remove_netns(ns.name());
         }
@@ -535,7 +555,10 @@ fn node_list(nodes: &[Node]) -> String {
             serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Node",
-                "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
+                "metadata": {"name": n.name, "labels": {
+                    "kubernetes.io/hostname": n.name,
+                    scratch::NODE_LABEL: "true",
+                }},
                 "spec": {"providerID": format!("qingcloud://{}", n.instance)},
             })
         })

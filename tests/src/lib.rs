@@ -20,5 +20,6 @@ pub mod privilege;
 pub mod process;
 pub mod proxy;
 pub mod scenario;
+pub mod scratch;
 pub mod sim;
 pub mod stand_in;

@@ -21,6 +21,7 @@ use hostnic_crds::{
 };
 use hostnic_tests::cni_runtime::CniRuntime;
 use hostnic_tests::netns::TestNetns;
+use hostnic_tests::scratch::{self, Turn};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -181,7 +182,9 @@ pub fn ip(net: u8, i: usize) -> String {
 /// kube-mem, a node netns and a temp dir for the agent's socket; NicPools and HostNics made as
 /// the operator would, in the vxnet `10.<net>.0.0/24` (each test binary its own).
 pub struct Lab {
-    pub server: kube_mem::KubeMemHandle,
+    /// The lab's own kube-mem, or None on the scratch cluster (`turn`).
+    pub server: Option<kube_mem::KubeMemHandle>,
+    turn: Option<Turn>,
     pub client: Client,
     pub node_name: String,
     pub node: TestNetns,
@@ -201,16 +204,27 @@ impl Lab {
                     .unwrap_or_else(|_| "hostnic_agent=debug,kube=warn".into()),
             )
             .try_init();
-        let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        let server = kube_mem::KubeMem::builder()
-            .with_crds_from_dir(crds)
-            .start()
-            .await
-            .unwrap();
-        let client = server.client().await.unwrap();
+        let (server, turn, client) = match scratch::kubeconfig() {
+            Some(path) => {
+                let turn = Turn::take(&path).await.expect("the scratch cluster");
+                let client = turn.client.clone();
+                (None, Some(turn), client)
+            }
+            None => {
+                let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
+                let server = kube_mem::KubeMem::builder()
+                    .with_crds_from_dir(crds)
+                    .start()
+                    .await
+                    .unwrap();
+                let client = server.client().await.unwrap();
+                (Some(server), None, client)
+            }
+        };
         let node = TestNetns::new("node");
         Self {
             server,
+            turn,
             client,
             node_name: node.name().to_owned(),
             node,
@@ -231,6 +245,31 @@ impl Lab {
 
     pub fn mac(&self, i: usize) -> String {
         mac(self.net, i)
+    }
+
+    /// The admin kubeconfig of the lab's API server.
+    pub fn kubeconfig_yaml(&self) -> String {
+        match (&self.server, &self.turn) {
+            (Some(server), _) => server.kubeconfig_yaml(),
+            (None, Some(turn)) => turn.kubeconfig_yaml.clone(),
+            (None, None) => unreachable!("a lab has an API server"),
+        }
+    }
+
+    /// The API server's address, for a proxy in front of it.
+    pub async fn api_addr(&self) -> std::net::SocketAddr {
+        match &self.server {
+            Some(server) => server.addr(),
+            None => scratch::server_addr(&self.kubeconfig_yaml())
+                .await
+                .expect("the scratch cluster's address"),
+        }
+    }
+
+    /// A client reaching the API server at `addr` (a proxy in front of it).
+    pub async fn client_via(&self, addr: std::net::SocketAddr) -> Client {
+        let kubeconfig = scratch::via(&self.kubeconfig_yaml(), addr).expect("kubeconfig");
+        scratch::client(kubeconfig).await.expect("client")
     }
 
     pub fn ip(&self, i: usize) -> String {

@@ -1,6 +1,8 @@
-//! Test environment: the in-memory API server, the QingCloud simulator (over real HTTP, through
-//! the real client), a stand-in agent that reports LinkReady once the simulator says a NIC is
-//! attached, and the operator as a task that can be stopped or killed and restarted.
+//! Test environment: the in-memory API server (or the scratch cluster named by
+//! `HOSTNIC_TEST_KUBECONFIG`, see `hostnic_tests::scratch`), the QingCloud simulator (over real
+//! HTTP, through the real client), a stand-in agent that reports LinkReady once the simulator
+//! says a NIC is attached, and the operator as a task that can be stopped or killed and
+//! restarted.
 
 #![allow(dead_code)]
 
@@ -23,6 +25,7 @@ use hostnic_operator::controller::Checkpoint;
 use hostnic_operator::controller::create_batch::BatchTag;
 use hostnic_operator::metrics::Metrics;
 use hostnic_operator::run::{LeaseConfig, Operator};
+use hostnic_tests::scratch::{self, Turn};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -127,7 +130,9 @@ pub fn fast_cloud_settings() -> qingcloud::ClientSettings {
 }
 
 pub struct Env {
-    pub kube: kube_mem::KubeMemHandle,
+    /// The test's own kube-mem, or None on the scratch cluster (`turn`).
+    pub kube: Option<kube_mem::KubeMemHandle>,
+    turn: Option<Turn>,
     pub client: kube::Client,
     pub op_client: kube::Client,
     pub sim: Arc<SimHandle>,
@@ -152,17 +157,29 @@ impl Env {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let operator = kube_mem::Identity::service_account("hostnic-system", "hostnic-operator")
-            .with_group(kube_mem::auth::MASTERS_GROUP);
-        let kube = kube_mem::KubeMem::builder()
-            .with_crds_from_dir(crds_dir())
-            .auth(kube_mem::Auth::new().token(OP_TOKEN, operator))
-            .tls(setup.kube_tls)
-            .start()
-            .await
-            .expect("start kube-mem");
-        let client = kube.client().await.expect("kube client");
-        let op_client = kube.client_for(OP_TOKEN).await.expect("operator client");
+        let (kube, turn, client, op_client) = match scratch::kubeconfig() {
+            Some(path) => {
+                let turn = Turn::take(&path).await.expect("the scratch cluster");
+                let client = turn.client.clone();
+                // The operator acts with the kubeconfig's identity there.
+                (None, Some(turn), client.clone(), client)
+            }
+            None => {
+                let operator =
+                    kube_mem::Identity::service_account("hostnic-system", "hostnic-operator")
+                        .with_group(kube_mem::auth::MASTERS_GROUP);
+                let kube = kube_mem::KubeMem::builder()
+                    .with_crds_from_dir(crds_dir())
+                    .auth(kube_mem::Auth::new().token(OP_TOKEN, operator))
+                    .tls(setup.kube_tls)
+                    .start()
+                    .await
+                    .expect("start kube-mem");
+                let client = kube.client().await.expect("kube client");
+                let op_client = kube.client_for(OP_TOKEN).await.expect("operator client");
+                (Some(kube), None, client, op_client)
+            }
+        };
         let mut b = Simulator::builder().job_latency(JobLatency {
             pending: Latency::FixedMs(setup.job_ms / 2),
             working: Latency::FixedMs(setup.job_ms - setup.job_ms / 2),
@@ -194,6 +211,7 @@ impl Env {
         let metrics = Arc::new(Metrics::new(&mut reg));
         Self {
             kube,
+            turn,
             client,
             op_client,
             sim,
@@ -228,14 +246,38 @@ impl Env {
         qingcloud::Client::new(cfg, settings, None).expect("qingcloud client")
     }
 
+    /// A kubeconfig with the test's (admin) identity.
+    pub fn kubeconfig(&self) -> String {
+        match (&self.kube, &self.turn) {
+            (Some(kube), _) => kube.kubeconfig_yaml(),
+            (None, Some(turn)) => turn.kubeconfig_yaml.clone(),
+            (None, None) => unreachable!("an Env has an API server"),
+        }
+    }
+
+    /// A kubeconfig with the operator's identity.
+    pub fn operator_kubeconfig(&self) -> String {
+        match (&self.kube, &self.turn) {
+            (Some(kube), _) => kube.kubeconfig_yaml_for(Some(OP_TOKEN)),
+            (None, Some(turn)) => turn.kubeconfig_yaml.clone(),
+            (None, None) => unreachable!("an Env has an API server"),
+        }
+    }
+
+    /// The API server's address, for a proxy in front of it.
+    pub async fn api_addr(&self) -> SocketAddr {
+        match &self.kube {
+            Some(kube) => kube.addr(),
+            None => scratch::server_addr(&self.kubeconfig())
+                .await
+                .expect("the scratch cluster's address"),
+        }
+    }
+
     /// The operator's Kubernetes client, with the operator's production client settings,
     /// connecting to `addr` (a proxy in front of the API server).
     pub async fn op_client_via(&self, addr: SocketAddr) -> kube::Client {
-        let yaml = self
-            .kube
-            .kubeconfig_yaml_for(Some(OP_TOKEN))
-            .replace(&self.kube.url(), &format!("http://{addr}"));
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
+        let kubeconfig = scratch::via(&self.operator_kubeconfig(), addr).expect("kubeconfig");
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .expect("kube config");
@@ -556,23 +598,42 @@ impl Env {
     }
 
     /// The operator's requests kube-mem audited that `wanted` picks, as permissions
-    /// ("verb group resource (scope)"), for asserting which calls a window made.
+    /// ("verb group resource (scope)"), for asserting which calls a window made. None on the
+    /// scratch cluster, which keeps no audit log for the tests.
     pub fn operator_requests(
         &self,
         wanted: impl Fn(&kube_mem::AuditRecord) -> bool,
-    ) -> Vec<String> {
-        self.kube
-            .audit()
-            .into_iter()
-            .filter(|r| r.user == OP_USER && wanted(r))
-            .map(|r| r.permission())
-            .collect()
+    ) -> Option<Vec<String>> {
+        let kube = self.kube.as_ref()?;
+        Some(
+            kube.audit()
+                .into_iter()
+                .filter(|r| r.user == OP_USER && wanted(r))
+                .map(|r| r.permission())
+                .collect(),
+        )
+    }
+
+    /// Starts a window for `operator_requests`.
+    pub fn clear_audit(&self) {
+        if let Some(kube) = &self.kube {
+            kube.clear_audit();
+        }
     }
 
     pub async fn shutdown(mut self) {
         self.stop_operator().await;
         self.agent.abort();
-        self.kube.shutdown().await;
+        match (&self.kube, &self.turn) {
+            (Some(kube), _) => kube.shutdown().await,
+            // Best effort: the next test's turn resets what is left.
+            (None, Some(turn)) => {
+                if let Err(e) = scratch::reset(&turn.client).await {
+                    eprintln!("the scratch cluster is left for the next reset: {e:#}");
+                }
+            }
+            (None, None) => {}
+        }
         let _ = self.agent.await;
         if let Ok(sim) = Arc::try_unwrap(self.sim) {
             sim.shutdown().await;
@@ -622,6 +683,7 @@ pub fn spec(vxnets: &[&str], size: u32) -> NicPoolSpec {
 pub async fn add_node(client: &kube::Client, name: &str) {
     let mut n = Node::default();
     n.metadata.name = Some(name.into());
+    n.metadata.labels = Some([(scratch::NODE_LABEL.to_owned(), "true".to_owned())].into());
     Api::<Node>::all(client.clone())
         .create(&PostParams::default(), &n)
         .await
