@@ -144,7 +144,16 @@ pub struct Env {
     /// Whether the fake agent reports links (false: it withholds them, as a slow agent).
     pub agent_reports: Arc<AtomicBool>,
     agent: JoinHandle<()>,
-    op: Option<(JoinHandle<()>, CancellationToken)>,
+    op: Option<RunningOperator>,
+}
+
+/// The operator a test started, on a runtime of its own: a kill ends every task it spawned,
+/// as kill -9 ends a process. An aborted task would leave its spawned calls, flights and
+/// timers running, and acting, after the "kill".
+struct RunningOperator {
+    runtime: tokio::runtime::Runtime,
+    handle: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 pub fn crds_dir() -> PathBuf {
@@ -309,25 +318,41 @@ impl Env {
 
     pub fn start_with(&mut self, checkpoint: Arc<Checkpoint>) {
         let stop = CancellationToken::new();
-        let op = self.operator(checkpoint, None, "test-operator");
+        let mut op = self.operator(checkpoint, None, "test-operator");
+        let kubeconfig = self.operator_kubeconfig();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("operator runtime");
         let s = stop.clone();
-        let handle = tokio::spawn(async move { op.run(s).await });
-        self.op = Some((handle, stop));
+        let handle = runtime.spawn(async move {
+            // A client of its own runtime: its connections end with the operator.
+            let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig");
+            op.client = scratch::client(kubeconfig).await.expect("operator client");
+            op.run(s).await
+        });
+        self.op = Some(RunningOperator {
+            runtime,
+            handle,
+            stop,
+        });
     }
 
-    /// Kills the operator task where it stands (a crash: no graceful shutdown).
+    /// Kills the operator where it stands, every task it spawned with it (a crash: no
+    /// graceful shutdown).
     pub async fn kill_operator(&mut self) {
-        if let Some((h, stop)) = self.op.take() {
-            h.abort();
-            let _ = h.await;
-            stop.cancel();
+        if let Some(op) = self.op.take() {
+            op.runtime.shutdown_background();
+            let _ = op.handle.await;
         }
     }
 
     pub async fn stop_operator(&mut self) {
-        if let Some((h, stop)) = self.op.take() {
-            stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+        if let Some(op) = self.op.take() {
+            op.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), op.handle).await;
+            op.runtime.shutdown_background();
         }
     }
 
