@@ -590,34 +590,14 @@ async fn pod_churn_is_not_nic_churn() {
     env.shutdown().await;
 }
 
-/// A Node as a kubelet keeps it: conditions with heartbeats, capacity, images.
+/// A Node's status as a kubelet keeps it (about 15 KB), at heartbeat `beat`: the heartbeat,
+/// the allocatable memory and the newest image change with it, nothing a pool uses.
 fn kubelet_status(beat: u32) -> serde_json::Value {
     let now = jiff::Timestamp::now().to_string();
-    let cond = |type_: &str, status: &str, reason: &str| {
-        serde_json::json!({
-            "type": type_, "status": status, "reason": reason,
-            "message": format!("kubelet reports {type_}={status}"),
-            "lastHeartbeatTime": now, "lastTransitionTime": "2026-01-01T00:00:00Z",
-        })
-    };
-    serde_json::json!({"status": {
-        "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID"),
-            cond("Ready", "True", "KubeletReady"),
-        ],
-        "capacity": {"cpu": "4", "memory": "8152336Ki", "pods": "110"},
-        "allocatable": {"cpu": "3800m", "memory": format!("{}Ki", 7_000_000 + beat), "pods": "110"},
-        "images": [{"names": [format!("registry.example/app:v{beat}")], "sizeBytes": 1_000_000 + beat}],
-        "nodeInfo": {
-            "machineID": "m", "systemUUID": "s", "bootID": "b", "kernelVersion": "6.1.0",
-            "osImage": "Debian GNU/Linux 12", "containerRuntimeVersion": "containerd://1.7",
-            "kubeletVersion": "v1.31.0", "kubeProxyVersion": "v1.31.0",
-            "operatingSystem": "linux", "architecture": "amd64",
-        },
-        "addresses": [{"type": "InternalIP", "address": "10.10.0.2"}],
-    }})
+    let mut s = hostnic_tests::kubelet_status::node_status("2026-01-01T00:00:00Z", &now);
+    s["status"]["allocatable"]["memory"] = format!("{}Ki", 7_000_000 + beat).into();
+    s["status"]["images"][0]["names"][1] = format!("registry.example/app:v{beat}").into();
+    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
