@@ -182,9 +182,11 @@ pub fn ip(net: u8, i: usize) -> String {
 /// kube-mem, a node netns and a temp dir for the agent's socket; NicPools and HostNics made as
 /// the operator would, in the vxnet `10.<net>.0.0/24` (each test binary its own).
 pub struct Lab {
-    /// The lab's own kube-mem, or None on the scratch cluster (`turn`).
+    /// The lab's own kube-mem, or None on the scratch cluster (`_turn`, held for the lab's life).
     pub server: Option<kube_mem::KubeMemHandle>,
-    turn: Option<Turn>,
+    _turn: Option<Turn>,
+    /// The admin kubeconfig of the lab's API server.
+    kubeconfig: String,
     pub client: Client,
     pub node_name: String,
     pub node: TestNetns,
@@ -204,11 +206,12 @@ impl Lab {
                     .unwrap_or_else(|_| "hostnic_agent=debug,kube=warn".into()),
             )
             .try_init();
-        let (server, turn, client) = match scratch::kubeconfig() {
+        let (server, turn, client, kubeconfig) = match scratch::kubeconfig() {
             Some(path) => {
                 let turn = Turn::take(&path).await.expect("the scratch cluster");
                 let client = turn.client.clone();
-                (None, Some(turn), client)
+                let yaml = turn.kubeconfig_yaml.clone();
+                (None, Some(turn), client, yaml)
             }
             None => {
                 let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
@@ -218,13 +221,15 @@ impl Lab {
                     .await
                     .unwrap();
                 let client = server.client().await.unwrap();
-                (Some(server), None, client)
+                let yaml = server.kubeconfig_yaml();
+                (Some(server), None, client, yaml)
             }
         };
         let node = TestNetns::new("node");
         Self {
             server,
-            turn,
+            _turn: turn,
+            kubeconfig,
             client,
             node_name: node.name().to_owned(),
             node,
@@ -249,11 +254,7 @@ impl Lab {
 
     /// The admin kubeconfig of the lab's API server.
     pub fn kubeconfig_yaml(&self) -> String {
-        match (&self.server, &self.turn) {
-            (Some(server), _) => server.kubeconfig_yaml(),
-            (None, Some(turn)) => turn.kubeconfig_yaml.clone(),
-            (None, None) => unreachable!("a lab has an API server"),
-        }
+        self.kubeconfig.clone()
     }
 
     /// The API server's address, for a proxy in front of it.

@@ -133,6 +133,9 @@ pub struct Env {
     /// The test's own kube-mem, or None on the scratch cluster (`turn`).
     pub kube: Option<kube_mem::KubeMemHandle>,
     turn: Option<Turn>,
+    /// Kubeconfigs of the test's (admin) and the operator's identity.
+    kubeconfig: String,
+    operator_kubeconfig: String,
     pub client: kube::Client,
     pub op_client: kube::Client,
     pub sim: Arc<SimHandle>,
@@ -166,29 +169,35 @@ impl Env {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let (kube, turn, client, op_client) = match scratch::kubeconfig() {
-            Some(path) => {
-                let turn = Turn::take(&path).await.expect("the scratch cluster");
-                let client = turn.client.clone();
-                // The operator acts with the kubeconfig's identity there.
-                (None, Some(turn), client.clone(), client)
-            }
-            None => {
-                let operator =
-                    kube_mem::Identity::service_account("hostnic-system", "hostnic-operator")
-                        .with_group(kube_mem::auth::MASTERS_GROUP);
-                let kube = kube_mem::KubeMem::builder()
-                    .with_crds_from_dir(crds_dir())
-                    .auth(kube_mem::Auth::new().token(OP_TOKEN, operator))
-                    .tls(setup.kube_tls)
-                    .start()
-                    .await
-                    .expect("start kube-mem");
-                let client = kube.client().await.expect("kube client");
-                let op_client = kube.client_for(OP_TOKEN).await.expect("operator client");
-                (Some(kube), None, client, op_client)
-            }
-        };
+        let (kube, turn, client, op_client, kubeconfig, operator_kubeconfig) =
+            match scratch::kubeconfig() {
+                Some(path) => {
+                    let turn = Turn::take(&path).await.expect("the scratch cluster");
+                    let client = turn.client.clone();
+                    let yaml = turn.kubeconfig_yaml.clone();
+                    // The operator acts with the kubeconfig's identity there.
+                    (None, Some(turn), client.clone(), client, yaml.clone(), yaml)
+                }
+                None => {
+                    let operator =
+                        kube_mem::Identity::service_account("hostnic-system", "hostnic-operator")
+                            .with_group(kube_mem::auth::MASTERS_GROUP);
+                    let kube = kube_mem::KubeMem::builder()
+                        .with_crds_from_dir(crds_dir())
+                        .auth(kube_mem::Auth::new().token(OP_TOKEN, operator))
+                        .tls(setup.kube_tls)
+                        .start()
+                        .await
+                        .expect("start kube-mem");
+                    let client = kube.client().await.expect("kube client");
+                    let op_client = kube.client_for(OP_TOKEN).await.expect("operator client");
+                    let (admin, operator) = (
+                        kube.kubeconfig_yaml(),
+                        kube.kubeconfig_yaml_for(Some(OP_TOKEN)),
+                    );
+                    (Some(kube), None, client, op_client, admin, operator)
+                }
+            };
         let mut b = Simulator::builder().job_latency(JobLatency {
             pending: Latency::FixedMs(setup.job_ms / 2),
             working: Latency::FixedMs(setup.job_ms - setup.job_ms / 2),
@@ -221,6 +230,8 @@ impl Env {
         Self {
             kube,
             turn,
+            kubeconfig,
+            operator_kubeconfig,
             client,
             op_client,
             sim,
@@ -257,20 +268,12 @@ impl Env {
 
     /// A kubeconfig with the test's (admin) identity.
     pub fn kubeconfig(&self) -> String {
-        match (&self.kube, &self.turn) {
-            (Some(kube), _) => kube.kubeconfig_yaml(),
-            (None, Some(turn)) => turn.kubeconfig_yaml.clone(),
-            (None, None) => unreachable!("an Env has an API server"),
-        }
+        self.kubeconfig.clone()
     }
 
     /// A kubeconfig with the operator's identity.
     pub fn operator_kubeconfig(&self) -> String {
-        match (&self.kube, &self.turn) {
-            (Some(kube), _) => kube.kubeconfig_yaml_for(Some(OP_TOKEN)),
-            (None, Some(turn)) => turn.kubeconfig_yaml.clone(),
-            (None, None) => unreachable!("an Env has an API server"),
-        }
+        self.operator_kubeconfig.clone()
     }
 
     /// The API server's address, for a proxy in front of it.
