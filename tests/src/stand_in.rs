@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
+use kube::config::Kubeconfig;
 
 /// What the stand-in's task sees: whether to stop, and where to count its deeds.
 #[derive(Clone, Debug, Default)]
@@ -49,11 +49,7 @@ impl StandIn {
             .enable_all()
             .build()
             .context("tokio runtime")?;
-        let client = runtime.block_on(async {
-            let config =
-                Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-            Client::try_from(config).context("kube client")
-        })?;
+        let client = runtime.block_on(crate::scratch::client(kubeconfig))?;
         let control = Control::default();
         let c = control.clone();
         let thread = std::thread::spawn(move || runtime.block_on(task(client, c)));

@@ -62,7 +62,6 @@ fn raised(priority: Priority, levels: u64) -> Priority {
 /// A queued request for a token.
 #[derive(Debug)]
 struct Waiter<T> {
-    priority: Priority,
     since: Instant,
     item: T,
 }
@@ -73,11 +72,6 @@ impl<T> Waiter<T> {
         let waited = now.saturating_duration_since(self.since).as_secs_f64();
         // Truncation wanted: only whole steps raise the priority.
         (waited / AGING_STEP.as_secs_f64()) as u64
-    }
-
-    /// The priority it is served at by `now`: its own, raised by the steps it waited.
-    fn effective(&self, now: Instant) -> Priority {
-        raised(self.priority, self.steps(now))
     }
 }
 
@@ -91,13 +85,16 @@ pub(crate) struct Scheduler<T> {
     reserve: f64,
     tokens: f64,
     last: Instant,
-    /// By arrival.
-    waiters: BTreeMap<u64, Waiter<T>>,
+    /// By own priority, then arrival: within a priority the oldest has aged the most, so the
+    /// next to serve is always one of the three heads.
+    waiters: BTreeMap<Ticket, Waiter<T>>,
     next_seq: u64,
 }
 
-/// Identifies a queued waiter, to cancel it.
-pub(crate) type Ticket = u64;
+/// Identifies a queued waiter, to cancel it: its own priority and its arrival.
+pub(crate) type Ticket = (Priority, u64);
+
+const PRIORITIES: [Priority; 3] = [Priority::Urgent, Priority::Refill, Priority::Background];
 
 impl<T> Scheduler<T> {
     /// A full bucket. `qps` must be positive and finite, `burst` at least 1.
@@ -123,16 +120,9 @@ impl<T> Scheduler<T> {
 
     /// Queues a waiter.
     pub(crate) fn enqueue(&mut self, priority: Priority, item: T, now: Instant) -> Ticket {
-        let ticket = self.next_seq;
+        let ticket = (priority, self.next_seq);
         self.next_seq += 1;
-        self.waiters.insert(
-            ticket,
-            Waiter {
-                priority,
-                since: now,
-                item,
-            },
-        );
+        self.waiters.insert(ticket, Waiter { since: now, item });
         ticket
     }
 
@@ -141,16 +131,23 @@ impl<T> Scheduler<T> {
         self.waiters.remove(&ticket).is_some()
     }
 
+    /// The oldest waiter of each own priority, with the priority it is served at by `now`
+    /// (its own, raised by the steps it waited).
+    fn heads(&self, now: Instant) -> impl Iterator<Item = (Ticket, &Waiter<T>, Priority)> {
+        PRIORITIES.into_iter().filter_map(move |p| {
+            let (ticket, w) = self.waiters.range((p, 0)..=(p, u64::MAX)).next()?;
+            Some((*ticket, w, raised(p, w.steps(now))))
+        })
+    }
+
     /// The waiter to serve next at `now`: the highest effective priority, the oldest of those.
     fn first(&self, now: Instant) -> Option<(Ticket, Priority)> {
-        let mut best: Option<(Ticket, Priority)> = None;
-        for (ticket, w) in &self.waiters {
-            let p = w.effective(now);
-            if best.is_none_or(|(_, b)| p > b) {
-                best = Some((*ticket, p));
-            }
-        }
-        best
+        self.heads(now)
+            .map(|(ticket, _, p)| (ticket, p))
+            .reduce(|best, next| {
+                let better = next.1 > best.1 || (next.1 == best.1 && next.0.1 < best.0.1);
+                if better { next } else { best }
+            })
     }
 
     /// Gives one token each to as many waiters as possible, highest effective priority first.
@@ -190,11 +187,11 @@ impl<T> Scheduler<T> {
         let (_, priority) = self.first(now)?;
         let missing = (needed(priority, self.reserve) - self.tokens).max(0.0);
         let tokens_in = Duration::from_secs_f64(missing / self.rate);
+        // Only a head's aging can change who is first: the others are younger than theirs.
         let next_aging = self
-            .waiters
-            .values()
-            .filter(|w| w.effective(now) < Priority::Urgent)
-            .map(|w| {
+            .heads(now)
+            .filter(|(_, _, p)| *p < Priority::Urgent)
+            .map(|(_, w, _)| {
                 let step = w.steps(now).saturating_add(1);
                 let at =
                     w.since + AGING_STEP.saturating_mul(u32::try_from(step).unwrap_or(u32::MAX));

@@ -331,8 +331,9 @@ impl Env {
         let s = stop.clone();
         let handle = runtime.spawn(async move {
             // A client of its own runtime: its connections end with the operator.
-            let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig");
-            op.client = scratch::client(kubeconfig).await.expect("operator client");
+            op.client = kube_mem::client_from_yaml(&kubeconfig)
+                .await
+                .expect("operator client");
             op.run(s).await
         });
         self.op = Some(RunningOperator {
