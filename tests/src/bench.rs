@@ -34,6 +34,9 @@ pub struct Profile {
     pub churn_nodes: usize,
     /// Pod restarts of (f), spread evenly over its nodes.
     pub churn_restarts: usize,
+    /// How often each node restarts its pod in (f)'s paced run. A pool of 3 absorbs restarts
+    /// every default quarantine / 3 = 40 s without a new NIC; a minute leaves a margin.
+    pub churn_interval: Duration,
 }
 
 impl Profile {
@@ -46,6 +49,7 @@ impl Profile {
         idle: Duration::from_secs(120),
         churn_nodes: 4,
         churn_restarts: 20,
+        churn_interval: Duration::from_secs(60),
     };
     /// What the README's figures come from.
     pub const FULL: Self = Self {
@@ -56,6 +60,7 @@ impl Profile {
         idle: Duration::from_secs(600),
         churn_nodes: 10,
         churn_restarts: 100,
+        churn_interval: Duration::from_secs(60),
     };
 }
 
@@ -651,10 +656,16 @@ pub fn idle(profile: Profile) -> Result<Value> {
 
 /// (f) Pod churn: `churn_restarts` pod restarts (DEL of the old sandbox, ADD of the new one)
 /// spread over `churn_nodes` nodes with real agents, a pool of 3 with the default quarantine
-/// and the operator at its production intervals: the cloud calls from the first restart until
-/// the pools are quiet again (no NIC in quarantine or on its way). NICs beyond the pools then
-/// are reported: the production shrink delay (minutes) deletes them later, at a cost not
-/// counted here.
+/// and the operator at its production intervals, twice on one cluster:
+/// - paced: each node restarts its pod every `churn_interval` (the nodes' turns staggered
+///   over it), slower than a pool of 3 turns over in one quarantine, so the quarantine's NICs
+///   come back before they are needed and no pod's NIC has to be replaced;
+/// - burst: each node's restarts back to back, faster than the quarantine, so the pools must
+///   grow, against the floor that growth needs.
+///
+/// Each counts the cloud calls from its first restart until the pools are quiet again (no NIC
+/// in quarantine or on its way) and reports the NICs beyond the pools then: the production
+/// shrink delay (minutes) deletes them later, at a cost not counted here.
 pub fn churn(profile: Profile) -> Result<Value> {
     let nodes = profile.churn_nodes;
     let size = 3usize;
@@ -681,59 +692,21 @@ pub fn churn(profile: Profile) -> Result<Value> {
         running.push(pods.add(node, &format!("churn-{node}-0"))?);
     }
     cluster.wait_converged("churn", size, Duration::from_secs(300))?;
-    let before = cluster.sim.calls()?;
-    let total_before = cluster.sim.total_calls()?;
     let per_node = profile.churn_restarts.div_ceil(nodes);
-    let t = Instant::now();
-    let restarted: Vec<Result<(Pod, f64)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = running
-            .into_iter()
-            .map(|mut pod| {
-                let pods = &pods;
-                scope.spawn(move || {
-                    let mut longest = 0.0f64;
-                    for i in 1..=per_node {
-                        pods.del(&pod)?;
-                        let node = pod.node;
-                        drop(pod);
-                        // A pod whose ADD finds no NIC is retried, as kubelet retries it.
-                        let t = Instant::now();
-                        pod = pods.add_retrying(
-                            node,
-                            &format!("churn-{node}-{i}"),
-                            Duration::from_secs(600),
-                        )?;
-                        longest = longest.max(t.elapsed().as_secs_f64());
-                    }
-                    Ok((pod, longest))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("restart thread panicked")))
-            })
-            .collect()
-    });
-    let restarts_s = t.elapsed();
-    let (running, waits): (Vec<Pod>, Vec<f64>) = restarted
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .unzip();
-    wait_for("the pools to be quiet", Duration::from_secs(900), || {
-        Ok(cluster
-            .hostnics()?
-            .iter()
-            .all(|n| matches!(phase(n), "Available" | "Bound")))
-    })
-    .with_context(|| cluster.logs(20))?;
-    let quiet_s = t.elapsed();
-    let calls = cluster.sim.total_calls()? - total_before;
-    let by_action = diff(&cluster.sim.calls()?, &before);
-    let surplus = cluster.hostnics()?.len().saturating_sub(nodes * (size + 1));
+    let churn = Churn {
+        cluster: &cluster,
+        pods: &pods,
+        per_node,
+        size,
+    };
+    let interval = profile.churn_interval;
+    let (running, paced) = churn.run(running, "paced", Some(interval))?;
+    let (running, mut burst) = churn.run(running, "burst", None)?;
+    // Each node needs a new NIC for every restart its warm NICs cannot serve, attached in
+    // AttachNics of at most 5 and created in CreateNics of at most 252 (issue 13's floor).
+    let new_per_node = per_node.saturating_sub(size);
+    let floor = nodes * new_per_node.div_ceil(5) + (nodes * new_per_node).div_ceil(252);
+    burst["floor_calls"] = json!(floor);
     for pod in &running {
         pods.del(pod)?;
     }
@@ -743,13 +716,109 @@ pub fn churn(profile: Profile) -> Result<Value> {
         "nodes": nodes,
         "restarts": per_node * nodes,
         "default_quarantine_s": quarantine,
-        "restarts_done_s": round2(restarts_s.as_secs_f64()),
-        // How long the slowest new pod waited for a NIC (retrying ADD as kubelet would).
-        "longest_pod_start_s": round2(waits.iter().copied().fold(0.0, f64::max)),
-        "pools_quiet_s": round2(quiet_s.as_secs_f64()),
+        "paced_interval_s": interval.as_secs(),
         // Issue 13's target: at most 10.
-        "calls": calls,
-        "calls_by_action": by_action,
-        "nics_beyond_pools_left_for_shrink": surplus,
+        "calls": paced["calls"].clone(),
+        "paced": paced,
+        "burst": burst,
     }))
+}
+
+/// One run of (f)'s restarts on its cluster.
+struct Churn<'a> {
+    cluster: &'a Cluster,
+    pods: &'a Pods,
+    per_node: usize,
+    size: usize,
+}
+
+impl Churn<'_> {
+    /// Restarts each of `running` (one pod per node) `per_node` times, every `interval` or
+    /// back to back, and waits for the pools to be quiet: the new pods and the run's figures.
+    fn run(
+        &self,
+        running: Vec<Pod>,
+        label: &str,
+        interval: Option<Duration>,
+    ) -> Result<(Vec<Pod>, Value)> {
+        let Self {
+            cluster,
+            pods,
+            per_node,
+            ..
+        } = *self;
+        let nodes = running.len();
+        let before = cluster.sim.calls()?;
+        let total_before = cluster.sim.total_calls()?;
+        let t = Instant::now();
+        let restarted: Vec<Result<(Pod, f64)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = running
+                .into_iter()
+                .enumerate()
+                .map(|(turn, mut pod)| {
+                    scope.spawn(move || {
+                        let mut longest = 0.0f64;
+                        for i in 1..=per_node {
+                            if let Some(every) = interval {
+                                // Node `turn` restarts at its share of each interval.
+                                let at = every * (i as u32 - 1)
+                                    + every.mul_f64(turn as f64 / nodes as f64);
+                                std::thread::sleep(at.saturating_sub(t.elapsed()));
+                            }
+                            pods.del(&pod)?;
+                            let node = pod.node;
+                            drop(pod);
+                            // A pod whose ADD finds no NIC is retried, as kubelet retries it.
+                            let started = Instant::now();
+                            pod = pods.add_retrying(
+                                node,
+                                &format!("churn-{node}-{label}-{i}"),
+                                Duration::from_secs(600),
+                            )?;
+                            longest = longest.max(started.elapsed().as_secs_f64());
+                        }
+                        Ok((pod, longest))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("restart thread panicked")))
+                })
+                .collect()
+        });
+        let restarts_s = t.elapsed();
+        let (running, waits): (Vec<Pod>, Vec<f64>) = restarted
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        wait_for("the pools to be quiet", Duration::from_secs(900), || {
+            Ok(cluster
+                .hostnics()?
+                .iter()
+                .all(|n| matches!(phase(n), "Available" | "Bound")))
+        })
+        .with_context(|| cluster.logs(20))?;
+        let quiet_s = t.elapsed();
+        let calls = cluster.sim.total_calls()? - total_before;
+        let surplus = cluster
+            .hostnics()?
+            .len()
+            .saturating_sub(nodes * (self.size + 1));
+        Ok((
+            running,
+            json!({
+                "restarts_done_s": round2(restarts_s.as_secs_f64()),
+                // How long the slowest new pod waited for a NIC (retrying ADD as kubelet would).
+                "longest_pod_start_s": round2(waits.iter().copied().fold(0.0, f64::max)),
+                "pools_quiet_s": round2(quiet_s.as_secs_f64()),
+                "calls": calls,
+                "calls_by_action": diff(&cluster.sim.calls()?, &before),
+                "nics_beyond_pools_left_for_shrink": surplus,
+            }),
+        ))
+    }
 }
