@@ -12,7 +12,7 @@ use kube::Api;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -216,7 +216,15 @@ impl Operator {
         .default_backoff()
         .reflect(pool_writer)
         .inspect_ok(move |e| board.on_pool(e))
-        .applied_objects();
+        .applied_objects()
+        // A pool's own reconcile acts on its spec and deletion (generation) and the finalizer
+        // it adds (which kube's finalizer helper awaits as a change), never on its status.
+        // The status writer publishes counts after every claim; each write woke the pool and
+        // restarted the debounce below, so every refill started a status round trip late.
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            PredicateConfig::default(),
+        );
         let pool_ctrl = Controller::for_stream(pool_events, pool_store.clone())
             .with_config(cfg.debounce(Duration::from_millis(200)));
         let pool_ctrl = pool_ctrl

@@ -657,6 +657,63 @@ async fn node_heartbeats_cause_no_cloud_calls() {
     env.shutdown().await;
 }
 
+/// The pool's own status writes do not wake its reconcile. The status writer publishes the
+/// counts a fraction of a second after every claim; each write woke the pool, whose debounce
+/// then started again, so every refill began a status round trip late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_writes_do_not_wake_the_pool() {
+    let mut settings = test_settings();
+    // No periodic passes during the observation.
+    settings.gc_interval = Duration::from_secs(3600);
+    settings.resync = Duration::from_secs(3600);
+    let mut env = Env::start(Setup {
+        settings,
+        ..Default::default()
+    })
+    .await;
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 2)).await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    let labels = hostnic_operator::metrics::ControllerLabels {
+        controller: hostnic_operator::controller::nicpool::NAME,
+    };
+    let reconciles = || env.metrics.reconciles.get_or_create(&labels).get();
+    // Quiet: no pool pass for a second (well over the pool's 200 ms debounce).
+    let mut seen = reconciles();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = reconciles();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    // A status-only change, as the status writer makes (it then writes the true counts back).
+    let stale = serde_json::json!({"status": {"available": 0, "bound": 7}});
+    env.pools()
+        .patch_status(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&stale),
+        )
+        .await
+        .expect("status");
+    eventually("the status writer's counts back", T, || async {
+        env.pool("web")
+            .await
+            .and_then(|p| p.status)
+            .is_some_and(|s| s.available == 2 && s.bound == 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(reconciles(), seen, "status writes woke the pool");
+    // Its spec still does.
+    env.patch_pool("web", serde_json::json!({"size": 3})).await;
+    env.converged("web", &["i-node0001"], 3, T).await;
+    assert!(reconciles() > seen);
+    env.shutdown().await;
+}
+
 /// Node and pool names of any legal length: a Node named like a long cloud hostname (240
 /// bytes) and a NicPool named with 205 bytes still give valid labels (shortened with a hash)
 /// and HostNic names (the random suffix kept), the pool fills, and deleting it finds its
