@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod cache;
+pub mod coalesce;
 pub mod create_batch;
 pub mod handoff;
 pub mod hostnic;
@@ -602,13 +603,62 @@ mod priority_tests {
 
 /// Waits for a reflector's first listing: a pass reading an empty store at start would create
 /// every node's pool again.
+///
+/// kube-runtime's `Store::wait_until_ready` keeps one waker for all its waiters (a futures
+/// oneshot under a mutex): of the tasks waiting at once (the status writer, a pass started
+/// before the listing ended, GC), only the last to poll is woken and the others wait for ever.
+/// So the wait is polled again every [`READY_POLL`].
 pub(crate) async fn wait_synced<K>(store: &Store<K>) -> Result<()>
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    store
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::Waiting("the reflector stopped before its first listing"))
+    loop {
+        match tokio::time::timeout(READY_POLL, store.wait_until_ready()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => {
+                return Err(Error::Waiting(
+                    "the reflector stopped before its first listing",
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// How often [`wait_synced`] looks again: a lost wake-up costs at most this.
+const READY_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+#[cfg(test)]
+mod synced_tests {
+    use std::time::Duration;
+
+    use hostnic_crds::HostNic;
+    use kube::runtime::{reflector, watcher};
+
+    use super::wait_synced;
+
+    /// Two tasks wait for one store's first listing: both go on once it ends. With kube's
+    /// `wait_until_ready` alone, the first waiter's wake-up was lost and it waited for ever
+    /// (seen as a pool pass stuck at an operator's start, its pool never reconciled again).
+    #[tokio::test]
+    async fn every_waiter_sees_the_store_synced() {
+        let (store, mut writer) = reflector::store::<HostNic>();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { wait_synced(&store).await })
+            })
+            .collect();
+        // Both are waiting.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for (i, w) in waiters.into_iter().enumerate() {
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .unwrap_or_else(|_| panic!("waiter {i} was never woken"))
+                .expect("join")
+                .expect("synced");
+        }
+    }
 }

@@ -128,9 +128,9 @@ pub struct Stores {
 pub async fn run(ctx: std::sync::Arc<Context>, stores: Stores) {
     // Counts from a store that has not listed yet would be zeros: publish none before.
     let ready = futures::future::join3(
-        stores.pools.wait_until_ready(),
-        stores.nodes.wait_until_ready(),
-        stores.hostnics.wait_until_ready(),
+        super::wait_synced(&stores.pools),
+        super::wait_synced(&stores.nodes),
+        super::wait_synced(&stores.hostnics),
     )
     .await;
     if !matches!(ready, (Ok(()), Ok(()), Ok(()))) {

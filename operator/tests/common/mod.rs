@@ -140,6 +140,8 @@ pub struct Env {
     pub op_client: kube::Client,
     pub sim: Arc<SimHandle>,
     pub qc: qingcloud::Client,
+    /// What each operator start builds its own client from, as a process does.
+    qc_config: qingcloud::CloudConfig,
     pub setup_settings: Settings,
     pub batch: BatchConfig,
     pub metrics: Arc<Metrics>,
@@ -214,8 +216,8 @@ impl Env {
         let sim = Arc::new(b.start().await.expect("start simulator"));
         let cfg = qingcloud::CloudConfig::from_yaml(&sim.config_yaml(), "sim.yaml".as_ref())
             .expect("sim config");
-        let qc =
-            qingcloud::Client::new(cfg, fast_cloud_settings(), None).expect("qingcloud client");
+        let qc = qingcloud::Client::new(cfg.clone(), fast_cloud_settings(), None)
+            .expect("qingcloud client");
         for (id, _) in &setup.nodes {
             add_node(&client, id).await;
         }
@@ -236,6 +238,7 @@ impl Env {
             op_client,
             sim,
             qc,
+            qc_config: cfg,
             setup_settings: setup.settings,
             batch: setup.batch,
             metrics,
@@ -246,8 +249,12 @@ impl Env {
         }
     }
 
+    /// A cloud client of its own (its own connections, rate budget and request state): an
+    /// operator killed with its runtime leaves nothing behind that the next one would share.
     pub fn cloud(&self) -> Arc<dyn CloudApi> {
-        Arc::new(QingCloud::new(self.qc.clone()))
+        let qc = qingcloud::Client::new(self.qc_config.clone(), fast_cloud_settings(), None)
+            .expect("qingcloud client");
+        Arc::new(QingCloud::new(qc))
     }
 
     /// A client of the simulator that connects to `addr` (a proxy in front of it).
