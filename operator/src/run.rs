@@ -21,6 +21,7 @@ use crate::cloud::CloudApi;
 use crate::cloud::batch::BatchConfig;
 use crate::cloud::gate::Gate;
 use crate::cloud::metered::Metered;
+use crate::controller::coalesce::{Window, coalesce};
 use crate::controller::triggers::NodeFilter;
 use crate::controller::{Checkpoint, Context, handoff, hostnic, nicpool, status};
 use crate::gc::Collector;
@@ -82,6 +83,21 @@ impl std::fmt::Debug for Operator {
             .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
+}
+
+/// How a pool's triggers are gathered: a burst of claims on a node (their HostNic writes land
+/// tens of milliseconds apart) becomes one pass that refills them in one AttachNics round, and
+/// changes that never pause (pods starting all over a busy cluster) still let it pass every
+/// second.
+const POOL_TRIGGERS: Window = Window {
+    quiet: Duration::from_millis(200),
+    max: Duration::from_secs(1),
+};
+
+/// A watch item, or none with its error logged (the watcher retries on its own backoff).
+fn logged<K>(item: Result<K, watcher::Error>, kind: &str) -> Option<K> {
+    item.inspect_err(|error| tracing::debug!(%error, kind, "pool triggers: watch"))
+        .ok()
 }
 
 /// The Node events that wake the pools: only changes to what a pool uses (see
@@ -220,26 +236,37 @@ impl Operator {
         // A pool's own reconcile acts on its spec and deletion (generation) and the finalizer
         // it adds (which kube's finalizer helper awaits as a change), never on its status.
         // The status writer publishes counts after every claim; each write woke the pool and
-        // restarted the debounce below, so every refill started a status round trip late.
+        // restarted the pool's debounce, so every refill started a status round trip late.
         .predicate_filter(
             predicates::generation.combine(predicates::finalizers),
             PredicateConfig::default(),
         );
-        let pool_ctrl = Controller::for_stream(pool_events, pool_store.clone())
-            .with_config(cfg.debounce(Duration::from_millis(200)));
-        let pool_ctrl = pool_ctrl
-            .watches(hostnics, watcher::Config::default(), |h: HostNic| {
-                Some(ObjectRef::<NicPool>::new(&h.spec.pool))
-            })
-            // Only Node changes a pool uses (labels, schedulability, readiness, instance id,
-            // deletion) wake the pools; kubelet heartbeats do not.
-            .watches_stream(node_triggers(&self.client, &ctx, node_writer), move |_| {
-                pool_store
+        // Every change of a HostNic wakes its pool, and Node changes a pool uses (labels,
+        // schedulability, readiness, instance id, deletion) wake every pool; kubelet
+        // heartbeats do not. They are gathered per pool (see `POOL_TRIGGERS`).
+        let nic_triggers = watcher(hostnics, watcher::Config::default())
+            .default_backoff()
+            .touched_objects()
+            .filter_map(|h| std::future::ready(logged(h, "HostNic")))
+            .map(|h| vec![ObjectRef::<NicPool>::new(&h.spec.pool)]);
+        let pools = pool_store.clone();
+        let node_pool_triggers = node_triggers(&self.client, &ctx, node_writer)
+            .filter_map(|n| std::future::ready(logged(n, "Node")))
+            .map(move |_| {
+                pools
                     .state()
                     .iter()
                     .map(|p| ObjectRef::from_obj(p.as_ref()))
                     .collect::<Vec<_>>()
             });
+        let triggers = coalesce(
+            futures::stream::select(nic_triggers, node_pool_triggers)
+                .flat_map(futures::stream::iter),
+            POOL_TRIGGERS,
+        );
+        let pool_ctrl = Controller::for_stream(pool_events, pool_store.clone())
+            .with_config(cfg)
+            .reconcile_on(triggers);
         let hn = hn_ctrl
             .run(hostnic::reconcile, hostnic::error_policy, ctx.clone())
             .for_each(|r| async move {

@@ -178,8 +178,14 @@ async fn resize_through(env: &Env, what: &str, faults: Vec<Fault>, from: u32, to
     env.patch_pool("web", serde_json::json!({ "size": to }))
         .await;
     env.converged("web", &["i-node0001"], to, T).await;
-    let left = env.sim.faults();
-    assert!(left.is_empty(), "{what}: faults never fired: {left:?}");
+    // A resize may converge before a fault's call comes: DescribeNics, for one, is GC's
+    // listing (every 500 ms here), not a step of a resize. Every fault fires, and the pool
+    // stays converged through it.
+    eventually(&format!("{what}: every fault fired"), T, || async {
+        env.sim.faults().is_empty()
+    })
+    .await;
+    env.converged("web", &["i-node0001"], to, T).await;
 }
 
 /// A pool of `size` over a cloud that shows a new NIC to DescribeNics only 3 s after its

@@ -714,6 +714,67 @@ async fn status_writes_do_not_wake_the_pool() {
     env.shutdown().await;
 }
 
+/// A pool refills while its HostNics keep changing. Every change of one wakes the pool, and
+/// kube-runtime's debounce restarts on each: in a busy cluster (pods starting somewhere every
+/// fraction of a second) a pool's refills waited for a lull that need not come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_refills_while_its_hostnics_keep_changing() {
+    let mut settings = test_settings();
+    // No periodic pass to rescue a starved pool.
+    settings.gc_interval = Duration::from_secs(3600);
+    settings.resync = Duration::from_secs(3600);
+    let mut env = Env::start(Setup {
+        settings,
+        ..Default::default()
+    })
+    .await;
+    env.start_operator();
+    env.create_pool("web", spec(&[VX_A], 2)).await;
+    env.converged("web", &["i-node0001"], 2, T).await;
+    let mut names: Vec<String> = env
+        .all_hostnics()
+        .await
+        .iter()
+        .map(kube::ResourceExt::name_any)
+        .collect();
+    names.sort();
+    let (busy, claimed) = (names[0].clone(), names[1].clone());
+    // One HostNic changes every 50 ms, as a busy cluster's HostNics do (claims, releases,
+    // link reports), for as long as the test runs.
+    let api = env.hostnics();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let note =
+                    serde_json::json!({"metadata": {"annotations": {"test/churn": i.to_string()}}});
+                api.patch(
+                    &busy,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&note),
+                )
+                .await
+                .expect("churn");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    env.bind(&claimed).await;
+    eventually("the pool refilled under churn", T, || async {
+        env.count("web", "i-node0001", HostNicPhase::Available)
+            .await
+            == 2
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.await.expect("churn task");
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
 /// Node and pool names of any legal length: a Node named like a long cloud hostname (240
 /// bytes) and a NicPool named with 205 bytes still give valid labels (shortened with a hash)
 /// and HostNic names (the random suffix kept), the pool fills, and deleting it finds its
