@@ -657,13 +657,10 @@ async fn node_heartbeats_cause_no_cloud_calls() {
     env.shutdown().await;
 }
 
-/// The pool's own status writes do not wake its reconcile. The status writer publishes the
-/// counts a fraction of a second after every claim; each write woke the pool, whose debounce
-/// then started again, so every refill began a status round trip late.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn status_writes_do_not_wake_the_pool() {
+/// An operator with no periodic pass (GC, resyncs), and pool "web" of 2 converged on
+/// i-node0001: a pass after this was woken by a trigger (or starved of one).
+async fn quiet_pool() -> Env {
     let mut settings = test_settings();
-    // No periodic passes during the observation.
     settings.gc_interval = Duration::from_secs(3600);
     settings.resync = Duration::from_secs(3600);
     let mut env = Env::start(Setup {
@@ -674,6 +671,15 @@ async fn status_writes_do_not_wake_the_pool() {
     env.start_operator();
     env.create_pool("web", spec(&[VX_A], 2)).await;
     env.converged("web", &["i-node0001"], 2, T).await;
+    env
+}
+
+/// The pool's own status writes do not wake its reconcile. The status writer publishes the
+/// counts a fraction of a second after every claim; each write woke the pool and restarted
+/// its debounce, so every refill began a status round trip late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_writes_do_not_wake_the_pool() {
+    let env = quiet_pool().await;
     let labels = hostnic_operator::metrics::ControllerLabels {
         controller: hostnic_operator::controller::nicpool::NAME,
     };
@@ -719,18 +725,7 @@ async fn status_writes_do_not_wake_the_pool() {
 /// fraction of a second) a pool's refills waited for a lull that need not come.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pool_refills_while_its_hostnics_keep_changing() {
-    let mut settings = test_settings();
-    // No periodic pass to rescue a starved pool.
-    settings.gc_interval = Duration::from_secs(3600);
-    settings.resync = Duration::from_secs(3600);
-    let mut env = Env::start(Setup {
-        settings,
-        ..Default::default()
-    })
-    .await;
-    env.start_operator();
-    env.create_pool("web", spec(&[VX_A], 2)).await;
-    env.converged("web", &["i-node0001"], 2, T).await;
+    let env = quiet_pool().await;
     let mut names: Vec<String> = env
         .all_hostnics()
         .await
