@@ -235,8 +235,8 @@ impl Operator {
         .applied_objects()
         // A pool's own reconcile acts on its spec and deletion (generation) and the finalizer
         // it adds (which kube's finalizer helper awaits as a change), never on its status.
-        // The status writer publishes counts after every claim; each write woke the pool and
-        // restarted the pool's debounce, so every refill started a status round trip late.
+        // The status writer publishes counts after every claim: were its writes triggers, each
+        // would hold the pool's pass back by another quiet window.
         .predicate_filter(
             predicates::generation.combine(predicates::finalizers),
             PredicateConfig::default(),
