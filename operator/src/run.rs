@@ -22,7 +22,7 @@ use crate::cloud::batch::BatchConfig;
 use crate::cloud::gate::Gate;
 use crate::cloud::metered::Metered;
 use crate::controller::coalesce::{Window, coalesce};
-use crate::controller::triggers::NodeFilter;
+use crate::controller::triggers::{self, NodeFilter};
 use crate::controller::{Checkpoint, Context, handoff, hostnic, nicpool, status};
 use crate::gc::Collector;
 use crate::lease::{Elector, Timing};
@@ -233,12 +233,15 @@ impl Operator {
         .reflect(pool_writer)
         .inspect_ok(move |e| board.on_pool(e))
         .applied_objects()
-        // A pool's own reconcile acts on its spec and deletion (generation) and the finalizer
-        // it adds (which kube's finalizer helper awaits as a change), never on its status.
+        // A pool's own reconcile acts on its spec and deletion (generation), the finalizer it
+        // adds (which kube's finalizer helper awaits as a change) and an ADD waiting on a node
+        // (the agent's annotation), never on its status.
         // The status writer publishes counts after every claim: were its writes triggers, each
         // would hold the pool's pass back by another quiet window.
         .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
+            predicates::generation
+                .combine(predicates::finalizers)
+                .combine(triggers::waiting_adds),
             PredicateConfig::default(),
         );
         // Every change of a HostNic wakes its pool, and Node changes a pool uses (labels,

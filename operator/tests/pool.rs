@@ -770,6 +770,64 @@ async fn a_pool_refills_while_its_hostnics_keep_changing() {
     env.shutdown().await;
 }
 
+/// An ADD that waits wakes the pool: the agent's waiting annotation on it is a trigger. The
+/// node's only other NIC rests in quarantine (supply while no pod waits), so without the
+/// annotation the pool has nothing to do, and with it, it must create a NIC at once: a
+/// quarantine lasts minutes, an ADD waits seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_add_wakes_the_pool() {
+    let mut settings = test_settings();
+    // No periodic pass would find the annotation for it.
+    settings.gc_interval = Duration::from_secs(3600);
+    settings.resync = Duration::from_secs(3600);
+    let mut env = Env::start(Setup {
+        settings,
+        ..Default::default()
+    })
+    .await;
+    env.start_operator();
+    // The production quarantine (120 s): far longer than the test.
+    let mut s = spec(&[VX_A], 1);
+    s.quarantine_seconds = hostnic_crds::nicpool::DEFAULT_QUARANTINE_SECONDS;
+    env.create_pool("web", s).await;
+    env.converged("web", &["i-node0001"], 1, T).await;
+    let first = kube::ResourceExt::name_any(&env.all_hostnics().await[0]);
+    env.bind(&first).await;
+    env.converged("web", &["i-node0001"], 1, T).await;
+    // The pod ends: its NIC rests, and counts as the node's free one.
+    env.release(&first).await;
+    let second = env
+        .all_hostnics()
+        .await
+        .into_iter()
+        .map(|h| kube::ResourceExt::name_any(&h))
+        .find(|n| n != &first)
+        .expect("the refill");
+    env.bind(&second).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.all_hostnics().await.len(), 2, "a resting NIC is supply");
+    // A new pod's ADD finds no free NIC and waits, as the agent says on the pool.
+    let waiting = serde_json::json!({"metadata": {"annotations": {
+        hostnic_crds::waiting_annotation("i-node0001"): jiff::Timestamp::now().to_string()
+    }}});
+    env.pools()
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&waiting),
+        )
+        .await
+        .expect("waiting annotation");
+    eventually("a NIC for the waiting ADD", T, || async {
+        env.count("web", "i-node0001", HostNicPhase::Available)
+            .await
+            == 1
+    })
+    .await;
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
 /// Node and pool names of any legal length: a Node named like a long cloud hostname (240
 /// bytes) and a NicPool named with 205 bytes still give valid labels (shortened with a hash)
 /// and HostNic names (the random suffix kept), the pool fills, and deleting it finds its

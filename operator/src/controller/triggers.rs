@@ -1,4 +1,5 @@
-//! Which Node watch events wake the pools: only changes to what a pool uses (labels for its
+//! Which watch events wake the pools. Of a pool's own, its spec, finalizers and waiting
+//! annotations (never its status). Of Nodes, only changes to what a pool uses (labels for its
 //! selector, `spec.unschedulable`, the Ready status, the instance id from `spec.providerID`,
 //! the annotation or the label, deletion). A kubelet's status heartbeat (condition heartbeat
 //! times, allocatable, images, volumes) changes none of that and triggers nothing, so an idle
@@ -8,6 +9,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
+use hostnic_crds::NicPool;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::runtime::watcher;
@@ -30,6 +32,19 @@ pub fn fingerprint(n: &Node, instances: &InstanceSource) -> u64 {
     instances.instance_of(n).hash(&mut h);
     n.metadata.deletion_timestamp.is_some().hash(&mut h);
     h.finish()
+}
+
+/// A digest of a NicPool's waiting annotations (`hostnic_crds::waiting_annotation`), for the
+/// predicate on the pool's own events: an ADD that starts or stops waiting changes what the
+/// pool must do (a resting NIC is no supply for it), yet it is neither a spec change nor a
+/// finalizer.
+pub fn waiting_adds(p: &NicPool) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    p.annotations()
+        .iter()
+        .filter(|(k, _)| k.starts_with(hostnic_crds::WAITING_ANNOTATION_PREFIX))
+        .for_each(|kv| kv.hash(&mut h));
+    Some(h.finish())
 }
 
 /// Remembers each Node's last fingerprint and lets through only the events that change it.
@@ -198,5 +213,23 @@ mod tests {
             .unwrap()
             .insert("unrelated".into(), "x".into());
         assert!(f.pass(watcher::Event::Apply(n)).is_none());
+    }
+
+    #[test]
+    fn only_waiting_annotations_change_a_pools_digest() {
+        let mut p = NicPool::new("web", crate::plan::fixtures::pool_spec(&["vxnet-a"], 1));
+        let idle = waiting_adds(&p);
+        p.metadata.annotations = Some(BTreeMap::from([(
+            "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+            "{}".to_string(),
+        )]));
+        assert_eq!(waiting_adds(&p), idle);
+        let key = hostnic_crds::waiting_annotation("worker-1");
+        let annotations = p.metadata.annotations.as_mut().unwrap();
+        annotations.insert(key.clone(), "2026-12-03T18:00:00Z".into());
+        let waiting = waiting_adds(&p);
+        assert_ne!(waiting, idle);
+        p.metadata.annotations.as_mut().unwrap().remove(&key);
+        assert_eq!(waiting_adds(&p), idle);
     }
 }

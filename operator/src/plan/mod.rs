@@ -9,7 +9,7 @@ pub mod status;
 
 /// Builders shared by the plan's unit tests.
 #[cfg(test)]
-mod fixtures {
+pub(crate) mod fixtures {
     use hostnic_crds::{NicPoolSpec, ReclaimPolicy};
 
     /// A pool of `size` NICs per node over `vxnets`, with the CRD's defaults.
