@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::controller::coalesce::Window;
+
 /// Reconciles NicPool and HostNic resources against the QingCloud API.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "hostnic-operator", version, about)]
@@ -216,6 +218,16 @@ pub struct Args {
     pub log: String,
 }
 
+/// How a pool's triggers are gathered: a burst of claims on a node (their HostNic writes land
+/// tens of milliseconds apart) becomes one pass that refills them in one AttachNics round, and
+/// changes that never pause (pods starting all over a busy cluster) still let it pass every
+/// second. A claim after which no more can join the node's round passes at once
+/// (`controller::triggers::hostnic_trigger`).
+pub const POOL_TRIGGERS: Window = Window {
+    quiet: Duration::from_millis(200),
+    max: Duration::from_secs(1),
+};
+
 /// The tunables reconcilers use, in typed form.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -259,6 +271,8 @@ pub struct Settings {
     pub visibility_grace: Duration,
     /// Most NICs per CreateNics.
     pub max_create_batch: u32,
+    /// How a pool's triggers are gathered ([`POOL_TRIGGERS`]).
+    pub pool_triggers: Window,
 }
 
 impl Args {
@@ -285,6 +299,7 @@ impl Args {
             backoff_max: Duration::from_secs_f64(self.backoff_max_seconds.max(0.0)),
             visibility_grace: Duration::from_secs(self.visibility_grace_seconds),
             max_create_batch: self.max_create_batch,
+            pool_triggers: POOL_TRIGGERS,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::cloud::CloudApi;
 use crate::cloud::batch::BatchConfig;
 use crate::cloud::gate::Gate;
 use crate::cloud::metered::Metered;
-use crate::controller::coalesce::{Window, coalesce};
+use crate::controller::coalesce::{Urgency, coalesce};
 use crate::controller::triggers::{self, NodeFilter};
 use crate::controller::{Checkpoint, Context, handoff, hostnic, nicpool, status};
 use crate::gc::Collector;
@@ -84,15 +84,6 @@ impl std::fmt::Debug for Operator {
             .finish_non_exhaustive()
     }
 }
-
-/// How a pool's triggers are gathered: a burst of claims on a node (their HostNic writes land
-/// tens of milliseconds apart) becomes one pass that refills them in one AttachNics round, and
-/// changes that never pause (pods starting all over a busy cluster) still let it pass every
-/// second.
-const POOL_TRIGGERS: Window = Window {
-    quiet: Duration::from_millis(200),
-    max: Duration::from_secs(1),
-};
 
 /// A watch item, or none with its error logged (the watcher retries on its own backoff).
 fn logged<K>(item: Result<K, watcher::Error>, kind: &str) -> Option<K> {
@@ -215,10 +206,21 @@ impl Operator {
         ));
         // Each watch event drives its controller and marks the pools whose status it changes.
         let board = ctx.status.clone();
+        // Every HostNic change also wakes its pool, read off this one watch once its
+        // reflector has stored it (see `triggers::hostnic_trigger`).
+        let (nic_tx, mut nic_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (pools, nics) = (pool_store.clone(), hn_store.clone());
+        let attach_batch = u32::try_from(self.batch.max_attach).unwrap_or(u32::MAX);
         let hn_events = watcher(hostnics.clone(), watcher::Config::default())
             .default_backoff()
             .reflect(hn_writer)
-            .inspect_ok(move |e| board.on_hostnic(e))
+            .inspect_ok(move |e| {
+                board.on_hostnic(e);
+                if let Some(t) = triggers::hostnic_trigger(e, &pools, &nics, attach_batch) {
+                    // Fails only once the pool controller is gone, at the end of the term.
+                    let _ = nic_tx.send(t);
+                }
+            })
             .applied_objects();
         // A handed-off cloud call's answer wakes its HostNic.
         let hn_ctrl = Controller::for_stream(hn_events, hn_store.clone())
@@ -244,14 +246,11 @@ impl Operator {
                 .combine(triggers::waiting_adds),
             PredicateConfig::default(),
         );
-        // Every change of a HostNic wakes its pool, and Node changes a pool uses (labels,
+        // HostNic changes wake their pool (above), and Node changes a pool uses (labels,
         // schedulability, readiness, instance id, deletion) wake every pool; kubelet
-        // heartbeats do not. They are gathered per pool (see `POOL_TRIGGERS`).
-        let nic_triggers = watcher(hostnics, watcher::Config::default())
-            .default_backoff()
-            .touched_objects()
-            .filter_map(|h| std::future::ready(logged(h, "HostNic")))
-            .map(|h| vec![ObjectRef::<NicPool>::new(&h.spec.pool)]);
+        // heartbeats do not. They are gathered per pool (see `args::POOL_TRIGGERS`).
+        let nic_triggers =
+            futures::stream::poll_fn(move |cx| nic_rx.poll_recv(cx)).map(|t| vec![t]);
         let pools = pool_store.clone();
         let node_pool_triggers = node_triggers(&self.client, &ctx, node_writer)
             .filter_map(|n| std::future::ready(logged(n, "Node")))
@@ -259,13 +258,13 @@ impl Operator {
                 pools
                     .state()
                     .iter()
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .map(|p| (ObjectRef::from_obj(p.as_ref()), Urgency::Gather))
                     .collect::<Vec<_>>()
             });
         let triggers = coalesce(
             futures::stream::select(nic_triggers, node_pool_triggers)
                 .flat_map(futures::stream::iter),
-            POOL_TRIGGERS,
+            self.settings.pool_triggers,
         );
         let pool_ctrl = Controller::for_stream(pool_events, pool_store.clone())
             .with_config(cfg)

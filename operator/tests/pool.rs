@@ -828,6 +828,81 @@ async fn a_waiting_add_wakes_the_pool() {
     env.shutdown().await;
 }
 
+/// A claim after which no more claims can join the node's refill round passes the pool at
+/// once, instead of waiting for the claims to pause: one that takes the node's last free NIC
+/// (no claim can land there before the refill does), or one that leaves a whole attach batch
+/// (5) missing. Any other claim is gathered. The pools' window is stretched from 200 ms quiet
+/// / 1 s at most to a minute, so that "gathered" and "at once" differ by far more than the
+/// test's scheduling noise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_that_nothing_can_join_refills_at_once() {
+    let mut settings = test_settings();
+    settings.gc_interval = Duration::from_secs(3600);
+    settings.resync = Duration::from_secs(3600);
+    let minute = Duration::from_secs(60);
+    settings.pool_triggers = hostnic_operator::controller::coalesce::Window {
+        quiet: minute,
+        max: minute,
+    };
+    let mut env = Env::start(Setup {
+        settings,
+        ..Default::default()
+    })
+    .await;
+    env.start_operator();
+    env.create_pool("last", spec(&[VX_A], 1)).await;
+    env.create_pool("batch", spec(&[VX_A], 6)).await;
+    env.converged("last", &["i-node0001"], 1, T).await;
+    env.converged("batch", &["i-node0001"], 6, T).await;
+    let free = |pool: &'static str| {
+        let env = &env;
+        async move {
+            let mut names: Vec<String> = env
+                .all_hostnics()
+                .await
+                .into_iter()
+                .filter(|h| {
+                    h.spec.pool == pool
+                        && h.status.as_ref().map(|s| s.phase) == Some(HostNicPhase::Available)
+                })
+                .map(|h| kube::ResourceExt::name_any(&h))
+                .collect();
+            names.sort();
+            names
+        }
+    };
+
+    let last = free("last").await;
+    env.bind(&last[0]).await;
+    eventually("the last free NIC replaced", T, || async {
+        env.count("last", "i-node0001", HostNicPhase::Available)
+            .await
+            == 1
+    })
+    .await;
+
+    let batch = free("batch").await;
+    for name in &batch[..4] {
+        env.bind(name).await;
+    }
+    // Four claims, two NICs still free: gathered, for the window's minute.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.phases("batch", "i-node0001").await,
+        [("Available".to_string(), 2), ("Bound".to_string(), 4)].into(),
+        "a claim that more could join refilled at once"
+    );
+    env.bind(&batch[4]).await;
+    eventually("a whole batch refilled", T, || async {
+        env.count("batch", "i-node0001", HostNicPhase::Available)
+            .await
+            == 6
+    })
+    .await;
+    env.assert_invariants().await;
+    env.shutdown().await;
+}
+
 /// Node and pool names of any legal length: a Node named like a long cloud hostname (240
 /// bytes) and a NicPool named with 205 bytes still give valid labels (shortened with a hash)
 /// and HostNic names (the random suffix kept), the pool fills, and deleting it finds its

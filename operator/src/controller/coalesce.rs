@@ -1,5 +1,5 @@
-//! Coalesced reconcile triggers: an object's triggers run it once they pause, and at the latest
-//! a bounded time after the first of them.
+//! Coalesced reconcile triggers: an object's triggers run it once they pause, at the latest a
+//! bounded time after the first of them, and at once when waiting can gather nothing more.
 //!
 //! kube-runtime's debounce restarts on every trigger, so an object woken more often than its
 //! debounce never runs while that lasts. A pool is woken by every change of every HostNic it
@@ -23,18 +23,37 @@ pub struct Window {
     pub max: Duration,
 }
 
+/// Whether a trigger is gathered with others or runs its object at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Urgency {
+    /// More triggers may follow that the same run can serve: wait for them (by the window).
+    Gather,
+    /// Waiting would gather nothing the run could still use: run now.
+    Now,
+}
+
+/// An object's triggers since it last ran.
+#[derive(Clone, Copy)]
+struct Pending {
+    first: Instant,
+    last: Instant,
+    /// When an urgent one came.
+    urgent: Option<Instant>,
+}
+
 impl Window {
-    /// When an object first triggered at `first`, last at `last`, runs.
-    fn due(&self, first: Instant, last: Instant) -> Instant {
-        (last + self.quiet).min(first + self.max)
+    /// When an object with these triggers runs.
+    fn due(&self, p: &Pending) -> Instant {
+        p.urgent
+            .unwrap_or_else(|| (p.last + self.quiet).min(p.first + self.max))
     }
 }
 
 struct State<T, S> {
     input: Pin<Box<S>>,
     window: Window,
-    /// Objects waiting to run: their first and latest trigger.
-    waiting: HashMap<T, (Instant, Instant)>,
+    /// Objects waiting to run.
+    waiting: HashMap<T, Pending>,
     ended: bool,
 }
 
@@ -43,18 +62,18 @@ impl<T: Eq + Hash + Clone, S> State<T, S> {
     fn next(&self) -> Option<(T, Instant)> {
         self.waiting
             .iter()
-            .map(|(t, &(first, last))| (t, self.window.due(first, last)))
+            .map(|(t, p)| (t, self.window.due(p)))
             .min_by_key(|&(_, at)| at)
             .map(|(t, at)| (t.clone(), at))
     }
 }
 
-/// `input`'s triggers, gathered per object by `window`. When `input` ends, what waits is
-/// still emitted at its time, then the stream ends.
+/// `input`'s triggers, gathered per object by `window` unless urgent. When `input` ends, what
+/// waits is still emitted at its time, then the stream ends.
 pub fn coalesce<T, S>(input: S, window: Window) -> impl Stream<Item = T> + Send
 where
     T: Eq + Hash + Clone + Send + 'static,
-    S: Stream<Item = T> + Send + 'static,
+    S: Stream<Item = (T, Urgency)> + Send + 'static,
 {
     let state = State {
         input: Box::pin(input),
@@ -71,9 +90,17 @@ where
             let at = next.as_ref().map(|(_, at)| *at);
             tokio::select! {
                 item = st.input.next(), if !st.ended => match item {
-                    Some(t) => {
+                    Some((t, urgency)) => {
                         let now = Instant::now();
-                        st.waiting.entry(t).or_insert((now, now)).1 = now;
+                        let p = st.waiting.entry(t).or_insert(Pending {
+                            first: now,
+                            last: now,
+                            urgent: None,
+                        });
+                        p.last = now;
+                        if urgency == Urgency::Now {
+                            p.urgent.get_or_insert(now);
+                        }
                     }
                     None => st.ended = true,
                 },
@@ -104,7 +131,7 @@ mod tests {
         let out = coalesce(tokio_stream_of(rx), WINDOW);
         tokio::spawn(async move {
             while start.elapsed() < until {
-                if tx.send("pool").is_err() {
+                if tx.send(("pool", Urgency::Gather)).is_err() {
                     return;
                 }
                 tokio::time::sleep(every).await;
@@ -148,11 +175,34 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let out = coalesce(tokio_stream_of(rx), WINDOW);
         for t in ["a", "b", "a", "b", "a"] {
-            tx.send(t).expect("send");
+            tx.send((t, Urgency::Gather)).expect("send");
         }
         drop(tx);
         let mut got: Vec<&str> = out.collect().await;
         got.sort();
         assert_eq!(got, ["a", "b"]);
+    }
+
+    /// An urgent trigger runs its object at once, whatever gathered before it, and leaves the
+    /// others to their window.
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_trigger_runs_at_once() {
+        let start = Instant::now();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut out = Box::pin(coalesce(tokio_stream_of(rx), WINDOW));
+        tx.send(("a", Urgency::Gather)).expect("send");
+        tx.send(("b", Urgency::Gather)).expect("send");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(("a", Urgency::Now)).expect("send");
+        assert_eq!(out.next().await, Some("a"));
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
+        // A later gathered trigger does not hold an urgent one back.
+        tx.send(("a", Urgency::Now)).expect("send");
+        tx.send(("a", Urgency::Gather)).expect("send");
+        assert_eq!(out.next().await, Some("a"));
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
+        // The stream reads its input when polled: b's trigger was read at 50 ms.
+        assert_eq!(out.next().await, Some("b"));
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
     }
 }

@@ -1,5 +1,6 @@
-//! Which watch events wake the pools. Of a pool's own, its spec, finalizers and waiting
-//! annotations (never its status). Of Nodes, only changes to what a pool uses (labels for its
+//! Which watch events wake the pools, and how urgently. Of a pool's own, its spec, finalizers
+//! and waiting annotations (never its status). Every HostNic change, at once when it took a
+//! node's last free NIC or a whole attach batch. Of Nodes, only changes to what a pool uses (labels for its
 //! selector, `spec.unschedulable`, the Ready status, the instance id from `spec.providerID`,
 //! the annotation or the label, deletion). A kubelet's status heartbeat (condition heartbeat
 //! times, allocatable, images, volumes) changes none of that and triggers nothing, so an idle
@@ -9,12 +10,16 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
-use hostnic_crds::NicPool;
+use hostnic_crds::{HostNic, HostNicPhase, NicPool};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
+use super::coalesce::Urgency;
+use super::nicpool;
 use crate::node::{self, InstanceSource};
+use crate::plan::{self, pool::NicView};
 
 /// A digest of everything about a Node the pools read.
 pub fn fingerprint(n: &Node, instances: &InstanceSource) -> u64 {
@@ -32,6 +37,44 @@ pub fn fingerprint(n: &Node, instances: &InstanceSource) -> u64 {
     instances.instance_of(n).hash(&mut h);
     n.metadata.deletion_timestamp.is_some().hash(&mut h);
     h.finish()
+}
+
+/// The pool a HostNic watch event wakes, and how urgently. Read after the event is in
+/// `hostnics` (the reflector's store), so it counts the node as the pool's pass will see it.
+/// A claim or a failure (the changes that take a free NIC away) after which the node's refill
+/// can gather nothing more ([`plan::pool::refill_is_due`]) wakes it now; every other change
+/// is gathered.
+pub fn hostnic_trigger(
+    event: &watcher::Event<HostNic>,
+    pools: &Store<NicPool>,
+    hostnics: &Store<HostNic>,
+    attach_batch: u32,
+) -> Option<(ObjectRef<NicPool>, Urgency)> {
+    let (h, changed) = match event {
+        watcher::Event::Apply(h) => (h, true),
+        watcher::Event::Delete(h) | watcher::Event::InitApply(h) => (h, false),
+        watcher::Event::Init | watcher::Event::InitDone => return None,
+    };
+    let pool_ref = ObjectRef::<NicPool>::new(&h.spec.pool);
+    let taken = changed
+        && matches!(
+            h.status.as_ref().map(|s| s.phase),
+            Some(HostNicPhase::Bound | HostNicPhase::Failed)
+        );
+    let due = taken
+        && pools.get(&pool_ref).is_some_and(|pool| {
+            let on_node: Vec<NicView> = hostnics
+                .state()
+                .iter()
+                .filter(|n| n.spec.pool == h.spec.pool && n.spec.node == h.spec.node)
+                .map(|n| nicpool::nic_view(n))
+                .collect();
+            let waiting = pool
+                .annotations()
+                .contains_key(&hostnic_crds::waiting_annotation(&h.spec.node));
+            plan::pool::refill_is_due(pool.spec.size, &on_node, waiting, attach_batch)
+        });
+    Some((pool_ref, if due { Urgency::Now } else { Urgency::Gather }))
 }
 
 /// A digest of a NicPool's waiting annotations (`hostnic_crds::waiting_annotation`), for the

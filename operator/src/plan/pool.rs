@@ -226,6 +226,52 @@ pub fn counts(nics: &[&NicView]) -> NodePoolStatus {
     s
 }
 
+/// A node's pod NICs that serve its pool's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Supply {
+    /// Free now.
+    available: u32,
+    /// On their way (being created or attached).
+    incoming: u32,
+    /// Resting in quarantine. They come back, so a pod restart (one release, one claim) costs
+    /// no cloud call. Unless a pod waits now: the quarantine (minutes) is far longer than an
+    /// ADD may wait, so it gets a new NIC and the resting ones go to the surplus.
+    resting: u32,
+}
+
+/// A node's pod NICs that are not being deleted and have not failed.
+fn serving_pods(nics: &[NicView]) -> Vec<&NicView> {
+    nics.iter()
+        .filter(|n| !n.deleting && n.role == NicRole::Pod && n.phase != HostNicPhase::Failed)
+        .collect()
+}
+
+impl Supply {
+    /// Of `pods`, as [`serving_pods`] gives them.
+    fn of(pods: &[&NicView], pod_waiting: bool) -> Self {
+        let count = |f: &dyn Fn(&NicView) -> bool| pods.iter().filter(|n| f(n)).count() as u32;
+        Self {
+            available: count(&|n| n.phase == HostNicPhase::Available),
+            incoming: count(&|n| n.phase.is_incoming()),
+            resting: count(&|n| n.phase == HostNicPhase::Released && !pod_waiting),
+        }
+    }
+
+    fn total(self) -> u32 {
+        self.available + self.incoming + self.resting
+    }
+}
+
+/// Whether a node's refill gains nothing by waiting for more claims to join its round: the
+/// node has no free NIC left (no claim can land there before the refill does), or it lacks a
+/// whole attach batch (later claims would need a round of their own anyway). `nics` are the
+/// pool's HostNics on the node.
+pub fn refill_is_due(size: u32, nics: &[NicView], pod_waiting: bool, attach_batch: u32) -> bool {
+    let supply = Supply::of(&serving_pods(nics), pod_waiting);
+    let missing = size.saturating_sub(supply.total());
+    missing > 0 && (supply.available == 0 || missing >= attach_batch)
+}
+
 /// Decides one node of a pool. `nics` are the pool's HostNics on this node.
 pub fn decide_node(
     spec: &NicPoolSpec,
@@ -264,11 +310,7 @@ pub fn decide_node(
             .filter(|n| n.phase == HostNicPhase::Failed)
             .map(|n| n.name.clone()),
     );
-    let pods: Vec<&NicView> = live
-        .iter()
-        .copied()
-        .filter(|n| n.role == NicRole::Pod && n.phase != HostNicPhase::Failed)
-        .collect();
+    let pods = serving_pods(nics);
     let available: Vec<&NicView> = pods
         .iter()
         .copied()
@@ -279,15 +321,7 @@ pub fn decide_node(
         .copied()
         .filter(|n| n.phase == HostNicPhase::Pending)
         .collect();
-    let incoming = pods.iter().filter(|n| n.phase.is_incoming()).count() as u32;
-    // NICs resting in quarantine come back: they are supply, so a pod restart (one release,
-    // one claim) costs no cloud call. Unless a pod waits now: the quarantine (minutes) is far
-    // longer than an ADD may wait, so it gets a new NIC and the resting ones go to the surplus.
-    let resting = pods
-        .iter()
-        .filter(|n| n.phase == HostNicPhase::Released && !node.pod_waiting)
-        .count() as u32;
-    let have = available.len() as u32 + incoming + resting;
+    let have = Supply::of(&pods, node.pod_waiting).total();
     let size = spec.size;
     if nics.iter().any(|n| n.refused && !n.deleting) {
         d.blockers.push(Blocker::InstanceRefused);

@@ -105,6 +105,7 @@ pub fn test_settings() -> Settings {
         backoff_max: Duration::from_secs(5),
         visibility_grace: Duration::from_secs(30),
         max_create_batch: production_settings().max_create_batch,
+        pool_triggers: production_settings().pool_triggers,
     }
 }
 
