@@ -210,13 +210,12 @@ impl Operator {
         // reflector has stored it (see `triggers::hostnic_trigger`).
         let (nic_tx, mut nic_rx) = tokio::sync::mpsc::unbounded_channel();
         let (pools, nics) = (pool_store.clone(), hn_store.clone());
-        let attach_batch = u32::try_from(self.batch.max_attach).unwrap_or(u32::MAX);
         let hn_events = watcher(hostnics.clone(), watcher::Config::default())
             .default_backoff()
             .reflect(hn_writer)
             .inspect_ok(move |e| {
                 board.on_hostnic(e);
-                if let Some(t) = triggers::hostnic_trigger(e, &pools, &nics, attach_batch) {
+                if let Some(t) = triggers::hostnic_trigger(e, &pools, &nics) {
                     // Fails only once the pool controller is gone, at the end of the term.
                     let _ = nic_tx.send(t);
                 }

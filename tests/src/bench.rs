@@ -333,19 +333,27 @@ pub fn refill(profile: Profile) -> Result<Value> {
     cluster
         .kubectl
         .run(&["scale", "nicpool", "refill", &format!("--replicas={size}")])?;
-    cluster.wait_converged("refill", size, Duration::from_secs(120))?;
-    let t = Instant::now();
-    let mut running = Vec::new();
-    for i in 0..size {
-        running.push(pods.add_retrying(0, &format!("burst-{i}"), Duration::from_secs(60))?);
-    }
-    let burst_add = t.elapsed();
-    cluster.wait_available("refill", size, Duration::from_secs(300))?;
-    let burst = changes.refilled_at(t, "refill", size)? - t;
-    for pod in &running {
-        pods.del(pod)?;
-    }
-    drop(running);
+    let mut run_burst = || -> Result<(Duration, Duration)> {
+        cluster.wait_converged("refill", size, Duration::from_secs(120))?;
+        let t = Instant::now();
+        let mut running = Vec::new();
+        for i in 0..size {
+            running.push(pods.add_retrying(0, &format!("burst-{i}"), Duration::from_secs(60))?);
+        }
+        let adds = t.elapsed();
+        cluster.wait_available("refill", size, Duration::from_secs(300))?;
+        let refill = changes.refilled_at(t, "refill", size)? - t;
+        for pod in &running {
+            pods.del(pod)?;
+        }
+        Ok((adds, refill))
+    };
+    // The simulator's realistic cloud runs an instance's jobs one at a time (an [U]
+    // assumption): the burst's two AttachNics of 5 take two jobs in a row. Then the same
+    // burst where a cloud runs them side by side.
+    let (burst_add, burst) = run_burst()?;
+    cluster.sim.set_instance_jobs("concurrent")?;
+    let (_, side_by_side) = run_burst()?;
     cluster.delete_pools(Duration::from_secs(120))?;
     Ok(json!({
         "what": "time until the warm pool is full again after pods took it, operator at test tempo (job polls 0.2 s)",
@@ -359,6 +367,8 @@ pub fn refill(profile: Profile) -> Result<Value> {
         // Issue 13's targets: at most 1.3 after one pod, 1.5 after a burst of 10.
         "single_over_attach": round2(single.as_secs_f64() / attach_s()),
         "burst_over_attach": round2(burst.as_secs_f64() / attach_s()),
+        "burst_jobs_side_by_side_refill_s": round2(side_by_side.as_secs_f64()),
+        "burst_jobs_side_by_side_over_attach": round2(side_by_side.as_secs_f64() / attach_s()),
     }))
 }
 

@@ -221,6 +221,15 @@ impl Sim {
         Ok(())
     }
 
+    /// Sets how the simulator runs a second job on a busy instance (`rules.instance_jobs`:
+    /// `queue`, `refuse` or `concurrent`), keeping its other rules.
+    pub fn set_instance_jobs(&self, mode: &str) -> Result<()> {
+        let mut rules = http::get_json(self.addr, "/admin/rules")?;
+        rules["instance_jobs"] = mode.into();
+        http::send_json(self.addr, "PUT", "/admin/rules", &rules)?;
+        Ok(())
+    }
+
     /// Removes every fault rule.
     pub fn clear_faults(&self) -> Result<()> {
         http::send_json(self.addr, "DELETE", "/admin/faults", &serde_json::json!({}))?;

@@ -1,6 +1,6 @@
 //! Which watch events wake the pools, and how urgently. Of a pool's own, its spec, finalizers
 //! and waiting annotations (never its status). Every HostNic change, at once when it took a
-//! node's last free NIC or a whole attach batch. Of Nodes, only changes to what a pool uses (labels for its
+//! node's last free NIC. Of Nodes, only changes to what a pool uses (labels for its
 //! selector, `spec.unschedulable`, the Ready status, the instance id from `spec.providerID`,
 //! the annotation or the label, deletion). A kubelet's status heartbeat (condition heartbeat
 //! times, allocatable, images, volumes) changes none of that and triggers nothing, so an idle
@@ -48,7 +48,6 @@ pub fn hostnic_trigger(
     event: &watcher::Event<HostNic>,
     pools: &Store<NicPool>,
     hostnics: &Store<HostNic>,
-    attach_batch: u32,
 ) -> Option<(ObjectRef<NicPool>, Urgency)> {
     let (h, changed) = match event {
         watcher::Event::Apply(h) => (h, true),
@@ -72,7 +71,7 @@ pub fn hostnic_trigger(
             let waiting = pool
                 .annotations()
                 .contains_key(&hostnic_crds::waiting_annotation(&h.spec.node));
-            plan::pool::refill_is_due(pool.spec.size, &on_node, waiting, attach_batch)
+            plan::pool::refill_is_due(pool.spec.size, &on_node, waiting)
         });
     Some((pool_ref, if due { Urgency::Now } else { Urgency::Gather }))
 }

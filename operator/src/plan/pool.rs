@@ -262,14 +262,16 @@ impl Supply {
     }
 }
 
-/// Whether a node's refill gains nothing by waiting for more claims to join its round: the
-/// node has no free NIC left (no claim can land there before the refill does), or it lacks a
-/// whole attach batch (later claims would need a round of their own anyway). `nics` are the
-/// pool's HostNics on the node.
-pub fn refill_is_due(size: u32, nics: &[NicView], pod_waiting: bool, attach_batch: u32) -> bool {
+/// Whether a node's refill gains nothing by waiting for more claims to join its round: NICs
+/// are missing and none is free, so no claim can land there before the refill does. `nics`
+/// are the pool's HostNics on the node.
+///
+/// (A whole attach batch missing would be another such case, as later claims need a round of
+/// their own. It is not one here: a claim read while the pass for the earlier ones is still
+/// creating their NICs sees those missing too, and its early pass would start a round of one.)
+pub fn refill_is_due(size: u32, nics: &[NicView], pod_waiting: bool) -> bool {
     let supply = Supply::of(&serving_pods(nics), pod_waiting);
-    let missing = size.saturating_sub(supply.total());
-    missing > 0 && (supply.available == 0 || missing >= attach_batch)
+    supply.available == 0 && size > supply.total()
 }
 
 /// Decides one node of a pool. `nics` are the pool's HostNics on this node.

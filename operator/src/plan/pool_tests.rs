@@ -566,20 +566,18 @@ fn node_nics(free: usize, bound: usize, resting: usize) -> Vec<NicView> {
 }
 
 #[test]
-fn a_refill_waits_for_more_claims_only_while_they_can_join_its_round() {
+fn a_refill_waits_for_more_claims_only_while_they_can_come() {
     // One claim of a pool of 3: two free NICs left, more claims may come.
-    assert!(!refill_is_due(3, &node_nics(2, 1, 0), false, 5));
+    assert!(!refill_is_due(3, &node_nics(2, 1, 0), false));
     // The last free NIC taken: no claim can land there before the refill does.
-    assert!(refill_is_due(1, &node_nics(0, 1, 0), false, 5));
-    // A whole attach batch missing: later claims go to a round of their own.
-    assert!(!refill_is_due(10, &node_nics(6, 4, 0), false, 5));
-    assert!(refill_is_due(10, &node_nics(5, 5, 0), false, 5));
+    assert!(refill_is_due(1, &node_nics(0, 1, 0), false));
+    assert!(refill_is_due(10, &node_nics(0, 10, 0), false));
     // Nothing missing: a resting NIC is supply, however empty the node is now.
-    assert!(!refill_is_due(1, &node_nics(0, 1, 1), false, 5));
+    assert!(!refill_is_due(1, &node_nics(0, 1, 1), false));
     // ... unless an ADD waits.
-    assert!(refill_is_due(1, &node_nics(0, 1, 1), true, 5));
+    assert!(refill_is_due(1, &node_nics(0, 1, 1), true));
     // NICs on their way count: the refill already runs.
     let mut nics = node_nics(0, 1, 0);
     nics.push(nic("coming", HostNicPhase::Attaching));
-    assert!(!refill_is_due(1, &nics, false, 5));
+    assert!(!refill_is_due(1, &nics, false));
 }
