@@ -27,6 +27,7 @@ use crate::controller::{Checkpoint, Context, handoff, hostnic, nicpool, status};
 use crate::gc::Collector;
 use crate::lease::{Elector, Timing};
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// Where the leader Lease lives and how it is kept.
 #[derive(Debug, Clone)]
@@ -209,15 +210,21 @@ impl Operator {
         // Every HostNic change also wakes its pool, read off this one watch once its
         // reflector has stored it (see `triggers::hostnic_trigger`).
         let (nic_tx, mut nic_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (pools, nics) = (pool_store.clone(), hn_store.clone());
-        let hn_events = watcher(hostnics.clone(), watcher::Config::default())
+        let (pools, nics, early) = (pool_store.clone(), hn_store.clone(), ctx.clone());
+        let hn_events = watcher(hostnics, watcher::Config::default())
             .default_backoff()
             .reflect(hn_writer)
             .inspect_ok(move |e| {
                 board.on_hostnic(e);
-                if let Some(t) = triggers::hostnic_trigger(e, &pools, &nics) {
+                if let Some(t) = triggers::hostnic_trigger(e, &pools, &nics, early.attach_batch) {
+                    if let Some(node) = &t.due_on {
+                        lock(&early.early_refills)
+                            .entry(t.pool.name.clone())
+                            .or_default()
+                            .insert(node.clone());
+                    }
                     // Fails only once the pool controller is gone, at the end of the term.
-                    let _ = nic_tx.send(t);
+                    let _ = nic_tx.send((t.pool.clone(), t.urgency()));
                 }
             })
             .applied_objects();

@@ -828,13 +828,15 @@ async fn a_waiting_add_wakes_the_pool() {
     env.shutdown().await;
 }
 
-/// A claim that takes a node's last free NIC passes the pool at once instead of waiting for
-/// the claims to pause: no claim can land there before the refill does. A claim that leaves
-/// free NICs is gathered. The pools' window is stretched from 200 ms quiet / 1 s at most to a
-/// minute, so that "gathered" and "at once" differ by far more than the test's scheduling
-/// noise.
+/// A claim after which no more claims can join the node's refill round passes the pool at
+/// once instead of waiting for the claims to pause: one that takes the node's last free NIC
+/// (no claim can land there before the refill does), or one that leaves a whole attach batch
+/// (5) missing, which that early pass creates. A claim that leaves free NICs and less than a
+/// batch missing is gathered. The pools' window is stretched from 200 ms quiet / 1 s at most
+/// to a minute, so that "gathered" and "at once" differ by far more than the test's
+/// scheduling noise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_claim_of_the_last_free_nic_refills_at_once() {
+async fn a_claim_that_nothing_can_join_refills_at_once() {
     let mut settings = test_settings();
     settings.gc_interval = Duration::from_secs(3600);
     settings.resync = Duration::from_secs(3600);
@@ -849,28 +851,60 @@ async fn a_claim_of_the_last_free_nic_refills_at_once() {
     })
     .await;
     env.start_operator();
-    env.create_pool("web", spec(&[VX_A], 2)).await;
-    env.converged("web", &["i-node0001"], 2, T).await;
-    let mut free: Vec<String> = env
-        .all_hostnics()
-        .await
-        .iter()
-        .map(kube::ResourceExt::name_any)
-        .collect();
-    free.sort();
-    env.bind(&free[0]).await;
-    // One NIC still free: the claim is gathered, for the window's minute.
+    env.create_pool("last", spec(&[VX_A], 2)).await;
+    env.create_pool("batch", spec(&[VX_A], 6)).await;
+    env.converged("last", &["i-node0001"], 2, T).await;
+    env.converged("batch", &["i-node0001"], 6, T).await;
+    let free = |pool: &'static str| {
+        let env = &env;
+        async move {
+            let mut names: Vec<String> = env
+                .all_hostnics()
+                .await
+                .into_iter()
+                .filter(|h| h.spec.pool == pool)
+                .map(|h| kube::ResourceExt::name_any(&h))
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    let node = "i-node0001";
+    let phases = |available: u32, bound: u32| {
+        [
+            ("Available".to_string(), available),
+            ("Bound".to_string(), bound),
+        ]
+        .into()
+    };
+
+    let last = free("last").await;
+    env.bind(&last[0]).await;
+    let batch = free("batch").await;
+    for name in &batch[..4] {
+        env.bind(name).await;
+    }
+    // A free NIC left on both, and less than a batch missing: gathered, for the minute.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        env.phases("web", "i-node0001").await,
-        [("Available".to_string(), 1), ("Bound".to_string(), 1)].into(),
-        "a claim that left a free NIC refilled at once"
+        env.phases("last", node).await,
+        phases(1, 1),
+        "refilled at once"
     );
-    env.bind(&free[1]).await;
+    assert_eq!(
+        env.phases("batch", node).await,
+        phases(2, 4),
+        "refilled at once"
+    );
+
+    env.bind(&last[1]).await;
     eventually("the last free NIC replaced at once", T, || async {
-        env.count("web", "i-node0001", HostNicPhase::Available)
-            .await
-            == 2
+        env.count("last", node, HostNicPhase::Available).await == 2
+    })
+    .await;
+    env.bind(&batch[4]).await;
+    eventually("a whole batch refilled at once", T, || async {
+        env.count("batch", node, HostNicPhase::Available).await == 6
     })
     .await;
     env.assert_invariants().await;

@@ -241,9 +241,12 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         .iter()
         .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.as_deref()))
         .collect();
-    let clock = Clock {
+    // Nodes whose refill a claim made due at once: this pass is early for them.
+    let early = lock(&ctx.early_refills).remove(&name).unwrap_or_default();
+    let clock_of = |node: &str| Clock {
         now,
         shrink_delay: settings.shrink_delay,
+        early_batch: early.contains(node).then_some(ctx.attach_batch),
     };
     // The node as the planner sees it before its VM is described.
     let view_of = |node_name: &String| -> NodeView {
@@ -312,14 +315,16 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     // resync makes no DescribeInstances (500 idle nodes cost 5 pages every cache period).
     let instance_ids: Vec<String> = planned
         .iter()
-        .filter(|(view, nics, since)| needs_instance(spec, view, nics, &budget, *since, clock))
+        .filter(|(view, nics, since)| {
+            needs_instance(spec, view, nics, &budget, *since, clock_of(&view.name))
+        })
         .filter_map(|(view, ..)| view.instance_id.clone())
         .collect();
     let instances = ctx.facts.instances(&instance_ids, prio).await?;
     let mut decisions: Vec<(bool, NodeDecision)> = Vec::new();
     for (mut view, nics, since) in planned {
         describe(&mut view, &instances);
-        let d = decide_node(spec, &view, &nics, &mut budget, since, clock);
+        let d = decide_node(spec, &view, &nics, &mut budget, since, clock_of(&view.name));
         {
             let key = (name.clone(), view.name.clone());
             let mut surplus = lock(&ctx.surplus);
@@ -443,6 +448,10 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
     }
     if let Some(r) = decisions.iter().filter_map(|(_, d)| d.recheck_after).min() {
         next = next.min(r);
+    }
+    if decisions.iter().any(|(_, d)| d.deferred > 0) {
+        // What this early pass left waits no longer than gathered triggers would have.
+        next = next.min(settings.pool_triggers.quiet);
     }
     Ok(Action::requeue(next))
 }

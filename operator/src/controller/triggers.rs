@@ -1,6 +1,6 @@
 //! Which watch events wake the pools, and how urgently. Of a pool's own, its spec, finalizers
 //! and waiting annotations (never its status). Every HostNic change, at once when it took a
-//! node's last free NIC. Of Nodes, only changes to what a pool uses (labels for its
+//! node's last free NIC or left a whole attach batch missing. Of Nodes, only changes to what a pool uses (labels for its
 //! selector, `spec.unschedulable`, the Ready status, the instance id from `spec.providerID`,
 //! the annotation or the label, deletion). A kubelet's status heartbeat (condition heartbeat
 //! times, allocatable, images, volumes) changes none of that and triggers nothing, so an idle
@@ -39,16 +39,37 @@ pub fn fingerprint(n: &Node, instances: &InstanceSource) -> u64 {
     h.finish()
 }
 
-/// The pool a HostNic watch event wakes, and how urgently. Read after the event is in
+/// What a HostNic change asks of its pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolTrigger {
+    /// The pool to pass.
+    pub pool: ObjectRef<NicPool>,
+    /// The node whose refill is due at once, if the change made one so.
+    pub due_on: Option<String>,
+}
+
+impl PoolTrigger {
+    /// How the pool's pass is to be gathered.
+    pub fn urgency(&self) -> Urgency {
+        if self.due_on.is_some() {
+            Urgency::Now
+        } else {
+            Urgency::Gather
+        }
+    }
+}
+
+/// The pool a HostNic watch event wakes, and whether at once. Read after the event is in
 /// `hostnics` (the reflector's store), so it counts the node as the pool's pass will see it.
 /// A claim or a failure (the changes that take a free NIC away) after which the node's refill
-/// can gather nothing more ([`plan::pool::refill_is_due`]) wakes it now; every other change
-/// is gathered.
+/// can gather nothing more ([`plan::pool::refill_is_due`]) makes it due now; every other
+/// change is gathered.
 pub fn hostnic_trigger(
     event: &watcher::Event<HostNic>,
     pools: &Store<NicPool>,
     hostnics: &Store<HostNic>,
-) -> Option<(ObjectRef<NicPool>, Urgency)> {
+    attach_batch: u32,
+) -> Option<PoolTrigger> {
     let (h, changed) = match event {
         watcher::Event::Apply(h) => (h, true),
         watcher::Event::Delete(h) | watcher::Event::InitApply(h) => (h, false),
@@ -71,9 +92,12 @@ pub fn hostnic_trigger(
             let waiting = pool
                 .annotations()
                 .contains_key(&hostnic_crds::waiting_annotation(&h.spec.node));
-            plan::pool::refill_is_due(pool.spec.size, &on_node, waiting)
+            plan::pool::refill_is_due(pool.spec.size, &on_node, waiting, attach_batch)
         });
-    Some((pool_ref, if due { Urgency::Now } else { Urgency::Gather }))
+    Some(PoolTrigger {
+        pool: pool_ref,
+        due_on: due.then(|| h.spec.node.clone()),
+    })
 }
 
 /// A digest of a NicPool's waiting annotations (`hostnic_crds::waiting_annotation`), for the

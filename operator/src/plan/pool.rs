@@ -191,19 +191,25 @@ pub struct NodeDecision {
     pub surplus_since: Option<Timestamp>,
     /// When to look again because of the shrink timer.
     pub recheck_after: Option<Duration>,
+    /// Missing NICs an early pass left to the gathered pass after it ([`Clock::early_batch`]).
+    pub deferred: u32,
     /// Counts and gateways for status.
     pub status: NodePoolStatus,
     /// What kept the node from getting everything it wants.
     pub blockers: Vec<Blocker>,
 }
 
-/// Shrink hysteresis settings and the clock.
+/// Shrink hysteresis settings, the clock, and the pass's timing.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     /// Now.
     pub now: Timestamp,
     /// How long a surplus must last before it is deleted.
     pub shrink_delay: Duration,
+    /// Set (to the attach batch) when the pass runs early for the node, for a claim there it
+    /// did not wait for: if the node still has a free NIC it gets whole attach rounds only,
+    /// since more claims may come to fill a partial one, and the pass after creates the rest.
+    pub early_batch: Option<u32>,
 }
 
 /// Whether a HostNic in this phase holds (or is about to take) one of the VM's NIC slots.
@@ -262,16 +268,16 @@ impl Supply {
     }
 }
 
-/// Whether a node's refill gains nothing by waiting for more claims to join its round: NICs
-/// are missing and none is free, so no claim can land there before the refill does. `nics`
-/// are the pool's HostNics on the node.
-///
-/// (A whole attach batch missing would be another such case, as later claims need a round of
-/// their own. It is not one here: a claim read while the pass for the earlier ones is still
-/// creating their NICs sees those missing too, and its early pass would start a round of one.)
-pub fn refill_is_due(size: u32, nics: &[NicView], pod_waiting: bool) -> bool {
+/// Whether a node's refill gains nothing by waiting for more claims to join its round: the
+/// node has no free NIC left (no claim can land there before the refill does), or it lacks a
+/// whole attach batch (later claims need a round of their own anyway). `nics` are the pool's
+/// HostNics on the node. A claim read while the pass for earlier ones is still creating their
+/// NICs counts those missing too; the early pass it brings creates whole rounds only
+/// ([`Clock::early_batch`]), so it adds no partial round.
+pub fn refill_is_due(size: u32, nics: &[NicView], pod_waiting: bool, attach_batch: u32) -> bool {
     let supply = Supply::of(&serving_pods(nics), pod_waiting);
-    supply.available == 0 && size > supply.total()
+    let missing = size.saturating_sub(supply.total());
+    missing > 0 && (supply.available == 0 || missing >= attach_batch)
 }
 
 /// Decides one node of a pool. `nics` are the pool's HostNics on this node.
@@ -436,7 +442,13 @@ pub fn decide_node(
     }
 
     // Grow.
-    let want = size.saturating_sub(have - dropped_pending);
+    let mut want = size.saturating_sub(have - dropped_pending);
+    if let Some(batch) = clock.early_batch
+        && !available.is_empty()
+    {
+        d.deferred = want % batch.max(1);
+        want -= d.deferred;
+    }
     if want > 0 {
         if !node.can_grow {
             d.blockers.push(Blocker::NotSchedulable);

@@ -51,6 +51,7 @@ fn clock() -> Clock {
     Clock {
         now: Timestamp::from_second(10_000).unwrap(),
         shrink_delay: Duration::from_secs(60),
+        early_batch: None,
     }
 }
 
@@ -130,8 +131,8 @@ fn a_nic_returning_from_quarantine_is_kept_for_the_next_pod() {
         nic("c", HostNicPhase::Available),
     ];
     let c = Clock {
-        now: Timestamp::from_second(10_000).unwrap(),
         shrink_delay: Duration::from_secs(600),
+        ..clock()
     };
     let d = decide_node(&spec(2), &node(), &back, &mut budget(), None, c);
     assert!(d.create.is_empty() && d.delete.is_empty());
@@ -566,18 +567,43 @@ fn node_nics(free: usize, bound: usize, resting: usize) -> Vec<NicView> {
 }
 
 #[test]
-fn a_refill_waits_for_more_claims_only_while_they_can_come() {
+fn a_refill_waits_for_more_claims_only_while_they_can_join_its_round() {
     // One claim of a pool of 3: two free NICs left, more claims may come.
-    assert!(!refill_is_due(3, &node_nics(2, 1, 0), false));
+    assert!(!refill_is_due(3, &node_nics(2, 1, 0), false, 5));
     // The last free NIC taken: no claim can land there before the refill does.
-    assert!(refill_is_due(1, &node_nics(0, 1, 0), false));
-    assert!(refill_is_due(10, &node_nics(0, 10, 0), false));
+    assert!(refill_is_due(1, &node_nics(0, 1, 0), false, 5));
+    // A whole attach batch missing: later claims go to a round of their own.
+    assert!(!refill_is_due(10, &node_nics(6, 4, 0), false, 5));
+    assert!(refill_is_due(10, &node_nics(5, 5, 0), false, 5));
     // Nothing missing: a resting NIC is supply, however empty the node is now.
-    assert!(!refill_is_due(1, &node_nics(0, 1, 1), false));
+    assert!(!refill_is_due(1, &node_nics(0, 1, 1), false, 5));
     // ... unless an ADD waits.
-    assert!(refill_is_due(1, &node_nics(0, 1, 1), true));
+    assert!(refill_is_due(1, &node_nics(0, 1, 1), true, 5));
     // NICs on their way count: the refill already runs.
     let mut nics = node_nics(0, 1, 0);
     nics.push(nic("coming", HostNicPhase::Attaching));
-    assert!(!refill_is_due(1, &nics, false));
+    assert!(!refill_is_due(1, &nics, false, 5));
+}
+
+/// An early pass (a claim it did not wait for) creates whole attach rounds on a node that
+/// still has a free NIC and leaves the rest to the gathered pass; an empty node, or a gathered
+/// pass, gets everything it lacks.
+#[test]
+fn an_early_pass_creates_whole_attach_rounds_while_the_node_has_a_free_nic() {
+    let early = Clock {
+        early_batch: Some(5),
+        ..clock()
+    };
+    let grow = |nics: &[NicView], c: Clock| {
+        let d = decide_node(&spec(10), &node(), nics, &mut budget(), None, c);
+        (d.create.len(), d.deferred)
+    };
+    // Six claimed of ten, four free: one round of five now, one NIC later.
+    assert_eq!(grow(&node_nics(4, 6, 0), early), (5, 1));
+    // Three claimed: nothing now (three more claims may fill the round).
+    assert_eq!(grow(&node_nics(7, 3, 0), early), (0, 3));
+    // The node is empty: everything, no claim can come to fill a round.
+    assert_eq!(grow(&node_nics(0, 10, 0), early), (10, 0));
+    // A gathered pass: everything.
+    assert_eq!(grow(&node_nics(4, 6, 0), clock()), (6, 0));
 }
