@@ -89,6 +89,9 @@ where
             }
             let at = next.as_ref().map(|(_, at)| *at);
             tokio::select! {
+                // Triggers already there are taken first, so a run serves every one of them
+                // (and the order is deterministic); the input yields between its events.
+                biased;
                 item = st.input.next(), if !st.ended => match item {
                     Some((t, urgency)) => {
                         let now = Instant::now();
