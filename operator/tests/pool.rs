@@ -590,6 +590,15 @@ async fn pod_churn_is_not_nic_churn() {
     env.shutdown().await;
 }
 
+/// Test settings with no periodic pass (GC, resyncs) inside a test: a pass is then woken by a
+/// trigger, or not at all.
+fn without_periodic_passes() -> hostnic_operator::args::Settings {
+    let mut settings = test_settings();
+    settings.gc_interval = Duration::from_secs(3600);
+    settings.resync = Duration::from_secs(3600);
+    settings
+}
+
 /// A Node's status as a kubelet keeps it (about 15 KB), at heartbeat `beat`: the heartbeat,
 /// the allocatable memory and the newest image change with it, nothing a pool uses.
 fn kubelet_status(beat: u32) -> serde_json::Value {
@@ -602,12 +611,10 @@ fn kubelet_status(beat: u32) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_heartbeats_cause_no_cloud_calls() {
-    let mut settings = test_settings();
-    // No periodic passes (GC, resyncs) during the observation; the fact cache is kept
-    // shorter than the test (1 s), so any pool pass a heartbeat triggered would describe the
-    // instance and vxnet again.
-    settings.gc_interval = Duration::from_secs(3600);
-    settings.resync = Duration::from_secs(3600);
+    // No periodic passes during the observation; the fact cache is kept shorter than the test
+    // (1 s), so any pool pass a heartbeat triggered would describe the instance and vxnet
+    // again.
+    let mut settings = without_periodic_passes();
     settings.cloud_cache = Duration::from_secs(1);
     let mut env = Env::start(Setup {
         settings,
@@ -660,11 +667,8 @@ async fn node_heartbeats_cause_no_cloud_calls() {
 /// An operator with no periodic pass (GC, resyncs), and pool "web" of 2 converged on
 /// i-node0001: a pass after this was woken by a trigger (or starved of one).
 async fn quiet_pool() -> Env {
-    let mut settings = test_settings();
-    settings.gc_interval = Duration::from_secs(3600);
-    settings.resync = Duration::from_secs(3600);
     let mut env = Env::start(Setup {
-        settings,
+        settings: without_periodic_passes(),
         ..Default::default()
     })
     .await;
@@ -776,12 +780,9 @@ async fn a_pool_refills_while_its_hostnics_keep_changing() {
 /// quarantine lasts minutes, an ADD waits seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_waiting_add_wakes_the_pool() {
-    let mut settings = test_settings();
     // No periodic pass would find the annotation for it.
-    settings.gc_interval = Duration::from_secs(3600);
-    settings.resync = Duration::from_secs(3600);
     let mut env = Env::start(Setup {
-        settings,
+        settings: without_periodic_passes(),
         ..Default::default()
     })
     .await;
@@ -837,9 +838,7 @@ async fn a_waiting_add_wakes_the_pool() {
 /// scheduling noise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_claim_that_nothing_can_join_refills_at_once() {
-    let mut settings = test_settings();
-    settings.gc_interval = Duration::from_secs(3600);
-    settings.resync = Duration::from_secs(3600);
+    let mut settings = without_periodic_passes();
     let minute = Duration::from_secs(60);
     settings.pool_triggers = hostnic_operator::controller::coalesce::Window {
         quiet: minute,
