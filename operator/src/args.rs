@@ -221,8 +221,9 @@ pub struct Args {
 /// How a pool's triggers are gathered: a burst of claims on a node (their HostNic writes land
 /// tens of milliseconds apart) becomes one pass that refills them in one AttachNics round, and
 /// changes that never pause (pods starting all over a busy cluster) still let it pass every
-/// second. A claim that takes a node's last free NIC passes at once: no more claims can land
-/// there to join its round (`controller::triggers::hostnic_trigger`).
+/// second. A claim after which no more claims can join the node's round passes at once: one
+/// that takes the node's last free NIC, or leaves a whole attach batch missing
+/// (`controller::triggers::hostnic_trigger`).
 pub const POOL_TRIGGERS: Window = Window {
     quiet: Duration::from_millis(200),
     max: Duration::from_secs(1),

@@ -27,7 +27,6 @@ use crate::controller::{Checkpoint, Context, handoff, hostnic, nicpool, status};
 use crate::gc::Collector;
 use crate::lease::{Elector, Timing};
 use crate::metrics::Metrics;
-use crate::sync::lock;
 
 /// Where the leader Lease lives and how it is kept.
 #[derive(Debug, Clone)]
@@ -217,12 +216,7 @@ impl Operator {
             .inspect_ok(move |e| {
                 board.on_hostnic(e);
                 if let Some(t) = triggers::hostnic_trigger(e, &pools, &nics, early.attach_batch) {
-                    if let Some(node) = &t.due_on {
-                        lock(&early.early_refills)
-                            .entry(t.pool.name.clone())
-                            .or_default()
-                            .insert(node.clone());
-                    }
+                    early.early_refills.note(&t);
                     // Fails only once the pool controller is gone, at the end of the term.
                     let _ = nic_tx.send((t.pool.clone(), t.urgency()));
                 }
@@ -255,21 +249,21 @@ impl Operator {
         // HostNic changes wake their pool (above), and Node changes a pool uses (labels,
         // schedulability, readiness, instance id, deletion) wake every pool; kubelet
         // heartbeats do not. They are gathered per pool (see `args::POOL_TRIGGERS`).
-        let nic_triggers =
-            futures::stream::poll_fn(move |cx| nic_rx.poll_recv(cx)).map(|t| vec![t]);
+        let nic_triggers = futures::stream::poll_fn(move |cx| nic_rx.poll_recv(cx));
         let pools = pool_store.clone();
         let node_pool_triggers = node_triggers(&self.client, &ctx, node_writer)
             .filter_map(|n| std::future::ready(logged(n, "Node")))
-            .map(move |_| {
-                pools
-                    .state()
-                    .iter()
-                    .map(|p| (ObjectRef::from_obj(p.as_ref()), Urgency::Gather))
-                    .collect::<Vec<_>>()
+            .flat_map(move |_| {
+                futures::stream::iter(
+                    pools
+                        .state()
+                        .iter()
+                        .map(|p| (ObjectRef::from_obj(p.as_ref()), Urgency::Gather))
+                        .collect::<Vec<_>>(),
+                )
             });
         let triggers = coalesce(
-            futures::stream::select(nic_triggers, node_pool_triggers)
-                .flat_map(futures::stream::iter),
+            futures::stream::select(nic_triggers, node_pool_triggers),
             self.settings.pool_triggers,
         );
         let pool_ctrl = Controller::for_stream(pool_events, pool_store.clone())

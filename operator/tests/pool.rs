@@ -730,13 +730,7 @@ async fn status_writes_do_not_wake_the_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pool_refills_while_its_hostnics_keep_changing() {
     let env = quiet_pool().await;
-    let mut names: Vec<String> = env
-        .all_hostnics()
-        .await
-        .iter()
-        .map(kube::ResourceExt::name_any)
-        .collect();
-    names.sort();
+    let names = env.names("web").await;
     let (busy, claimed) = (names[0].clone(), names[1].clone());
     // One HostNic changes every 50 ms, as a busy cluster's HostNics do (claims, releases,
     // link reports), for as long as the test runs.
@@ -854,20 +848,6 @@ async fn a_claim_that_nothing_can_join_refills_at_once() {
     env.create_pool("batch", spec(&[VX_A], 6)).await;
     env.converged("last", &["i-node0001"], 2, T).await;
     env.converged("batch", &["i-node0001"], 6, T).await;
-    let free = |pool: &'static str| {
-        let env = &env;
-        async move {
-            let mut names: Vec<String> = env
-                .all_hostnics()
-                .await
-                .into_iter()
-                .filter(|h| h.spec.pool == pool)
-                .map(|h| kube::ResourceExt::name_any(&h))
-                .collect();
-            names.sort();
-            names
-        }
-    };
     let node = "i-node0001";
     let phases = |available: u32, bound: u32| {
         [
@@ -877,9 +857,9 @@ async fn a_claim_that_nothing_can_join_refills_at_once() {
         .into()
     };
 
-    let last = free("last").await;
+    let last = env.names("last").await;
     env.bind(&last[0]).await;
-    let batch = free("batch").await;
+    let batch = env.names("batch").await;
     for name in &batch[..4] {
         env.bind(name).await;
     }

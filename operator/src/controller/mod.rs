@@ -22,7 +22,7 @@ pub mod status;
 pub mod taint;
 pub mod triggers;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -147,9 +147,8 @@ pub struct Context {
     pub own_writes: own_writes::OwnWrites,
     /// Since when each (pool, node) has had surplus free NICs.
     pub surplus: Mutex<HashMap<(String, String), Timestamp>>,
-    /// The nodes, per pool, whose refill a claim made due at once
-    /// (`triggers::hostnic_trigger`): the pool's next pass runs early for them.
-    pub early_refills: Mutex<HashMap<String, HashSet<String>>>,
+    /// The nodes, per pool, whose refill a claim made due at once.
+    pub early_refills: triggers::EarlyRefills,
     /// Most NICs per AttachNics: the size of a whole attach round.
     pub attach_batch: u32,
     /// Crash-point hook.
@@ -203,7 +202,7 @@ impl Context {
             pools: stores.pools,
             own_writes: own_writes::OwnWrites::default(),
             surplus: Mutex::new(HashMap::new()),
-            early_refills: Mutex::default(),
+            early_refills: triggers::EarlyRefills::default(),
             attach_batch: u32::try_from(op.batch.max_attach).unwrap_or(u32::MAX),
             checkpoint: op.checkpoint.clone(),
             backoff: backoff::Backoff::new(op.settings.backoff_max),

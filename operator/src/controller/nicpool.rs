@@ -242,7 +242,7 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         .filter_map(|h| h.status.as_ref().and_then(|s| s.nic_id.as_deref()))
         .collect();
     // Nodes whose refill a claim made due at once: this pass is early for them.
-    let early = lock(&ctx.early_refills).remove(&name).unwrap_or_default();
+    let early = ctx.early_refills.take(&name);
     let clock_of = |node: &str| Clock {
         now,
         shrink_delay: settings.shrink_delay,
@@ -542,6 +542,7 @@ async fn cleanup(pool: &NicPool, ctx: &Context) -> Result<Action> {
             .is_empty()
     {
         lock(&ctx.surplus).retain(|(p, _), _| p != &name);
+        ctx.early_refills.take(&name);
         ctx.metrics.forget_pool(&name);
         return Ok(Action::await_change());
     }

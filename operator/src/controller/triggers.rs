@@ -1,14 +1,15 @@
 //! Which watch events wake the pools, and how urgently. Of a pool's own, its spec, finalizers
 //! and waiting annotations (never its status). Every HostNic change, at once when it took a
-//! node's last free NIC or left a whole attach batch missing. Of Nodes, only changes to what a pool uses (labels for its
-//! selector, `spec.unschedulable`, the Ready status, the instance id from `spec.providerID`,
-//! the annotation or the label, deletion). A kubelet's status heartbeat (condition heartbeat
-//! times, allocatable, images, volumes) changes none of that and triggers nothing, so an idle
-//! cluster costs no pool passes.
+//! node's last free NIC or left a whole attach batch missing. Of Nodes, only changes to what a
+//! pool uses (labels for its selector, `spec.unschedulable`, the Ready status, the instance id
+//! from `spec.providerID`, the annotation or the label, deletion). A kubelet's status heartbeat
+//! (condition heartbeat times, allocatable, images, volumes) changes none of that and triggers
+//! nothing, so an idle cluster costs no pool passes.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 
 use hostnic_crds::{HostNic, HostNicPhase, NicPool};
 use k8s_openapi::api::core::v1::Node;
@@ -20,6 +21,7 @@ use super::coalesce::Urgency;
 use super::nicpool;
 use crate::node::{self, InstanceSource};
 use crate::plan::{self, pool::NicView};
+use crate::sync::lock;
 
 /// A digest of everything about a Node the pools read.
 pub fn fingerprint(n: &Node, instances: &InstanceSource) -> u64 {
@@ -98,6 +100,28 @@ pub fn hostnic_trigger(
         pool: pool_ref,
         due_on: due.then(|| h.spec.node.clone()),
     })
+}
+
+/// The nodes, per pool, whose refill a claim made due at once ([`PoolTrigger::due_on`]): the
+/// pool's next pass is early for them (`plan::pool::Clock::early_batch`).
+#[derive(Debug, Default)]
+pub struct EarlyRefills(Mutex<HashMap<String, HashSet<String>>>);
+
+impl EarlyRefills {
+    /// Notes what `trigger` made due.
+    pub fn note(&self, trigger: &PoolTrigger) {
+        if let Some(node) = &trigger.due_on {
+            lock(&self.0)
+                .entry(trigger.pool.name.clone())
+                .or_default()
+                .insert(node.clone());
+        }
+    }
+
+    /// The nodes of `pool` noted since the last take (the pool's pass, or its deletion).
+    pub fn take(&self, pool: &str) -> HashSet<String> {
+        lock(&self.0).remove(pool).unwrap_or_default()
+    }
 }
 
 /// A digest of a NicPool's waiting annotations (`hostnic_crds::waiting_annotation`), for the

@@ -418,6 +418,19 @@ impl Env {
             .items
     }
 
+    /// The names of a pool's HostNics, sorted.
+    pub async fn names(&self, pool: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .all_hostnics()
+            .await
+            .into_iter()
+            .filter(|h| h.spec.pool == pool)
+            .map(|h| kube::ResourceExt::name_any(&h))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Phases of a pool's pod NICs on a node.
     pub async fn phases(&self, pool: &str, node: &str) -> BTreeMap<String, u32> {
         let mut m = BTreeMap::new();
