@@ -96,37 +96,56 @@ pub async fn report_links(agent: &Agent) {
             return;
         }
     };
-    for ((mac, _, nic), result) in work.into_iter().zip(results) {
-        // Each NIC is let go as soon as it is done, for the claims waiting on it.
-        let _held = held.remove(&nic.name_any());
-        let link = match result {
-            Ok(link) => link,
-            Err(error) => {
-                warn!(hostnic = %nic.name_any(), %mac, %error, "could not tend the NIC's link");
-                continue;
-            }
-        };
-        if is_bound(&nic) {
-            if let Some(name) = link {
-                info!(hostnic = %nic.name_any(), %mac, link = %name, "the link of a bound NIC is back on the node; releasing it");
-                if let Err(error) = agent.release_nic(&nic, &PodNetns::open(None, &nic)).await {
-                    warn!(hostnic = %nic.name_any(), %error, "could not release a NIC whose link came home");
-                }
-            }
-            continue;
+    // Each NIC is tended side by side with the others and let go as soon as it is done, for
+    // the claims waiting on it: one after the other, the reports of an attach round of 5 took
+    // 35 ms, and the last NIC's report ends the round.
+    let tended: Vec<_> = work
+        .into_iter()
+        .zip(results)
+        .map(|((mac, _, nic), result)| {
+            let held = held.remove(&nic.name_any());
+            tend(agent, mac, nic, result, held)
+        })
+        .collect();
+    futures::future::join_all(tended).await;
+}
+
+/// Releases a bound NIC whose link is back on the node, or reports a NIC's link, as one pass
+/// of [`report_links`] found it. `_held` is the NIC's lock.
+async fn tend(
+    agent: &Agent,
+    mac: String,
+    nic: Arc<HostNic>,
+    result: Result<Option<String>, Error>,
+    _held: Option<Held<String>>,
+) {
+    let link = match result {
+        Ok(link) => link,
+        Err(error) => {
+            warn!(hostnic = %nic.name_any(), %mac, %error, "could not tend the NIC's link");
+            return;
         }
-        let Some(next) = decide::report_link(&nic, link.as_deref(), jiff::Timestamp::now()) else {
-            continue;
-        };
-        match agent.kube.replace_status(&next).await {
-            Ok(Write::Done(w)) => {
-                info!(hostnic = %nic.name_any(), %mac, link = ?link, "reported link");
-                agent.view.record_write(nic.resource_version(), *w);
+    };
+    if is_bound(&nic) {
+        if let Some(name) = link {
+            info!(hostnic = %nic.name_any(), %mac, link = %name, "the link of a bound NIC is back on the node; releasing it");
+            if let Err(error) = agent.release_nic(&nic, &PodNetns::open(None, &nic)).await {
+                warn!(hostnic = %nic.name_any(), %error, "could not release a NIC whose link came home");
             }
-            // Someone changed it meanwhile; the next pass reports again.
-            Ok(Write::Conflict) => {}
-            Err(error) => warn!(hostnic = %nic.name_any(), %error, "could not report link"),
         }
+        return;
+    }
+    let Some(next) = decide::report_link(&nic, link.as_deref(), jiff::Timestamp::now()) else {
+        return;
+    };
+    match agent.kube.replace_status(&next).await {
+        Ok(Write::Done(w)) => {
+            info!(hostnic = %nic.name_any(), %mac, link = ?link, "reported link");
+            agent.view.record_write(nic.resource_version(), *w);
+        }
+        // Someone changed it meanwhile; the next pass reports again.
+        Ok(Write::Conflict) => {}
+        Err(error) => warn!(hostnic = %nic.name_any(), %error, "could not report link"),
     }
 }
 

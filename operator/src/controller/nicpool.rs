@@ -368,17 +368,26 @@ async fn apply(pool: &NicPool, ctx: &Context) -> Result<Action> {
         if let Some(i) = instance {
             ctx.batch.plan_attach(i, round.iter().map(|h| h.name_any()));
         }
-        for (k, (h, new)) in round.iter().zip(&d.create).enumerate() {
-            match hostnics.create(&PostParams::default(), h).await {
-                Ok(created) => ctx.own_writes.created(created),
+        // Side by side: the round's create batch waits for all of them, and its attach round
+        // for the batch (one after the other, a round of 5 took 35 ms).
+        let post = PostParams::default();
+        let created =
+            futures::future::join_all(round.iter().map(|h| hostnics.create(&post, h))).await;
+        let mut failed = None;
+        for ((h, new), result) in round.iter().zip(&d.create).zip(created) {
+            match result {
+                Ok(created) => {
+                    ctx.own_writes.created(created);
+                    ctx.facts.consume(&new.vxnet);
+                }
                 Err(e) => {
-                    for unborn in &round[k..] {
-                        ctx.batch.forget(&unborn.name_any());
-                    }
-                    return Err(Error::kube("create HostNic")(e));
+                    ctx.batch.forget(&h.name_any());
+                    failed.get_or_insert(e);
                 }
             }
-            ctx.facts.consume(&new.vxnet);
+        }
+        if let Some(e) = failed {
+            return Err(Error::kube("create HostNic")(e));
         }
         if let Some(i) = instance {
             let node_exists = by_name.contains_key(node_name);
