@@ -329,7 +329,8 @@ pub fn decide_node(
         .copied()
         .filter(|n| n.phase == HostNicPhase::Pending)
         .collect();
-    let have = Supply::of(&pods, node.pod_waiting).total();
+    let supply = Supply::of(&pods, node.pod_waiting);
+    let have = supply.total();
     let size = spec.size;
     if nics.iter().any(|n| n.refused && !n.deleting) {
         d.blockers.push(Blocker::InstanceRefused);
@@ -405,13 +406,23 @@ pub fn decide_node(
     }
 
     // Shrink: surplus NICs that never reached the cloud go at once; free NICs only after the
-    // surplus has lasted `shrink_delay`; bound and in-flight NICs never.
+    // surplus has lasted `shrink_delay`; bound and in-flight NICs never. Resting NICs make no
+    // surplus of the pending ones: they come back only when their quarantine ends, and what
+    // was created for a pod that waited is wanted by the next. Dropped once the wait ended, a
+    // burst of restarts created, dropped and created again (bench (f): a DetachNics, a
+    // DeleteNics and describes for each dropped NIC whose batch had already reached the cloud).
     let mut surplus = have.saturating_sub(size);
+    let pending_surplus = Supply {
+        resting: 0,
+        ..supply
+    }
+    .total()
+    .saturating_sub(size);
     pending.sort_by(|a, b| b.name.cmp(&a.name));
-    for p in pending.iter().take(surplus as usize) {
+    let dropped_pending = pending_surplus.min(pending.len() as u32);
+    for p in pending.iter().take(dropped_pending as usize) {
         d.delete.push(p.name.clone());
     }
-    let dropped_pending = surplus.min(pending.len() as u32);
     surplus -= dropped_pending;
     // A cordoned or NotReady node keeps its free NICs: a drain is usually temporary, and a
     // stopped VM refuses the detach anyway.

@@ -607,3 +607,18 @@ fn an_early_pass_creates_whole_attach_rounds_while_the_node_has_a_free_nic() {
     // A gathered pass: everything.
     assert_eq!(grow(&node_nics(4, 6, 0), clock()), (6, 0));
 }
+
+/// NICs being created for a pod that waited stay when the wait ends: the resting NICs that
+/// then count as supply again come back only after their quarantine. Dropping the pending ones
+/// made a burst of restarts create, drop and create NICs again; a real surplus (a smaller
+/// pool) still drops them at once.
+#[test]
+fn pending_nics_outlast_the_wait_they_were_made_for() {
+    let mut nics = node_nics(0, 1, 2);
+    nics.push(nic("new0", HostNicPhase::Pending));
+    nics.push(nic("new1", HostNicPhase::Pending));
+    let d = decide_node(&spec(3), &node(), &nics, &mut budget(), None, clock());
+    assert!(d.delete.is_empty() && d.create.is_empty(), "{d:?}");
+    let d = decide_node(&spec(1), &node(), &nics, &mut budget(), None, clock());
+    assert_eq!(d.delete, ["new1"]);
+}
