@@ -5,9 +5,9 @@
 //! Layout, per vxnet: a netns made by the simulator (`hn-vx-<pid>-<random>`) holding bridge `br0`.
 //! Per attached NIC: a veth pair whose end named `v<mac hex>` is on that bridge, and whose
 //! other end, with the NIC's MAC, is made in the node netns as `enx<mac hex>` (the name
-//! MAC-based udev naming gives a real NIC). Each instance's primary
-//! NIC is plugged the same way and, as a VM's `eth0`, gets its address and a default route
-//! through its vxnet's gateway.
+//! MAC-based udev naming gives a real NIC). Each instance's primary NIC is plugged the same
+//! way and, as a VM's `eth0`, gets its address and a default route through its vxnet's
+//! gateway.
 //!
 //! The VPC router, per router id: one more netns (same naming) forwarding IPv4, with a leg
 //! `l<n>` on the bridge of each vxnet joined to it; the leg holds the vxnet's gateway address.
